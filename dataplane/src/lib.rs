@@ -1,0 +1,3 @@
+//! The dataplane: runs XDP programs on packets in userspace.
+
+#![deny(unsafe_code)]

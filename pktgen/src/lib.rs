@@ -1,0 +1,3 @@
+//! Packet crafting and writing.
+
+#![deny(unsafe_code)]
