@@ -45,3 +45,10 @@ pub struct MapDef {
     pub max_entries: u32,
     pub map_flags: u32,
 }
+
+/// One entry as a dump shows it: the key, and the value — one per slot for per-CPU maps.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Entry {
+    pub key: Vec<u8>,
+    pub values: Vec<Vec<u8>>,
+}
