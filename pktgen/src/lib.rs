@@ -1,3 +1,33 @@
-//! Packet crafting and writing.
+//! Packet crafting and writing for tests and benchmarks of the dataplane.
+//!
+//! [`craft`] builds Ethernet frames from a [`craft::FrameSpec`] — IPv4 or IPv6, optionally
+//! VLAN-tagged, carrying an ICMP echo request, a UDP datagram or a TCP SYN — with every length
+//! and checksum right, reproducibly from a seed. [`write`] stores frames as raw `.bin` files (what
+//! `dataplane prog run --data-in` and `bpftool prog run data_in` read) or as classic libpcap
+//! files (what tcpdump, Wireshark and traffic replayers read), and reads pcap files back.
+//!
+//! ```
+//! use pktgen::craft::{FrameSpec, L4, icmp_echo};
+//!
+//! // The 98-byte ICMP echo request that userspace-XDP benchmarks replay as `icmp.bin`.
+//! assert_eq!(icmp_echo().len(), 98);
+//!
+//! // 16 distinct UDP flows in 64-byte frames.
+//! let spec = FrameSpec {
+//!     l4: L4::Udp { src_port: 1024, dst_port: 9, payload: vec![] },
+//!     frame_size: Some(64),
+//!     ..FrameSpec::default()
+//! };
+//! let frames = spec
+//!     .flows(16, Default::default())?
+//!     .map(|flow| flow.build())
+//!     .collect::<Result<Vec<_>, _>>()?;
+//! assert_eq!(frames.len(), 16);
+//! # Ok::<(), pktgen::craft::CraftError>(())
+//! ```
 
 #![deny(unsafe_code)]
+
+pub mod craft;
+pub mod rng;
+pub mod write;
