@@ -1,0 +1,369 @@
+//! The raw `bpf(2)` and `sched_setaffinity(2)` calls: the only unsafe code of the kernel oracle.
+//!
+//! Every attribute struct mirrors one anonymous member of `union bpf_attr`
+//! (`include/uapi/linux/bpf.h`), field for field, with explicit zeroed padding so no uninitialised
+//! byte reaches the kernel. A struct shorter than the kernel's union is fine: the kernel zero-fills
+//! the rest.
+//!
+//! Invariant that makes the element calls sound: the kernel reads `key_size` bytes through a key
+//! pointer and writes (or reads) a map's full value buffer through a value pointer, so every
+//! element call goes through [`Map`], which remembers those sizes from its own `BPF_MAP_CREATE`
+//! and checks every slice against them before the call.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// `enum bpf_cmd` values used here.
+mod cmd {
+    pub const MAP_CREATE: libc::c_long = 0;
+    pub const MAP_LOOKUP_ELEM: libc::c_long = 1;
+    pub const MAP_UPDATE_ELEM: libc::c_long = 2;
+    pub const MAP_GET_NEXT_KEY: libc::c_long = 4;
+    pub const PROG_LOAD: libc::c_long = 5;
+    pub const PROG_TEST_RUN: libc::c_long = 10;
+    pub const MAP_FREEZE: libc::c_long = 22;
+}
+
+/// Length of the kernel's object names (`BPF_OBJ_NAME_LEN`), NUL included.
+pub(super) const OBJ_NAME_LEN: usize = 16;
+
+/// The `BPF_MAP_CREATE` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct MapCreateAttr {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+    numa_node: u32,
+    map_name: [u8; OBJ_NAME_LEN],
+    map_ifindex: u32,
+    btf_fd: u32,
+    btf_key_type_id: u32,
+    btf_value_type_id: u32,
+    btf_vmlinux_value_type_id: u32,
+    map_extra: u64,
+}
+
+/// The `BPF_MAP_*_ELEM` / `BPF_MAP_GET_NEXT_KEY` member (`value` doubles as `next_key`).
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+/// The `BPF_MAP_FREEZE` member (only `map_fd` is read).
+#[repr(C)]
+#[derive(Default)]
+struct MapFdAttr {
+    map_fd: u32,
+}
+
+/// The `BPF_PROG_LOAD` member, up to `log_true_size` (Linux 6.4+; older kernels see a zero tail).
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; OBJ_NAME_LEN],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    attach_btf_id: u32,
+    attach_prog_fd: u32,
+    core_relo_cnt: u32,
+    fd_array: u64,
+    core_relos: u64,
+    core_relo_rec_size: u32,
+    log_true_size: u32,
+}
+
+/// The `BPF_PROG_TEST_RUN` member.
+#[repr(C)]
+#[derive(Default)]
+struct TestRunAttr {
+    prog_fd: u32,
+    retval: u32,
+    data_size_in: u32,
+    data_size_out: u32,
+    data_in: u64,
+    data_out: u64,
+    repeat: u32,
+    duration: u32,
+    ctx_size_in: u32,
+    ctx_size_out: u32,
+    ctx_in: u64,
+    ctx_out: u64,
+    flags: u32,
+    cpu: u32,
+    batch_size: u32,
+    _pad: u32,
+}
+
+// The layouts above must be the kernel's; these offsets are the ones `bpf.h` implies.
+const _: () = {
+    assert!(size_of::<MapCreateAttr>() == 72);
+    assert!(std::mem::offset_of!(MapCreateAttr, map_name) == 28);
+    assert!(std::mem::offset_of!(MapCreateAttr, map_extra) == 64);
+    assert!(size_of::<ElemAttr>() == 32);
+    assert!(size_of::<ProgLoadAttr>() == 144);
+    assert!(std::mem::offset_of!(ProgLoadAttr, prog_name) == 48);
+    assert!(std::mem::offset_of!(ProgLoadAttr, fd_array) == 120);
+    assert!(std::mem::offset_of!(ProgLoadAttr, log_true_size) == 140);
+    assert!(size_of::<TestRunAttr>() == 80);
+    assert!(std::mem::offset_of!(TestRunAttr, flags) == 64);
+};
+
+/// Calls `bpf(cmd, attr, sizeof attr)`; returns the non-negative result or the errno.
+///
+/// # Safety
+///
+/// `T` must be the attribute struct above that matches `command`, and every user pointer in
+/// `attr` must be valid for the kernel to read (or, for output buffers, write) the number of bytes
+/// the command implies from the other fields, for the duration of the call.
+unsafe fn bpf<T>(command: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    let size = size_of::<T>() as libc::c_long;
+    // SAFETY: `attr` is a live, exclusively borrowed `#[repr(C)]` struct of `size` bytes, so the
+    // kernel may read and write it; the pointers inside it are valid per this fn's contract, and
+    // the kernel keeps none of them after returning.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, command, std::ptr::from_mut(attr), size) };
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+/// Wraps a file descriptor the kernel just returned.
+///
+/// # Safety
+///
+/// `fd` must be a descriptor just created for this process that nothing else owns.
+unsafe fn owned(fd: libc::c_long) -> OwnedFd {
+    let raw = i32::try_from(fd).expect("the kernel returns fds that fit an int");
+    // SAFETY: `raw` is a fresh descriptor nothing else owns, per this fn's contract.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+/// A pointer as the kernel's `__aligned_u64`.
+fn ptr(p: *const u8) -> u64 {
+    p as usize as u64
+}
+
+/// A map this process created, with the buffer sizes its element calls need.
+#[derive(Debug)]
+pub(super) struct Map {
+    fd: OwnedFd,
+    key_size: usize,
+    /// Bytes the kernel copies for one value: `value_size`, or for per-CPU maps
+    /// `round_up(value_size, 8) * possible CPUs`.
+    value_len: usize,
+}
+
+impl Map {
+    /// `BPF_MAP_CREATE`. `value_len` is the buffer size element calls will use, which the caller
+    /// computes from the map type (see [`super::value_len`]).
+    pub(super) fn create(def: &maps::MapDef, name: [u8; OBJ_NAME_LEN], value_len: usize) -> io::Result<Self> {
+        let mut attr = MapCreateAttr {
+            map_type: def.map_type,
+            key_size: def.key_size,
+            value_size: def.value_size,
+            max_entries: def.max_entries,
+            map_flags: def.map_flags,
+            map_name: name,
+            ..MapCreateAttr::default()
+        };
+        // SAFETY: the create attribute holds no pointer (`map_name` is an inline array).
+        let fd = unsafe { bpf(cmd::MAP_CREATE, &mut attr) }?;
+        // SAFETY: a successful BPF_MAP_CREATE returns a new map fd owned by nobody yet.
+        let fd = unsafe { owned(fd) };
+        Ok(Self { fd, key_size: def.key_size as usize, value_len })
+    }
+
+    pub(super) fn key_size(&self) -> usize {
+        self.key_size
+    }
+
+    pub(super) fn value_len(&self) -> usize {
+        self.value_len
+    }
+
+    fn check(&self, key: &[u8], value: usize) -> io::Result<()> {
+        if key.len() == self.key_size && value == self.value_len {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        }
+    }
+
+    /// `BPF_MAP_UPDATE_ELEM`; `value` must be the full value buffer (all CPUs for per-CPU maps).
+    pub(super) fn update(&self, key: &[u8], value: &[u8], flags: u64) -> io::Result<()> {
+        self.check(key, value.len())?;
+        let mut attr = ElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            key: ptr(key.as_ptr()),
+            value: ptr(value.as_ptr()),
+            flags,
+            ..ElemAttr::default()
+        };
+        // SAFETY: `check` proved `key` has `key_size` bytes and
+        // `value` has `value_len` bytes, exactly what the kernel reads for this map.
+        unsafe { bpf(cmd::MAP_UPDATE_ELEM, &mut attr) }.map(drop)
+    }
+
+    /// `BPF_MAP_LOOKUP_ELEM` into `value` (the full value buffer); `Ok(false)` when absent.
+    pub(super) fn lookup(&self, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+        self.check(key, value.len())?;
+        let mut attr = ElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            key: ptr(key.as_ptr()),
+            value: ptr(value.as_mut_ptr()),
+            ..ElemAttr::default()
+        };
+        // SAFETY: `check` proved `key` has `key_size` bytes and the
+        // exclusively borrowed `value` has `value_len` bytes, exactly what the kernel accesses.
+        match unsafe { bpf(cmd::MAP_LOOKUP_ELEM, &mut attr) } {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `BPF_MAP_GET_NEXT_KEY`: the key after `key` (the first key for `None`) into `next`;
+    /// `Ok(false)` at the end.
+    pub(super) fn next_key(&self, key: Option<&[u8]>, next: &mut [u8]) -> io::Result<bool> {
+        if key.is_some_and(|k| k.len() != self.key_size) || next.len() != self.key_size {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut attr = ElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            key: key.map_or(0, |k| ptr(k.as_ptr())),
+            value: ptr(next.as_mut_ptr()),
+            ..ElemAttr::default()
+        };
+        // SAFETY: both `key` (or NULL, which the kernel accepts as
+        // "first key") and the exclusively borrowed `next` were just checked to be `key_size`
+        // bytes, what the kernel reads and writes.
+        match unsafe { bpf(cmd::MAP_GET_NEXT_KEY, &mut attr) } {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `BPF_MAP_FREEZE`: no more writes from user space.
+    pub(super) fn freeze(&self) -> io::Result<()> {
+        let mut attr = MapFdAttr { map_fd: self.fd.as_raw_fd() as u32 };
+        // SAFETY: the freeze attribute holds no pointer, only the fd.
+        unsafe { bpf(cmd::MAP_FREEZE, &mut attr) }.map(drop)
+    }
+}
+
+impl AsFd for Map {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// What `BPF_PROG_LOAD` needs besides the log buffer.
+pub(super) struct ProgLoad<'a> {
+    pub prog_type: u32,
+    /// Encoded instructions, 8 bytes per slot.
+    pub insns: &'a [u8],
+    pub license: &'a CStr,
+    pub name: [u8; OBJ_NAME_LEN],
+}
+
+/// `BPF_PROG_LOAD` with a verifier log in `log`. On failure, also returns the log size the
+/// kernel needed (`log_true_size`, 0 on kernels before 6.4).
+pub(super) fn prog_load(
+    load: &ProgLoad<'_>,
+    log_level: u32,
+    log: &mut [u8],
+) -> Result<OwnedFd, (io::Error, u32)> {
+    let insn_cnt =
+        u32::try_from(load.insns.len() / 8).map_err(|_| (io::Error::from_raw_os_error(libc::E2BIG), 0))?;
+    let log_size = u32::try_from(log.len()).map_err(|_| (io::Error::from_raw_os_error(libc::EINVAL), 0))?;
+    let mut attr = ProgLoadAttr {
+        prog_type: load.prog_type,
+        insn_cnt,
+        insns: ptr(load.insns.as_ptr()),
+        license: ptr(load.license.as_ptr().cast()),
+        log_level,
+        log_size,
+        log_buf: if log.is_empty() { 0 } else { ptr(log.as_mut_ptr()) },
+        prog_name: load.name,
+        ..ProgLoadAttr::default()
+    };
+    // SAFETY: the kernel reads `insn_cnt * 8` bytes of `insns`
+    // (`insn_cnt` is its length / 8), the NUL-terminated `license`, and writes at most
+    // `log_size` (= `log.len()`) bytes into the exclusively borrowed `log`.
+    match unsafe { bpf(cmd::PROG_LOAD, &mut attr) } {
+        // SAFETY: a successful BPF_PROG_LOAD returns a new program fd owned by nobody yet.
+        Ok(fd) => Ok(unsafe { owned(fd) }),
+        Err(e) => Err((e, attr.log_true_size)),
+    }
+}
+
+/// What one `BPF_PROG_TEST_RUN` reports.
+pub(super) struct TestRunOut {
+    pub retval: u32,
+    /// The output length the kernel reported (at most `data_out.len()` on success).
+    pub size_out: u32,
+    pub duration: u32,
+}
+
+/// `BPF_PROG_TEST_RUN` of `prog` over `data_in`, the output packet written to `data_out`.
+pub(super) fn prog_test_run(
+    prog: BorrowedFd<'_>,
+    data_in: &[u8],
+    data_out: &mut [u8],
+    repeat: u32,
+) -> io::Result<TestRunOut> {
+    let too_big = |_| io::Error::from_raw_os_error(libc::E2BIG);
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: u32::try_from(data_in.len()).map_err(too_big)?,
+        data_size_out: u32::try_from(data_out.len()).map_err(too_big)?,
+        data_in: ptr(data_in.as_ptr()),
+        data_out: ptr(data_out.as_mut_ptr()),
+        repeat,
+        ..TestRunAttr::default()
+    };
+    // SAFETY: the kernel reads `data_size_in` (= `data_in.len()`)
+    // bytes and copies at most `data_size_out` (= `data_out.len()`) bytes into the exclusively
+    // borrowed `data_out` (it fails with ENOSPC rather than write more); no context buffers.
+    unsafe { bpf(cmd::PROG_TEST_RUN, &mut attr) }?;
+    Ok(TestRunOut { retval: attr.retval, size_out: attr.data_size_out, duration: attr.duration })
+}
+
+/// Restricts the calling thread to `cpu`.
+pub(super) fn pin_current_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: `cpu_set_t` is a plain bitmask struct for which all-zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu < CPU_SETSIZE` (checked above), so the bit lies inside `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid, initialised `cpu_set_t` and the size passed is its own; pid 0
+    // means the calling thread.
+    let ret = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
