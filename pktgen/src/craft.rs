@@ -18,7 +18,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use etherparse::err::packet::BuildWriteError;
 use etherparse::{IpHeaders, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder, VlanId};
 
-pub use self::frames::test_frames;
+pub use self::frames::{RUNT_LENS, test_frames};
 use crate::rng::SplitMix64;
 
 /// Smallest frame size a [`FrameSpec::frame_size`] may ask for: Ethernet's minimum without FCS.

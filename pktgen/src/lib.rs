@@ -1,8 +1,8 @@
 //! Packet crafting and writing for tests and benchmarks of the dataplane.
 //!
-//! [`craft`] builds Ethernet frames from a [`craft::FrameSpec`] — IPv4 or IPv6, optionally
+//! [`craft`](mod@craft) builds Ethernet frames from a [`craft::FrameSpec`] — IPv4 or IPv6, optionally
 //! VLAN-tagged, carrying an ICMP echo request, a UDP datagram or a TCP SYN — with every length
-//! and checksum right, reproducibly from a seed. [`write`] stores frames as raw `.bin` files (what
+//! and checksum right, reproducibly from a seed. [`write`](mod@write) stores frames as raw `.bin` files (what
 //! `dataplane prog run --data-in` and `bpftool prog run data_in` read) or as classic libpcap
 //! files (what tcpdump, Wireshark and traffic replayers read), and reads pcap files back.
 //!
