@@ -1,0 +1,195 @@
+//! `dataplane prog run`: one XDP program over one packet, with the semantics of the kernel's
+//! `BPF_PROG_TEST_RUN` (what `bpftool prog run` calls).
+//!
+//! Like the kernel, the program runs `repeat` times on the *same* frame — a program that swaps
+//! MACs returns the original frame after an even number of runs, one that moves `data` keeps
+//! moving it — on the CPU the command started on, with the per-CPU slot of that CPU.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+use xdp_vm::context::{XDP_FRAME_SIZE, XdpBuff};
+use xdp_vm::elf::{Object, ProgramKind};
+use xdp_vm::{Interpreter, Program, Xdp, create_maps};
+
+/// The engine that runs the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The interpreter, every memory access checked.
+    Interp,
+    /// The Cranelift JIT.
+    Jit,
+}
+
+/// What went wrong, in words a user acts on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Object {
+        path: String,
+        #[source]
+        source: xdp_vm::elf::ElfError,
+    },
+    #[error("program {name} is not an XDP program (section {section}); prog run runs XDP programs")]
+    NotXdp { name: String, section: String },
+    #[error("cannot load program {name}: {source}")]
+    Load {
+        name: String,
+        #[source]
+        source: xdp_vm::LoadError,
+    },
+    #[error("data-in {path}: {source}")]
+    Frame {
+        path: String,
+        #[source]
+        source: xdp_vm::context::ContextError,
+    },
+    #[error("the {engine:?} engine is not available yet; use --engine interp")]
+    EngineUnavailable { engine: Engine },
+    #[error("program {name} faulted: {source}")]
+    Fault {
+        name: String,
+        #[source]
+        source: xdp_vm::Fault,
+    },
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest<'a> {
+    pub object: &'a Path,
+    pub data_in: &'a Path,
+    pub program: Option<&'a str>,
+    pub repeat: u32,
+    pub engine: Engine,
+}
+
+/// The result, shaped as DESIGN.md's `--json` contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub retval: u32,
+    pub duration_ns: f64,
+    pub repeat: u32,
+    pub engine: Engine,
+    #[serde(serialize_with = "hex_bytes")]
+    pub data_out: Vec<u8>,
+    pub maps: serde_json::Map<String, serde_json::Value>,
+}
+
+fn hex_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex(bytes))
+}
+
+/// Lowercase hex of raw bytes in memory order.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Renders map entries as DESIGN.md's JSON: `{"key", "value"}` or, for per-CPU maps, `{"key",
+/// "values": [...]}`.
+#[must_use]
+pub fn entries_json(entries: &[maps::Entry], per_cpu: bool) -> serde_json::Value {
+    let rows = entries
+        .iter()
+        .map(|e| {
+            let mut row = serde_json::Map::new();
+            row.insert("key".into(), hex(&e.key).into());
+            if per_cpu {
+                row.insert("values".into(), e.values.iter().map(|v| serde_json::Value::from(hex(v))).collect());
+            } else {
+                row.insert("value".into(), e.values.first().map(|v| hex(v)).unwrap_or_default().into());
+            }
+            serde_json::Value::Object(row)
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+}
+
+/// Per-CPU slots for `prog run`: the kernel's possible CPUs, so dumps line up with its own.
+#[must_use]
+pub fn cpu_slots() -> usize {
+    crate::kernel::possible_cpus().unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, usize::from))
+}
+
+/// Runs the request.
+///
+/// # Errors
+/// [`RunError`] for unreadable files, objects the loader or program check refuses, frames the
+/// kernel would refuse, and programs that fault.
+pub fn run(req: &RunRequest<'_>) -> Result<RunReport, RunError> {
+    if req.engine == Engine::Jit {
+        return Err(RunError::EngineUnavailable { engine: req.engine });
+    }
+    let read = |p: &Path| std::fs::read(p).map_err(|source| RunError::Read { path: p.display().to_string(), source });
+    let bytes = read(req.object)?;
+    let obj = Object::parse(&bytes).map_err(|source| RunError::Object { path: req.object.display().to_string(), source })?;
+    let spec = obj
+        .program(req.program)
+        .map_err(|source| RunError::Object { path: req.object.display().to_string(), source })?;
+    if spec.kind != ProgramKind::Xdp {
+        return Err(RunError::NotXdp { name: spec.name.clone(), section: spec.section.clone() });
+    }
+    let packet = read(req.data_in)?;
+
+    let slots = cpu_slots();
+    let cpu = xdp_vm::sys::current_cpu();
+    // Stay on this CPU, as the kernel's test run does (migrate_disable), so the per-CPU slot and
+    // bpf_get_smp_processor_id() mean the same thing throughout. Pinning can fail in a
+    // restricted cpuset; the slot is still consistent for the run, so that is not an error.
+    let _ = crate::kernel::pin_current_thread(cpu);
+    let slot = cpu.min(slots - 1);
+
+    let load_err = |source| RunError::Load { name: spec.name.clone(), source };
+    let maps = create_maps(&obj, slots).map_err(load_err)?;
+    let prog = Program::<Xdp>::new(spec, &maps).map_err(load_err)?;
+
+    let mut frame = vec![0u8; XDP_FRAME_SIZE];
+    let mut buff = XdpBuff::load(&mut frame, &packet)
+        .map_err(|source| RunError::Frame { path: req.data_in.display().to_string(), source })?;
+    // What BPF_PROG_TEST_RUN reports without a ctx_in: the loopback device, queue 0.
+    buff.ingress_ifindex = 1;
+    let repeat = req.repeat.max(1);
+    let mut vm = Interpreter::new();
+    let mut retval = 0u64;
+    let start = Instant::now();
+    for _ in 0..repeat {
+        retval = vm
+            .run(&prog, &mut buff, slot)
+            .map_err(|source| RunError::Fault { name: spec.name.clone(), source })?;
+    }
+    let elapsed = start.elapsed();
+    let data_out = buff.meta_and_packet().to_vec();
+
+    let mut map_json = serde_json::Map::new();
+    for m in &maps {
+        map_json.insert(m.name().to_string(), entries_json(&m.entries(), m.is_per_cpu()));
+    }
+    Ok(RunReport {
+        retval: retval as u32,
+        duration_ns: elapsed.as_nanos() as f64 / f64::from(repeat),
+        repeat,
+        engine: req.engine,
+        data_out,
+        maps: map_json,
+    })
+}
+
+/// bpftool's line: `Return value: 3, duration (average): 5ns`.
+#[must_use]
+pub fn bpftool_line(report: &RunReport) -> String {
+    let avg = if report.repeat > 1 { " (average)" } else { "" };
+    format!("Return value: {}, duration{avg}: {}ns", report.retval, report.duration_ns.round() as u64)
+}
