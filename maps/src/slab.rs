@@ -1,0 +1,163 @@
+//! Word-addressed, zero-initialized, cache-line-aligned backing memory for map keys and values.
+//!
+//! This is the crate's one module allowed to use `unsafe`, and it needs it for exactly one thing:
+//! turning a fallible `alloc_zeroed` into a `Box<[AtomicU64]>`. Everything else in the crate works
+//! on that box with safe code.
+//!
+//! Invariants (relied on by every map kind):
+//! - the memory never moves and is never freed while the [`Slab`] lives, so pointers handed to
+//!   programs stay valid for the map's lifetime;
+//! - all of it is `AtomicU64`, i.e. `UnsafeCell`-backed: programs may write through the raw pointers
+//!   from [`Slab::ptr`] while other threads read through `&AtomicU64` without `&mut` aliasing; the
+//!   crate's own copies are relaxed atomic word accesses, so they never form a data race in the Rust
+//!   memory model (program-side plain accesses race exactly as eBPF's semantics say they do);
+//! - word 0 of the slab is 64-byte aligned, so per-slot regions padded to 8 words never share a cache
+//!   line between workers (house style 6).
+
+use std::alloc::{Layout, alloc_zeroed};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Words in a 64-byte cache line.
+pub(crate) const LINE_WORDS: usize = 8;
+
+/// A fixed-size, zeroed array of 64-bit words.
+#[derive(Debug)]
+pub(crate) struct Slab {
+    words: Box<[AtomicU64]>,
+    /// First word of the usable, 64-byte-aligned part of `words`.
+    start: usize,
+    len: usize,
+}
+
+impl Slab {
+    /// `len` zeroed words, or `None` when the size overflows or the allocator refuses.
+    pub(crate) fn zeroed(len: usize) -> Option<Slab> {
+        // One cache line of slack so the usable part can start on a line boundary.
+        let total = len.max(1).checked_add(LINE_WORDS - 1)?;
+        let words = alloc_zeroed_words(total)?;
+        let addr = words.as_ptr() as usize;
+        let start = (64 - addr % 64) % 64 / 8;
+        Some(Slab { words, start, len })
+    }
+
+    /// Number of usable words.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Word `i`. Panics when `i >= len()`: indexes come from the crate's own layout arithmetic,
+    /// so a panic here is a bug in this crate, never bad input.
+    #[inline]
+    pub(crate) fn word(&self, i: usize) -> &AtomicU64 {
+        debug_assert!(i < self.len);
+        &self.words[self.start + i]
+    }
+
+    /// The usable words `[i, i + n)`.
+    #[inline]
+    pub(crate) fn words(&self, i: usize, n: usize) -> &[AtomicU64] {
+        &self.words[self.start + i..self.start + i + n]
+    }
+
+    /// Address of word 0.
+    #[inline]
+    pub(crate) fn base_addr(&self) -> usize {
+        self.words.as_ptr() as usize + self.start * 8
+    }
+
+    /// Pointer to word `i`, valid for reads and writes of the rest of the slab for its lifetime.
+    ///
+    /// Derived from the whole boxed slice (not from one element's reference), so its provenance
+    /// covers every word; writing through it is allowed because every byte is inside an
+    /// `UnsafeCell` (`AtomicU64`).
+    #[inline]
+    pub(crate) fn ptr(&self, i: usize) -> NonNull<u8> {
+        assert!(i < self.len, "slab word {i} out of range");
+        let p = self.words.as_ptr().wrapping_add(self.start + i).cast::<u8>().cast_mut();
+        NonNull::new(p).expect("a pointer into a live allocation is never null")
+    }
+
+    /// Copies `out.len()` bytes starting at word `i` into `out` (memory order).
+    pub(crate) fn read(&self, i: usize, out: &mut [u8]) {
+        let words = self.words(i, out.len().div_ceil(8));
+        for (chunk, word) in out.chunks_mut(8).zip(words) {
+            let bytes = word.load(Ordering::Relaxed).to_ne_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+
+    /// Copies `src` to the words starting at word `i`; the tail of a partial last word is zeroed
+    /// (it is padding no reader ever sees as value bytes).
+    pub(crate) fn write(&self, i: usize, src: &[u8]) {
+        let words = self.words(i, src.len().div_ceil(8));
+        for (chunk, word) in src.chunks(8).zip(words) {
+            word.store(pad_word(chunk), Ordering::Relaxed);
+        }
+    }
+
+    /// Zeroes words `[i, i + n)`.
+    pub(crate) fn zero(&self, i: usize, n: usize) {
+        for word in self.words(i, n) {
+            word.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Up to 8 bytes as a native-endian word, zero-padded: the form keys and values take in a slab.
+#[inline]
+pub(crate) fn pad_word(chunk: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes[..chunk.len()].copy_from_slice(chunk);
+    u64::from_ne_bytes(bytes)
+}
+
+/// A zeroed `Box<[AtomicU64]>` of `n > 0` words, without aborting when memory is short.
+fn alloc_zeroed_words(n: usize) -> Option<Box<[AtomicU64]>> {
+    assert!(n > 0, "zero-sized slabs are never requested");
+    let layout = Layout::array::<AtomicU64>(n).ok()?;
+    // SAFETY: `layout` has a non-zero size: `n > 0` is asserted just above and `AtomicU64` is 8 bytes.
+    let raw = unsafe { alloc_zeroed(layout) };
+    let raw = NonNull::new(raw)?.cast::<AtomicU64>();
+    let slice = std::ptr::slice_from_raw_parts_mut(raw.as_ptr(), n);
+    // SAFETY: `raw` comes from the global allocator with `Layout::array::<AtomicU64>(n)`, exactly the
+    // layout a `Box<[AtomicU64]>` of length `n` deallocates with; it is non-null (checked above),
+    // aligned for `AtomicU64` (the layout's alignment), owned by nothing else (just allocated), and
+    // fully initialized: every byte is zero and all-zero bytes are a valid `AtomicU64` (value 0).
+    Some(unsafe { Box::from_raw(slice) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeroed_and_line_aligned() {
+        let slab = Slab::zeroed(100).unwrap();
+        assert_eq!(slab.len(), 100);
+        assert_eq!(slab.base_addr() % 64, 0);
+        assert!((0..100).all(|i| slab.word(i).load(Ordering::Relaxed) == 0));
+        assert_eq!(slab.ptr(3).as_ptr() as usize, slab.base_addr() + 24);
+    }
+
+    #[test]
+    fn read_write_partial_words() {
+        let slab = Slab::zeroed(4).unwrap();
+        slab.word(1).store(u64::MAX, Ordering::Relaxed);
+        slab.write(0, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        let mut out = [0u8; 11];
+        slab.read(0, &mut out);
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+        // The partial last word's tail is zeroed, not left over.
+        assert_eq!(slab.word(1).load(Ordering::Relaxed).to_ne_bytes()[3..], [0; 5]);
+        slab.zero(0, 2);
+        slab.read(0, &mut out);
+        assert_eq!(out, [0; 11]);
+    }
+
+    #[test]
+    fn refuses_absurd_sizes() {
+        assert!(Slab::zeroed(usize::MAX).is_none());
+        assert!(Slab::zeroed(usize::MAX / 8).is_none());
+    }
+}
