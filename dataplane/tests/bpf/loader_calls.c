@@ -1,5 +1,6 @@
 // Loader test: static and global subprograms in .text with nested calls, shared by two programs,
-// a callback passed by function pointer (bpf_loop), and map/global references from subprograms.
+// a callback passed by function pointer (bpf_loop), map/global references from subprograms, and a
+// string literal in .rodata.str1.1.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -50,6 +51,8 @@ int calls_main(struct xdp_md *ctx)
 SEC("xdp/other")
 int calls_other(struct xdp_md *ctx)
 {
+	/* A string literal passed by pointer lands in .rodata.str1.1. */
+	bpf_trace_printk("other %d\n", sizeof("other %d\n"), ctx->ingress_ifindex);
 	return (int)middle(ctx->ingress_ifindex);
 }
 

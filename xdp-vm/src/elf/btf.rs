@@ -43,7 +43,7 @@ pub enum BtfError {
     UnknownKind { id: u32, kind: u32 },
     #[error("no type with id {id}")]
     NoSuchType { id: u32 },
-    #[error("string offset {offset} is outside the string section or not valid utf-8")]
+    #[error("string offset {offset} is outside the string section or not a printable utf-8 name")]
     BadString { offset: u32 },
     #[error("type {id} does not resolve within {MAX_DEPTH} links")]
     TypeLoop { id: u32 },
@@ -188,7 +188,11 @@ impl<'a> Btf<'a> {
     pub(crate) fn str_at(&self, offset: u32) -> Result<&'a str, BtfError> {
         let tail = self.strings.get(offset as usize..).ok_or(BtfError::BadString { offset })?;
         let end = tail.iter().position(|&b| b == 0).ok_or(BtfError::BadString { offset })?;
-        std::str::from_utf8(&tail[..end]).map_err(|_| BtfError::BadString { offset })
+        // Names are C identifiers and section names: control characters only come from corruption.
+        std::str::from_utf8(&tail[..end])
+            .ok()
+            .filter(|s| !s.chars().any(char::is_control))
+            .ok_or(BtfError::BadString { offset })
     }
 
     pub(crate) fn name(&self, ty: &Type<'_>) -> Result<&'a str, BtfError> {

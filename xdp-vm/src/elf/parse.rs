@@ -110,6 +110,17 @@ pub(super) fn corrupt(section: &str, reason: impl Into<String>) -> ElfError {
     ElfError::CorruptSection { section: section.to_string(), reason: reason.into() }
 }
 
+/// A name from the file, safe to print on one line: control characters are escaped (real names
+/// have none; a corrupt string table must not forge output lines or terminal escapes).
+fn clean(raw: &[u8]) -> String {
+    let s = String::from_utf8_lossy(raw);
+    if s.chars().any(char::is_control) {
+        s.chars().flat_map(char::escape_default).collect()
+    } else {
+        s.into_owned()
+    }
+}
+
 /// Gives the clear errors (`NotElf`, class, endianness, machine) before the `object` crate's.
 fn check_header(bytes: &[u8]) -> Result<(), ElfError> {
     if bytes.len() < 16 || bytes[..4] != elf::ELFMAG {
@@ -140,7 +151,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Object, ElfError> {
         let sh_type = sh.sh_type(LE);
         let data = if sh_type == elf::SHT_NOBITS { Some(&[][..]) } else { sh.data(LE, bytes).ok() };
         sections.push(Section {
-            name: String::from_utf8_lossy(name).into_owned(),
+            name: clean(name),
             data,
             size: sh.sh_size(LE),
             sh_type,
@@ -155,7 +166,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Object, ElfError> {
         let shndx = usize::from(sym.st_shndx(LE));
         let defined = shndx != 0 && shndx < usize::from(elf::SHN_LORESERVE) && shndx < sections.len();
         symbols.push(Symbol {
-            name: String::from_utf8_lossy(name).into_owned(),
+            name: clean(name),
             section: defined.then_some(shndx),
             value: sym.st_value(LE),
             size: sym.st_size(LE),
