@@ -1,5 +1,6 @@
 //! Compiles every eBPF C program of the project (`configs/bpf/*.c` and `dataplane/tests/bpf/*.c`)
-//! with `clang -O2 -g -target bpf` into `<target>/bpf/NAME.o`, the place the README, the tests and
+//! with `clang -O2 -g -target bpf` into `<target>/bpf/NAME.o` (`tests/bpf/unsafe/*.c`, programs the
+//! kernel refuses, into `<target>/bpf/unsafe/`), the place the README, the tests and
 //! the benchmarks load them from. Objects are build products, never committed.
 //!
 //! A source may ask for extra flags on a first-line comment: `// bpf-cflags: -mcpu=v4`.
@@ -18,7 +19,15 @@ fn main() {
     println!("cargo:rerun-if-env-changed=BPF_CLANG");
 
     let clang = find_clang();
-    for dir in [root.join("configs/bpf"), manifest.join("tests/bpf")] {
+    let unsafe_out = out.join("unsafe");
+    std::fs::create_dir_all(&unsafe_out).unwrap_or_else(|e| panic!("cannot create {}: {e}", unsafe_out.display()));
+    let dirs = [
+        (root.join("configs/bpf"), &out),
+        (manifest.join("tests/bpf"), &out),
+        // Programs the kernel refuses: tests expect both verifiers to reject them.
+        (manifest.join("tests/bpf/unsafe"), &unsafe_out),
+    ];
+    for (dir, out) in dirs {
         println!("cargo:rerun-if-changed={}", dir.display());
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         let mut sources: Vec<PathBuf> = entries
@@ -30,7 +39,7 @@ fn main() {
         for src in sources {
             println!("cargo:rerun-if-changed={}", src.display());
             if src.extension().is_some_and(|x| x == "c") {
-                compile(&clang, &src, &out);
+                compile(&clang, &src, out);
             }
         }
     }

@@ -26,13 +26,13 @@ pub enum Engine {
 /// What went wrong, in words a user acts on.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Object {
         path: String,
         #[source]
@@ -40,21 +40,21 @@ pub enum RunError {
     },
     #[error("program {name} is not an XDP program (section {section}); prog run runs XDP programs")]
     NotXdp { name: String, section: String },
-    #[error("cannot load program {name}: {source}")]
+    #[error("cannot load program {name}")]
     Load {
         name: String,
         #[source]
         source: xdp_vm::LoadError,
     },
-    #[error("data-in {path}: {source}")]
+    #[error("data-in {path}")]
     Frame {
         path: String,
         #[source]
         source: xdp_vm::context::ContextError,
     },
-    #[error("the {engine:?} engine is not available yet; use --engine interp")]
+    #[error("the jit engine is not available yet; use --engine interp")]
     EngineUnavailable { engine: Engine },
-    #[error("program {name} faulted: {source}")]
+    #[error("program {name} faulted")]
     Fault {
         name: String,
         #[source]

@@ -1,6 +1,20 @@
 //! Load, check and run unmodified clang-built eBPF objects in userspace.
+//!
+//! The layers run one way: [`elf`] parses an object into maps and linked programs without
+//! touching the kernel; [`program`] binds a program to live maps after checking its structure;
+//! [`interp`] runs it on a [`context`].
 
 #![deny(unsafe_code)]
 
+pub mod context;
 pub mod elf;
+pub mod helpers;
 pub mod insn;
+pub mod interp;
+mod memory;
+pub mod program;
+pub mod sys;
+
+pub use context::{Context, Xdp, XdpBuff};
+pub use interp::{Fault, Interpreter};
+pub use program::{LoadError, Program, create_maps};

@@ -25,6 +25,7 @@ pub(crate) struct Region {
 }
 
 impl Region {
+    #[cfg(test)]
     pub(crate) const EMPTY: Region = Region { start: 0, len: 0 };
 
     /// True when `[addr, addr + size)` lies inside the region; `size` is at least 1.
@@ -159,20 +160,6 @@ impl Memory<'_> {
         // SAFETY: the source range was checked to lie in one live region; `out` is a distinct
         // Rust buffer, so the ranges cannot overlap.
         unsafe { std::ptr::copy_nonoverlapping(addr as usize as *const u8, out.as_mut_ptr(), out.len()) };
-        true
-    }
-
-    /// Copies `data` to `addr`; `false` when not allowed.
-    pub(crate) fn write(&self, addr: u64, data: &[u8]) -> bool {
-        if data.is_empty() {
-            return true;
-        }
-        if !self.check(addr, data.len(), true) {
-            return false;
-        }
-        // SAFETY: the destination range was checked to lie in one live, writable region; `data`
-        // is a Rust buffer of the caller's and never part of guest memory passed by reference.
-        unsafe { std::ptr::copy(data.as_ptr(), addr as usize as *mut u8, data.len()) };
         true
     }
 

@@ -146,7 +146,7 @@ impl<C: Context> Program<C> {
             }
         }
         for (pc, insn) in insns.iter().enumerate() {
-            if is_second_slot[pc] {
+            if is_second_slot[pc] || insn.is_lddw() {
                 continue;
             }
             check_insn::<C>(insn, pc, insns.len(), &is_second_slot)

@@ -1,0 +1,114 @@
+//! Differential tests: every XDP program of the project, over a table of frames, run by the
+//! kernel (`BPF_PROG_TEST_RUN`) and by our interpreter — the same return value, the same output
+//! bytes and the same contents in every map, after one run and after several.
+//!
+//! Each program is loaded once on each side and fed the whole frame table in order, so map
+//! state carries over from frame to frame identically on both. The thread is pinned to CPU 0,
+//! the CPU the kernel then runs the program on, and our run uses slot 0.
+
+use std::path::{Path, PathBuf};
+
+use dataplane::kernel::{self, KernelProgram};
+use xdp_vm::context::{XDP_FRAME_SIZE, XdpBuff};
+use xdp_vm::elf::{Object, ProgramKind, ProgramSpec};
+use xdp_vm::{Interpreter, Program, Xdp, create_maps};
+
+const REPEATS: [u32; 3] = [1, 4, 3];
+
+fn objects() -> Vec<PathBuf> {
+    let dir = Path::new(env!("BPF_OBJ_DIR"));
+    let mut objs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("the build wrote target/bpf")
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "o"))
+        .collect();
+    objs.sort();
+    assert!(objs.len() >= 2, "expected the project's eBPF objects in {}", dir.display());
+    objs
+}
+
+struct Ours {
+    maps: Vec<std::sync::Arc<maps::Map>>,
+    prog: Program<Xdp>,
+    vm: Interpreter,
+}
+
+impl Ours {
+    fn load(obj: &Object, spec: &ProgramSpec, slots: usize) -> Self {
+        let maps = create_maps(obj, slots).expect("our map store creates the object's maps");
+        let prog = Program::<Xdp>::new(spec, &maps).expect("our loader accepts what the kernel accepts");
+        Self { maps, prog, vm: Interpreter::new() }
+    }
+
+    /// Runs like BPF_PROG_TEST_RUN: `repeat` runs on one frame; `None` when the frame is refused.
+    fn test_run(&mut self, data: &[u8], repeat: u32) -> Option<(u32, Vec<u8>)> {
+        let mut frame = vec![0u8; XDP_FRAME_SIZE];
+        let mut buff = XdpBuff::load(&mut frame, data).ok()?;
+        buff.ingress_ifindex = 1;
+        let mut ret = 0;
+        for _ in 0..repeat.max(1) {
+            ret = self.vm.run(&self.prog, &mut buff, 0).unwrap_or_else(|f| panic!("{}: fault {f}", self.prog.name()));
+        }
+        Some((ret as u32, buff.meta_and_packet().to_vec()))
+    }
+}
+
+fn compare_maps(ctx: &str, kern: &KernelProgram, ours: &Ours) {
+    assert_eq!(kern.maps().len(), ours.maps.len());
+    for (k, o) in kern.maps().iter().zip(&ours.maps) {
+        assert_eq!(k.name(), o.name());
+        let mut want = k.entries().unwrap_or_else(|e| panic!("{ctx}: dumping kernel map {}: {e}", k.name()));
+        let mut got = o.entries();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "{ctx}: map {} differs from the kernel's", o.name());
+    }
+}
+
+#[test]
+fn every_program_matches_the_kernel_on_every_frame() {
+    kernel::pin_current_thread(0).expect("pin to CPU 0");
+    let slots = kernel::possible_cpus().expect("possible CPUs");
+    let frames = pktgen::craft::test_frames();
+    let mut programs = 0;
+    let mut runs = 0;
+    for path in objects() {
+        let bytes = std::fs::read(&path).expect("readable object");
+        let obj = Object::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for spec in obj.programs.iter().filter(|p| p.kind == ProgramKind::Xdp) {
+            let name = format!("{}:{}", path.file_name().unwrap().to_string_lossy(), spec.name);
+            let kern = KernelProgram::load(&obj, spec).unwrap_or_else(|e| panic!("{name}: the kernel refused it: {e}"));
+            let mut ours = Ours::load(&obj, spec, slots);
+            programs += 1;
+            for (frame_name, frame) in &frames {
+                for repeat in REPEATS {
+                    let ctx = format!("{name} on {frame_name} x{repeat}");
+                    let k = kern.test_run(frame, repeat).ok();
+                    let o = ours.test_run(frame, repeat);
+                    match (&k, &o) {
+                        (None, None) => continue,
+                        (Some(k), Some((ret, out))) => {
+                            assert_eq!(*ret, k.retval, "{ctx}: return value");
+                            assert_eq!(
+                                pktgen_hex(out),
+                                pktgen_hex(&k.data_out),
+                                "{ctx}: output frame ({} vs kernel {} bytes)",
+                                out.len(),
+                                k.data_out.len()
+                            );
+                        }
+                        _ => panic!("{ctx}: kernel ran it: {}, we ran it: {}", k.is_some(), o.is_some()),
+                    }
+                    compare_maps(&ctx, &kern, &ours);
+                    runs += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{programs} programs, {runs} differential runs equal to the kernel's");
+    assert!(programs >= 10, "only {programs} XDP programs found");
+}
+
+fn pktgen_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
