@@ -311,7 +311,9 @@ impl HashTable {
     fn publish(&self, b: usize, e: u32, key: &[u8], hash: u32) {
         self.elems.write(e as usize * self.ewords + 1, key);
         let head = self.buckets[b].head.load(Ordering::Relaxed);
-        self.link(e).store(u64::from(hash) << 32 | u64::from(head), Ordering::Relaxed);
+        // Release here too: a lock-free reader still standing on `e` from its previous life
+        // follows this link, and must then see the elements behind it fully written.
+        self.link(e).store(u64::from(hash) << 32 | u64::from(head), Ordering::Release);
         self.buckets[b].head.store(e, Ordering::Release);
     }
 
