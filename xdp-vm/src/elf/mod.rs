@@ -88,6 +88,15 @@ impl Object {
     /// Any [`ElfError`] but the lookup ones: the bytes are not such an object, a section, symbol,
     /// relocation or BTF record is corrupt or unsupported, or a map definition is invalid.
     pub fn parse(bytes: &[u8]) -> Result<Object, ElfError> {
+        parse::parse(bytes).map(|(object, _)| object)
+    }
+
+    /// [`Object::parse`], also returning what does not fit the contract types: map-in-map inner
+    /// definitions and slot initialisers, and the function boundaries of each linked program.
+    ///
+    /// # Errors
+    /// As [`Object::parse`].
+    pub fn parse_with_extras(bytes: &[u8]) -> Result<(Object, Extras), ElfError> {
         parse::parse(bytes)
     }
 
@@ -168,10 +177,29 @@ pub struct MapSpec {
     pub data: Vec<u8>,
     /// Global data: the variables that live in it, for `const volatile` overrides.
     pub vars: Vec<GlobalVar>,
-    /// Map-in-map (`__array(values, struct {...})`): the inner map's definition.
-    pub inner: Option<maps::MapDef>,
-    /// Map-in-map and prog-array: the slots the object initialises (`.values = { [i] = &x }`).
-    pub slots: Vec<MapSlot>,
+}
+
+/// What the loader knows beyond the contract types, kept out of them so code that builds
+/// [`MapSpec`]s and [`ProgramSpec`]s by hand keeps compiling. Indexed like [`Object::maps`] and
+/// [`Object::programs`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Per map: the inner map's definition of a map-in-map (`__array(values, struct {...})`).
+    pub inner: Vec<Option<maps::MapDef>>,
+    /// Per map: the slots a map-in-map or prog-array initialises (`.values = { [i] = &x }`).
+    pub slots: Vec<Vec<MapSlot>>,
+    /// Per program: the functions linked into its `insns`, the program itself first.
+    pub functions: Vec<Vec<Function>>,
+}
+
+/// One function inside a linked program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Function {
+    pub name: String,
+    /// Index of its first instruction in [`ProgramSpec::insns`].
+    pub start: usize,
+    /// Number of instruction slots.
+    pub len: usize,
 }
 
 /// One initialised slot of a map-in-map or prog-array.

@@ -11,8 +11,8 @@ use object::read::elf::{FileHeader, Rel as _, SectionHeader as _, Sym as _};
 
 use super::btf::{self, Btf};
 use super::{
-    ElfError, GlobalVar, MAX_GLOBAL_SIZE, MapKind, MapSlot, MapSpec, Object, ProgramKind, ProgramSpec,
-    SlotTarget,
+    ElfError, Extras, GlobalVar, MAX_GLOBAL_SIZE, MapKind, MapSlot, MapSpec, Object, ProgramKind,
+    ProgramSpec, SlotTarget,
 };
 use crate::insn::{INSN_SIZE, Insn, decode_all};
 use maps::{MapDef, map_flags, map_type};
@@ -139,7 +139,7 @@ fn check_header(bytes: &[u8]) -> Result<(), ElfError> {
     Ok(())
 }
 
-pub(super) fn parse(bytes: &[u8]) -> Result<Object, ElfError> {
+pub(super) fn parse(bytes: &[u8]) -> Result<(Object, Extras), ElfError> {
     check_header(bytes)?;
     let malformed = |source| ElfError::Malformed { source };
     let header = elf::FileHeader64::<LE>::parse(bytes).map_err(malformed)?;
@@ -204,18 +204,21 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Object, ElfError> {
     };
 
     let mut maps = Vec::new();
+    let mut extras = Extras::default();
     if let Some(idx) = cx.sections.iter().position(|s| s.name == ".maps") {
         let btf = match &btf {
             Some(Ok(b)) => b,
             Some(Err(e)) => return Err(ElfError::Btf { source: e.clone() }),
             None => return Err(corrupt(".maps", "BTF-defined maps need a .BTF section")),
         };
-        btf_maps(&mut cx, btf, idx, &mut maps)?;
+        btf_maps(&mut cx, btf, idx, &mut maps, &mut extras)?;
     }
     if let Some(idx) = cx.sections.iter().position(|s| s.name == "maps") {
         legacy_maps(&mut cx, idx, &mut maps)?;
     }
     global_maps(&mut cx, btf.as_ref().and_then(|b| b.as_ref().ok()), &mut maps)?;
+    extras.inner.resize(maps.len(), None);
+    extras.slots.resize(maps.len(), Vec::new());
 
     let mut programs = Vec::new();
     let mut exec: Vec<usize> = cx.insns.keys().copied().filter(|&i| cx.sections[i].name != ".text").collect();
@@ -223,7 +226,8 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Object, ElfError> {
     for sec in exec {
         let section = cx.section_name(sec).to_string();
         for func in cx.funcs.get(&sec).into_iter().flatten().filter(|f| f.global) {
-            let insns = super::reloc::link(&cx, sec, func)?;
+            let (insns, functions) = super::reloc::link(&cx, sec, func)?;
+            extras.functions.push(functions);
             programs.push(ProgramSpec {
                 name: func.name.clone(),
                 kind: program_kind(&section),
@@ -232,8 +236,8 @@ pub(super) fn parse(bytes: &[u8]) -> Result<Object, ElfError> {
             });
         }
     }
-    map_slots(&cx, &mut maps)?;
-    Ok(Object { license, maps, programs })
+    map_slots(&cx, &maps, &mut extras)?;
+    Ok((Object { license, maps, programs }, extras))
 }
 
 fn collect_relocations(
@@ -339,7 +343,13 @@ struct BtfMapDef {
     values_offset: Option<u32>,
 }
 
-fn btf_maps(cx: &mut Ctx<'_>, btf: &Btf<'_>, sec: usize, maps: &mut Vec<MapSpec>) -> Result<(), ElfError> {
+fn btf_maps(
+    cx: &mut Ctx<'_>,
+    btf: &Btf<'_>,
+    sec: usize,
+    maps: &mut Vec<MapSpec>,
+    extras: &mut Extras,
+) -> Result<(), ElfError> {
     let Some(datasec) = btf.datasec(".maps") else {
         return Err(corrupt(".maps", "no DATASEC .maps in BTF"));
     };
@@ -370,14 +380,13 @@ fn btf_maps(cx: &mut Ctx<'_>, btf: &Btf<'_>, sec: usize, maps: &mut Vec<MapSpec>
         if let Some(values) = parsed.values_offset {
             cx.values_offset.insert(maps.len(), u64::from(values));
         }
+        extras.inner.push(parsed.inner);
         maps.push(MapSpec {
             name,
             def: parsed.def,
             kind: MapKind::Regular,
             data: Vec::new(),
             vars: Vec::new(),
-            inner: parsed.inner,
-            slots: Vec::new(),
         });
     }
     Ok(())
@@ -523,8 +532,6 @@ fn legacy_maps(cx: &mut Ctx<'_>, sec: usize, maps: &mut Vec<MapSpec>) -> Result<
             kind: MapKind::Regular,
             data: Vec::new(),
             vars: Vec::new(),
-            inner: None,
-            slots: Vec::new(),
         });
     }
     Ok(())
@@ -592,15 +599,13 @@ fn global_maps(cx: &mut Ctx<'_>, btf: Option<&Btf<'_>>, maps: &mut Vec<MapSpec>)
             kind: MapKind::Global { readonly },
             data,
             vars,
-            inner: None,
-            slots: Vec::new(),
         });
     }
     Ok(())
 }
 
 /// Applies `.rel.maps`: `.values = { [i] = &inner_map }` or `= { [i] = &prog }`.
-fn map_slots(cx: &Ctx<'_>, maps: &mut [MapSpec]) -> Result<(), ElfError> {
+fn map_slots(cx: &Ctx<'_>, maps: &[MapSpec], extras: &mut Extras) -> Result<(), ElfError> {
     let Some(sec) = cx.sections.iter().position(|s| s.name == ".maps") else { return Ok(()) };
     let Some(rels) = cx.rels.get(&sec) else { return Ok(()) };
     let mut offsets: Vec<(u64, usize)> =
@@ -644,10 +649,10 @@ fn map_slots(cx: &Ctx<'_>, maps: &mut [MapSpec]) -> Result<(), ElfError> {
                 return Err(bad(format!("slot {index} points to {}, neither a map nor a program", sym.name)));
             }
         };
-        if maps[idx].inner.is_some() != matches!(target, SlotTarget::Map(_)) {
+        if extras.inner[idx].is_some() != matches!(target, SlotTarget::Map(_)) {
             return Err(bad(format!("slot {index} holds the wrong kind of value")));
         }
-        maps[idx].slots.push(MapSlot { index, target });
+        extras.slots[idx].push(MapSlot { index, target });
     }
     Ok(())
 }

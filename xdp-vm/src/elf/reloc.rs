@@ -10,8 +10,8 @@
 
 use object::elf;
 
-use super::ElfError;
 use super::parse::{Ctx, Func, R_BPF_64_32, R_BPF_64_64, Reloc};
+use super::{ElfError, Function};
 use crate::insn::{
     BPF_PSEUDO_FUNC, BPF_PSEUDO_KFUNC_CALL, BPF_PSEUDO_MAP_IDX, BPF_PSEUDO_MAP_IDX_VALUE, Insn,
 };
@@ -32,7 +32,8 @@ struct Linker<'c, 'a> {
     out: Vec<Insn>,
 }
 
-pub(super) fn link(cx: &Ctx<'_>, sec: usize, func: &Func) -> Result<Vec<Insn>, ElfError> {
+/// The program's instructions and the functions they are made of.
+pub(super) fn link(cx: &Ctx<'_>, sec: usize, func: &Func) -> Result<(Vec<Insn>, Vec<Function>), ElfError> {
     let mut l = Linker { cx, placed: Vec::new(), out: Vec::new() };
     l.place(sec, func.start, func.end);
     let mut next = 0;
@@ -40,7 +41,20 @@ pub(super) fn link(cx: &Ctx<'_>, sec: usize, func: &Func) -> Result<Vec<Insn>, E
         l.relocate(p)?;
         next += 1;
     }
-    Ok(l.out)
+    let functions = l
+        .placed
+        .iter()
+        .map(|p| {
+            let name =
+                cx.funcs.get(&p.sec).and_then(|fs| fs.iter().find(|f| f.start == p.start && f.end == p.end));
+            Function {
+                name: name.map_or_else(String::new, |f| f.name.clone()),
+                start: p.base,
+                len: p.end - p.start,
+            }
+        })
+        .collect();
+    Ok((l.out, functions))
 }
 
 impl Linker<'_, '_> {
