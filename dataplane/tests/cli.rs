@@ -90,6 +90,22 @@ fn json_and_data_out_match_the_kernel() {
     assert_eq!(&ours_out[..6], &pktgen::craft::icmp_echo()[6..12]);
 }
 
+/// `xdp_counter.o` with one byte changed: `at` picks the file offset from the parsed object.
+fn patched(name: &str, at: impl Fn(&object::File<'_>) -> usize, byte: u8) -> PathBuf {
+    let mut bytes = std::fs::read(obj("xdp_counter")).unwrap();
+    let offset = at(&object::File::parse(&*bytes).unwrap());
+    bytes[offset] = byte;
+    let p = scratch(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn section_offset(file: &object::File<'_>, name: &str) -> usize {
+    use object::{Object as _, ObjectSection as _};
+    let s = file.section_by_name(name).unwrap_or_else(|| panic!("no section {name}"));
+    s.file_range().unwrap().0 as usize
+}
+
 #[test]
 fn bad_input_is_one_line_and_exit_2() {
     let data = icmp_bin();
@@ -101,6 +117,10 @@ fn bad_input_is_one_line_and_exit_2() {
     let runt = scratch("runt.bin");
     std::fs::write(&runt, [0u8; 10]).unwrap();
     let unknown = Path::new(env!("BPF_OBJ_DIR")).join("unsafe/unknown_helper.o");
+    // The first instruction's opcode becomes 0xff; the first relocation's type (low byte of
+    // r_info at offset 8 of an Elf64_Rel) becomes R_BPF_64_ABS32 (3), meaningless in code.
+    let bad_insn = patched("bad-insn.o", |f| section_offset(f, "xdp"), 0xff);
+    let bad_reloc = patched("bad-reloc.o", |f| section_offset(f, ".relxdp") + 8, 3);
     let counter = obj("xdp_counter");
     let c = counter.to_str().unwrap();
     let d = data.to_str().unwrap();
@@ -114,6 +134,8 @@ fn bad_input_is_one_line_and_exit_2() {
         (vec!["prog", "run", c, "--data-in", d, "--engine", "jit"], "jit"),
         (vec!["prog", "run", c, "--data-in", d, "--repeat", "many"], "repeat"),
         (vec!["prog", "run", unknown.to_str().unwrap(), "--data-in", d], "unknown helper id 9999"),
+        (vec!["prog", "run", bad_insn.to_str().unwrap(), "--data-in", d], "unsupported instruction (opcode 0xff)"),
+        (vec!["prog", "run", bad_reloc.to_str().unwrap(), "--data-in", d], "relocation"),
     ];
     for (args, mention) in cases {
         let out = run(&args);
