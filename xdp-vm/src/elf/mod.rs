@@ -279,6 +279,9 @@ mod tests {
     const OBJECT_GLOBAL: u8 = 0x11;
     const NOTYPE_GLOBAL: u8 = 0x10;
 
+    /// A section for [`tiny`]: name offset, type, flags, contents, link, info, entsize.
+    type SectionSpec = (u32, u32, u64, Vec<u8>, u32, u32, u64);
+
     /// Builds a minimal relocatable eBPF ELF: [1] `xdp` holding `code` (symbol 1, `prog`, spans
     /// it), [2] its relocations, [3] `.symtab`, [4] `.strtab`, [5] `.data` (8 bytes, 0x11..0x18),
     /// [6] `.bss` of `bss_size` bytes.
@@ -309,8 +312,8 @@ mod tests {
             rel.extend_from_slice(&((u64::from(sym) << 32) | u64::from(ty)).to_le_bytes());
         }
         let data: Vec<u8> = (0x11..=0x18).collect();
-        // (name, type, flags, contents, link, info, entsize); .bss is NOBITS with `bss_size`.
-        let secs: [(u32, u32, u64, Vec<u8>, u32, u32, u64); 6] = [
+        // .bss is NOBITS with `bss_size`.
+        let secs: [SectionSpec; 6] = [
             (names[0], 1, 6, crate::insn::encode_all(code), 0, 0, 0),
             (names[1], 9, 0, rel, 3, 1, 16),
             (names[2], 2, 0, symtab, 4, 1, 24),
