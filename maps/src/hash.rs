@@ -67,6 +67,26 @@ const HTAB_ELEM_SIZE: u64 = 48;
 /// Lock-free walks tried before a lookup takes the bucket lock.
 const LOCKLESS_TRIES: usize = 4;
 
+/// A key being looked for, read once: keys of up to 16 bytes (nearly all) as padded words,
+/// longer ones as bytes, padded a word at a time while hashing and comparing.
+#[derive(Debug, Clone, Copy)]
+enum Probe<'a> {
+    One(u64),
+    Two(u64, u64),
+    Long(&'a [u8]),
+}
+
+impl<'a> Probe<'a> {
+    #[inline]
+    fn new(key: &'a [u8]) -> Probe<'a> {
+        match key.len() {
+            0..=8 => Probe::One(pad_word(key)),
+            9..=16 => Probe::Two(pad_word(&key[..8]), pad_word(&key[8..])),
+            _ => Probe::Long(key),
+        }
+    }
+}
+
 /// One bucket: its chain head (an element index or a nulls marker) and its writer lock.
 #[derive(Debug)]
 struct Bucket {
@@ -215,13 +235,18 @@ impl HashTable {
     }
 
     #[inline]
-    fn hash(&self, key: &[u8]) -> u32 {
-        const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut h = self.seed ^ (key.len() as u64).wrapping_mul(K);
-        for chunk in key.chunks(8) {
-            h = (h ^ pad_word(chunk)).wrapping_mul(K);
-            h ^= h >> 29;
+    fn hash(&self, key: Probe<'_>) -> u32 {
+        #[inline]
+        fn mix(h: u64, word: u64) -> u64 {
+            let h = (h ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            h ^ h >> 29
         }
+        let mut h = self.seed ^ (self.key_size as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h = match key {
+            Probe::One(a) => mix(h, a),
+            Probe::Two(a, b) => mix(mix(h, a), b),
+            Probe::Long(bytes) => bytes.chunks(8).fold(h, |h, chunk| mix(h, pad_word(chunk))),
+        };
         // murmur3 fmix64
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -243,9 +268,14 @@ impl HashTable {
     }
 
     #[inline]
-    fn key_eq(&self, e: u32, key: &[u8]) -> bool {
-        let stored = self.elems.words(e as usize * self.ewords + 1, self.ewords - 1);
-        key.chunks(8).zip(stored).all(|(chunk, word)| word.load(Ordering::Relaxed) == pad_word(chunk))
+    fn key_eq(&self, e: u32, key: Probe<'_>) -> bool {
+        let at = e as usize * self.ewords + 1;
+        let word = |i: usize| self.elems.word(at + i).load(Ordering::Relaxed);
+        match key {
+            Probe::One(a) => word(0) == a,
+            Probe::Two(a, b) => word(0) == a && word(1) == b,
+            Probe::Long(bytes) => bytes.chunks(8).enumerate().all(|(i, chunk)| word(i) == pad_word(chunk)),
+        }
     }
 
     fn read_key(&self, e: u32) -> Vec<u8> {
@@ -256,7 +286,7 @@ impl HashTable {
 
     /// Finds `key` without locking (see the module docs for why that is sound).
     #[inline]
-    fn find(&self, key: &[u8], hash: u32) -> Option<u32> {
+    fn find(&self, key: Probe<'_>, hash: u32) -> Option<u32> {
         let b = self.bucket_of(hash);
         let end = NULLS | b as u32;
         for _ in 0..LOCKLESS_TRIES {
@@ -279,7 +309,7 @@ impl HashTable {
     }
 
     /// Finds `key` in bucket `b`, whose lock the caller holds: `(predecessor, element)`.
-    fn find_locked(&self, b: usize, key: &[u8], hash: u32) -> Option<(Option<u32>, u32)> {
+    fn find_locked(&self, b: usize, key: Probe<'_>, hash: u32) -> Option<(Option<u32>, u32)> {
         let mut prev = None;
         let mut cur = self.buckets[b].head.load(Ordering::Acquire);
         while cur & NULLS == 0 {
@@ -361,6 +391,7 @@ impl HashTable {
             return None;
         }
         let slot = if self.per_cpu { (slot < self.slots).then_some(slot)? } else { 0 };
+        let key = Probe::new(key);
         let e = self.find(key, self.hash(key))?;
         Some(self.values.ptr(e as usize, slot))
     }
@@ -391,10 +422,11 @@ impl HashTable {
         if flags & !BPF_F_LOCK > BPF_EXIST || flags & BPF_F_LOCK != 0 {
             return Err(OpError::Invalid);
         }
-        let hash = self.hash(key);
+        let probe = Probe::new(key);
+        let hash = self.hash(probe);
         let b = self.bucket_of(hash);
         let _guard = self.buckets[b].lock();
-        let old = self.find_locked(b, key, hash);
+        let old = self.find_locked(b, probe, hash);
         match (old, flags) {
             (Some(_), BPF_NOEXIST) => return Err(OpError::Exists),
             (None, BPF_EXIST) => return Err(OpError::NotFound),
@@ -445,6 +477,7 @@ impl HashTable {
         if key.len() != self.key_size {
             return Err(OpError::Invalid);
         }
+        let key = Probe::new(key);
         let hash = self.hash(key);
         let b = self.bucket_of(hash);
         let guard = self.buckets[b].lock();
@@ -459,6 +492,7 @@ impl HashTable {
         if key.len() != self.key_size {
             return Err(OpError::Invalid);
         }
+        let key = Probe::new(key);
         let e = self.find(key, self.hash(key)).ok_or(OpError::NotFound)?;
         Ok(self.read_values(e))
     }
@@ -488,6 +522,7 @@ impl HashTable {
         if key.len() != self.key_size {
             return Err(OpError::Invalid);
         }
+        let key = Probe::new(key);
         let hash = self.hash(key);
         let b = self.bucket_of(hash);
         {

@@ -82,8 +82,7 @@ impl Slab {
     pub(crate) fn read(&self, i: usize, out: &mut [u8]) {
         let words = self.words(i, out.len().div_ceil(8));
         for (chunk, word) in out.chunks_mut(8).zip(words) {
-            let bytes = word.load(Ordering::Relaxed).to_ne_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
+            unpad_word(word.load(Ordering::Relaxed), chunk);
         }
     }
 
@@ -105,11 +104,52 @@ impl Slab {
 }
 
 /// Up to 8 bytes as a native-endian word, zero-padded: the form keys and values take in a slab.
+///
+/// Built in registers from at most three loads (4 + 2 + 1 bytes): a variable-length
+/// `copy_from_slice` into a stack buffer becomes a `memcpy` call, and narrow stores read back as
+/// one word stall store forwarding; either costs more than the whole hash lookup it sits in.
 #[inline]
 pub(crate) fn pad_word(chunk: &[u8]) -> u64 {
-    let mut bytes = [0u8; 8];
-    bytes[..chunk.len()].copy_from_slice(chunk);
-    u64::from_ne_bytes(bytes)
+    if let Ok(full) = <[u8; 8]>::try_from(chunk) {
+        return u64::from_ne_bytes(full);
+    }
+    // The value `u64::from_le_bytes` would give for the padded bytes...
+    let (mut v, mut at) = (0u64, 0);
+    if let Some(four) = chunk.first_chunk::<4>().filter(|_| chunk.len() & 4 != 0) {
+        v = u64::from(u32::from_le_bytes(*four));
+        at = 4;
+    }
+    if chunk.len() & 2 != 0 {
+        v |= u64::from(u16::from_le_bytes([chunk[at], chunk[at + 1]])) << (8 * at);
+        at += 2;
+    }
+    if chunk.len() & 1 != 0 {
+        v |= u64::from(chunk[at]) << (8 * at);
+    }
+    // ...which is the native-endian one on little-endian targets, byte-swapped on big-endian.
+    u64::from_le(v)
+}
+
+/// The first `out.len()` (at most 8) bytes of `word` in memory order; the inverse of [`pad_word`].
+#[inline]
+pub(crate) fn unpad_word(word: u64, out: &mut [u8]) {
+    let bytes = word.to_ne_bytes();
+    if let Ok(full) = <&mut [u8; 8]>::try_from(&mut *out) {
+        *full = bytes;
+        return;
+    }
+    let mut at = 0;
+    if out.len() & 4 != 0 {
+        out[..4].copy_from_slice(&bytes[..4]);
+        at = 4;
+    }
+    if out.len() & 2 != 0 {
+        out[at..at + 2].copy_from_slice(&bytes[at..at + 2]);
+        at += 2;
+    }
+    if out.len() & 1 != 0 {
+        out[at] = bytes[at];
+    }
 }
 
 /// A zeroed `Box<[AtomicU64]>` of `n > 0` words, without aborting when memory is short.
@@ -153,6 +193,20 @@ mod tests {
         slab.zero(0, 2);
         slab.read(0, &mut out);
         assert_eq!(out, [0; 11]);
+    }
+
+    #[test]
+    fn pad_and_unpad_every_length() {
+        let src: Vec<u8> = (1..=8).collect();
+        for n in 0..=8 {
+            let w = pad_word(&src[..n]);
+            let mut expect = [0u8; 8];
+            expect[..n].copy_from_slice(&src[..n]);
+            assert_eq!(w.to_ne_bytes(), expect, "length {n}");
+            let mut out = vec![0xee; n];
+            unpad_word(w, &mut out);
+            assert_eq!(out, &src[..n]);
+        }
     }
 
     #[test]
