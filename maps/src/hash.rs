@@ -189,8 +189,10 @@ impl HashTable {
         // BPF_F_NO_PREALLOC is accepted and ignored: preallocated maps have the same semantics
         // for everything a program or userspace can observe through this API.
         let n_buckets = def.max_entries.next_power_of_two();
+        // Plain maps keep one value slot but still get a spare per worker slot (and one for
+        // userspace), like the kernel's per-CPU extra elements.
+        let spares = if per_cpu { 0 } else { slots.max(1) + 1 };
         let slots = if per_cpu { slots } else { 1 };
-        let spares = if per_cpu { 0 } else { slots_for_spares(slots) + 1 };
         let capacity = def.max_entries as usize + spares;
         if capacity >= NULLS as usize {
             return Err(too_big("too many elements to index"));
@@ -559,11 +561,6 @@ impl HashTable {
     }
 }
 
-/// Spare elements program-side updates of a plain map rotate through: one per slot.
-fn slots_for_spares(slots: usize) -> usize {
-    slots.max(1)
-}
-
 /// `n` items from `make(i)` in a boxed slice, or `None` when memory is short.
 fn try_collect<T>(n: usize, make: impl FnMut(usize) -> T) -> Option<Box<[T]>> {
     let mut v = Vec::new();
@@ -684,6 +681,26 @@ mod tests {
         assert_eq!(m.lookup_user(&k(1)).unwrap(), [2; 8]);
         m.delete(&k(1)).unwrap();
         assert!(m.contains_value(new, 8), "deleted elements' values still count");
+    }
+
+    #[test]
+    fn plain_maps_get_a_spare_per_slot_and_one_for_userspace() {
+        let def =
+            MapDef { map_type: map_type::HASH, key_size: 4, value_size: 8, max_entries: 2, map_flags: 0 };
+        let m = Map::new("h", def, 4).unwrap();
+        let HashOnly(h) = HashOnly::of(&m);
+        assert_eq!((h.spares.len(), h.capacity), (5, 7));
+        // Every slot replaces through its own spare: each replacement moves the key.
+        m.update(&k(1), &[0; 8], BPF_ANY, 0).unwrap();
+        for slot in 0..6 {
+            let before = m.lookup(&k(1), slot).unwrap();
+            m.update(&k(1), &[slot as u8; 8], BPF_ANY, slot).unwrap();
+            assert_ne!(m.lookup(&k(1), slot).unwrap(), before, "slot {slot}");
+        }
+        let before = m.lookup(&k(1), 0).unwrap();
+        m.update_user(&k(1), &[9; 8], BPF_ANY).unwrap();
+        assert_ne!(m.lookup(&k(1), 0).unwrap(), before);
+        assert_eq!(m.lookup_user(&k(1)).unwrap(), [9; 8]);
     }
 
     #[test]

@@ -431,6 +431,18 @@ mod tests {
     }
 
     #[test]
+    fn huge_maps_fail_cleanly() {
+        // 2^32 values of 2 GiB: more than the address space, an error rather than an abort.
+        let err = Map::new("huge", def(map_type::ARRAY, 4, i32::MAX as u32, u32::MAX), 1).unwrap_err();
+        assert!(matches!(err, MapError::OutOfMemory { .. }), "{err}");
+        assert_eq!(err.errno(), 12);
+        let err = Map::new("huge", def(map_type::HASH, 4, (4 << 20) - 100, 1 << 30), 1).unwrap_err();
+        assert!(matches!(err, MapError::OutOfMemory { .. }), "{err}");
+        let err = Map::new("huge", def(map_type::HASH, 4, 8, 1 << 31), 1).unwrap_err();
+        assert!(matches!(err, MapError::TooBig { .. }), "{err}");
+    }
+
+    #[test]
     fn user_update_rejects_lock_first() {
         let a = Map::new("a", def(map_type::ARRAY, 4, 4, 2), 1).unwrap();
         // The program path checks NOEXIST before LOCK, the syscall path LOCK first.
