@@ -5,5 +5,9 @@
 
 #![deny(unsafe_code)]
 
+/// Where the build put the project's compiled eBPF objects (`configs/bpf/*.c` and the test
+/// programs): `<target>/bpf`.
+pub const BPF_OBJ_DIR: &str = env!("BPF_OBJ_DIR");
+
 pub mod kernel;
 pub mod prog_run;
