@@ -64,6 +64,8 @@ const NIL: u32 = u32::MAX;
 /// `key_size + value_size`.
 const KMALLOC_MAX_SIZE: u64 = 4 << 20;
 const HTAB_ELEM_SIZE: u64 = 48;
+/// Most spare elements a plain map keeps for program-side updates; slots beyond share them.
+const MAX_SPARES: usize = 1024;
 /// Lock-free walks tried before a lookup takes the bucket lock.
 const LOCKLESS_TRIES: usize = 4;
 
@@ -191,7 +193,7 @@ impl HashTable {
         let n_buckets = def.max_entries.next_power_of_two();
         // Plain maps keep one value slot but still get a spare per worker slot (and one for
         // userspace), like the kernel's per-CPU extra elements.
-        let spares = if per_cpu { 0 } else { slots.max(1) + 1 };
+        let spares = if per_cpu { 0 } else { slots.clamp(1, MAX_SPARES) + 1 };
         let slots = if per_cpu { slots } else { 1 };
         let capacity = def.max_entries as usize + spares;
         if capacity >= NULLS as usize {
@@ -701,6 +703,11 @@ mod tests {
         m.update_user(&k(1), &[9; 8], BPF_ANY).unwrap();
         assert_ne!(m.lookup(&k(1), 0).unwrap(), before);
         assert_eq!(m.lookup_user(&k(1)).unwrap(), [9; 8]);
+        // Plain maps ignore `slots`, however absurd.
+        let m = Map::new("h", def, usize::MAX).unwrap();
+        m.update(&k(1), &[1; 8], BPF_ANY, usize::MAX).unwrap();
+        m.update(&k(1), &[2; 8], BPF_ANY, usize::MAX).unwrap();
+        assert_eq!(m.lookup_user(&k(1)).unwrap(), [2; 8]);
     }
 
     #[test]
