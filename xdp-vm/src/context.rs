@@ -314,7 +314,8 @@ mod tests {
         let mut f = frame();
         let mut x = XdpBuff::load(&mut f, &[7; 60]).unwrap();
         x.adjust_meta(-8).unwrap();
-        x.frame_mut()[x.meta..x.data].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        let (meta, data) = (x.meta, x.data);
+        x.frame_mut()[meta..data].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
         x.adjust_head(-16).unwrap();
         assert_eq!(&x.meta_and_packet()[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(x.meta_len(), 8);

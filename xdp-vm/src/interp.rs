@@ -82,7 +82,7 @@ impl Interpreter {
         let mut regs = [0u64; 16];
         regs[1] = ctx;
         regs[10] = (stack_start + STACK_SIZE) as u64;
-        run_loop::<C>(prog.insns(), prog.maps(), &mem, &mut self.frames, &mut regs, state, ctx, slot)
+        run_loop::<C>(prog.words(), prog.maps(), &mem, &mut self.frames, &mut regs, state, ctx, slot)
     }
 }
 
@@ -118,36 +118,77 @@ impl helpers::StrReader for Strings<'_, '_> {
 #[expect(clippy::too_many_arguments, reason = "the hot loop's state, kept in locals")]
 #[inline(never)]
 fn run_loop<C: Context>(
-    insns: &[Insn],
+    words: &[u64],
     maps: &[Arc<Map>],
     mem: &Memory<'_>,
     frames: &mut [Frame; MAX_CALL_FRAMES],
-    regs: &mut [u64; 16],
+    regs_in: &mut [u64; 16],
     state: &mut C::State<'_>,
     ctx: u64,
     slot: usize,
 ) -> Result<u64, Fault> {
     let ctx_region = Region { start: ctx as usize, len: C::SIZE as usize };
+    let mut regs = *regs_in;
     let mut depth = 0usize;
     let mut backward = 0u64;
     let mut pc = 0usize;
     loop {
-        let insn = insns[pc];
-        let d = usize::from(insn.dst & 0x0f);
-        let s = usize::from(insn.src & 0x0f);
-        let imm = insn.imm;
-        let off = insn.off;
+        // One instruction, as the little-endian word of `struct bpf_insn`: fields are decoded
+        // from the register by each arm, so nothing is kept live across the match.
+        let w = words[pc];
         let cur = pc;
         pc += 1;
 
-        macro_rules! addr {
-            ($base:expr) => {
-                $base.wrapping_add(off as i64 as u64)
+        macro_rules! d {
+            () => {
+                ((w >> 8) & 0x0f) as usize
             };
+        }
+        macro_rules! s {
+            () => {
+                ((w >> 12) & 0x0f) as usize
+            };
+        }
+        macro_rules! off {
+            () => {
+                (w >> 16) as i16
+            };
+        }
+        macro_rules! imm {
+            () => {
+                (w >> 32) as i32
+            };
+        }
+        macro_rules! k64 {
+            () => {
+                imm!() as i64 as u64
+            };
+        }
+        macro_rules! x64 {
+            () => {
+                regs[s!()]
+            };
+        }
+        macro_rules! k32 {
+            () => {
+                imm!() as u32
+            };
+        }
+        macro_rules! x32 {
+            () => {
+                regs[s!()] as u32
+            };
+        }
+        macro_rules! alu32 {
+            ($f:expr) => {{
+                let dst = regs[d!()] as u32;
+                let r: u32 = $f(dst);
+                regs[d!()] = u64::from(r);
+            }};
         }
         macro_rules! load {
             ($size:expr) => {{
-                let a = addr!(regs[s]);
+                let a = regs[s!()].wrapping_add(off!() as i64 as u64);
                 match mem.load_or(a, $size, |a| {
                     if ctx_region.holds(a, $size) { C::load(state, a - ctx, $size) } else { None }
                 }) {
@@ -157,231 +198,245 @@ fn run_loop<C: Context>(
             }};
         }
         macro_rules! store {
-            ($base:expr, $size:expr, $val:expr) => {{
-                let a = addr!($base);
+            ($size:expr, $val:expr) => {{
+                let a = regs[d!()].wrapping_add(off!() as i64 as u64);
                 if mem.store(a, $size, $val).is_none() {
                     return Err(Fault::Memory { pc: cur, addr: a, size: $size as u8, write: true });
                 }
             }};
         }
+        macro_rules! jump_by {
+            ($delta:expr) => {{
+                let delta: i64 = $delta;
+                if delta < 0 {
+                    backward += 1;
+                    if backward > MAX_BACKWARD_JUMPS {
+                        return Err(Fault::LoopLimit { pc: cur });
+                    }
+                }
+                pc = pc.wrapping_add(delta as usize);
+            }};
+        }
         macro_rules! jump_if {
             ($cond:expr) => {{
                 if $cond {
-                    let target = (cur as i64 + 1 + i64::from(off)) as usize;
-                    if target <= cur {
-                        backward += 1;
-                        if backward > MAX_BACKWARD_JUMPS {
-                            return Err(Fault::LoopLimit { pc: cur });
-                        }
-                    }
-                    pc = target;
+                    jump_by!(i64::from(off!()));
                 }
             }};
         }
 
-        let src64 = regs[s];
-        let k64 = imm as i64 as u64;
-        match insn.code {
+        match w as u8 {
             // ---- ALU64
-            0x07 => regs[d] = regs[d].wrapping_add(k64),
-            0x0f => regs[d] = regs[d].wrapping_add(src64),
-            0x17 => regs[d] = regs[d].wrapping_sub(k64),
-            0x1f => regs[d] = regs[d].wrapping_sub(src64),
-            0x27 => regs[d] = regs[d].wrapping_mul(k64),
-            0x2f => regs[d] = regs[d].wrapping_mul(src64),
+            0x07 => regs[d!()] = regs[d!()].wrapping_add(k64!()),
+            0x0f => regs[d!()] = regs[d!()].wrapping_add(x64!()),
+            0x17 => regs[d!()] = regs[d!()].wrapping_sub(k64!()),
+            0x1f => regs[d!()] = regs[d!()].wrapping_sub(x64!()),
+            0x27 => regs[d!()] = regs[d!()].wrapping_mul(k64!()),
+            0x2f => regs[d!()] = regs[d!()].wrapping_mul(x64!()),
             0x37 | 0x3f => {
-                let v = if insn.code == 0x37 { k64 } else { src64 };
-                regs[d] = if off == 1 {
-                    if v == 0 { 0 } else { (regs[d] as i64).wrapping_div(v as i64) as u64 }
-                } else if v == 0 {
-                    0
-                } else {
-                    regs[d] / v
+                let v = if w as u8 == 0x37 { k64!() } else { x64!() };
+                let dst = regs[d!()];
+                regs[d!()] = match (v, off!()) {
+                    (0, _) => 0,
+                    (_, 1) => (dst as i64).wrapping_div(v as i64) as u64,
+                    _ => dst / v,
                 };
             }
-            0x47 => regs[d] |= k64,
-            0x4f => regs[d] |= src64,
-            0x57 => regs[d] &= k64,
-            0x5f => regs[d] &= src64,
-            0x67 => regs[d] <<= k64 & 63,
-            0x6f => regs[d] <<= src64 & 63,
-            0x77 => regs[d] >>= k64 & 63,
-            0x7f => regs[d] >>= src64 & 63,
-            0x87 => regs[d] = regs[d].wrapping_neg(),
+            0x47 => regs[d!()] |= k64!(),
+            0x4f => regs[d!()] |= x64!(),
+            0x57 => regs[d!()] &= k64!(),
+            0x5f => regs[d!()] &= x64!(),
+            0x67 => regs[d!()] <<= k64!() & 63,
+            0x6f => regs[d!()] <<= x64!() & 63,
+            0x77 => regs[d!()] >>= k64!() & 63,
+            0x7f => regs[d!()] >>= x64!() & 63,
+            0x87 => regs[d!()] = regs[d!()].wrapping_neg(),
             0x97 | 0x9f => {
-                let v = if insn.code == 0x97 { k64 } else { src64 };
+                let v = if w as u8 == 0x97 { k64!() } else { x64!() };
+                let dst = regs[d!()];
                 if v != 0 {
-                    regs[d] = if off == 1 { (regs[d] as i64).wrapping_rem(v as i64) as u64 } else { regs[d] % v };
+                    regs[d!()] = if off!() == 1 { (dst as i64).wrapping_rem(v as i64) as u64 } else { dst % v };
                 }
             }
-            0xa7 => regs[d] ^= k64,
-            0xaf => regs[d] ^= src64,
-            0xb7 => regs[d] = k64,
+            0xa7 => regs[d!()] ^= k64!(),
+            0xaf => regs[d!()] ^= x64!(),
+            0xb7 => regs[d!()] = k64!(),
             0xbf => {
-                regs[d] = match off {
-                    8 => src64 as i8 as i64 as u64,
-                    16 => src64 as i16 as i64 as u64,
-                    32 => src64 as i32 as i64 as u64,
-                    _ => src64,
+                let v = x64!();
+                regs[d!()] = match off!() {
+                    8 => v as i8 as i64 as u64,
+                    16 => v as i16 as i64 as u64,
+                    32 => v as i32 as i64 as u64,
+                    _ => v,
                 }
             }
-            0xc7 => regs[d] = ((regs[d] as i64) >> (k64 & 63)) as u64,
-            0xcf => regs[d] = ((regs[d] as i64) >> (src64 & 63)) as u64,
+            0xc7 => regs[d!()] = ((regs[d!()] as i64) >> (k64!() & 63)) as u64,
+            0xcf => regs[d!()] = ((regs[d!()] as i64) >> (x64!() & 63)) as u64,
             0xd7 => {
-                regs[d] = match imm {
-                    16 => u64::from((regs[d] as u16).swap_bytes()),
-                    32 => u64::from((regs[d] as u32).swap_bytes()),
-                    _ => regs[d].swap_bytes(),
+                let v = regs[d!()];
+                regs[d!()] = match imm!() {
+                    16 => u64::from((v as u16).swap_bytes()),
+                    32 => u64::from((v as u32).swap_bytes()),
+                    _ => v.swap_bytes(),
                 }
             }
 
             // ---- ALU (32-bit, zero-extended)
-            0x04 | 0x0c | 0x14 | 0x1c | 0x24 | 0x2c | 0x34 | 0x3c | 0x44 | 0x4c | 0x54 | 0x5c | 0x64 | 0x6c
-            | 0x74 | 0x7c | 0x84 | 0x94 | 0x9c | 0xa4 | 0xac | 0xb4 | 0xbc | 0xc4 | 0xcc => {
-                let dst = regs[d] as u32;
-                let v = if insn.code & BPF_X != 0 { src64 as u32 } else { imm as u32 };
-                let r: u32 = match insn.code & 0xf0 {
-                    BPF_ADD => dst.wrapping_add(v),
-                    BPF_SUB => dst.wrapping_sub(v),
-                    BPF_MUL => dst.wrapping_mul(v),
-                    BPF_DIV => match (v, off) {
-                        (0, _) => 0,
-                        (_, 1) => (dst as i32).wrapping_div(v as i32) as u32,
-                        _ => dst / v,
-                    },
-                    BPF_OR => dst | v,
-                    BPF_AND => dst & v,
-                    BPF_LSH => dst << (v & 31),
-                    BPF_RSH => dst >> (v & 31),
-                    BPF_NEG => dst.wrapping_neg(),
-                    BPF_MOD => match (v, off) {
-                        (0, _) => dst,
-                        (_, 1) => (dst as i32).wrapping_rem(v as i32) as u32,
-                        _ => dst % v,
-                    },
-                    BPF_XOR => dst ^ v,
-                    BPF_MOV => match (insn.code & BPF_X != 0, off) {
-                        (true, 8) => v as i8 as i32 as u32,
-                        (true, 16) => v as i16 as i32 as u32,
-                        _ => v,
-                    },
-                    _ => ((dst as i32) >> (v & 31)) as u32,
-                };
-                regs[d] = u64::from(r);
+            0x04 => alu32!(|a: u32| a.wrapping_add(k32!())),
+            0x0c => alu32!(|a: u32| a.wrapping_add(x32!())),
+            0x14 => alu32!(|a: u32| a.wrapping_sub(k32!())),
+            0x1c => alu32!(|a: u32| a.wrapping_sub(x32!())),
+            0x24 => alu32!(|a: u32| a.wrapping_mul(k32!())),
+            0x2c => alu32!(|a: u32| a.wrapping_mul(x32!())),
+            0x34 | 0x3c => {
+                let v = if w as u8 == 0x34 { k32!() } else { x32!() };
+                let signed = off!() == 1;
+                alu32!(|a: u32| match (v, signed) {
+                    (0, _) => 0,
+                    (_, true) => (a as i32).wrapping_div(v as i32) as u32,
+                    _ => a / v,
+                });
             }
+            0x44 => alu32!(|a: u32| a | k32!()),
+            0x4c => alu32!(|a: u32| a | x32!()),
+            0x54 => alu32!(|a: u32| a & k32!()),
+            0x5c => alu32!(|a: u32| a & x32!()),
+            0x64 => alu32!(|a: u32| a << (k32!() & 31)),
+            0x6c => alu32!(|a: u32| a << (x32!() & 31)),
+            0x74 => alu32!(|a: u32| a >> (k32!() & 31)),
+            0x7c => alu32!(|a: u32| a >> (x32!() & 31)),
+            0x84 => alu32!(|a: u32| a.wrapping_neg()),
+            0x94 | 0x9c => {
+                let v = if w as u8 == 0x94 { k32!() } else { x32!() };
+                let signed = off!() == 1;
+                alu32!(|a: u32| match (v, signed) {
+                    (0, _) => a,
+                    (_, true) => (a as i32).wrapping_rem(v as i32) as u32,
+                    _ => a % v,
+                });
+            }
+            0xa4 => alu32!(|a: u32| a ^ k32!()),
+            0xac => alu32!(|a: u32| a ^ x32!()),
+            0xb4 => regs[d!()] = u64::from(k32!()),
+            0xbc => {
+                let v = x32!();
+                regs[d!()] = u64::from(match off!() {
+                    8 => v as i8 as i32 as u32,
+                    16 => v as i16 as i32 as u32,
+                    _ => v,
+                });
+            }
+            0xc4 => alu32!(|a: u32| ((a as i32) >> (k32!() & 31)) as u32),
+            0xcc => alu32!(|a: u32| ((a as i32) >> (x32!() & 31)) as u32),
             0xd4 => {
-                regs[d] = match imm {
-                    16 => u64::from(regs[d] as u16),
-                    32 => u64::from(regs[d] as u32),
-                    _ => regs[d],
+                let v = regs[d!()];
+                regs[d!()] = match imm!() {
+                    16 => u64::from(v as u16),
+                    32 => u64::from(v as u32),
+                    _ => v,
                 }
             }
             0xdc => {
-                regs[d] = match imm {
-                    16 => u64::from((regs[d] as u16).swap_bytes()),
-                    32 => u64::from((regs[d] as u32).swap_bytes()),
-                    _ => regs[d].swap_bytes(),
+                let v = regs[d!()];
+                regs[d!()] = match imm!() {
+                    16 => u64::from((v as u16).swap_bytes()),
+                    32 => u64::from((v as u32).swap_bytes()),
+                    _ => v.swap_bytes(),
                 }
             }
 
             // ---- loads and stores
             0x18 => {
-                regs[d] = u64::from(imm as u32) | (u64::from(insns[pc].imm as u32) << 32);
+                regs[d!()] = u64::from(imm!() as u32) | (words[pc] & 0xffff_ffff_0000_0000);
                 pc += 1;
             }
-            0x61 => regs[d] = load!(4),
-            0x69 => regs[d] = load!(2),
-            0x71 => regs[d] = load!(1),
-            0x79 => regs[d] = load!(8),
-            0x81 => regs[d] = load!(4) as u32 as i32 as i64 as u64,
-            0x89 => regs[d] = load!(2) as u16 as i16 as i64 as u64,
-            0x91 => regs[d] = load!(1) as u8 as i8 as i64 as u64,
-            0x62 => store!(regs[d], 4, k64),
-            0x6a => store!(regs[d], 2, k64),
-            0x72 => store!(regs[d], 1, k64),
-            0x7a => store!(regs[d], 8, k64),
-            0x63 => store!(regs[d], 4, src64),
-            0x6b => store!(regs[d], 2, src64),
-            0x73 => store!(regs[d], 1, src64),
-            0x7b => store!(regs[d], 8, src64),
+            0x61 => regs[d!()] = load!(4),
+            0x69 => regs[d!()] = load!(2),
+            0x71 => regs[d!()] = load!(1),
+            0x79 => regs[d!()] = load!(8),
+            0x81 => regs[d!()] = load!(4) as u32 as i32 as i64 as u64,
+            0x89 => regs[d!()] = load!(2) as u16 as i16 as i64 as u64,
+            0x91 => regs[d!()] = load!(1) as u8 as i8 as i64 as u64,
+            0x62 => store!(4, k64!()),
+            0x6a => store!(2, k64!()),
+            0x72 => store!(1, k64!()),
+            0x7a => store!(8, k64!()),
+            0x63 => store!(4, x64!()),
+            0x6b => store!(2, x64!()),
+            0x73 => store!(1, x64!()),
+            0x7b => store!(8, x64!()),
             0xc3 | 0xdb => {
-                let wide = insn.code == 0xdb;
-                let a = addr!(regs[d]);
+                let wide = w as u8 == 0xdb;
+                let a = regs[d!()].wrapping_add(off!() as i64 as u64);
                 let fault = Fault::Atomic { pc: cur, addr: a };
-                if imm == BPF_CMPXCHG {
-                    let old = mem.cmpxchg(a, wide, regs[0], src64).ok_or(fault)?;
-                    regs[0] = old;
+                let op = imm!();
+                if op == BPF_CMPXCHG {
+                    regs[0] = mem.cmpxchg(a, wide, regs[0], x64!()).ok_or(fault)?;
                 } else {
-                    let op = match imm & !BPF_FETCH {
+                    let kind = match op & !BPF_FETCH {
                         0x00 => AtomicOp::Add,
                         0x40 => AtomicOp::Or,
                         0x50 => AtomicOp::And,
                         0xa0 => AtomicOp::Xor,
                         _ => AtomicOp::Xchg,
                     };
-                    let old = mem.atomic(a, wide, op, src64).ok_or(fault)?;
-                    if imm & BPF_FETCH != 0 {
-                        regs[s] = old;
+                    let old = mem.atomic(a, wide, kind, x64!()).ok_or(fault)?;
+                    if op & BPF_FETCH != 0 {
+                        regs[s!()] = old;
                     }
                 }
             }
 
             // ---- jumps
-            0x05 => jump_if!(true),
-            0x06 => {
-                let target = (cur as i64 + 1 + i64::from(imm)) as usize;
-                if target <= cur {
-                    backward += 1;
-                    if backward > MAX_BACKWARD_JUMPS {
-                        return Err(Fault::LoopLimit { pc: cur });
-                    }
-                }
-                pc = target;
-            }
-            0x15 => jump_if!(regs[d] == k64),
-            0x1d => jump_if!(regs[d] == src64),
-            0x25 => jump_if!(regs[d] > k64),
-            0x2d => jump_if!(regs[d] > src64),
-            0x35 => jump_if!(regs[d] >= k64),
-            0x3d => jump_if!(regs[d] >= src64),
-            0x45 => jump_if!(regs[d] & k64 != 0),
-            0x4d => jump_if!(regs[d] & src64 != 0),
-            0x55 => jump_if!(regs[d] != k64),
-            0x5d => jump_if!(regs[d] != src64),
-            0x65 => jump_if!((regs[d] as i64) > (k64 as i64)),
-            0x6d => jump_if!((regs[d] as i64) > (src64 as i64)),
-            0x75 => jump_if!((regs[d] as i64) >= (k64 as i64)),
-            0x7d => jump_if!((regs[d] as i64) >= (src64 as i64)),
-            0xa5 => jump_if!(regs[d] < k64),
-            0xad => jump_if!(regs[d] < src64),
-            0xb5 => jump_if!(regs[d] <= k64),
-            0xbd => jump_if!(regs[d] <= src64),
-            0xc5 => jump_if!((regs[d] as i64) < (k64 as i64)),
-            0xcd => jump_if!((regs[d] as i64) < (src64 as i64)),
-            0xd5 => jump_if!((regs[d] as i64) <= (k64 as i64)),
-            0xdd => jump_if!((regs[d] as i64) <= (src64 as i64)),
+            0x05 => jump_by!(i64::from(off!())),
+            0x06 => jump_by!(i64::from(imm!())),
+            0x15 => jump_if!(regs[d!()] == k64!()),
+            0x1d => jump_if!(regs[d!()] == x64!()),
+            0x25 => jump_if!(regs[d!()] > k64!()),
+            0x2d => jump_if!(regs[d!()] > x64!()),
+            0x35 => jump_if!(regs[d!()] >= k64!()),
+            0x3d => jump_if!(regs[d!()] >= x64!()),
+            0x45 => jump_if!(regs[d!()] & k64!() != 0),
+            0x4d => jump_if!(regs[d!()] & x64!() != 0),
+            0x55 => jump_if!(regs[d!()] != k64!()),
+            0x5d => jump_if!(regs[d!()] != x64!()),
+            0x65 => jump_if!((regs[d!()] as i64) > (k64!() as i64)),
+            0x6d => jump_if!((regs[d!()] as i64) > (x64!() as i64)),
+            0x75 => jump_if!((regs[d!()] as i64) >= (k64!() as i64)),
+            0x7d => jump_if!((regs[d!()] as i64) >= (x64!() as i64)),
+            0xa5 => jump_if!(regs[d!()] < k64!()),
+            0xad => jump_if!(regs[d!()] < x64!()),
+            0xb5 => jump_if!(regs[d!()] <= k64!()),
+            0xbd => jump_if!(regs[d!()] <= x64!()),
+            0xc5 => jump_if!((regs[d!()] as i64) < (k64!() as i64)),
+            0xcd => jump_if!((regs[d!()] as i64) < (x64!() as i64)),
+            0xd5 => jump_if!((regs[d!()] as i64) <= (k64!() as i64)),
+            0xdd => jump_if!((regs[d!()] as i64) <= (x64!() as i64)),
             // JMP32: compare the low halves.
-            0x16 | 0x1e | 0x26 | 0x2e | 0x36 | 0x3e | 0x46 | 0x4e | 0x56 | 0x5e | 0x66 | 0x6e | 0x76 | 0x7e
-            | 0xa6 | 0xae | 0xb6 | 0xbe | 0xc6 | 0xce | 0xd6 | 0xde => {
-                let a = regs[d] as u32;
-                let b = if insn.code & BPF_X != 0 { src64 as u32 } else { imm as u32 };
-                let taken = match insn.code & 0xf0 {
-                    BPF_JEQ => a == b,
-                    BPF_JGT => a > b,
-                    BPF_JGE => a >= b,
-                    BPF_JSET => a & b != 0,
-                    BPF_JNE => a != b,
-                    BPF_JSGT => (a as i32) > (b as i32),
-                    BPF_JSGE => (a as i32) >= (b as i32),
-                    BPF_JLT => a < b,
-                    BPF_JLE => a <= b,
-                    BPF_JSLT => (a as i32) < (b as i32),
-                    _ => (a as i32) <= (b as i32),
-                };
-                jump_if!(taken);
-            }
+            0x16 => jump_if!(regs[d!()] as u32 == k32!()),
+            0x1e => jump_if!(regs[d!()] as u32 == x32!()),
+            0x26 => jump_if!(regs[d!()] as u32 > k32!()),
+            0x2e => jump_if!(regs[d!()] as u32 > x32!()),
+            0x36 => jump_if!(regs[d!()] as u32 >= k32!()),
+            0x3e => jump_if!(regs[d!()] as u32 >= x32!()),
+            0x46 => jump_if!(regs[d!()] as u32 & k32!() != 0),
+            0x4e => jump_if!(regs[d!()] as u32 & x32!() != 0),
+            0x56 => jump_if!(regs[d!()] as u32 != k32!()),
+            0x5e => jump_if!(regs[d!()] as u32 != x32!()),
+            0x66 => jump_if!((regs[d!()] as i32) > (k32!() as i32)),
+            0x6e => jump_if!((regs[d!()] as i32) > (x32!() as i32)),
+            0x76 => jump_if!((regs[d!()] as i32) >= (k32!() as i32)),
+            0x7e => jump_if!((regs[d!()] as i32) >= (x32!() as i32)),
+            0xa6 => jump_if!((regs[d!()] as u32) < k32!()),
+            0xae => jump_if!((regs[d!()] as u32) < x32!()),
+            0xb6 => jump_if!(regs[d!()] as u32 <= k32!()),
+            0xbe => jump_if!(regs[d!()] as u32 <= x32!()),
+            0xc6 => jump_if!((regs[d!()] as i32) < (k32!() as i32)),
+            0xce => jump_if!((regs[d!()] as i32) < (x32!() as i32)),
+            0xd6 => jump_if!((regs[d!()] as i32) <= (k32!() as i32)),
+            0xde => jump_if!((regs[d!()] as i32) <= (x32!() as i32)),
             0x85 => {
-                if insn.src == BPF_PSEUDO_CALL {
+                if s!() == usize::from(BPF_PSEUDO_CALL) {
                     if depth + 1 >= MAX_CALL_FRAMES {
                         return Err(Fault::CallDepth { pc: cur });
                     }
@@ -389,9 +444,9 @@ fn run_loop<C: Context>(
                         Frame { return_pc: pc, saved: [regs[6], regs[7], regs[8], regs[9]], fp: regs[10] };
                     depth += 1;
                     regs[10] -= STACK_SIZE as u64;
-                    pc = (cur as i64 + 1 + i64::from(imm)) as usize;
+                    pc = pc.wrapping_add(imm!() as isize as usize);
                 } else {
-                    regs[0] = call_helper::<C>(imm as u32, regs, maps, mem, state, ctx, slot, cur)?;
+                    regs[0] = call_helper::<C>(imm!() as u32, &regs, maps, mem, state, ctx, slot, cur)?;
                 }
             }
             0x95 => {
@@ -405,7 +460,7 @@ fn run_loop<C: Context>(
                 regs[10] = f.fp;
             }
             // `Program::new` admits no other opcode.
-            _ => unreachable!("opcode {:#04x} passed the load-time check", insn.code),
+            code => unreachable!("opcode {code:#04x} passed the load-time check"),
         }
     }
 }
@@ -414,7 +469,7 @@ fn run_loop<C: Context>(
 #[inline(always)]
 fn call_helper<C: Context>(
     helper: u32,
-    regs: &mut [u64; 16],
+    regs: &[u64; 16],
     maps: &[Arc<Map>],
     mem: &Memory<'_>,
     state: &mut C::State<'_>,

@@ -101,13 +101,15 @@ fn create_map(spec: &MapSpec, slots: usize) -> Result<Map, LoadError> {
 pub struct Program<C: Context> {
     name: String,
     insns: Vec<Insn>,
+    /// The same instructions as little-endian words, the form the interpreter decodes fastest.
+    words: Vec<u64>,
     maps: Vec<Arc<Map>>,
     _context: PhantomData<fn() -> C>,
 }
 
 impl<C: Context> Clone for Program<C> {
     fn clone(&self) -> Self {
-        Self { name: self.name.clone(), insns: self.insns.clone(), maps: self.maps.clone(), _context: PhantomData }
+        Self { name: self.name.clone(), insns: self.insns.clone(), words: self.words.clone(), maps: self.maps.clone(), _context: PhantomData }
     }
 }
 
@@ -158,7 +160,8 @@ impl<C: Context> Program<C> {
         if !last_ok {
             return Err(LoadError::FallsOffEnd);
         }
-        Ok(Self { name: name.to_string(), insns: out, maps: maps.to_vec(), _context: PhantomData })
+        let words = out.iter().map(|i| u64::from_le_bytes(i.to_bytes())).collect();
+        Ok(Self { name: name.to_string(), insns: out, words, maps: maps.to_vec(), _context: PhantomData })
     }
 
     /// The program's name.
@@ -171,6 +174,10 @@ impl<C: Context> Program<C> {
     #[must_use]
     pub fn insns(&self) -> &[Insn] {
         &self.insns
+    }
+
+    pub(crate) fn words(&self) -> &[u64] {
+        &self.words
     }
 
     /// The maps the program can reach (the object's, in order).
