@@ -81,7 +81,8 @@ impl Interpreter {
         let ctx = C::address(state);
         let mut regs = [0u64; 16];
         regs[1] = ctx;
-        regs[10] = (stack_start + STACK_SIZE) as u64;
+        // Frame 0 is the top 512 bytes; each call moves r10 down by one frame.
+        regs[10] = (stack_start + STACK_WORDS * 8) as u64;
         run_loop::<C>(prog.words(), prog.maps(), &mem, &mut self.frames, &mut regs, state, ctx, slot)
     }
 }
