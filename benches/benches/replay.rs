@@ -21,7 +21,8 @@ struct Mode {
 
 fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
-    let mode = if quick { Mode { repeat: 100_000, rounds: 3 } } else { Mode { repeat: 10_000_000, rounds: 5 } };
+    let mode =
+        if quick { Mode { repeat: 100_000, rounds: 3 } } else { Mode { repeat: 10_000_000, rounds: 5 } };
     kernel::pin_current_thread(0)?;
     let frame = pktgen::craft::icmp_echo();
     let dir = std::env::temp_dir().join(format!("dataplane-bench-{}", std::process::id()));
@@ -29,9 +30,16 @@ fn main() -> anyhow::Result<()> {
     let data_in = dir.join("icmp.bin");
     pktgen::write::write_bin(&data_in, &frame)?;
 
-    println!("icmp.bin ({} bytes) replay, {} runs per batch, {} rounds, pinned to CPU 0", frame.len(), mode.repeat, mode.rounds);
+    println!(
+        "icmp.bin ({} bytes) replay, {} runs per batch, {} rounds, pinned to CPU 0",
+        frame.len(),
+        mode.repeat,
+        mode.rounds
+    );
     println!();
-    println!("| program | ours interp ns/run (median, min..max) | kernel ns/run (median, min..max) | kernel / ours |");
+    println!(
+        "| program | ours interp ns/run (median, min..max) | kernel ns/run (median, min..max) | kernel / ours |"
+    );
     println!("|---|---|---|---|");
     for (path, name) in programs()? {
         let bytes = std::fs::read(&path)?;
@@ -40,14 +48,26 @@ fn main() -> anyhow::Result<()> {
         let kern = KernelProgram::load(&obj, spec)?;
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..mode.rounds {
-            let req = RunRequest { object: &path, data_in: &data_in, program: Some(&name), repeat: mode.repeat, engine: Engine::Interp };
+            let req = RunRequest {
+                object: &path,
+                data_in: &data_in,
+                program: Some(&name),
+                repeat: mode.repeat,
+                engine: Engine::Interp,
+            };
             ours.push(prog_run::run(&req)?.duration_ns);
             theirs.push(f64::from(kern.test_run(&frame, mode.repeat)?.duration_ns));
         }
         let (o, k) = (Stats::of(&mut ours), Stats::of(&mut theirs));
         println!(
             "| {name} | {:.1} ({:.1}..{:.1}) | {:.1} ({:.1}..{:.1}) | {:.2}x |",
-            o.median, o.min, o.max, k.median, k.min, k.max, k.median / o.median
+            o.median,
+            o.min,
+            o.max,
+            k.median,
+            k.min,
+            k.max,
+            k.median / o.median
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

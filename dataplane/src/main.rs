@@ -79,7 +79,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Prog(ProgCommand::Run { object, data_in, data_out, repeat, program, engine, json }) => {
-            let req = RunRequest { object: &object, data_in: &data_in, program: program.as_deref(), repeat, engine };
+            let req = RunRequest {
+                object: &object,
+                data_in: &data_in,
+                program: program.as_deref(),
+                repeat,
+                engine,
+            };
             let report = prog_run::run(&req)?;
             if let Some(path) = data_out {
                 std::fs::write(&path, &report.data_out)

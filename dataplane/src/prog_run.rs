@@ -108,7 +108,10 @@ pub fn entries_json(entries: &[maps::Entry], per_cpu: bool) -> serde_json::Value
             let mut row = serde_json::Map::new();
             row.insert("key".into(), hex(&e.key).into());
             if per_cpu {
-                row.insert("values".into(), e.values.iter().map(|v| serde_json::Value::from(hex(v))).collect());
+                row.insert(
+                    "values".into(),
+                    e.values.iter().map(|v| serde_json::Value::from(hex(v))).collect(),
+                );
             } else {
                 row.insert("value".into(), e.values.first().map(|v| hex(v)).unwrap_or_default().into());
             }
@@ -121,7 +124,8 @@ pub fn entries_json(entries: &[maps::Entry], per_cpu: bool) -> serde_json::Value
 /// Per-CPU slots for `prog run`: the kernel's possible CPUs, so dumps line up with its own.
 #[must_use]
 pub fn cpu_slots() -> usize {
-    crate::kernel::possible_cpus().unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, usize::from))
+    crate::kernel::possible_cpus()
+        .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 /// Runs the request.
@@ -133,9 +137,12 @@ pub fn run(req: &RunRequest<'_>) -> Result<RunReport, RunError> {
     if req.engine == Engine::Jit {
         return Err(RunError::EngineUnavailable { engine: req.engine });
     }
-    let read = |p: &Path| std::fs::read(p).map_err(|source| RunError::Read { path: p.display().to_string(), source });
+    let read = |p: &Path| {
+        std::fs::read(p).map_err(|source| RunError::Read { path: p.display().to_string(), source })
+    };
     let bytes = read(req.object)?;
-    let obj = Object::parse(&bytes).map_err(|source| RunError::Object { path: req.object.display().to_string(), source })?;
+    let obj = Object::parse(&bytes)
+        .map_err(|source| RunError::Object { path: req.object.display().to_string(), source })?;
     let spec = obj
         .program(req.program)
         .map_err(|source| RunError::Object { path: req.object.display().to_string(), source })?;

@@ -41,13 +41,23 @@ fn stderr_line(out: &Output) -> String {
 #[test]
 fn text_output_is_bpftools_line() {
     let data = icmp_bin();
-    let out = run(&["prog", "run", obj("xdp_counter").to_str().unwrap(), "--data-in", data.to_str().unwrap(), "--repeat", "10"]);
+    let out = run(&[
+        "prog",
+        "run",
+        obj("xdp_counter").to_str().unwrap(),
+        "--data-in",
+        data.to_str().unwrap(),
+        "--repeat",
+        "10",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let line = String::from_utf8(out.stdout).unwrap();
-    let rest = line.strip_prefix("Return value: 3, duration (average): ").unwrap_or_else(|| panic!("{line:?}"));
+    let rest =
+        line.strip_prefix("Return value: 3, duration (average): ").unwrap_or_else(|| panic!("{line:?}"));
     assert!(rest.trim_end().strip_suffix("ns").is_some_and(|n| n.parse::<u64>().is_ok()), "{line:?}");
 
-    let once = run(&["prog", "run", obj("xdp_counter").to_str().unwrap(), "--data-in", data.to_str().unwrap()]);
+    let once =
+        run(&["prog", "run", obj("xdp_counter").to_str().unwrap(), "--data-in", data.to_str().unwrap()]);
     assert!(String::from_utf8(once.stdout).unwrap().starts_with("Return value: 3, duration: "));
 }
 
@@ -134,7 +144,10 @@ fn bad_input_is_one_line_and_exit_2() {
         (vec!["prog", "run", c, "--data-in", d, "--engine", "jit"], "jit"),
         (vec!["prog", "run", c, "--data-in", d, "--repeat", "many"], "repeat"),
         (vec!["prog", "run", unknown.to_str().unwrap(), "--data-in", d], "unknown helper id 9999"),
-        (vec!["prog", "run", bad_insn.to_str().unwrap(), "--data-in", d], "unsupported instruction (opcode 0xff)"),
+        (
+            vec!["prog", "run", bad_insn.to_str().unwrap(), "--data-in", d],
+            "unsupported instruction (opcode 0xff)",
+        ),
         (vec!["prog", "run", bad_reloc.to_str().unwrap(), "--data-in", d], "relocation"),
     ];
     for (args, mention) in cases {

@@ -49,7 +49,10 @@ impl Ours {
         buff.ingress_ifindex = 1;
         let mut ret = 0;
         for _ in 0..repeat.max(1) {
-            ret = self.vm.run(&self.prog, &mut buff, 0).unwrap_or_else(|f| panic!("{}: fault {f}", self.prog.name()));
+            ret = self
+                .vm
+                .run(&self.prog, &mut buff, 0)
+                .unwrap_or_else(|f| panic!("{}: fault {f}", self.prog.name()));
         }
         Some((ret as u32, buff.meta_and_packet().to_vec()))
     }
@@ -79,7 +82,8 @@ fn every_program_matches_the_kernel_on_every_frame() {
         let obj = Object::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for spec in obj.programs.iter().filter(|p| p.kind == ProgramKind::Xdp) {
             let name = format!("{}:{}", path.file_name().unwrap().to_string_lossy(), spec.name);
-            let kern = KernelProgram::load(&obj, spec).unwrap_or_else(|e| panic!("{name}: the kernel refused it: {e}"));
+            let kern = KernelProgram::load(&obj, spec)
+                .unwrap_or_else(|e| panic!("{name}: the kernel refused it: {e}"));
             let mut ours = Ours::load(&obj, spec, slots);
             programs += 1;
             for (frame_name, frame) in &frames {

@@ -150,7 +150,9 @@ pub struct XdpBuff<'a> {
 pub enum ContextError {
     #[error("frame of {len} bytes is shorter than an Ethernet header ({ETH_HLEN} bytes)")]
     Runt { len: usize },
-    #[error("frame of {len} bytes does not fit a {capacity}-byte buffer after {XDP_PACKET_HEADROOM} bytes of headroom")]
+    #[error(
+        "frame of {len} bytes does not fit a {capacity}-byte buffer after {XDP_PACKET_HEADROOM} bytes of headroom"
+    )]
     TooLong { len: usize, capacity: usize },
 }
 
@@ -293,7 +295,10 @@ mod tests {
         let mut f = frame();
         assert_eq!(XdpBuff::load(&mut f, &[0; 13]).unwrap_err(), ContextError::Runt { len: 13 });
         assert!(XdpBuff::load(&mut f, &vec![0; XDP_MAX_DATA]).is_ok());
-        assert!(matches!(XdpBuff::load(&mut f, &vec![0; XDP_MAX_DATA + 1]), Err(ContextError::TooLong { .. })));
+        assert!(matches!(
+            XdpBuff::load(&mut f, &vec![0; XDP_MAX_DATA + 1]),
+            Err(ContextError::TooLong { .. })
+        ));
     }
 
     #[test]

@@ -103,7 +103,9 @@ pub fn trace_printk(fmt: &[u8], args: [u64; 3], strings: &dyn StrReader) -> u64 
             let mut err = std::io::stderr().lock();
             // A trace line that cannot be written (stderr closed) is lost, as the kernel's
             // trace buffer loses lines when nobody reads it; the program is not affected.
-            let _ = err.write_all(shown).and_then(|()| if shown.ends_with(b"\n") { Ok(()) } else { err.write_all(b"\n") });
+            let _ = err
+                .write_all(shown)
+                .and_then(|()| if shown.ends_with(b"\n") { Ok(()) } else { err.write_all(b"\n") });
             line.len().min(MAX_PRINTK - 1) as u64
         }
         None => errno_ret(libc::EINVAL),
@@ -243,7 +245,10 @@ mod tests {
     #[test]
     fn formats_like_the_kernel() {
         assert_eq!(fmt("len %d", [u64::MAX, 0, 0]).as_deref(), Some("len -1"));
-        assert_eq!(fmt("%u %x %llx", [u64::MAX, 255, u64::MAX]).as_deref(), Some("4294967295 ff ffffffffffffffff"));
+        assert_eq!(
+            fmt("%u %x %llx", [u64::MAX, 255, u64::MAX]).as_deref(),
+            Some("4294967295 ff ffffffffffffffff")
+        );
         assert_eq!(fmt("[%5d|%-4u|%04x]", [42, 7, 10]).as_deref(), Some("[   42|7   |000a]"));
         assert_eq!(fmt("%s:%c%%", [1, u64::from(b'!'), 0]).as_deref(), Some("eth0:!%"));
         assert_eq!(fmt("%s", [2, 0, 0]).as_deref(), Some("(efault)"));

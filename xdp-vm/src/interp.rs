@@ -33,7 +33,9 @@ pub enum Fault {
     NotAMap { pc: usize, value: u64 },
     #[error("instruction {pc}: helper {helper} got an argument it cannot read or write")]
     HelperArgument { pc: usize, helper: u32 },
-    #[error("instruction {pc}: more than {MAX_BACKWARD_JUMPS} backward jumps; the program does not terminate")]
+    #[error(
+        "instruction {pc}: more than {MAX_BACKWARD_JUMPS} backward jumps; the program does not terminate"
+    )]
     LoopLimit { pc: usize },
 }
 
@@ -63,14 +65,22 @@ impl Interpreter {
     /// A fresh interpreter (a zeroed 4 KiB stack for eight frames).
     #[must_use]
     pub fn new() -> Self {
-        Self { stack: vec![0u64; STACK_WORDS].into_boxed_slice(), frames: [Frame::default(); MAX_CALL_FRAMES] }
+        Self {
+            stack: vec![0u64; STACK_WORDS].into_boxed_slice(),
+            frames: [Frame::default(); MAX_CALL_FRAMES],
+        }
     }
 
     /// Runs `prog` once on `state`, using per-CPU slot `slot`; returns `r0`.
     ///
     /// # Errors
     /// A [`Fault`] when the program does something the kernel's verifier would have refused.
-    pub fn run<C: Context>(&mut self, prog: &Program<C>, state: &mut C::State<'_>, slot: usize) -> Result<u64, Fault> {
+    pub fn run<C: Context>(
+        &mut self,
+        prog: &Program<C>,
+        state: &mut C::State<'_>,
+        slot: usize,
+    ) -> Result<u64, Fault> {
         let (packet_start, packet_len) = C::memory(state);
         let stack_start = self.stack.as_mut_ptr() as usize;
         let mem = Memory {
@@ -256,7 +266,8 @@ fn run_loop<C: Context>(
                 let v = if w as u8 == 0x97 { k64!() } else { x64!() };
                 let dst = regs[d!()];
                 if v != 0 {
-                    regs[d!()] = if off!() == 1 { (dst as i64).wrapping_rem(v as i64) as u64 } else { dst % v };
+                    regs[d!()] =
+                        if off!() == 1 { (dst as i64).wrapping_rem(v as i64) as u64 } else { dst % v };
                 }
             }
             0xa7 => regs[d!()] ^= k64!(),
@@ -491,7 +502,9 @@ fn call_helper<C: Context>(
             let (ks, vs) = (map.def().key_size as usize, map.def().value_size as usize);
             let flags = regs[4];
             let result = mem
-                .with_bytes(regs[2], ks, |key| mem.with_bytes(regs[3], vs, |value| map.update(key, value, flags, slot)))
+                .with_bytes(regs[2], ks, |key| {
+                    mem.with_bytes(regs[3], vs, |value| map.update(key, value, flags, slot))
+                })
                 .flatten()
                 .ok_or(arg_fault)?;
             result.map_or_else(|e| e.to_ret(), |()| 0)
@@ -511,7 +524,8 @@ fn call_helper<C: Context>(
                 return Err(arg_fault);
             }
             let args = [regs[3], regs[4], regs[5]];
-            mem.with_bytes(regs[1], size, |fmt| helpers::trace_printk(fmt, args, &Strings(mem))).ok_or(arg_fault)?
+            mem.with_bytes(regs[1], size, |fmt| helpers::trace_printk(fmt, args, &Strings(mem)))
+                .ok_or(arg_fault)?
         }
         id::CSUM_DIFF => {
             let (from_size, to_size) = (regs[2] as u32 as usize, regs[4] as u32 as usize);
@@ -531,4 +545,202 @@ fn call_helper<C: Context>(
         }
     };
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::{XDP_FRAME_SIZE, Xdp, XdpBuff};
+    use crate::program::Program;
+
+    const fn i(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+        Insn::new(code, dst, src, off, imm)
+    }
+    const EXIT: Insn = i(0x95, 0, 0, 0, 0);
+
+    fn run_with(insns: &[Insn], maps: &[Arc<Map>]) -> Result<u64, Fault> {
+        let prog = Program::<Xdp>::from_insns("t", insns, maps).expect("loads");
+        let mut frame = vec![0u8; XDP_FRAME_SIZE];
+        let packet: Vec<u8> = (0..64).collect();
+        let mut buff = XdpBuff::load(&mut frame, &packet).unwrap();
+        Interpreter::new().run(&prog, &mut buff, 0)
+    }
+
+    fn run(insns: &[Insn]) -> u64 {
+        run_with(insns, &[]).expect("no fault")
+    }
+
+    /// r0 = a; r1 = b; r0 = r0 OP r1; exit.
+    fn binop(code: u8, off: i16, a: i64, b: i64) -> u64 {
+        let lo = |v: i64| v as u32 as i32;
+        let hi = |v: i64| (v >> 32) as u32 as i32;
+        run(&[
+            i(0x18, 0, 0, 0, lo(a)),
+            i(0, 0, 0, 0, hi(a)),
+            i(0x18, 1, 0, 0, lo(b)),
+            i(0, 0, 0, 0, hi(b)),
+            i(code, 0, 1, off, 0),
+            EXIT,
+        ])
+    }
+
+    #[test]
+    fn division_and_modulo_follow_the_kernel() {
+        assert_eq!(binop(0x3f, 0, 7, 0), 0, "div64 by zero is 0");
+        assert_eq!(binop(0x9f, 0, 7, 0), 7, "mod64 by zero keeps the dividend");
+        assert_eq!(binop(0x9c, 0, 0x1_0000_0007, 0), 7, "mod32 by zero truncates the dividend");
+        assert_eq!(binop(0x3c, 0, 0x1_0000_0007, 2), 3, "div32 uses the low halves");
+        assert_eq!(binop(0x3f, 1, -7, 2), (-3i64) as u64, "sdiv rounds toward zero");
+        assert_eq!(binop(0x9f, 1, -7, 2), (-1i64) as u64, "smod takes the dividend's sign");
+        assert_eq!(binop(0x3f, 1, i64::MIN, -1), i64::MIN as u64, "sdiv overflow wraps");
+        assert_eq!(binop(0x9f, 1, i64::MIN, -1), 0);
+        assert_eq!(binop(0x3c, 1, -7, 2), u64::from((-3i32) as u32), "sdiv32 is zero-extended");
+    }
+
+    #[test]
+    fn alu32_zero_extends_and_shifts_mask() {
+        assert_eq!(binop(0x0c, 0, -1, 1), 0, "add32 wraps and clears the top half");
+        assert_eq!(binop(0x6f, 0, 1, 65), 2, "lsh64 masks the amount to 6 bits");
+        assert_eq!(binop(0x6c, 0, 1, 33), 2, "lsh32 masks the amount to 5 bits");
+        assert_eq!(binop(0xcc, 0, 0x8000_0000, 4), 0xf800_0000, "arsh32 then zero-extension");
+        assert_eq!(binop(0xcf, 0, -16, 2), (-4i64) as u64);
+        assert_eq!(run(&[i(0xb4, 0, 0, 0, -1), EXIT]), 0xffff_ffff, "mov32 imm");
+        assert_eq!(run(&[i(0xb7, 0, 0, 0, -1), EXIT]), u64::MAX, "mov64 imm sign-extends");
+        assert_eq!(run(&[i(0xb4, 0, 0, 0, 5), i(0x84, 0, 0, 0, 0), EXIT]), u64::from((-5i32) as u32));
+    }
+
+    #[test]
+    fn movsx_and_byte_swaps() {
+        let mov = |code: u8, off: i16| run(&[i(0xb7, 1, 0, 0, 0x80), i(code, 0, 1, off, 0), EXIT]);
+        assert_eq!(mov(0xbf, 8), (-128i64) as u64);
+        assert_eq!(mov(0xbc, 8), u64::from((-128i32) as u32));
+        assert_eq!(mov(0xbf, 16), 0x80);
+        let swap = |code: u8, imm: i32| {
+            run(&[i(0x18, 0, 0, 0, 0x5566_7788), i(0, 0, 0, 0, 0x1122_3344), i(code, 0, 0, 0, imm), EXIT])
+        };
+        assert_eq!(swap(0xdc, 16), 0x8877);
+        assert_eq!(swap(0xdc, 32), 0x8877_6655);
+        assert_eq!(swap(0xdc, 64), 0x8877_6655_4433_2211);
+        assert_eq!(swap(0xd4, 16), 0x7788, "to-le truncates on a little-endian machine");
+        assert_eq!(swap(0xd7, 32), 0x8877_6655, "v4 bswap");
+    }
+
+    #[test]
+    fn jumps_jmp32_and_ja32() {
+        // if (u32)r1 s< 0 (JMP32 signed) goto +1; r0 = 1; exit; r0 = 2; exit
+        let p = [
+            i(0x18, 1, 0, 0, -1),
+            i(0, 0, 0, 0, 0),
+            i(0xb7, 0, 0, 0, 1),
+            i(0xc6, 1, 0, 1, 0),
+            EXIT,
+            i(0xb7, 0, 0, 0, 2),
+            EXIT,
+        ];
+        assert_eq!(run(&p), 2, "0x00000000ffffffff is negative as 32 bits");
+        let p64 = [p[0], p[1], p[2], i(0xc5, 1, 0, 1, 0), EXIT, p[5], EXIT];
+        assert_eq!(run(&p64), 1, "but positive as 64 bits");
+        // ja32 jumps by imm, not off.
+        assert_eq!(run(&[i(0xb7, 0, 0, 0, 1), i(0x06, 0, 0, 0, 1), EXIT, i(0xb7, 0, 0, 0, 9), EXIT]), 9);
+    }
+
+    #[test]
+    fn calls_save_callee_registers_and_get_their_own_frame() {
+        let p = [
+            i(0xb7, 6, 0, 0, 40),
+            i(0x7a, 10, 0, -8, 2), // *(u64 *)(r10 - 8) = 2
+            i(0x85, 0, 1, 0, 4),   // call +4
+            i(0x79, 1, 10, -8, 0), // r1 = *(u64 *)(r10 - 8): still 2
+            i(0x0f, 0, 6, 0, 0),   // r0 += r6: r6 restored to 40
+            i(0x0f, 0, 1, 0, 0),   // r0 += r1
+            EXIT,
+            // callee:
+            i(0xb7, 6, 0, 0, 1000),
+            i(0x7a, 10, 0, -8, 7), // its own frame
+            i(0xb7, 0, 0, 0, 100),
+            EXIT,
+        ];
+        assert_eq!(run(&p), 142);
+    }
+
+    #[test]
+    fn faults_instead_of_touching_foreign_memory() {
+        let fault = |insns: &[Insn]| run_with(insns, &[]).unwrap_err();
+        assert!(matches!(
+            fault(&[i(0xb7, 1, 0, 0, 4096), i(0x79, 0, 1, 0, 0), EXIT]),
+            Fault::Memory { pc: 1, write: false, .. }
+        ));
+        assert!(
+            matches!(fault(&[i(0x7a, 10, 0, 0, 1), EXIT]), Fault::Memory { pc: 0, write: true, .. }),
+            "above the stack"
+        );
+        assert!(
+            matches!(fault(&[i(0x61, 0, 1, 2, 0), EXIT]), Fault::Memory { .. }),
+            "misaligned context field"
+        );
+        assert!(matches!(fault(&[i(0x69, 0, 1, 0, 0), EXIT]), Fault::Memory { .. }), "narrow load of data");
+        assert!(
+            matches!(fault(&[i(0x62, 1, 0, 0, 0), EXIT]), Fault::Memory { write: true, .. }),
+            "context is read-only"
+        );
+        assert!(matches!(fault(&[i(0x05, 0, 0, -1, 0), EXIT]), Fault::LoopLimit { pc: 0 }));
+        let recurse = [i(0x85, 0, 1, 0, -1), EXIT];
+        assert!(matches!(fault(&recurse), Fault::CallDepth { .. }));
+        // A map helper handed something that is not a map.
+        assert!(matches!(
+            fault(&[i(0xb7, 1, 0, 0, 7), i(0x85, 0, 0, 0, 1), EXIT]),
+            Fault::NotAMap { pc: 1, value: 7 }
+        ));
+    }
+
+    #[test]
+    fn context_loads_yield_the_frame_pointers() {
+        // r0 = data_end - data: the packet length.
+        let p = [i(0x61, 2, 1, 0, 0), i(0x61, 3, 1, 4, 0), i(0xbf, 0, 3, 0, 0), i(0x1f, 0, 2, 0, 0), EXIT];
+        assert_eq!(run(&p), 64);
+        // After bpf_xdp_adjust_head(ctx, 14), the packet is 14 bytes shorter.
+        let mut q =
+            vec![i(0xbf, 6, 1, 0, 0), i(0xb7, 2, 0, 0, 14), i(0x85, 0, 0, 0, 44), i(0xbf, 1, 6, 0, 0)];
+        q.extend_from_slice(&p);
+        assert_eq!(run(&q), 50);
+    }
+
+    #[test]
+    fn map_helpers_return_value_pointers_and_errnos() {
+        let def = maps::MapDef {
+            map_type: maps::map_type::ARRAY,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 2,
+            map_flags: 0,
+        };
+        let map = Arc::new(Map::new("a", def, 1).unwrap());
+        let lookup = |key: i32| {
+            vec![
+                i(0x62, 10, 0, -4, key), // *(u32 *)(r10 - 4) = key
+                i(0xbf, 2, 10, 0, 0),
+                i(0x07, 2, 0, 0, -4),
+                i(0x18, 1, crate::insn::BPF_PSEUDO_MAP_IDX, 0, 0),
+                i(0, 0, 0, 0, 0),
+                i(0x85, 0, 0, 0, 1),
+            ]
+        };
+        // Index 1 exists: add 5 through the pointer, read it back.
+        let mut p = lookup(1);
+        p.extend([i(0x15, 0, 0, 3, 0), i(0xb7, 1, 0, 0, 5), i(0xdb, 0, 1, 0, 0), i(0x79, 0, 0, 0, 0), EXIT]);
+        assert_eq!(run_with(&p, std::slice::from_ref(&map)).unwrap(), 5);
+        assert_eq!(map.lookup_user(&1u32.to_le_bytes()).unwrap(), 5u64.to_le_bytes());
+        // Index 2 is out of range: NULL.
+        let mut q = lookup(2);
+        q.push(EXIT);
+        assert_eq!(run_with(&q, std::slice::from_ref(&map)).unwrap(), 0);
+        // Deleting from an array is -EINVAL.
+        let mut d = lookup(0);
+        *d.last_mut().unwrap() = i(0x85, 0, 0, 0, 3);
+        d.push(EXIT);
+        assert_eq!(
+            run_with(&d, std::slice::from_ref(&map)).unwrap(),
+            crate::helpers::errno_ret(libc::EINVAL)
+        );
+    }
 }

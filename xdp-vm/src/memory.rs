@@ -67,7 +67,8 @@ impl Memory<'_> {
     #[inline(never)]
     fn in_map(&self, addr: u64, size: usize, write: bool) -> bool {
         self.maps.iter().any(|m| {
-            !(write && m.def().map_flags & map_flags::RDONLY_PROG != 0) && m.contains_value(addr as usize, size)
+            !(write && m.def().map_flags & map_flags::RDONLY_PROG != 0)
+                && m.contains_value(addr as usize, size)
         })
     }
 
@@ -80,7 +81,12 @@ impl Memory<'_> {
     /// Like `load`, but an address outside the stack and the packet is first offered to
     /// `other` (the context, whose loads are translated) before the maps are searched.
     #[inline(always)]
-    pub(crate) fn load_or(&self, addr: u64, size: usize, other: impl FnOnce(u64) -> Option<u64>) -> Option<u64> {
+    pub(crate) fn load_or(
+        &self,
+        addr: u64,
+        size: usize,
+        other: impl FnOnce(u64) -> Option<u64>,
+    ) -> Option<u64> {
         if !(self.packet.holds(addr, size) || self.stack.holds(addr, size)) {
             if let Some(v) = other(addr) {
                 return Some(v);

@@ -109,7 +109,13 @@ pub struct Program<C: Context> {
 
 impl<C: Context> Clone for Program<C> {
     fn clone(&self) -> Self {
-        Self { name: self.name.clone(), insns: self.insns.clone(), words: self.words.clone(), maps: self.maps.clone(), _context: PhantomData }
+        Self {
+            name: self.name.clone(),
+            insns: self.insns.clone(),
+            words: self.words.clone(),
+            maps: self.maps.clone(),
+            _context: PhantomData,
+        }
     }
 }
 
@@ -156,7 +162,9 @@ impl<C: Context> Program<C> {
         }
         let last = insns[insns.len() - 1];
         let last_ok = is_second_slot[insns.len() - 1] == false
-            && (last.code == BPF_JMP | BPF_EXIT || last.code == BPF_JMP | BPF_JA || last.code == BPF_JMP32 | BPF_JA);
+            && (last.code == BPF_JMP | BPF_EXIT
+                || last.code == BPF_JMP | BPF_JA
+                || last.code == BPF_JMP32 | BPF_JA);
         if !last_ok {
             return Err(LoadError::FallsOffEnd);
         }
@@ -195,10 +203,17 @@ fn bind_lddw(insns: &[Insn], pc: usize, maps: &[Arc<Map>]) -> Result<u64, InsnEr
         return Err(InsnError::IncompleteLddw);
     }
     if first.dst > 9 {
-        return Err(if first.dst == REG_FP { InsnError::WritesFramePointer } else { InsnError::BadRegister { reg: first.dst } });
+        return Err(if first.dst == REG_FP {
+            InsnError::WritesFramePointer
+        } else {
+            InsnError::BadRegister { reg: first.dst }
+        });
     }
     let map_at = |index: i32| {
-        usize::try_from(index).ok().and_then(|i| maps.get(i).map(|m| (i, m))).ok_or(InsnError::NoSuchMap { index, count: maps.len() })
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| maps.get(i).map(|m| (i, m)))
+            .ok_or(InsnError::NoSuchMap { index, count: maps.len() })
     };
     match first.src {
         0 => Ok(u64::from(first.imm as u32) | (u64::from(second.imm as u32) << 32)),
@@ -215,7 +230,11 @@ fn bind_lddw(insns: &[Insn], pc: usize, maps: &[Arc<Map>]) -> Result<u64, InsnEr
             };
             let offset = i64::from(second.imm);
             if offset < 0 || offset >= i64::from(def.value_size) {
-                return Err(InsnError::BadValueOffset { map: map.name().to_string(), offset, size: def.value_size });
+                return Err(InsnError::BadValueOffset {
+                    map: map.name().to_string(),
+                    offset,
+                    size: def.value_size,
+                });
             }
             Ok(base.as_ptr() as u64 + offset as u64)
         }
@@ -280,7 +299,11 @@ fn check_insn<C: Context>(insn: &Insn, pc: usize, len: usize, second: &[bool]) -
                 }
                 BPF_END => {
                     if (wide && x) || off != 0 || !matches!(imm, 16 | 32 | 64) {
-                        return Err(if wide && x { InsnError::UnsupportedOpcode { code } } else { bad_field() });
+                        return Err(if wide && x {
+                            InsnError::UnsupportedOpcode { code }
+                        } else {
+                            bad_field()
+                        });
                     }
                 }
                 _ => return Err(InsnError::UnsupportedOpcode { code }),
@@ -310,8 +333,8 @@ fn check_insn<C: Context>(insn: &Insn, pc: usize, len: usize, second: &[bool]) -
                     _ => return Err(bad_field()),
                 },
                 BPF_EXIT if !jmp32 => {}
-                BPF_JEQ | BPF_JGT | BPF_JGE | BPF_JSET | BPF_JNE | BPF_JSGT | BPF_JSGE | BPF_JLT | BPF_JLE
-                | BPF_JSLT | BPF_JSLE => {
+                BPF_JEQ | BPF_JGT | BPF_JGE | BPF_JSET | BPF_JNE | BPF_JSGT | BPF_JSGE | BPF_JLT
+                | BPF_JLE | BPF_JSLT | BPF_JSLE => {
                     reg(dst)?;
                     if code & BPF_X != 0 {
                         reg(src)?;
@@ -339,7 +362,8 @@ fn check_insn<C: Context>(insn: &Insn, pc: usize, len: usize, second: &[bool]) -
                 0x63 | 0x6b | 0x73 | 0x7b => {}
                 0xc3 | 0xdb => {
                     let base = imm & !BPF_FETCH;
-                    let ok = matches!(base, 0x00 | 0x40 | 0x50 | 0xa0) || imm == BPF_XCHG || imm == BPF_CMPXCHG;
+                    let ok =
+                        matches!(base, 0x00 | 0x40 | 0x50 | 0xa0) || imm == BPF_XCHG || imm == BPF_CMPXCHG;
                     if !ok {
                         return Err(bad_field());
                     }
@@ -383,11 +407,23 @@ mod tests {
     fn rejects_structural_faults() {
         assert!(matches!(prog(&[]), Err(LoadError::Empty)));
         assert!(matches!(prog(&[MOV0]), Err(LoadError::FallsOffEnd)));
-        assert_eq!(insn_err(prog(&[Insn::new(0xff, 0, 0, 0, 0), EXIT])), (0, InsnError::UnsupportedOpcode { code: 0xff }));
+        assert_eq!(
+            insn_err(prog(&[Insn::new(0xff, 0, 0, 0, 0), EXIT])),
+            (0, InsnError::UnsupportedOpcode { code: 0xff })
+        );
         assert_eq!(insn_err(prog(&[Insn::new(0xb7, 10, 0, 0, 0), EXIT])), (0, InsnError::WritesFramePointer));
-        assert_eq!(insn_err(prog(&[Insn::new(0xbf, 1, 12, 0, 0), EXIT])), (0, InsnError::BadRegister { reg: 12 }));
-        assert_eq!(insn_err(prog(&[Insn::new(0x05, 0, 0, 5, 0), EXIT])), (0, InsnError::JumpOutOfRange { target: 6 }));
-        assert_eq!(insn_err(prog(&[Insn::new(0x85, 0, 0, 0, 9999), EXIT])), (0, InsnError::UnknownHelper { id: 9999 }));
+        assert_eq!(
+            insn_err(prog(&[Insn::new(0xbf, 1, 12, 0, 0), EXIT])),
+            (0, InsnError::BadRegister { reg: 12 })
+        );
+        assert_eq!(
+            insn_err(prog(&[Insn::new(0x05, 0, 0, 5, 0), EXIT])),
+            (0, InsnError::JumpOutOfRange { target: 6 })
+        );
+        assert_eq!(
+            insn_err(prog(&[Insn::new(0x85, 0, 0, 0, 9999), EXIT])),
+            (0, InsnError::UnknownHelper { id: 9999 })
+        );
         assert_eq!(insn_err(prog(&[Insn::new(0x85, 0, 2, 0, 1), EXIT])), (0, InsnError::Kfunc));
         // A jump into the second slot of an lddw.
         let lddw = [Insn::new(0x18, 1, 0, 0, 1), Insn::new(0, 0, 0, 0, 0)];
@@ -404,7 +440,8 @@ mod tests {
 
     #[test]
     fn binds_plain_lddw_constants() {
-        let p = prog(&[Insn::new(0x18, 0, 0, 0, 0x5566_7788), Insn::new(0, 0, 0, 0, 0x1122_3344), EXIT]).unwrap();
+        let p =
+            prog(&[Insn::new(0x18, 0, 0, 0, 0x5566_7788), Insn::new(0, 0, 0, 0, 0x1122_3344), EXIT]).unwrap();
         assert_eq!(p.insns()[0].imm as u32, 0x5566_7788);
         assert_eq!(p.insns()[1].imm as u32, 0x1122_3344);
     }
