@@ -385,3 +385,228 @@ fn map_update_from_a_program_and_helper_results() {
     // Without a context, BPF_PROG_TEST_RUN uses the loopback device's queue 0.
     assert_eq!(entries[0].values[0], 1u64.to_ne_bytes());
 }
+
+// ---------------------------------------------------------------------------------------------
+// The compiled test programs (dataplane/tests/bpf/*.c), parsed by our loader and run by the
+// kernel: each loads, returns its verdict on the test frame, and leaves the values the comments
+// in its source promise. These pin down the kernel behaviours our engines must reproduce.
+
+/// Parses `tests/bpf/NAME.c`'s object and loads its only program, pinned to CPU 0.
+fn load_test_program(name: &str) -> (Object, KernelProgram) {
+    let path = std::path::Path::new(env!("BPF_OBJ_DIR")).join(format!("{name}.o"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let obj = Object::parse(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(obj.programs.len(), 1, "{name} has one program");
+    pin_current_thread(0).unwrap();
+    let prog = KernelProgram::load(&obj, &obj.programs[0]).unwrap_or_else(|e| panic!("{name}: {e}"));
+    (obj, prog)
+}
+
+/// The single value of a one-entry (array or global-data) map.
+fn only_value(prog: &KernelProgram, map: &str) -> Vec<u8> {
+    let entries = prog.map(map).unwrap_or_else(|| panic!("no map {map}")).entries().unwrap();
+    entries[0].values[0].clone()
+}
+
+fn u64s(bytes: &[u8]) -> Vec<u64> {
+    bytes.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().unwrap())).collect()
+}
+
+fn i64s(bytes: &[u8]) -> Vec<i64> {
+    bytes.chunks_exact(8).map(|c| i64::from_ne_bytes(c.try_into().unwrap())).collect()
+}
+
+/// Every value of an `i64` array map, in key order.
+fn codes(prog: &KernelProgram, map: &str) -> Vec<i64> {
+    let entries = prog.map(map).unwrap().entries().unwrap();
+    entries.iter().map(|e| i64s(&e.values[0])[0]).collect()
+}
+
+const TEST_PROGRAMS: &[(&str, u32)] = &[
+    ("alu", XDP_TX),
+    ("alu32", XDP_PASS),
+    ("jmp", XDP_PASS),
+    ("jmp32", XDP_PASS),
+    ("mem", XDP_TX),
+    ("atomics", XDP_PASS),
+    ("v4", XDP_PASS),
+    ("globals", XDP_TX),
+    ("calls", XDP_PASS),
+    ("loops", XDP_TX),
+    ("maps_ops", XDP_PASS),
+    ("percpu", XDP_PASS),
+    ("helpers", XDP_PASS),
+    ("adjust", XDP_TX),
+    ("csum", XDP_TX),
+];
+
+#[test]
+fn every_test_program_loads_and_returns_its_verdict() {
+    for &(name, verdict) in TEST_PROGRAMS {
+        let (_, prog) = load_test_program(name);
+        let run = prog.test_run(&frame(), 1).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(run.retval, verdict, "{name}");
+        for map in prog.maps() {
+            map.entries().unwrap_or_else(|e| panic!("{name}/{}: {e}", map.name()));
+        }
+    }
+}
+
+#[test]
+fn alu_division_by_zero_follows_the_kernel_rules() {
+    let (_, prog) = load_test_program("alu");
+    prog.test_run(&frame(), 1).unwrap();
+    let r = u64s(&only_value(&prog, "alu64_results"));
+    let f = frame();
+    let word = |at: usize| u64::from_le_bytes(f[at..at + 8].try_into().unwrap());
+    let a = word(0) ^ 0xfedc_ba98_7654_3210;
+    let e = word(14).wrapping_add(0x1122_3344_5566_7788);
+    let d = word(30) | 5;
+    assert_eq!(r[23], 0, "a / 0");
+    assert_eq!(r[24], e, "e % 0 keeps e");
+    assert_eq!(r[26], d, "d % 0 keeps d");
+    assert_eq!(r[22], a.wrapping_neg());
+    assert_eq!(r[50], 0xffff_ffff_8000_0000);
+}
+
+#[test]
+fn v4_signed_division_overflow_is_patched_by_the_kernel() {
+    let (_, prog) = load_test_program("v4");
+    prog.test_run(&frame(), 1).unwrap();
+    let sdiv = i64s(&only_value(&prog, "v4_results")[..28 * 8]);
+    assert_eq!(sdiv[8], 0, "sdiv by 0");
+    assert_eq!(sdiv[10], i64::MIN, "INT64_MIN / -1");
+    assert_eq!(sdiv[11], 0, "INT64_MIN % -1");
+    assert_eq!(sdiv[18], 0, "32-bit sdiv by 0");
+    assert_eq!(sdiv[20], i64::from(i32::MIN), "INT32_MIN / -1");
+    assert_eq!(sdiv[21], 0, "INT32_MIN % -1");
+}
+
+#[test]
+fn global_data_of_a_compiled_program() {
+    let (obj, prog) = load_test_program("globals");
+    let names: Vec<_> = prog.maps().iter().map(|m| m.name()).collect();
+    for section in [".rodata", ".data", ".bss"] {
+        assert!(names.contains(&section), "{names:?}");
+    }
+    let rodata_before = obj.maps.iter().find(|m| m.name == ".rodata").unwrap().data.clone();
+    assert_eq!(prog.test_run(&frame(), 3).unwrap().retval, XDP_TX);
+    assert_eq!(only_value(&prog, ".rodata"), rodata_before);
+    let data = only_value(&prog, ".data");
+    assert_eq!(u64s(&data[..8])[0], 1003, "packets_seen after three runs");
+    let bss = only_value(&prog, ".bss");
+    assert_eq!(&bss[..6], &frame()[6..12], "last_src_mac");
+}
+
+#[test]
+fn map_helper_return_codes() {
+    let (_, prog) = load_test_program("maps_ops");
+    prog.test_run(&frame(), 1).unwrap();
+    let x = u64::from_le_bytes(frame()[42..50].try_into().unwrap()) as i64;
+    let (eexist, enoent, e2big, einval) = (-17, -2, -7, -22);
+    #[rustfmt::skip]
+    let expected = vec![
+        0, eexist, enoent, 0, 0, 0, 0, e2big, 0, e2big, 0, enoent, -1, x + 3, 0, einval,
+        eexist, 0, 0, e2big, einval, -1, x ^ 1, 0, einval, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    assert_eq!(codes(&prog, "map_ret_codes"), expected);
+    let flows = prog.map("flow_table").unwrap().entries().unwrap();
+    let keys: Vec<u32> = flows.iter().map(|e| u32::from_ne_bytes(e.key[..].try_into().unwrap())).collect();
+    assert_eq!(keys.len(), 4);
+    assert!(keys.contains(&1) && keys.contains(&5) && !keys.contains(&3), "{keys:?}");
+}
+
+#[test]
+fn per_cpu_maps_of_a_compiled_program() {
+    let (_, prog) = load_test_program("percpu");
+    prog.test_run(&frame(), 2).unwrap();
+    let ncpus = possible_cpus().unwrap();
+    let counters = prog.map("cpu_counters").unwrap().entries().unwrap();
+    assert_eq!(counters.len(), 3);
+    for e in &counters {
+        assert_eq!(e.values.len(), ncpus);
+        assert!(e.values[1..].iter().all(|v| v == &[0; 8]), "only CPU 0 ran");
+    }
+    assert_eq!(u64s(&counters[0].values[0]), [2]);
+    assert_eq!(u64s(&counters[1].values[0]), [2 * 98]);
+    assert_eq!(u64s(&counters[2].values[0]), [0x1000]);
+    let flows = prog.map("cpu_flows").unwrap().entries().unwrap();
+    assert_eq!(flows.len(), 1, "key 1000 was deleted, 1001 never fit");
+    assert_eq!(flows[0].values.len(), ncpus);
+    assert_eq!(flows[0].values[0].len(), 24);
+    assert_eq!(u64s(&flows[0].values[0][..16]), [2, 2 * 98]);
+    assert_eq!(codes(&prog, "percpu_ret_codes")[..7], [0, 0, 0, -7, 0, -2, 0]);
+}
+
+#[test]
+fn helpers_context_and_printk_lengths() {
+    let (_, prog) = load_test_program("helpers");
+    prog.test_run(&frame(), 1).unwrap();
+    let v = only_value(&prog, "helper_results");
+    let fields = u64s(&v[..64]);
+    // ktime monotonic and non-zero, CPU 0, two prandom calls, masked 0, ifindex 1 (lo), queue 0,
+    // no metadata.
+    assert_eq!(fields, [1, 1, 0, 2, 0, 1, 0, 0]);
+    // bpf_trace_printk returns the formatted length (no newline added).
+    let printk = i64s(&v[64..]);
+    assert_eq!(printk[..11], [10, 7, 18, 9, 48, 20, 5, 4, 26, 7, 0]);
+}
+
+#[test]
+fn egress_ifindex_is_not_readable_by_plain_xdp_programs() {
+    let obj = object(vec![], vec![ldx(BPF_W, 0, 1, 20), exit()]);
+    match KernelProgram::load(&obj, &obj.programs[0]) {
+        Err(KernelError::Rejected { log }) => {
+            assert!(log.contains("invalid bpf_context access"), "log: {log}")
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[test]
+fn packet_adjustment_limits_and_metadata_in_data_out() {
+    let (_, prog) = load_test_program("adjust");
+    let run = prog.test_run(&frame(), 1).unwrap();
+    assert_eq!(run.retval, XDP_TX);
+    let (einval, eacces) = (-22, -13);
+    #[rustfmt::skip]
+    let expected = [einval, 0, 0, einval, 0, 0, 0, einval, einval, 0, 0, 0, eacces, 0, einval, 0, 0, einval];
+    assert_eq!(codes(&prog, "adjust_ret_codes")[..18], expected);
+    let seen = u64s(&only_value(&prog, "adjust_meta_seen"));
+    assert_eq!(seen, [0x1122_3344_5566_7788, 110, 0x1122_3344_5566_7788, 110, 114, 8]);
+    // BPF_PROG_TEST_RUN's output starts at data_meta: 8 bytes of metadata, then 114 of packet.
+    assert_eq!(run.data_out.len(), 8 + 114);
+    assert_eq!(run.data_out[..8], 110u64.to_ne_bytes());
+    let pkt = &run.data_out[8..];
+    assert_eq!(pkt[..4], [0xdd, 0xcc, 0xbb, 0xaa]);
+    assert_eq!(pkt[4..18], frame()[..14], "Ethernet header moved to the front");
+    assert_eq!(pkt[18..26], [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(pkt[26..26 + 78], frame()[14..92], "the rest, its last 6 bytes cut");
+    assert_eq!(pkt[104..110], [0; 6], "re-grown tail reads as zero");
+    assert_eq!(pkt[110..], [0xfe, 0xed, 0xfa, 0xce]);
+}
+
+#[test]
+fn csum_diff_returns_a_folded_16_bit_sum() {
+    let (_, prog) = load_test_program("csum");
+    let run = prog.test_run(&frame(), 1).unwrap();
+    let v = u64s(&only_value(&prog, "csum_results"));
+    let (raw, folded) = (&v[..12], &v[12..]);
+    assert!(raw.iter().all(|&r| r <= 0xffff), "every result fits 16 bits: {raw:x?}");
+    assert_eq!(folded[1], 0, "a header with a correct checksum re-sums to 0");
+    assert_eq!(raw[11], 0x7777, "no buffers: the seed");
+    // The checksum the program wrote is the real IPv4 header checksum.
+    let ip = etherparse::Ipv4HeaderSlice::from_slice(&run.data_out[14..34]).unwrap();
+    assert_eq!(ip.header_checksum(), ip.to_header().calc_header_checksum());
+    // Summing native-order words and storing the folded result natively gives network order.
+    assert_eq!(u64::from(u16::from_ne_bytes([run.data_out[24], run.data_out[25]])), folded[0]);
+}
+
+#[test]
+fn repeats_do_not_reset_the_packet() {
+    // bpf_xdp_adjust_head(ctx, 1) per run: after 5 runs the output has lost 5 bytes.
+    let insns = vec![mov64_imm(2, 1), call(44), mov64_imm(0, XDP_PASS as i32), exit()];
+    let prog = load(&object(vec![], insns));
+    assert_eq!(prog.test_run(&frame(), 5).unwrap().data_out, frame()[5..]);
+    assert_eq!(prog.test_run(&frame(), 0).unwrap().data_out, frame()[1..]);
+}
