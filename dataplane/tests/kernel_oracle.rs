@@ -610,3 +610,20 @@ fn repeats_do_not_reset_the_packet() {
     assert_eq!(prog.test_run(&frame(), 5).unwrap().data_out, frame()[5..]);
     assert_eq!(prog.test_run(&frame(), 0).unwrap().data_out, frame()[1..]);
 }
+
+#[test]
+fn a_long_verifier_log_is_captured_whole() {
+    // 40 000 instructions, then an exit with r0 unset: the level-1 log lists every instruction,
+    // over a megabyte, more than the first buffer; the retry must return all of it.
+    let mut insns = vec![mov64_imm(1, 0); 40_000];
+    insns.push(exit());
+    let obj = object(vec![], insns);
+    match KernelProgram::load(&obj, &obj.programs[0]) {
+        Err(KernelError::Rejected { log }) => {
+            assert!(log.len() > 1 << 20, "{} bytes", log.len());
+            assert!(log.contains("\n0: (b7) r1 = 0"), "the start is kept: {}", &log[..200]);
+            assert!(log.contains("R0 !read_ok"));
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}

@@ -92,7 +92,8 @@ fn syscall(cmd: &'static str) -> impl FnOnce(io::Error) -> KernelError {
 pub struct TestRun {
     /// The program's return value (the XDP action).
     pub retval: u32,
-    /// The packet after the program ran (head and tail adjustments applied).
+    /// The packet after the program ran, head and tail adjustments applied. It starts at
+    /// `data_meta`: metadata a program added with `bpf_xdp_adjust_meta` comes first.
     pub data_out: Vec<u8>,
     /// The kernel's average time per run, in nanoseconds.
     pub duration_ns: u32,
