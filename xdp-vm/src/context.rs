@@ -23,8 +23,10 @@ pub const XDP_FRAME_SIZE: usize = 4096;
 pub const XDP_MAX_DATA: usize = XDP_FRAME_SIZE - XDP_PACKET_HEADROOM - XDP_TAILROOM;
 /// Smallest frame the kernel accepts: an Ethernet header.
 pub const ETH_HLEN: usize = 14;
-/// Largest metadata area `bpf_xdp_adjust_meta` allows.
-pub const XDP_META_MAX: usize = 32;
+
+/// Largest metadata area `bpf_xdp_adjust_meta` allows: since Linux 6.x the limit is what
+/// `skb_shared_info.meta_len` (a `u8`) can hold, no longer 32 bytes.
+pub const XDP_META_MAX: usize = 255;
 
 /// `struct xdp_md` field offsets.
 pub mod xdp_md {
@@ -330,10 +332,18 @@ mod tests {
     fn adjust_meta_limits() {
         let mut f = frame();
         let mut x = XdpBuff::load(&mut f, &[7; 60]).unwrap();
-        assert_eq!(x.adjust_meta(-36), Err(-libc::EACCES));
+        let room = (XDP_PACKET_HEADROOM - XDP_FRAME_RESERVED) as i32;
         assert_eq!(x.adjust_meta(-6), Err(-libc::EACCES));
         assert_eq!(x.adjust_meta(4), Err(-libc::EINVAL));
-        assert_eq!(x.adjust_meta(-32), Ok(()));
+        assert_eq!(x.adjust_meta(-room - 4), Err(-libc::EINVAL));
+        assert_eq!(x.adjust_meta(-room), Ok(()));
+        assert_eq!(x.meta_len(), room as usize);
+        // With the packet moved forward there is headroom for more than u8::MAX bytes.
+        let mut f = frame();
+        let mut x = XdpBuff::load(&mut f, &[7; 600]).unwrap();
+        x.adjust_head(200).unwrap();
+        assert_eq!(x.adjust_meta(-256), Err(-libc::EACCES));
+        assert_eq!(x.adjust_meta(-252), Ok(()));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod id {
     pub const XDP_ADJUST_HEAD: u32 = 44;
     pub const XDP_ADJUST_META: u32 = 54;
     pub const XDP_ADJUST_TAIL: u32 = 65;
+    pub const TRACE_VPRINTK: u32 = 177;
 }
 
 /// Every helper this runtime implements, with its kernel name.
@@ -32,6 +33,7 @@ pub const HELPERS: &[(u32, &str)] = &[
     (id::XDP_ADJUST_HEAD, "bpf_xdp_adjust_head"),
     (id::XDP_ADJUST_META, "bpf_xdp_adjust_meta"),
     (id::XDP_ADJUST_TAIL, "bpf_xdp_adjust_tail"),
+    (id::TRACE_VPRINTK, "bpf_trace_vprintk"),
 ];
 
 /// The kernel name of a helper this runtime implements.
@@ -46,22 +48,50 @@ pub const fn errno_ret(errno: i32) -> u64 {
     (-(errno as i64)) as u64
 }
 
-/// `bpf_csum_diff`: the 32-bit one's-complement sum of `seed`, the complement of every word of
-/// `from` and every word of `to` — the value x86's `csum_partial` returns over the kernel's
-/// scratch buffer. Sizes must be multiples of 4 and at most 512 bytes together.
-#[must_use]
-pub fn csum_diff(from: &[u8], to: &[u8], seed: u32) -> u64 {
-    if from.len() % 4 != 0 || to.len() % 4 != 0 || from.len() + to.len() > 512 {
-        return errno_ret(libc::EINVAL);
-    }
-    let word = |c: &[u8]| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+/// x86's `csum_partial`: a 32-bit one's-complement sum of `buf` (read as little-endian words,
+/// a short tail zero-padded) and `seed`. Only its value modulo 0xffff matters to callers, which
+/// fold it to 16 bits.
+fn csum_partial(buf: &[u8], seed: u32) -> u32 {
     let mut sum = u64::from(seed);
-    sum += from.chunks_exact(4).map(|c| word(c) ^ 0xffff_ffff).sum::<u64>();
-    sum += to.chunks_exact(4).map(word).sum::<u64>();
+    let mut words = buf.chunks_exact(4);
+    for c in &mut words {
+        sum += u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    }
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        let mut last = [0u8; 4];
+        last[..tail.len()].copy_from_slice(tail);
+        sum += u64::from(u32::from_le_bytes(last));
+    }
     while sum >> 32 != 0 {
         sum = (sum & 0xffff_ffff) + (sum >> 32);
     }
-    sum
+    sum as u32
+}
+
+/// The kernel's `csum_from32to16`: folds a 32-bit sum to 16 bits with end-around carry.
+fn fold16(sum: u32) -> u16 {
+    (sum.wrapping_add(sum.rotate_right(16)) >> 16) as u16
+}
+
+/// One's-complement subtraction (`csum_sub`).
+fn csum_sub(a: u32, b: u32) -> u32 {
+    let (r, carry) = a.overflowing_add(!b);
+    r.wrapping_add(u32::from(carry))
+}
+
+/// `bpf_csum_diff` as Linux 6.18 computes it: the difference between the one's-complement sums
+/// of `to` and `from` on top of `seed`, folded to 16 bits (not inverted). Any sizes are
+/// accepted; with neither buffer it returns the seed.
+#[must_use]
+pub fn csum_diff(from: &[u8], to: &[u8], seed: u32) -> u64 {
+    let folded = match (from.is_empty(), to.is_empty()) {
+        (true, true) => return u64::from(seed),
+        (true, false) => fold16(csum_partial(to, seed)),
+        (false, true) => fold16(!csum_partial(from, !seed)),
+        (false, false) => fold16(csum_sub(csum_partial(to, seed), csum_partial(from, 0))),
+    };
+    u64::from(folded)
 }
 
 thread_local! {
@@ -93,10 +123,13 @@ const MAX_PRINTK: usize = 1024;
 /// Longest `%s` argument copied (`MAX_BPRINTF_STR_LEN`).
 const MAX_PRINTK_STR: usize = 128;
 
-/// `bpf_trace_printk`: validates and formats `fmt` (which must hold its NUL) with up to three
-/// arguments, as `bpf_bprintf_prepare` + `bstr_printf` do; writes the line to stderr and
+/// Most arguments `bpf_trace_vprintk` takes (`MAX_BPRINTF_VARARGS`).
+pub const MAX_VPRINTK_ARGS: usize = 12;
+
+/// `bpf_trace_printk` (three arguments) and `bpf_trace_vprintk` (up to twelve): validates and
+/// formats `fmt` (which must hold its NUL) with `args`, as `bpf_bprintf_prepare` + `bstr_printf` do; writes the line to stderr and
 /// returns the formatted length, or `-EINVAL` for a format the kernel refuses.
-pub fn trace_printk(fmt: &[u8], args: [u64; 3], strings: &dyn StrReader) -> u64 {
+pub fn trace_printk(fmt: &[u8], args: &[u64], strings: &dyn StrReader) -> u64 {
     match format_printk(fmt, args, strings) {
         Some(line) => {
             let shown = &line[..line.len().min(MAX_PRINTK - 1)];
@@ -114,7 +147,7 @@ pub fn trace_printk(fmt: &[u8], args: [u64; 3], strings: &dyn StrReader) -> u64 
 
 /// The formatting half of [`trace_printk`]; `None` when the kernel would return `-EINVAL`.
 #[must_use]
-pub fn format_printk(fmt: &[u8], args: [u64; 3], strings: &dyn StrReader) -> Option<Vec<u8>> {
+pub fn format_printk(fmt: &[u8], args: &[u64], strings: &dyn StrReader) -> Option<Vec<u8>> {
     let end = fmt.iter().position(|&b| b == 0)?;
     let fmt = &fmt[..end];
     let mut out = Vec::with_capacity(fmt.len() + 16);
@@ -237,6 +270,7 @@ mod tests {
     }
 
     fn fmt(f: &str, args: [u64; 3]) -> Option<String> {
+        let args = &args[..];
         let mut bytes = f.as_bytes().to_vec();
         bytes.push(0);
         format_printk(&bytes, args, &NoStrings).map(|v| String::from_utf8(v).unwrap())
@@ -258,18 +292,18 @@ mod tests {
     fn refuses_what_the_kernel_refuses() {
         assert_eq!(fmt("%d %d %d %d", [1, 2, 3]), None, "four arguments");
         assert_eq!(fmt("%q", [1, 2, 3]), None, "unknown conversion");
-        assert_eq!(format_printk(b"no nul", [0; 3], &NoStrings), None);
+        assert_eq!(format_printk(b"no nul", &[0; 3], &NoStrings), None);
     }
 
     #[test]
-    fn csum_diff_of_a_word_against_itself_is_the_seed_complement_free() {
+    fn csum_diff_folds_to_sixteen_bits() {
         let w = [0x12, 0x34, 0x56, 0x78];
-        // ~x + x = 0xffffffff, which folds to itself: the one's-complement "negative zero".
-        assert_eq!(csum_diff(&w, &w, 0), 0xffff_ffff);
-        assert_eq!(csum_diff(&[], &w, 0), 0x7856_3412);
-        // 1 + 2 * 0xffffffff = 0x1_ffff_ffff, folded twice: 1.
-        assert_eq!(csum_diff(&[], &[0xff; 8], 1), 1);
-        assert_eq!(csum_diff(&[1, 2, 3], &[], 0), errno_ret(libc::EINVAL));
-        assert_eq!(csum_diff(&[0; 256], &[0; 260], 0), errno_ret(libc::EINVAL));
+        assert_eq!(csum_diff(&[], &[], 0xdead_beef), 0xdead_beef, "no buffers: the seed");
+        // 0x7856 + 0x3412 = 0xac68 (little-endian 16-bit words).
+        assert_eq!(csum_diff(&[], &w, 0), 0xac68);
+        assert_eq!(csum_diff(&[], &[0xff, 0xff], 1), 1, "0xffff + 1 wraps around to 1");
+        assert_eq!(csum_diff(&[1], &[], 0), u64::from(fold16(!csum_partial(&[1], !0))));
+        // Replacing a word by itself changes nothing but the one's-complement zero form.
+        assert_eq!(csum_diff(&w, &w, 0) % 0xffff, 0);
     }
 }

@@ -524,6 +524,25 @@ fn call_helper<C: Context>(
                 return Err(arg_fault);
             }
             let args = [regs[3], regs[4], regs[5]];
+            mem.with_bytes(regs[1], size, |fmt| helpers::trace_printk(fmt, &args, &Strings(mem)))
+                .ok_or(arg_fault)?
+        }
+        id::TRACE_VPRINTK => {
+            let (size, data_len) = (regs[2] as u32 as usize, regs[4] as u32 as usize);
+            if size == 0 {
+                return Err(arg_fault);
+            }
+            if data_len % 8 != 0 || data_len > 8 * helpers::MAX_VPRINTK_ARGS {
+                return Ok(helpers::errno_ret(libc::EINVAL));
+            }
+            let mut args = [0u64; helpers::MAX_VPRINTK_ARGS];
+            let read = mem.with_bytes(regs[3], data_len, |data| {
+                for (a, c) in args.iter_mut().zip(data.chunks_exact(8)) {
+                    *a = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+                }
+            });
+            read.ok_or(arg_fault)?;
+            let args = &args[..data_len / 8];
             mem.with_bytes(regs[1], size, |fmt| helpers::trace_printk(fmt, args, &Strings(mem)))
                 .ok_or(arg_fault)?
         }
