@@ -252,7 +252,7 @@ impl<'a> XdpBuff<'a> {
             return Err(-libc::EINVAL);
         }
         let len = self.data - meta;
-        if len > XDP_META_MAX || len % 4 != 0 {
+        if len > XDP_META_MAX || !len.is_multiple_of(4) {
             return Err(-libc::EACCES);
         }
         self.meta = meta;

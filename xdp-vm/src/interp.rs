@@ -99,12 +99,11 @@ impl Interpreter {
 
 /// Applies a map-pointer argument: the map it names, or a fault.
 #[inline(always)]
-fn map_arg<'m>(maps: &'m [Arc<Map>], value: u64, pc: usize) -> Result<&'m Map, Fault> {
-    if value & !0xffff_ffff == MAP_HANDLE_TAG {
-        if let Some(m) = maps.get((value & 0xffff_ffff) as usize) {
+fn map_arg(maps: &[Arc<Map>], value: u64, pc: usize) -> Result<&Map, Fault> {
+    if value & !0xffff_ffff == MAP_HANDLE_TAG
+        && let Some(m) = maps.get((value & 0xffff_ffff) as usize) {
             return Ok(m);
         }
-    }
     Err(Fault::NotAMap { pc, value })
 }
 

@@ -172,7 +172,7 @@ impl Memory<'_> {
     /// An atomic read-modify-write; returns the old value (zero-extended for 32 bits).
     pub(crate) fn atomic(&self, addr: u64, wide: bool, op: AtomicOp, operand: u64) -> Option<u64> {
         let size = if wide { 8 } else { 4 };
-        if addr % size as u64 != 0 || !self.check(addr, size, true) {
+        if !addr.is_multiple_of(size as u64) || !self.check(addr, size, true) {
             return None;
         }
         if wide {
@@ -204,7 +204,7 @@ impl Memory<'_> {
     /// Atomic compare-and-exchange; returns the old value (zero-extended for 32 bits).
     pub(crate) fn cmpxchg(&self, addr: u64, wide: bool, expected: u64, new: u64) -> Option<u64> {
         let size = if wide { 8 } else { 4 };
-        if addr % size as u64 != 0 || !self.check(addr, size, true) {
+        if !addr.is_multiple_of(size as u64) || !self.check(addr, size, true) {
             return None;
         }
         if wide {

@@ -161,7 +161,7 @@ impl<C: Context> Program<C> {
                 .map_err(|kind| LoadError::Insn { insn: pc, kind })?;
         }
         let last = insns[insns.len() - 1];
-        let last_ok = is_second_slot[insns.len() - 1] == false
+        let last_ok = !is_second_slot[insns.len() - 1]
             && (last.code == BPF_JMP | BPF_EXIT
                 || last.code == BPF_JMP | BPF_JA
                 || last.code == BPF_JMP32 | BPF_JA);
