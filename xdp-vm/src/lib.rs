@@ -11,9 +11,11 @@ pub mod elf;
 pub mod helpers;
 pub mod insn;
 pub mod interp;
+pub mod jit;
 mod memory;
 pub mod program;
 pub mod sys;
+pub mod verifier;
 
 pub use context::{Context, Xdp, XdpBuff};
 pub use interp::{Fault, Interpreter};

@@ -1,0 +1,1 @@
+//! The verifier: proves a program safe before any engine runs it. (Being written.)
