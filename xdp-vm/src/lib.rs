@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod context;
+pub mod disasm;
 pub mod elf;
 pub mod helpers;
 pub mod insn;
