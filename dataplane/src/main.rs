@@ -24,6 +24,14 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ProgCommand {
+    /// Print a program's instructions, one per line, with map names resolved.
+    Dump {
+        /// The clang-built eBPF object.
+        object: PathBuf,
+        /// The program to print (default: the object's first).
+        #[arg(long)]
+        program: Option<String>,
+    },
     /// Run one XDP program over one packet, as `bpftool prog run` does in the kernel.
     Run {
         /// The clang-built eBPF object.
@@ -78,6 +86,11 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Prog(ProgCommand::Dump { object, program }) => {
+            let text = prog_run::dump(&object, program.as_deref())?;
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+            Ok(())
+        }
         Command::Prog(ProgCommand::Run { object, data_in, data_out, repeat, program, engine, json }) => {
             let req = RunRequest {
                 object: &object,

@@ -194,6 +194,22 @@ pub fn run(req: &RunRequest<'_>) -> Result<RunReport, RunError> {
     })
 }
 
+/// `prog dump`: the program's linked instructions as `bpftool prog dump xlated` prints them.
+///
+/// # Errors
+/// When the object cannot be read or parsed, or has no such program.
+pub fn dump(object: &Path, program: Option<&str>) -> Result<String, RunError> {
+    let bytes = std::fs::read(object)
+        .map_err(|source| RunError::Read { path: object.display().to_string(), source })?;
+    let obj = Object::parse(&bytes)
+        .map_err(|source| RunError::Object { path: object.display().to_string(), source })?;
+    let spec = obj
+        .program(program)
+        .map_err(|source| RunError::Object { path: object.display().to_string(), source })?;
+    let names: Vec<String> = obj.maps.iter().map(|m| m.name.clone()).collect();
+    Ok(xdp_vm::disasm::format_program(&spec.insns, &names))
+}
+
 /// bpftool's line: `Return value: 3, duration (average): 5ns`.
 #[must_use]
 pub fn bpftool_line(report: &RunReport) -> String {

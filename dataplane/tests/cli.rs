@@ -158,3 +158,18 @@ fn bad_input_is_one_line_and_exit_2() {
         assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
     }
 }
+
+#[test]
+fn dump_prints_one_instruction_per_line_with_map_names() {
+    let out = run(&["prog", "dump", obj("xdp_counter").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], " 0: (61) r7 = *(u32 *)(r1 +4)");
+    assert!(lines.contains(&" 9: (18) r1 = map[pkt_len_count]"), "{text}");
+    assert!(lines.contains(&"11: (85) call bpf_map_lookup_elem#1"), "{text}");
+    assert_eq!(lines.last(), Some(&"70: (95) exit"));
+    let bad = run(&["prog", "dump", obj("xdp_counter").to_str().unwrap(), "--program", "nope"]);
+    assert_eq!(bad.status.code(), Some(2));
+    stderr_line(&bad);
+}
