@@ -1,5 +1,13 @@
-//! `BPF_MAP_TYPE_HASH` and `BPF_MAP_TYPE_PERCPU_HASH` (kernel `kernel/bpf/hashtab.c`, the
-//! default preallocated flavour).
+//! `BPF_MAP_TYPE_HASH`, `BPF_MAP_TYPE_PERCPU_HASH` and their LRU flavours `LRU_HASH` and
+//! `LRU_PERCPU_HASH` (kernel `kernel/bpf/hashtab.c`, the default preallocated flavour).
+//!
+//! `BPF_F_NO_PREALLOC` is accepted for plain and per-CPU hash maps and changes nothing: they stay
+//! preallocated, which a program or userspace cannot tell apart except by memory use (the kernel
+//! then allocates on insert and frees after an RCU grace period; here no element is ever freed
+//! before the map, so no reclamation scheme is needed). LRU maps refuse it with `ENOTSUPP`, as the
+//! kernel does. LRU eviction is described at [`Lru`]; `BPF_F_NO_COMMON_LRU` is accepted and the
+//! common LRU used anyway (the kernel would split `max_entries` between per-CPU lists, which only
+//! makes it evict earlier).
 //!
 //! # Layout
 //!
@@ -49,12 +57,14 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use crate::create_flags::{self as f, access_ok};
 use crate::slab::{Slab, pad_word};
 use crate::values::Values;
-use crate::{BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST, Entry, MapDef, MapError, OpError, PCPU_MIN_UNIT_SIZE};
+use crate::{
+    BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST, Entry, MapDef, MapError, OpError, PCPU_MIN_UNIT_SIZE, map_type,
+};
 
 /// Set in a link that ends a chain; the low bits name the bucket.
 const NULLS: u32 = 1 << 31;
@@ -147,6 +157,29 @@ pub(crate) struct HashTable {
     free_next: Box<[AtomicU32]>,
     /// Spare elements for replacing updates (plain maps only): one per slot, the last for userspace.
     spares: Box<[AtomicU32]>,
+    /// The eviction state of `LRU_HASH` / `LRU_PERCPU_HASH` maps.
+    lru: Option<Lru>,
+}
+
+/// Element state bits for LRU maps: in a bucket's chain, and referenced since the clock hand last
+/// passed.
+const IN_TABLE: u8 = 1;
+const REFERENCED: u8 = 2;
+
+/// The common LRU of an LRU hash map: a second-chance clock over the element slab.
+///
+/// The kernel's `bpf_lru_list` keeps active and inactive lists and a `ref` bit that lookups set;
+/// its shrinker rotates referenced nodes back to the active list and evicts unreferenced inactive
+/// ones. A clock is the same policy without the lists: lookups set `REFERENCED` (a load first, so a
+/// hot element's cache line is not written on every lookup, as `bpf_lru_node_set_ref` does), and the
+/// hand, when the map is full, clears the bit of referenced elements and evicts the first
+/// unreferenced one. After two full turns it evicts whatever it stands on, so an update never
+/// fails while some element can be evicted. All state is atomics; eviction takes only the victim's
+/// bucket lock, never while holding another.
+#[derive(Debug)]
+struct Lru {
+    state: Box<[AtomicU8]>,
+    hand: AtomicU32,
 }
 
 impl HashTable {
@@ -156,6 +189,7 @@ impl HashTable {
         let invalid = |reason| MapError::InvalidDefinition { name: name.to_owned(), reason };
         let too_big = |reason| MapError::TooBig { name: name.to_owned(), reason };
         let oom = |bytes| MapError::OutOfMemory { name: name.to_owned(), bytes };
+        let lru = matches!(def.map_type, map_type::LRU_HASH | map_type::LRU_PERCPU_HASH);
         let allowed = f::NO_PREALLOC | f::NO_COMMON_LRU | f::NUMA_NODE | f::ACCESS_MASK | f::ZERO_SEED;
         if def.map_flags & !allowed != 0 {
             return Err(invalid("unknown map flags for a hash map"));
@@ -163,7 +197,7 @@ impl HashTable {
         if !access_ok(def.map_flags) {
             return Err(invalid("map both read-only and write-only"));
         }
-        if def.map_flags & f::NO_COMMON_LRU != 0 {
+        if !lru && def.map_flags & f::NO_COMMON_LRU != 0 {
             return Err(invalid("no-common-LRU is for LRU maps only"));
         }
         if per_cpu && def.map_flags & f::NUMA_NODE != 0 {
@@ -188,12 +222,18 @@ impl HashTable {
         if def.max_entries > 1 << 31 {
             return Err(too_big("max_entries over 2^31"));
         }
+        if lru && def.map_flags & f::NO_PREALLOC != 0 {
+            // htab_map_alloc_check: "LRU implementation is much complicated without preallocation".
+            return Err(MapError::NotSupported { name: name.to_owned(), reason: "LRU maps are always preallocated" });
+        }
         // BPF_F_NO_PREALLOC is accepted and ignored: preallocated maps have the same semantics
         // for everything a program or userspace can observe through this API.
         let n_buckets = def.max_entries.next_power_of_two();
         // Plain maps keep one value slot but still get a spare per worker slot (and one for
         // userspace), like the kernel's per-CPU extra elements.
-        let spares = if per_cpu { 0 } else { slots.clamp(1, MAX_SPARES) + 1 };
+        // LRU maps have none either: the kernel's `htab_has_extra_elems` is false for them, and
+        // a replacing update takes a fresh element from the LRU (evicting if need be).
+        let spares = if per_cpu || lru { 0 } else { slots.clamp(1, MAX_SPARES) + 1 };
         let slots = if per_cpu { slots } else { 1 };
         let capacity = def.max_entries as usize + spares;
         if capacity >= NULLS as usize {
@@ -216,6 +256,12 @@ impl HashTable {
                 .ok_or_else(|| oom(capacity * 4))?;
         let spares = (max..capacity).map(|e| AtomicU32::new(e as u32)).collect();
         let seed = if def.map_flags & f::ZERO_SEED != 0 { 0 } else { RandomState::new().hash_one(name) };
+        let lru = if lru {
+            let state = try_collect(capacity, |_| AtomicU8::new(0)).ok_or_else(|| oom(capacity))?;
+            Some(Lru { state, hand: AtomicU32::new(0) })
+        } else {
+            None
+        };
         Ok(HashTable {
             key_size,
             value_size,
@@ -231,6 +277,7 @@ impl HashTable {
             free_head: AtomicU64::new(0),
             free_next,
             spares,
+            lru,
         })
     }
 
@@ -338,6 +385,9 @@ impl HashTable {
                 self.link(p).store(link & !u64::from(u32::MAX) | u64::from(next), Ordering::Release);
             }
         }
+        if let Some(lru) = &self.lru {
+            lru.state[e as usize].store(0, Ordering::Relaxed);
+        }
     }
 
     /// Writes `key` into element `e` (not yet published) and links it at the head of bucket `b`,
@@ -349,6 +399,9 @@ impl HashTable {
         // follows this link, and must then see the elements behind it fully written.
         self.link(e).store(u64::from(hash) << 32 | u64::from(head), Ordering::Release);
         self.buckets[b].head.store(e, Ordering::Release);
+        if let Some(lru) = &self.lru {
+            lru.state[e as usize].store(IN_TABLE, Ordering::Relaxed);
+        }
     }
 
     fn pop_free(&self) -> Option<u32> {
@@ -397,6 +450,9 @@ impl HashTable {
         let slot = if self.per_cpu { (slot < self.slots).then_some(slot)? } else { 0 };
         let key = Probe::new(key);
         let e = self.find(key, self.hash(key))?;
+        if let Some(lru) = &self.lru {
+            lru.touch(e);
+        }
         Some(self.values.ptr(e as usize, slot))
     }
 
@@ -429,6 +485,9 @@ impl HashTable {
         let probe = Probe::new(key);
         let hash = self.hash(probe);
         let b = self.bucket_of(hash);
+        if self.lru.is_some() {
+            return self.update_lru(key, probe, hash, value, flags, value_slot);
+        }
         let _guard = self.buckets[b].lock();
         let old = self.find_locked(b, probe, hash);
         match (old, flags) {
@@ -436,19 +495,7 @@ impl HashTable {
             (None, BPF_EXIST) => return Err(OpError::NotFound),
             _ => {}
         }
-        let write_values = |e: u32, new: bool| match value_slot {
-            Some(s) if self.per_cpu => {
-                self.values.write(e as usize, s, value);
-                if new {
-                    (0..self.slots).filter(|&o| o != s).for_each(|o| self.values.zero(e as usize, o));
-                }
-            }
-            _ => {
-                for (s, v) in value.chunks_exact(self.value_size).enumerate() {
-                    self.values.write(e as usize, s, v);
-                }
-            }
-        };
+        let write_values = |e: u32, new: bool| self.write_values(e, value, value_slot, new);
         match old {
             None => {
                 let e = self.pop_free().ok_or(OpError::TooBig)?;
@@ -475,6 +522,118 @@ impl HashTable {
             }
         }
         Ok(())
+    }
+
+    /// Writes an update's value(s) into element `e`: one slot's (zeroing the others of a new
+    /// per-CPU element) from a program, every slot's from userspace.
+    fn write_values(&self, e: u32, value: &[u8], value_slot: Option<usize>, new: bool) {
+        match value_slot {
+            Some(s) if self.per_cpu => {
+                self.values.write(e as usize, s, value);
+                if new {
+                    (0..self.slots).filter(|&o| o != s).for_each(|o| self.values.zero(e as usize, o));
+                }
+            }
+            _ => {
+                for (s, v) in value.chunks_exact(self.value_size).enumerate() {
+                    self.values.write(e as usize, s, v);
+                }
+            }
+        }
+    }
+
+    /// An update of an LRU map, in the kernel's order (`htab_lru_map_update_elem`,
+    /// `__htab_lru_percpu_map_update_elem`): a fresh element is taken first — evicting if the map
+    /// is full, even when the flags then fail the update — and only then the bucket is locked and
+    /// the flags checked. Plain LRU maps replace through the fresh element (the old one, marked
+    /// referenced on the new, goes back to the free list); per-CPU LRU maps update in place and
+    /// take no element for `BPF_EXIST`.
+    fn update_lru(
+        &self,
+        key: &[u8],
+        probe: Probe<'_>,
+        hash: u32,
+        value: &[u8],
+        flags: u64,
+        value_slot: Option<usize>,
+    ) -> Result<(), OpError> {
+        let lru = self.lru.as_ref().expect("only called for LRU maps");
+        let fresh = if self.per_cpu && flags == BPF_EXIST {
+            None
+        } else {
+            Some(self.pop_free().or_else(|| self.evict(lru)).ok_or(OpError::NoMemory)?)
+        };
+        let b = self.bucket_of(hash);
+        let guard = self.buckets[b].lock();
+        let old = self.find_locked(b, probe, hash);
+        let checked = match (old, flags) {
+            (Some(_), BPF_NOEXIST) => Err(OpError::Exists),
+            (None, BPF_EXIST) => Err(OpError::NotFound),
+            _ => Ok(()),
+        };
+        let mut unused = None;
+        match (checked, old, fresh) {
+            (Err(e), _, fresh) => {
+                drop(guard);
+                if let Some(f) = fresh {
+                    self.push_free(f);
+                }
+                return Err(e);
+            }
+            (Ok(()), Some((_, e)), fresh) if self.per_cpu => {
+                lru.touch(e);
+                self.write_values(e, value, value_slot, false);
+                unused = fresh;
+            }
+            (Ok(()), old, Some(f)) => {
+                self.write_values(f, value, value_slot, true);
+                self.publish(b, f, key, hash);
+                if let Some((prev, e)) = old {
+                    lru.touch(f);
+                    self.unlink(b, Some(prev.unwrap_or(f)), e);
+                    unused = Some(e);
+                }
+            }
+            (Ok(()), _, None) => unreachable!("only per-CPU BPF_EXIST updates take no element"),
+        }
+        drop(guard);
+        if let Some(e) = unused {
+            self.push_free(e);
+        }
+        Ok(())
+    }
+
+    /// Evicts one element of a full LRU map and hands it out, unlinked and off every list; `None`
+    /// when nothing could be evicted (every element is being inserted or freed right now).
+    fn evict(&self, lru: &Lru) -> Option<u32> {
+        let n = self.capacity as u32;
+        for step in 0..3 * n {
+            let e = lru.hand.fetch_add(1, Ordering::Relaxed) % n;
+            let state = lru.state[e as usize].load(Ordering::Relaxed);
+            if state & IN_TABLE == 0 {
+                continue;
+            }
+            if state & REFERENCED != 0 && step < 2 * n {
+                // Second chance.
+                lru.state[e as usize].fetch_and(!REFERENCED, Ordering::Relaxed);
+                continue;
+            }
+            let hash = (self.link(e).load(Ordering::Acquire) >> 32) as u32;
+            let b = self.bucket_of(hash);
+            let _guard = self.buckets[b].lock();
+            // Under the lock, the element is in this bucket's chain exactly if it is linked here.
+            let mut prev = None;
+            let mut cur = self.buckets[b].head.load(Ordering::Acquire);
+            while cur & NULLS == 0 && cur != e {
+                prev = Some(cur);
+                cur = self.link(cur).load(Ordering::Acquire) as u32;
+            }
+            if cur == e {
+                self.unlink(b, prev, e);
+                return Some(e);
+            }
+        }
+        None
     }
 
     pub(crate) fn delete(&self, key: &[u8]) -> Result<(), OpError> {
@@ -560,6 +719,17 @@ impl HashTable {
 
     pub(crate) fn contains_value(&self, addr: usize, len: usize) -> bool {
         self.values.contains(addr, len)
+    }
+}
+
+impl Lru {
+    /// Marks `e` referenced, writing only when the bit is not already set.
+    #[inline]
+    fn touch(&self, e: u32) {
+        let state = &self.state[e as usize];
+        if state.load(Ordering::Relaxed) & REFERENCED == 0 {
+            state.fetch_or(REFERENCED, Ordering::Relaxed);
+        }
     }
 }
 
@@ -836,5 +1006,75 @@ mod tests {
         }
         let keys = |m: &Map| m.entries().into_iter().map(|e| e.key).collect::<Vec<_>>();
         assert_eq!(keys(&a), keys(&b));
+    }
+
+    fn lru(map_type: u32, max_entries: u32, map_flags: u32) -> Map {
+        let def = MapDef { map_type, key_size: 4, value_size: 8, max_entries, map_flags };
+        Map::new("lru", def, 2).unwrap()
+    }
+
+    #[test]
+    fn lru_definition_checks() {
+        for t in [map_type::LRU_HASH, map_type::LRU_PERCPU_HASH] {
+            let err = create(t, 4, 8, 4, map_flags::NO_PREALLOC).unwrap_err();
+            assert!(matches!(err, MapError::NotSupported { .. }), "{err}");
+            assert_eq!(err.errno(), 524);
+            assert!(create(t, 4, 8, 4, 1 << 1).is_ok(), "BPF_F_NO_COMMON_LRU");
+            assert!(matches!(create(t, 4, 8, 0, 0), Err(MapError::InvalidDefinition { .. })));
+        }
+        assert_eq!(create(map_type::LRU_PERCPU_HASH, 4, 8, 4, 0).unwrap().slots(), 2);
+        assert!(create(map_type::LRU_PERCPU_HASH, 4, 8, 4, 0).unwrap().is_per_cpu());
+    }
+
+    #[test]
+    fn lru_evicts_when_full_and_spares_referenced_keys() {
+        let m = lru(map_type::LRU_HASH, 4, 0);
+        for i in 0..4 {
+            m.update(&k(i), &u64::from(i).to_ne_bytes(), BPF_NOEXIST, 0).unwrap();
+        }
+        // A program looked key 0 up: it is referenced and survives the next evictions.
+        assert!(m.lookup(&k(0), 0).is_some());
+        for i in 4..7 {
+            m.update(&k(i), &u64::from(i).to_ne_bytes(), BPF_ANY, 0).unwrap();
+            assert!(m.lookup(&k(i), 0).is_some(), "the key just inserted is present");
+            assert_eq!(m.entries().len(), 4, "never more than max_entries");
+        }
+        assert_eq!(m.lookup_user(&k(0)).unwrap(), 0u64.to_ne_bytes(), "referenced key evicted");
+        // Replacing keeps working on a full map, and flags are checked as for hash maps.
+        m.update(&k(6), &[9; 8], BPF_EXIST, 0).unwrap();
+        assert_eq!(m.lookup_user(&k(6)).unwrap(), [9; 8]);
+        assert_eq!(m.update(&k(6), &[9; 8], BPF_NOEXIST, 0), Err(OpError::Exists));
+        assert_eq!(m.update(&k(99), &[9; 8], BPF_EXIST, 0), Err(OpError::NotFound));
+        assert_eq!(m.update(&k(6), &[9; 8], BPF_F_LOCK, 0), Err(OpError::Invalid));
+        m.delete(&k(6)).unwrap();
+        assert_eq!(m.delete(&k(6)), Err(OpError::NotFound));
+        assert!(m.entries().len() <= 3);
+    }
+
+    #[test]
+    fn lru_percpu_updates_in_place_and_evicts() {
+        let m = lru(map_type::LRU_PERCPU_HASH, 2, 0);
+        m.update(&k(1), &[1; 8], BPF_ANY, 1).unwrap();
+        let p = m.lookup(&k(1), 1).unwrap();
+        m.update(&k(1), &[2; 8], BPF_EXIST, 1).unwrap();
+        assert_eq!(m.lookup(&k(1), 1).unwrap(), p, "in place");
+        assert_eq!(m.lookup_user(&k(1)).unwrap(), [[0; 8], [2; 8]].concat());
+        m.update_user(&k(2), &[3; 16], BPF_ANY).unwrap();
+        m.update_user(&k(3), &[4; 16], BPF_ANY).unwrap();
+        assert_eq!(m.entries().len(), 2);
+        assert_eq!(m.lookup_user(&k(3)).unwrap(), [4; 16]);
+    }
+
+    #[test]
+    fn lru_user_lookups_do_not_reference() {
+        // Userspace lookups (the kernel's `lookup_elem_sys_only`) leave the reference bit alone:
+        // with no program lookups, the clock evicts in insertion order from a fresh map.
+        let m = lru(map_type::LRU_HASH, 2, 0);
+        m.update_user(&k(1), &[1; 8], BPF_ANY).unwrap();
+        m.update_user(&k(2), &[2; 8], BPF_ANY).unwrap();
+        m.lookup_user(&k(1)).unwrap();
+        m.update_user(&k(3), &[3; 8], BPF_ANY).unwrap();
+        let keys: BTreeSet<_> = m.entries().into_iter().map(|e| e.key).collect();
+        assert!(keys.contains(k(3).as_slice()) && keys.len() == 2);
     }
 }
