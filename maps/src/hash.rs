@@ -651,6 +651,21 @@ impl HashTable {
         Ok(())
     }
 
+    /// Copies the first `out.len()` bytes of `key`'s (slot 0) value into `out`; `false` when
+    /// absent. No allocation.
+    pub(crate) fn read_value(&self, key: &[u8], out: &mut [u8]) -> bool {
+        if key.len() != self.key_size {
+            return false;
+        }
+        let key = Probe::new(key);
+        let Some(e) = self.find(key, self.hash(key)) else { return false };
+        let mut word = [0u8; 8];
+        let n = out.len().min(8).min(self.value_size);
+        self.values.read_prefix(e as usize, 0, &mut word[..n]);
+        out[..n].copy_from_slice(&word[..n]);
+        true
+    }
+
     pub(crate) fn lookup_user(&self, key: &[u8]) -> Result<Vec<u8>, OpError> {
         if key.len() != self.key_size {
             return Err(OpError::Invalid);
@@ -907,7 +922,7 @@ mod tests {
         fn of(m: &'a Map) -> Self {
             match &m.kind {
                 crate::Kind::Hash(h) => HashOnly(h),
-                crate::Kind::Array(_) => panic!("not a hash map"),
+                _ => panic!("not a hash map"),
             }
         }
     }

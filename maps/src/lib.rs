@@ -30,14 +30,33 @@
 
 mod array;
 mod hash;
+mod lock;
+mod lpm;
+mod queue;
+mod ringbuf;
 #[expect(unsafe_code, reason = "the one place that turns a fallible zeroed allocation into atomics")]
 mod slab;
+mod slots;
 mod values;
 
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use array::ArrayMap;
 use hash::HashTable;
+use lpm::LpmTrie;
+use queue::QueueStack;
+use ringbuf::RingBuf;
+use slots::{Inner, SlotArray};
+
+pub use ringbuf::{
+    BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ,
+};
+pub use slots::{BPF_F_CTXLEN_MASK, BPF_F_CURRENT_CPU, BPF_F_INDEX_MASK};
+
+/// Most tail calls one program run may chain (`MAX_TAIL_CALL_CNT`); the 34th fails and the
+/// program continues after the call, as in the kernel.
+pub const MAX_TAIL_CALL_CNT: u32 = 33;
 
 /// Kernel map type ids (`enum bpf_map_type` in `include/uapi/linux/bpf.h`).
 pub mod map_type {
@@ -146,6 +165,16 @@ pub enum OpError {
     /// `EOPNOTSUPP`: the map type has no such operation.
     #[error("operation not supported")]
     NotSupported,
+    /// `ENOSPC`: a full LPM trie, a full perf buffer.
+    #[error("no space left")]
+    NoSpace,
+    /// `EAGAIN`: a full ring buffer (`bpf_ringbuf_output`).
+    #[error("try again")]
+    Again,
+    /// The kernel-internal `ENOTSUPP` (524) some map types return from the syscall, e.g. a lookup
+    /// in a ring buffer.
+    #[error("operation not supported by this map type")]
+    Unsupported,
 }
 
 impl OpError {
@@ -158,6 +187,9 @@ impl OpError {
             OpError::Invalid => 22,
             OpError::NoMemory => 12,
             OpError::NotSupported => 95,
+            OpError::NoSpace => 28,
+            OpError::Again => 11,
+            OpError::Unsupported => 524,
         }
     }
 
@@ -199,6 +231,18 @@ enum Kind {
     Array(ArrayMap),
     /// `HASH`, `PERCPU_HASH`, `LRU_HASH` and `LRU_PERCPU_HASH`.
     Hash(HashTable),
+    /// `LPM_TRIE`.
+    Lpm(LpmTrie),
+    /// `QUEUE` and `STACK`.
+    Queue(QueueStack),
+    /// `RINGBUF`.
+    RingBuf(RingBuf),
+    /// `PROG_ARRAY`, `DEVMAP`, `XSKMAP`, `ARRAY_OF_MAPS`, `PERF_EVENT_ARRAY`.
+    Slots(SlotArray),
+    /// `HASH_OF_MAPS`: a hash map whose values are inner-map ids.
+    HashOfMaps(HashTable, Inner),
+    /// `DEVMAP_HASH`: a hash map of `struct bpf_devmap_val`.
+    DevHash(HashTable),
 }
 
 /// One eBPF map: its definition and its preallocated store. `Send + Sync`; see the crate docs.
@@ -219,24 +263,74 @@ impl Map {
     /// kernel's `map_alloc_check` would give (see [`MapError::errno`]); [`MapError::OutOfMemory`]
     /// when the preallocation fails.
     pub fn new(name: &str, def: MapDef, slots: usize) -> Result<Map, MapError> {
+        Self::create(name, def, slots, None)
+    }
+
+    /// Creates a map of maps (`ARRAY_OF_MAPS`, `HASH_OF_MAPS`) whose inner maps must match
+    /// `inner` as the kernel's `bpf_map_meta_equal` checks (type, key and value sizes, flags, and
+    /// `max_entries` unless `inner` has `BPF_F_INNER_MAP`) — the definition of the map the kernel
+    /// takes as `inner_map_fd`. Other types ignore `inner`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::new`]; [`MapError::InvalidDefinition`] when `inner` is itself a map of maps or
+    /// a program array.
+    pub fn with_inner(name: &str, def: MapDef, slots: usize, inner: MapDef) -> Result<Map, MapError> {
+        Self::create(name, def, slots, Some(inner))
+    }
+
+    fn create(name: &str, def: MapDef, slots: usize, inner: Option<MapDef>) -> Result<Map, MapError> {
         let per_cpu = is_per_cpu_type(def.map_type);
+        if per_cpu && slots == 0 {
+            return Err(MapError::InvalidDefinition {
+                name: name.to_owned(),
+                reason: "per-CPU maps need at least one value slot",
+            });
+        }
         let kind = match def.map_type {
-            map_type::ARRAY
-            | map_type::PERCPU_ARRAY
-            | map_type::HASH
-            | map_type::PERCPU_HASH
-            | map_type::LRU_HASH
-            | map_type::LRU_PERCPU_HASH => {
-                if per_cpu && slots == 0 {
+            map_type::ARRAY | map_type::PERCPU_ARRAY => Kind::Array(ArrayMap::new(name, &def, per_cpu, slots)?),
+            map_type::HASH | map_type::PERCPU_HASH | map_type::LRU_HASH | map_type::LRU_PERCPU_HASH => {
+                Kind::Hash(HashTable::new(name, &def, per_cpu, slots)?)
+            }
+            map_type::LPM_TRIE => Kind::Lpm(LpmTrie::new(name, &def)?),
+            map_type::QUEUE | map_type::STACK => {
+                Kind::Queue(QueueStack::new(name, &def, def.map_type == map_type::STACK)?)
+            }
+            map_type::RINGBUF => Kind::RingBuf(RingBuf::new(name, &def)?),
+            map_type::PROG_ARRAY
+            | map_type::DEVMAP
+            | map_type::XSKMAP
+            | map_type::ARRAY_OF_MAPS
+            | map_type::PERF_EVENT_ARRAY => Kind::Slots(SlotArray::new(name, &def, inner)?),
+            map_type::HASH_OF_MAPS | map_type::DEVMAP_HASH => {
+                let value_ok = if def.map_type == map_type::DEVMAP_HASH {
+                    matches!(def.value_size, 4 | 8)
+                } else {
+                    def.value_size == 4
+                };
+                let hash_def = MapDef { map_type: map_type::HASH, ..def };
+                if !value_ok || def.key_size != 4 && def.map_type == map_type::DEVMAP_HASH {
                     return Err(MapError::InvalidDefinition {
                         name: name.to_owned(),
-                        reason: "per-CPU maps need at least one value slot",
+                        reason: "key_size must be 4 for a devmap, value_size 4 (an id) or 4 or 8 (a devmap)",
                     });
                 }
-                if matches!(def.map_type, map_type::ARRAY | map_type::PERCPU_ARRAY) {
-                    Kind::Array(ArrayMap::new(name, &def, per_cpu, slots)?)
+                if def.map_type == map_type::DEVMAP_HASH {
+                    if def.map_flags & !(create_flags::NUMA_NODE | create_flags::ACCESS_MASK) != 0 {
+                        return Err(MapError::InvalidDefinition {
+                            name: name.to_owned(),
+                            reason: "unknown map flags for a devmap",
+                        });
+                    }
+                    Kind::DevHash(HashTable::new(name, &hash_def, false, 1)?)
                 } else {
-                    Kind::Hash(HashTable::new(name, &def, per_cpu, slots)?)
+                    let Some(tpl) = inner else {
+                        return Err(MapError::InvalidDefinition {
+                            name: name.to_owned(),
+                            reason: "a map of maps needs an inner map template",
+                        });
+                    };
+                    Kind::HashOfMaps(HashTable::new(name, &hash_def, false, 1)?, Inner::new(name, tpl)?)
                 }
             }
             other => return Err(MapError::UnsupportedType { map_type: other }),
@@ -259,6 +353,7 @@ impl Map {
         match &self.kind {
             Kind::Array(a) => a.slots(),
             Kind::Hash(h) => h.slots(),
+            _ => 1,
         }
     }
 
@@ -275,6 +370,10 @@ impl Map {
         match &self.kind {
             Kind::Array(a) => a.lookup(key, slot),
             Kind::Hash(h) => h.lookup(key, slot),
+            Kind::Lpm(l) => l.lookup(key),
+            Kind::Slots(s) => s.lookup(key),
+            Kind::DevHash(h) => h.lookup(key, 0),
+            Kind::Queue(_) | Kind::RingBuf(_) | Kind::HashOfMaps(..) => None,
         }
     }
 
@@ -292,6 +391,7 @@ impl Map {
         match &self.kind {
             Kind::Array(a) => a.update(key, value, flags, Some(slot)),
             Kind::Hash(h) => h.update(key, value, flags, Some(slot)),
+            _ => self.update_other(key, value, flags),
         }
     }
 
@@ -305,7 +405,11 @@ impl Map {
     pub fn delete(&self, key: &[u8]) -> Result<(), OpError> {
         match &self.kind {
             Kind::Array(a) => a.delete(key),
-            Kind::Hash(h) => h.delete(key),
+            Kind::Hash(h) | Kind::HashOfMaps(h, _) | Kind::DevHash(h) => h.delete(key),
+            Kind::Lpm(l) => l.delete(key),
+            Kind::Queue(_) => Err(OpError::Invalid),
+            Kind::RingBuf(_) => Err(OpError::Unsupported),
+            Kind::Slots(s) => s.delete(key),
         }
     }
 
@@ -319,7 +423,18 @@ impl Map {
     pub fn lookup_user(&self, key: &[u8]) -> Result<Vec<u8>, OpError> {
         match &self.kind {
             Kind::Array(a) => a.lookup_user(key),
-            Kind::Hash(h) => h.lookup_user(key),
+            Kind::Hash(h) | Kind::HashOfMaps(h, _) | Kind::DevHash(h) => h.lookup_user(key),
+            Kind::Lpm(l) => l.lookup_user(key),
+            Kind::Queue(q) => {
+                if !key.is_empty() {
+                    return Err(OpError::Invalid);
+                }
+                let mut out = vec![0; self.def.value_size as usize];
+                q.take(&mut out, false)?;
+                Ok(out)
+            }
+            Kind::RingBuf(_) => Err(OpError::Unsupported),
+            Kind::Slots(s) => s.lookup_user(key),
         }
     }
 
@@ -335,6 +450,7 @@ impl Map {
         match &self.kind {
             Kind::Array(a) => a.update(key, value, flags, None),
             Kind::Hash(h) => h.update(key, value, flags, None),
+            _ => self.update_other(key, value, flags),
         }
     }
 
@@ -348,7 +464,11 @@ impl Map {
     pub fn next_key(&self, key: Option<&[u8]>) -> Result<Vec<u8>, OpError> {
         match &self.kind {
             Kind::Array(a) => a.next_key(key),
-            Kind::Hash(h) => h.next_key(key),
+            Kind::Hash(h) | Kind::HashOfMaps(h, _) | Kind::DevHash(h) => h.next_key(key),
+            Kind::Lpm(l) => l.next_key(key),
+            Kind::Queue(_) => Err(OpError::Invalid),
+            Kind::RingBuf(_) => Err(OpError::Unsupported),
+            Kind::Slots(s) => s.next_key(key),
         }
     }
 
@@ -357,7 +477,11 @@ impl Map {
     pub fn entries(&self) -> Vec<Entry> {
         match &self.kind {
             Kind::Array(a) => a.entries(),
-            Kind::Hash(h) => h.entries(),
+            Kind::Hash(h) | Kind::HashOfMaps(h, _) | Kind::DevHash(h) => h.entries(),
+            Kind::Lpm(l) => l.entries(),
+            Kind::Queue(q) => q.entries(),
+            Kind::RingBuf(_) => Vec::new(),
+            Kind::Slots(s) => s.entries(),
         }
     }
 
@@ -367,7 +491,11 @@ impl Map {
     pub fn contains_value(&self, addr: usize, len: usize) -> bool {
         match &self.kind {
             Kind::Array(a) => a.contains_value(addr, len),
-            Kind::Hash(h) => h.contains_value(addr, len),
+            Kind::Hash(h) | Kind::DevHash(h) => h.contains_value(addr, len),
+            Kind::Lpm(l) => l.contains_value(addr, len),
+            Kind::RingBuf(r) => r.contains(addr, len),
+            Kind::Slots(s) => s.contains_value(addr, len),
+            Kind::Queue(_) | Kind::HashOfMaps(..) => false,
         }
     }
 
@@ -377,6 +505,248 @@ impl Map {
         match &self.kind {
             Kind::Array(a) if !a.is_per_cpu() => Some(a.base()),
             _ => None,
+        }
+    }
+
+    /// Update of the map types with their own rules (program side and userspace alike).
+    fn update_other(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), OpError> {
+        match &self.kind {
+            Kind::Lpm(l) => l.update(key, value, flags),
+            Kind::Queue(q) if key.is_empty() => q.push(value, flags),
+            Kind::Queue(_) => Err(OpError::Invalid),
+            Kind::RingBuf(_) => Err(OpError::Unsupported),
+            Kind::Slots(s) if s.inner.is_some() => Err(OpError::Invalid),
+            Kind::Slots(s) => s.update(key, value, flags),
+            // Inner maps are put in with `set_inner_map`: there is no fd to pass in bytes.
+            Kind::HashOfMaps(..) => Err(OpError::Invalid),
+            Kind::DevHash(h) => {
+                // __dev_map_hash_update_elem: no ENOENT for BPF_EXIST, ifindex 0 is invalid.
+                if flags > BPF_EXIST || value.len() < 4 || value[..4] == [0; 4] {
+                    return Err(OpError::Invalid);
+                }
+                let flags = if flags == BPF_EXIST { BPF_ANY } else { flags };
+                h.update(key, value, flags, None)
+            }
+            Kind::Array(_) | Kind::Hash(_) => unreachable!("handled by the callers"),
+        }
+    }
+
+    /// `bpf_map_push_elem` (queue, stack): `BPF_ANY`, or `BPF_EXIST` to overwrite the oldest
+    /// value when full.
+    ///
+    /// # Errors
+    ///
+    /// [`OpError::TooBig`] when full without `BPF_EXIST`; [`OpError::Invalid`] for other flags,
+    /// a wrong-sized value or another map type.
+    #[inline]
+    pub fn push(&self, value: &[u8], flags: u64) -> Result<(), OpError> {
+        match &self.kind {
+            Kind::Queue(q) => q.push(value, flags),
+            _ => Err(OpError::Invalid),
+        }
+    }
+
+    /// `bpf_map_pop_elem` (queue: oldest, stack: newest) into `out` (`value_size` bytes).
+    ///
+    /// # Errors
+    ///
+    /// [`OpError::NotFound`] when empty; [`OpError::Invalid`] for a wrong-sized `out` or another
+    /// map type.
+    #[inline]
+    pub fn pop(&self, out: &mut [u8]) -> Result<(), OpError> {
+        match &self.kind {
+            Kind::Queue(q) => q.take(out, true),
+            _ => Err(OpError::Invalid),
+        }
+    }
+
+    /// `bpf_map_peek_elem`: as [`Map::pop`] without removing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::pop`].
+    #[inline]
+    pub fn peek(&self, out: &mut [u8]) -> Result<(), OpError> {
+        match &self.kind {
+            Kind::Queue(q) => q.take(out, false),
+            _ => Err(OpError::Invalid),
+        }
+    }
+
+    /// `bpf_ringbuf_reserve`: `size` writable bytes, 8-byte aligned, or `None` when the ring is
+    /// full, the record too large, `flags` non-zero or the map no ring buffer.
+    #[inline]
+    pub fn ringbuf_reserve(&self, size: u64, flags: u64) -> Option<NonNull<u8>> {
+        match &self.kind {
+            Kind::RingBuf(r) if flags == 0 => r.reserve(size),
+            _ => None,
+        }
+    }
+
+    /// `bpf_ringbuf_submit` of a pointer [`Map::ringbuf_reserve`] returned; `flags` may carry
+    /// [`BPF_RB_NO_WAKEUP`] / [`BPF_RB_FORCE_WAKEUP`].
+    ///
+    /// # Errors
+    ///
+    /// [`OpError::Invalid`] when `sample` is no busy record of this ring (the helper returns
+    /// nothing; the engine may ignore this).
+    #[inline]
+    pub fn ringbuf_submit(&self, sample: NonNull<u8>, flags: u64) -> Result<(), OpError> {
+        match &self.kind {
+            Kind::RingBuf(r) => r.commit(sample, flags, false),
+            _ => Err(OpError::Invalid),
+        }
+    }
+
+    /// `bpf_ringbuf_discard`: as [`Map::ringbuf_submit`], but the consumer skips the record.
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::ringbuf_submit`].
+    #[inline]
+    pub fn ringbuf_discard(&self, sample: NonNull<u8>, flags: u64) -> Result<(), OpError> {
+        match &self.kind {
+            Kind::RingBuf(r) => r.commit(sample, flags, true),
+            _ => Err(OpError::Invalid),
+        }
+    }
+
+    /// `bpf_ringbuf_output`: one record holding a copy of `data`.
+    ///
+    /// # Errors
+    ///
+    /// [`OpError::Again`] when the ring has no room; [`OpError::Invalid`] for unknown flags or
+    /// another map type.
+    #[inline]
+    pub fn ringbuf_output(&self, data: &[u8], flags: u64) -> Result<(), OpError> {
+        match &self.kind {
+            Kind::RingBuf(r) => r.output(data, flags),
+            _ => Err(OpError::Invalid),
+        }
+    }
+
+    /// The userspace consumer: calls `f` with each submitted record's data, in reservation order,
+    /// up to the first record still busy; returns how many. Discarded records are skipped. One
+    /// consumer runs at a time (others wait).
+    pub fn ringbuf_consume(&self, f: impl FnMut(&[u8])) -> usize {
+        match &self.kind {
+            Kind::RingBuf(r) => r.consume(f),
+            _ => 0,
+        }
+    }
+
+    /// `bpf_ringbuf_query(BPF_RB_AVAIL_DATA)`: bytes produced and not yet consumed; and the
+    /// wakeups the kernel would have sent so far. `None` for other map types.
+    pub fn ringbuf_status(&self) -> Option<(u64, u64)> {
+        match &self.kind {
+            Kind::RingBuf(r) => Some((r.avail(), r.wakeups())),
+            _ => None,
+        }
+    }
+
+    /// `PERF_EVENT_ARRAY`: gives slot `index` an output buffer of `size` bytes (a power of two,
+    /// at least 64) and fills the slot with `id` — what `perf_event_open` and storing the event's
+    /// fd in the map do for the kernel's. A slot keeps its first buffer.
+    ///
+    /// # Errors
+    ///
+    /// [`OpError::TooBig`] for an index out of range, [`OpError::Invalid`] for a bad size or
+    /// another map type, [`OpError::NoMemory`].
+    pub fn perf_open(&self, index: u32, size: u64, id: u32) -> Result<(), OpError> {
+        match &self.kind {
+            Kind::Slots(s) => s.perf_open(&self.name, index, size, id),
+            _ => Err(OpError::Invalid),
+        }
+    }
+
+    /// `bpf_perf_event_output`: one sample of `data` then `ctx` (for XDP, the first
+    /// `(flags & BPF_F_CTXLEN_MASK) >> 32` packet bytes, which the caller slices) into the buffer
+    /// of slot `flags & BPF_F_INDEX_MASK`, or of `slot` for [`BPF_F_CURRENT_CPU`]. Samples here are
+    /// the raw bytes (no `perf_event_header`), read back with [`Map::perf_consume`].
+    ///
+    /// # Errors
+    ///
+    /// [`OpError::Invalid`] for unknown flags, [`OpError::TooBig`] for an index out of range,
+    /// [`OpError::NotFound`] for a slot with no buffer, [`OpError::NoSpace`] when its buffer is
+    /// full (the sample is lost, as the kernel's).
+    #[inline]
+    pub fn perf_output(&self, flags: u64, slot: usize, data: &[u8], ctx: &[u8]) -> Result<(), OpError> {
+        match &self.kind {
+            Kind::Slots(s) => s.perf_output(flags, slot, data, ctx),
+            _ => Err(OpError::Invalid),
+        }
+    }
+
+    /// Drains slot `index`'s perf samples in order; returns how many.
+    pub fn perf_consume(&self, index: u32, f: impl FnMut(&[u8])) -> usize {
+        match &self.kind {
+            Kind::Slots(s) => s.perf_consume(index, f),
+            _ => 0,
+        }
+    }
+
+    /// `PROG_ARRAY`: the program id in slot `index`, for `bpf_tail_call` (which fails, and the
+    /// program goes on, when this is `None`). Two loads, no lock.
+    #[inline]
+    pub fn prog_id(&self, index: u32) -> Option<u32> {
+        match &self.kind {
+            Kind::Slots(s) if self.def.map_type == map_type::PROG_ARRAY => s.id(index),
+            _ => None,
+        }
+    }
+
+    /// `DEVMAP` / `DEVMAP_HASH`: the ifindex at `key`; `XSKMAP`: the socket id at `key` — what
+    /// `bpf_redirect_map` redirects to. `None` when empty (the helper then returns its flags'
+    /// low bits as the action).
+    #[inline]
+    pub fn redirect_target(&self, key: u32) -> Option<u32> {
+        match &self.kind {
+            Kind::Slots(s) if matches!(self.def.map_type, map_type::DEVMAP | map_type::XSKMAP) => s.id(key),
+            Kind::DevHash(h) => {
+                let mut v = [0u8; 4];
+                h.read_value(&key.to_ne_bytes(), &mut v).then(|| u32::from_ne_bytes(v))
+            }
+            _ => None,
+        }
+    }
+
+    /// Maps of maps: the inner map at `key` (`bpf_map_lookup_elem` on the outer map). Valid for
+    /// as long as the outer map lives, whatever later updates do.
+    #[inline]
+    pub fn inner_map(&self, key: &[u8]) -> Option<&Map> {
+        match &self.kind {
+            Kind::Slots(s) => s.inner_map(u32::from_ne_bytes(key.try_into().ok()?)),
+            Kind::HashOfMaps(h, inner) => {
+                let mut v = [0u8; 4];
+                h.read_value(key, &mut v).then(|| inner.arena.get(u32::from_ne_bytes(v)))?
+            }
+            _ => None,
+        }
+    }
+
+    /// Maps of maps: puts `map` at `key` (`BPF_MAP_UPDATE_ELEM` with an inner map fd). The map
+    /// must match the inner template given at creation. `ARRAY_OF_MAPS` takes only `BPF_ANY`;
+    /// `HASH_OF_MAPS` the hash flags.
+    ///
+    /// # Errors
+    ///
+    /// [`OpError::Invalid`] for a mismatching map, bad flags or another map type; otherwise the
+    /// errors of an array or hash update.
+    pub fn set_inner_map(&self, key: &[u8], map: Arc<Map>, flags: u64) -> Result<(), OpError> {
+        match &self.kind {
+            Kind::Slots(s) => {
+                let inner = s.inner.as_ref().ok_or(OpError::Invalid)?;
+                if flags != BPF_ANY {
+                    return Err(OpError::Invalid);
+                }
+                let id = inner.admit(map)?;
+                s.update(key, &id.to_ne_bytes(), flags)
+            }
+            Kind::HashOfMaps(h, inner) => {
+                let id = inner.admit(map)?;
+                h.update(key, &id.to_ne_bytes(), flags, None)
+            }
+            _ => Err(OpError::Invalid),
         }
     }
 }

@@ -95,6 +95,26 @@ impl Slab {
         }
     }
 
+    /// Copies `src` to the bytes starting at byte offset `byte` (any alignment), leaving the other
+    /// bytes of partly written words as they were.
+    pub(crate) fn write_bytes(&self, byte: usize, src: &[u8]) {
+        let mut at = 0;
+        while at < src.len() {
+            let pos = byte + at;
+            let (w, off) = (pos / 8, pos % 8);
+            let n = (8 - off).min(src.len() - at);
+            let word = self.word(w);
+            if n == 8 {
+                word.store(pad_word(&src[at..at + 8]), Ordering::Relaxed);
+            } else {
+                let mut bytes = word.load(Ordering::Relaxed).to_ne_bytes();
+                bytes[off..off + n].copy_from_slice(&src[at..at + n]);
+                word.store(u64::from_ne_bytes(bytes), Ordering::Relaxed);
+            }
+            at += n;
+        }
+    }
+
     /// Zeroes words `[i, i + n)`.
     pub(crate) fn zero(&self, i: usize, n: usize) {
         for word in self.words(i, n) {

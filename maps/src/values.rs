@@ -55,6 +55,12 @@ impl Values {
         self.slab.read(self.word(elem, slot), out);
     }
 
+    /// Copies the first `out.len()` (at most `value_size`) bytes of value `(elem, slot)`.
+    pub(crate) fn read_prefix(&self, elem: usize, slot: usize, out: &mut [u8]) {
+        debug_assert!(out.len() <= self.value_size);
+        self.slab.read(self.word(elem, slot), out);
+    }
+
     /// Sets value `(elem, slot)` from `src` (`value_size` bytes).
     #[inline]
     pub(crate) fn write(&self, elem: usize, slot: usize, src: &[u8]) {

@@ -45,7 +45,8 @@ struct Model {
 impl Model {
     fn new(def: MapDef, slots: usize) -> Model {
         let array = matches!(def.map_type, map_type::ARRAY | map_type::PERCPU_ARRAY);
-        let per_cpu = matches!(def.map_type, map_type::PERCPU_ARRAY | map_type::PERCPU_HASH);
+        let per_cpu =
+            matches!(def.map_type, map_type::PERCPU_ARRAY | map_type::PERCPU_HASH | map_type::LRU_PERCPU_HASH);
         let slots = if per_cpu { slots } else { 1 };
         let mut entries = BTreeMap::new();
         if array {
@@ -258,5 +259,17 @@ proptest! {
     #[test]
     fn percpu_array(ops in ops(2)) {
         run(def(map_type::PERCPU_ARRAY, 4, 6, 5), 2, ops)?;
+    }
+
+    // LRU maps with room for every key plus the fresh element a replacement takes: nothing is
+    // evicted, so they must behave exactly as hash maps (eviction is checked in tests/types.rs).
+    #[test]
+    fn lru_hash_without_eviction(ops in ops(2)) {
+        run(def(map_type::LRU_HASH, 4, 5, 9), 2, ops)?;
+    }
+
+    #[test]
+    fn lru_percpu_hash_without_eviction(ops in ops(2)) {
+        run(def(map_type::LRU_PERCPU_HASH, 6, 3, 9), 2, ops)?;
     }
 }
