@@ -361,7 +361,7 @@ proptest! {
             match op {
                 RbOp::Reserve { len } | RbOp::Output { len } => {
                     tag = tag.wrapping_add(1);
-                    let fits = prod + rec_len(len.into()) - cons <= size - 1;
+                    let fits = prod + rec_len(len.into()) - cons < size;
                     let data = vec![tag; len as usize];
                     if let RbOp::Output { .. } = op {
                         let got = map.ringbuf_output(&data, 0);
