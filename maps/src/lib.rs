@@ -37,6 +37,8 @@ mod ringbuf;
 #[expect(unsafe_code, reason = "the one place that turns a fallible zeroed allocation into atomics")]
 mod slab;
 mod slots;
+#[expect(unsafe_code, reason = "`Pod` is an unsafe trait, and values are viewed as bytes")]
+pub mod typed;
 mod values;
 
 use std::ptr::NonNull;

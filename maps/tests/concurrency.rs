@@ -174,7 +174,7 @@ fn lru_under_pressure_never_shows_a_foreign_value() {
                 for round in 0..ROUNDS / 4 {
                     let i = (xorshift(&mut rng) % 8) as usize;
                     let key = (t as u32 * 100 + i as u32).to_ne_bytes();
-                    let value = (t as u64) << 32 | u64::from(round) + 1;
+                    let value = ((t as u64) << 32) | (u64::from(round) + 1);
                     map.update(&key, &value.to_ne_bytes(), BPF_ANY, t).unwrap();
                     last[i] = value;
                     let j = (xorshift(&mut rng) % 8) as usize;
@@ -206,7 +206,7 @@ fn lpm_lookups_never_miss_a_covering_prefix() {
                     let r = xorshift(&mut rng);
                     let len = 9 + (r % 24) as u32;
                     let ip = [10, (r >> 8) as u8 & 3, (r >> 16) as u8, w];
-                    if r % 3 == 0 {
+                    if r.is_multiple_of(3) {
                         let _ = map.delete(&key(len, ip));
                     } else {
                         let _ = map.update(&key(len, ip), &u64::from(len).to_ne_bytes(), BPF_ANY, 0);
