@@ -670,8 +670,14 @@ impl HashTable {
         if key.len() != self.key_size {
             return Err(OpError::Invalid);
         }
+        // Under the bucket lock, unlike program lookups: the element cannot be unlinked (and so
+        // not reused for another key) while its value is copied, so the copy is exactly the
+        // key's value. A lock-free copy could race with an eviction or delete-and-reuse.
         let key = Probe::new(key);
-        let e = self.find(key, self.hash(key)).ok_or(OpError::NotFound)?;
+        let hash = self.hash(key);
+        let b = self.bucket_of(hash);
+        let _guard = self.buckets[b].lock();
+        let (_, e) = self.find_locked(b, key, hash).ok_or(OpError::NotFound)?;
         Ok(self.read_values(e))
     }
 
