@@ -49,7 +49,7 @@ enum ProgCommand {
         #[arg(long)]
         program: Option<String>,
         /// The engine.
-        #[arg(long, value_enum, default_value_t = Engine::Interp)]
+        #[arg(long, value_enum, default_value_t = Engine::Jit)]
         engine: Engine,
         /// Print one JSON object instead of bpftool's line.
         #[arg(long)]

@@ -11,6 +11,7 @@ use std::time::Instant;
 use serde::Serialize;
 use xdp_vm::context::{XDP_FRAME_SIZE, XdpBuff};
 use xdp_vm::elf::{Object, ProgramKind};
+use xdp_vm::jit::JitProgram;
 use xdp_vm::{Interpreter, Program, Xdp, create_maps};
 
 /// The engine that runs the program.
@@ -19,7 +20,7 @@ use xdp_vm::{Interpreter, Program, Xdp, create_maps};
 pub enum Engine {
     /// The interpreter, every memory access checked.
     Interp,
-    /// The Cranelift JIT.
+    /// The Cranelift JIT (the default).
     Jit,
 }
 
@@ -52,8 +53,12 @@ pub enum RunError {
         #[source]
         source: xdp_vm::context::ContextError,
     },
-    #[error("the jit engine is not available yet; use --engine interp")]
-    EngineUnavailable { engine: Engine },
+    #[error("cannot compile program {name}")]
+    Compile {
+        name: String,
+        #[source]
+        source: xdp_vm::jit::CompileError,
+    },
     #[error("program {name} faulted")]
     Fault {
         name: String,
@@ -134,9 +139,6 @@ pub fn cpu_slots() -> usize {
 /// [`RunError`] for unreadable files, objects the loader or program check refuses, frames the
 /// kernel would refuse, and programs that fault.
 pub fn run(req: &RunRequest<'_>) -> Result<RunReport, RunError> {
-    if req.engine == Engine::Jit {
-        return Err(RunError::EngineUnavailable { engine: req.engine });
-    }
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| RunError::Read { path: p.display().to_string(), source })
     };
@@ -169,15 +171,27 @@ pub fn run(req: &RunRequest<'_>) -> Result<RunReport, RunError> {
     // What BPF_PROG_TEST_RUN reports without a ctx_in: the loopback device, queue 0.
     buff.ingress_ifindex = 1;
     let repeat = req.repeat.max(1);
-    let mut vm = Interpreter::new();
+    let fault = |source| RunError::Fault { name: spec.name.clone(), source };
     let mut retval = 0u64;
-    let start = Instant::now();
-    for _ in 0..repeat {
-        retval = vm
-            .run(&prog, &mut buff, slot)
-            .map_err(|source| RunError::Fault { name: spec.name.clone(), source })?;
-    }
-    let elapsed = start.elapsed();
+    let elapsed = match req.engine {
+        Engine::Interp => {
+            let mut vm = Interpreter::new();
+            let start = Instant::now();
+            for _ in 0..repeat {
+                retval = vm.run(&prog, &mut buff, slot).map_err(fault)?;
+            }
+            start.elapsed()
+        }
+        Engine::Jit => {
+            let jit = JitProgram::compile(&prog)
+                .map_err(|source| RunError::Compile { name: spec.name.clone(), source })?;
+            let start = Instant::now();
+            for _ in 0..repeat {
+                retval = jit.run(&mut buff, slot).map_err(fault)?;
+            }
+            start.elapsed()
+        }
+    };
     let data_out = buff.meta_and_packet().to_vec();
 
     let mut map_json = serde_json::Map::new();

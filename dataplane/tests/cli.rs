@@ -81,7 +81,7 @@ fn json_and_data_out_match_the_kernel() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     assert_eq!(v["retval"], 3);
     assert_eq!(v["repeat"], 3);
-    assert_eq!(v["engine"], "interp");
+    assert_eq!(v["engine"], "jit", "the JIT is the default engine");
     assert!(v["duration_ns"].as_f64().is_some_and(|d| d > 0.0));
     // 98 = 0x62 bytes, counted three times.
     assert_eq!(v["maps"]["pkt_len_count"], serde_json::json!([{"key": "62000000", "value": "03000000"}]));
@@ -141,7 +141,7 @@ fn bad_input_is_one_line_and_exit_2() {
         (vec!["prog", "run", c, "--data-in", "/nonexistent/in.bin"], "/nonexistent/in.bin"),
         (vec!["prog", "run", c, "--data-in", d, "--program", "nope"], "nope"),
         (vec!["prog", "run", c, "--data-in", runt.to_str().unwrap()], "Ethernet"),
-        (vec!["prog", "run", c, "--data-in", d, "--engine", "jit"], "jit"),
+        (vec!["prog", "run", c, "--data-in", d, "--engine", "wasm"], "wasm"),
         (vec!["prog", "run", c, "--data-in", d, "--repeat", "many"], "repeat"),
         (vec!["prog", "run", unknown.to_str().unwrap(), "--data-in", d], "unknown helper id 9999"),
         (

@@ -1,9 +1,10 @@
 //! Differential tests: every XDP program of the project, over a table of frames, run by the
-//! kernel (`BPF_PROG_TEST_RUN`) and by our interpreter — the same return value, the same output
-//! bytes and the same contents in every map, after one run and after several.
+//! kernel (`BPF_PROG_TEST_RUN`) and by both our engines, the interpreter and the JIT — the same
+//! return value, the same output bytes and the same contents in every map, after one run and
+//! after several.
 //!
-//! Each program is loaded once on each side and fed the whole frame table in order, so map
-//! state carries over from frame to frame identically on both. The thread is pinned to CPU 0,
+//! Each program is loaded once on each side (each engine with its own maps) and fed the whole
+//! frame table in order, so map state carries over from frame to frame identically on all. The thread is pinned to CPU 0,
 //! the CPU the kernel then runs the program on, and our run uses slot 0.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use dataplane::kernel::{self, KernelProgram};
 use xdp_vm::context::{XDP_FRAME_SIZE, XdpBuff};
 use xdp_vm::elf::{Object, ProgramKind, ProgramSpec};
+use xdp_vm::jit::JitProgram;
 use xdp_vm::{Interpreter, Program, Xdp, create_maps};
 
 const REPEATS: [u32; 3] = [1, 4, 3];
@@ -29,17 +31,36 @@ fn objects() -> Vec<PathBuf> {
     objs
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Interp,
+    Jit,
+}
+
+const ENGINES: [Engine; 2] = [Engine::Interp, Engine::Jit];
+
+enum Vm {
+    Interp(Interpreter),
+    Jit(JitProgram<Xdp>),
+}
+
 struct Ours {
     maps: Vec<std::sync::Arc<maps::Map>>,
     prog: Program<Xdp>,
-    vm: Interpreter,
+    vm: Vm,
 }
 
 impl Ours {
-    fn load(obj: &Object, spec: &ProgramSpec, slots: usize) -> Self {
+    fn load(obj: &Object, spec: &ProgramSpec, slots: usize, engine: Engine) -> Self {
         let maps = create_maps(obj, slots).expect("our map store creates the object's maps");
         let prog = Program::<Xdp>::new(spec, &maps).expect("our loader accepts what the kernel accepts");
-        Self { maps, prog, vm: Interpreter::new() }
+        let vm = match engine {
+            Engine::Interp => Vm::Interp(Interpreter::new()),
+            Engine::Jit => {
+                Vm::Jit(JitProgram::compile(&prog).unwrap_or_else(|e| panic!("{}: {e}", spec.name)))
+            }
+        };
+        Self { maps, prog, vm }
     }
 
     /// Runs like BPF_PROG_TEST_RUN: `repeat` runs on one frame; `None` when the frame is refused.
@@ -49,10 +70,11 @@ impl Ours {
         buff.ingress_ifindex = 1;
         let mut ret = 0;
         for _ in 0..repeat.max(1) {
-            ret = self
-                .vm
-                .run(&self.prog, &mut buff, 0)
-                .unwrap_or_else(|f| panic!("{}: fault {f}", self.prog.name()));
+            let r = match &mut self.vm {
+                Vm::Interp(vm) => vm.run(&self.prog, &mut buff, 0),
+                Vm::Jit(jit) => jit.run(&mut buff, 0),
+            };
+            ret = r.unwrap_or_else(|f| panic!("{}: fault {f}", self.prog.name()));
         }
         Some((ret as u32, buff.meta_and_packet().to_vec()))
     }
@@ -84,34 +106,36 @@ fn every_program_matches_the_kernel_on_every_frame() {
             let name = format!("{}:{}", path.file_name().unwrap().to_string_lossy(), spec.name);
             let kern = KernelProgram::load(&obj, spec)
                 .unwrap_or_else(|e| panic!("{name}: the kernel refused it: {e}"));
-            let mut ours = Ours::load(&obj, spec, slots);
+            let mut ours: Vec<Ours> = ENGINES.iter().map(|&e| Ours::load(&obj, spec, slots, e)).collect();
             programs += 1;
             for (frame_name, frame) in &frames {
                 for repeat in REPEATS {
-                    let ctx = format!("{name} on {frame_name} x{repeat}");
                     let k = kern.test_run(frame, repeat).ok();
-                    let o = ours.test_run(frame, repeat);
-                    match (&k, &o) {
-                        (None, None) => continue,
-                        (Some(k), Some((ret, out))) => {
-                            assert_eq!(*ret, k.retval, "{ctx}: return value");
-                            assert_eq!(
-                                pktgen_hex(out),
-                                pktgen_hex(&k.data_out),
-                                "{ctx}: output frame ({} vs kernel {} bytes)",
-                                out.len(),
-                                k.data_out.len()
-                            );
+                    for (engine, ours) in ENGINES.iter().zip(&mut ours) {
+                        let ctx = format!("{name} on {frame_name} x{repeat} ({engine:?})");
+                        let o = ours.test_run(frame, repeat);
+                        match (&k, &o) {
+                            (None, None) => continue,
+                            (Some(k), Some((ret, out))) => {
+                                assert_eq!(*ret, k.retval, "{ctx}: return value");
+                                assert_eq!(
+                                    pktgen_hex(out),
+                                    pktgen_hex(&k.data_out),
+                                    "{ctx}: output frame ({} vs kernel {} bytes)",
+                                    out.len(),
+                                    k.data_out.len()
+                                );
+                            }
+                            _ => panic!("{ctx}: kernel ran it: {}, we ran it: {}", k.is_some(), o.is_some()),
                         }
-                        _ => panic!("{ctx}: kernel ran it: {}, we ran it: {}", k.is_some(), o.is_some()),
+                        compare_maps(&ctx, &kern, ours);
+                        runs += 1;
                     }
-                    compare_maps(&ctx, &kern, &ours);
-                    runs += 1;
                 }
             }
         }
     }
-    eprintln!("{programs} programs, {runs} differential runs equal to the kernel's");
+    eprintln!("{programs} programs, {runs} differential runs (interpreter and JIT) equal to the kernel's");
     assert!(programs >= 10, "only {programs} XDP programs found");
 }
 
@@ -170,17 +194,21 @@ fn raw_v4_bytecode_matches_the_kernel() {
     let obj = Object { license: "GPL".into(), maps: Vec::new(), programs: vec![spec.clone()] };
     kernel::pin_current_thread(0).expect("pin to CPU 0");
     let kern = KernelProgram::load(&obj, &spec).unwrap_or_else(|e| panic!("the kernel refused raw_v4: {e}"));
-    let mut ours = Ours::load(&obj, &spec, kernel::possible_cpus().unwrap());
-    for (name, frame) in pktgen::craft::test_frames() {
-        let k = kern.test_run(&frame, 1).ok();
-        let o = ours.test_run(&frame, 1);
-        match (k, o) {
-            (None, None) => {}
-            (Some(k), Some((ret, out))) => {
-                assert_eq!(ret, k.retval, "{name}");
-                assert_eq!(pktgen_hex(&out), pktgen_hex(&k.data_out), "{name}");
+    for engine in ENGINES {
+        let mut ours = Ours::load(&obj, &spec, kernel::possible_cpus().unwrap(), engine);
+        for (name, frame) in pktgen::craft::test_frames() {
+            let k = kern.test_run(&frame, 1).ok();
+            let o = ours.test_run(&frame, 1);
+            match (k, o) {
+                (None, None) => {}
+                (Some(k), Some((ret, out))) => {
+                    assert_eq!(ret, k.retval, "{name} ({engine:?})");
+                    assert_eq!(pktgen_hex(&out), pktgen_hex(&k.data_out), "{name} ({engine:?})");
+                }
+                (k, o) => {
+                    panic!("{name} ({engine:?}): kernel ran it: {}, we ran it: {}", k.is_some(), o.is_some())
+                }
             }
-            (k, o) => panic!("{name}: kernel ran it: {}, we ran it: {}", k.is_some(), o.is_some()),
         }
     }
 }

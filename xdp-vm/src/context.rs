@@ -76,6 +76,23 @@ pub trait Context {
     /// Runs a helper that belongs to this context (`None`: not one of them). `args[0]` has been
     /// checked to be the context pointer when the helper takes one.
     fn call(state: &mut Self::State<'_>, id: u32, args: &[u64; 5]) -> Option<u64>;
+
+    /// How compiled code may read the field at offset `off` (`size` bytes) without calling
+    /// [`Context::load`]: the same value, read straight from the state at
+    /// [`Context::address`]. `None` (the default) leaves the load to [`Context::load`].
+    fn field_load(off: u64, size: usize) -> Option<FieldLoad> {
+        let _ = (off, size);
+        None
+    }
+}
+
+/// A context field as compiled code reads it from the state (offsets from [`Context::address`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldLoad {
+    /// The `u32` at byte `at`, zero-extended.
+    U32 { at: usize },
+    /// The `usize` at byte `base` plus the `usize` at byte `at`: a pointer into the frame.
+    PtrPlus { base: usize, at: usize },
 }
 
 /// XDP programs: `struct xdp_md` over an [`XdpBuff`].
@@ -105,6 +122,23 @@ impl Context for Xdp {
             xdp_md::EGRESS_IFINDEX => Some(u64::from(state.egress_ifindex)),
             _ => None,
         }
+    }
+
+    fn field_load(off: u64, size: usize) -> Option<FieldLoad> {
+        use std::mem::offset_of;
+        if size != 4 {
+            return None;
+        }
+        let base = offset_of!(XdpBuff<'static>, base);
+        Some(match u32::try_from(off).ok()? {
+            xdp_md::DATA => FieldLoad::PtrPlus { base, at: offset_of!(XdpBuff<'static>, data) },
+            xdp_md::DATA_END => FieldLoad::PtrPlus { base, at: offset_of!(XdpBuff<'static>, data_end) },
+            xdp_md::DATA_META => FieldLoad::PtrPlus { base, at: offset_of!(XdpBuff<'static>, meta) },
+            xdp_md::INGRESS_IFINDEX => FieldLoad::U32 { at: offset_of!(XdpBuff<'static>, ingress_ifindex) },
+            xdp_md::RX_QUEUE_INDEX => FieldLoad::U32 { at: offset_of!(XdpBuff<'static>, rx_queue_index) },
+            xdp_md::EGRESS_IFINDEX => FieldLoad::U32 { at: offset_of!(XdpBuff<'static>, egress_ifindex) },
+            _ => return None,
+        })
     }
 
     fn memory(state: &mut XdpBuff<'_>) -> (usize, usize) {

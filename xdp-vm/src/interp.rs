@@ -478,7 +478,7 @@ fn run_loop<C: Context>(
 
 #[expect(clippy::too_many_arguments, reason = "the interpreter's run state, passed through")]
 #[inline(always)]
-fn call_helper<C: Context>(
+pub(crate) fn call_helper<C: Context>(
     helper: u32,
     regs: &[u64; 16],
     maps: &[Arc<Map>],

@@ -1,1 +1,238 @@
-//! The Cranelift JIT. (Being written.)
+//! The Cranelift JIT: compiles a [`Program`] to native code once, then runs it from any thread.
+//!
+//! Semantics are the interpreter's ([`crate::interp`]), instruction for instruction: the same
+//! return values, memory effects and [`Fault`]s. Until the verifier hands over what it proved,
+//! the compiled code is safe on its own: every memory access is checked at run time — inline
+//! range compares against the packet frame and the stack, then a call into the same checked
+//! slow path the interpreter uses for context fields and map values — except where the
+//! compiler's own analysis ([`facts`]) proves it in bounds (`r10`-relative stack slots, context
+//! fields, map values behind a NULL check). Backward jumps are counted and call depth is bounded
+//! as in the interpreter, so a program that misbehaves stops with a fault, never a crash.
+//!
+//! Fast paths: array and per-CPU array lookups are address arithmetic with the bound check;
+//! hash lookups call `Map::lookup` directly for the map known at compile time;
+//! `bpf_get_smp_processor_id` and context loads are inline; every other helper runs the
+//! interpreter's implementation through an `extern "C"` trampoline.
+//!
+//! Code pages are written, then made read-execute (never both; see `memory`).
+//!
+//! # Example: embedding
+//!
+//! ```
+//! use xdp_vm::context::{XDP_FRAME_SIZE, XdpBuff};
+//! use xdp_vm::insn::Insn;
+//! use xdp_vm::jit::JitProgram;
+//! use xdp_vm::{Program, Xdp};
+//!
+//! // r2 = ctx->data; r3 = ctx->data_end; r0 = r3 - r2 (the packet length); exit.
+//! let insns = [
+//!     Insn::new(0x61, 2, 1, 0, 0),
+//!     Insn::new(0x61, 3, 1, 4, 0),
+//!     Insn::new(0xbf, 0, 3, 0, 0),
+//!     Insn::new(0x1f, 0, 2, 0, 0),
+//!     Insn::new(0x95, 0, 0, 0, 0),
+//! ];
+//! // Load (from an object: `Object::parse`, `create_maps`, `Program::new`), then compile once.
+//! let prog = Program::<Xdp>::from_insns("len", &insns, &[])?;
+//! let jit = std::sync::Arc::new(JitProgram::compile(&prog)?);
+//!
+//! // Run it from any thread, each with its own frame.
+//! let worker = {
+//!     let jit = jit.clone();
+//!     std::thread::spawn(move || {
+//!         let mut frame = vec![0u8; XDP_FRAME_SIZE];
+//!         let mut buff = XdpBuff::load(&mut frame, &[0u8; 60]).unwrap();
+//!         jit.run(&mut buff, 0)
+//!     })
+//! };
+//! assert_eq!(worker.join().unwrap()?, 60);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod call;
+mod facts;
+mod memory;
+mod translate;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_jit::{JITBuilder, JITModule};
+use maps::{Map, map_flags, map_type};
+
+use crate::context::Context;
+use crate::interp::Fault;
+use crate::program::Program;
+use call::{Env, Targets};
+use translate::{MapInfo, MapKind};
+
+/// Why a program could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("no native code generator for this machine: {reason}")]
+    Isa { reason: String },
+    #[error("instruction {insn}: jump to {target} leaves its function")]
+    JumpLeavesFunction { insn: usize, target: usize },
+    #[error("instruction {insn}: falls through into the next subprogram")]
+    FallsIntoSubprogram { insn: usize },
+    #[error("instruction {insn}: unsupported instruction (opcode {code:#04x})")]
+    Unsupported { insn: usize, code: u8 },
+    #[error("code generation failed: {reason}")]
+    Codegen { reason: String },
+}
+
+/// A compiled program: native code plus the maps it refers to. `Send + Sync`: compile once per
+/// load, share it (e.g. in an `Arc`) with every worker.
+#[derive(Debug)]
+pub struct JitProgram<C: Context> {
+    name: String,
+    // Field order matters: the code goes before the maps and tables it points into.
+    code: memory::Code,
+    maps: Vec<Arc<Map>>,
+    /// Per-CPU array slot bases the code reads (`MapKind::PerCpuArray::table`).
+    _tables: Vec<Box<[u64]>>,
+    compile_time: Duration,
+    _context: PhantomData<fn() -> C>,
+}
+
+impl<C: Context> JitProgram<C> {
+    /// Compiles `prog` for this machine.
+    ///
+    /// # Errors
+    /// [`CompileError`] when the host has no Cranelift backend, or for control flow the kernel's
+    /// verifier would refuse too (a jump out of its function, a fall-through into a subprogram).
+    pub fn compile(prog: &Program<C>) -> Result<Self, CompileError> {
+        let started = Instant::now();
+        let isa_err = |reason: String| CompileError::Isa { reason };
+        let mut flags = settings::builder();
+        flags.set("opt_level", "speed").map_err(|e| isa_err(e.to_string()))?;
+        flags.set("is_pic", "false").map_err(|e| isa_err(e.to_string()))?;
+        let isa = cranelift_native::builder()
+            .map_err(|e| isa_err(e.to_string()))?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| isa_err(e.to_string()))?;
+        let mut module = JITModule::new(JITBuilder::with_isa(isa, cranelift_module::default_libcall_names()));
+
+        let maps = prog.maps().to_vec();
+        let mut tables = Vec::new();
+        let infos: Vec<MapInfo> = maps.iter().map(|m| map_info(m, &mut tables)).collect();
+        let (entry, size) =
+            translate::translate::<C>(&mut module, prog.insns(), &infos, &Targets::of::<C>())?;
+        let code = memory::Code::finalize(module, entry, size)?;
+        Ok(Self {
+            name: prog.name().to_string(),
+            code,
+            maps,
+            _tables: tables,
+            compile_time: started.elapsed(),
+            _context: PhantomData,
+        })
+    }
+
+    /// Runs the program once on `state`, with per-CPU slot `slot`; returns `r0`.
+    ///
+    /// # Errors
+    /// The [`Fault`] the interpreter would report for the same run.
+    pub fn run(&self, state: &mut C::State<'_>, slot: usize) -> Result<u64, Fault> {
+        let (mut pkt_start, mut pkt_len) = C::memory(state);
+        let ctx = C::address(state);
+        if pkt_len < 8 {
+            // An empty (or tiny) region: checks against it then never pass.
+            (pkt_start, pkt_len) = (usize::MAX - 16, 8);
+        }
+        let mut env = Env {
+            pkt_start: pkt_start as u64,
+            pkt_len: pkt_len as u64,
+            stack_start: 0,
+            ctx,
+            slot: slot as u64,
+            depth: 0,
+            backward: 0,
+            faulted: 0,
+            state: std::ptr::from_mut(state).cast(),
+            maps: &self.maps,
+            fault: None,
+        };
+        let r0 = self.code.call(&mut env, ctx);
+        match env.fault {
+            Some(f) => Err(f),
+            None => Ok(r0),
+        }
+    }
+
+    /// The program's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How long [`JitProgram::compile`] took.
+    #[must_use]
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// Bytes of machine code.
+    #[must_use]
+    pub fn code_size(&self) -> usize {
+        self.code.size()
+    }
+
+    /// The maps the program uses.
+    #[must_use]
+    pub fn maps(&self) -> &[Arc<Map>] {
+        &self.maps
+    }
+}
+
+/// What the compiler may assume about `map`; per-CPU array slot tables go to `tables`.
+fn map_info(map: &Arc<Map>, tables: &mut Vec<Box<[u64]>>) -> MapInfo {
+    let def = *map.def();
+    let stride = u64::from(def.value_size.next_multiple_of(8));
+    let key0 = 0u32.to_ne_bytes();
+    let last = (def.max_entries.saturating_sub(1)).to_ne_bytes();
+    let kind = match def.map_type {
+        // Element `i` at `base + i * round_up(value_size, 8)`: `Map::array_base`'s contract.
+        map_type::ARRAY => match map.array_base() {
+            Some(base) => MapKind::Array { base: base.as_ptr() as u64, stride },
+            None => MapKind::Other,
+        },
+        map_type::PERCPU_ARRAY => {
+            // Each slot's element 0 from `Map::lookup`; the layout is checked against the last
+            // element of every slot, else lookups go through `Map::lookup`.
+            let table: Option<Box<[u64]>> =
+                (0..map.slots()).map(|s| map.lookup(&key0, s).map(|p| p.as_ptr() as u64)).collect();
+            let consistent = table.as_ref().is_some_and(|t| {
+                t.iter().enumerate().all(|(s, &b)| {
+                    map.lookup(&last, s).map(|p| p.as_ptr() as u64)
+                        == Some(b + u64::from(def.max_entries - 1) * stride)
+                })
+            });
+            match table {
+                Some(t) if consistent => {
+                    let kind =
+                        MapKind::PerCpuArray { table: t.as_ptr() as u64, slots: t.len() as u64, stride };
+                    tables.push(t);
+                    kind
+                }
+                _ => MapKind::Other,
+            }
+        }
+        _ => MapKind::Other,
+    };
+    MapInfo {
+        addr: Arc::as_ptr(map) as u64,
+        key_size: def.key_size,
+        value_size: def.value_size,
+        max_entries: def.max_entries,
+        read_only: def.map_flags & map_flags::RDONLY_PROG != 0,
+        kind,
+    }
+}
+
+#[cfg(test)]
+mod fuzz;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! Executable memory and the call into it.
+//!
+//! cranelift-jit's default memory provider maps fresh anonymous pages read-write, copies the
+//! code in, and on `finalize_definitions` flushes the instruction cache and `mprotect`s them
+//! read-execute: the pages are never writable and executable at once. After finalization
+//! nothing writes them again, so the code may be shared by any number of threads. The pages are
+//! unmapped when the [`Code`] is dropped, which needs `&mut` and therefore no run in progress.
+//!
+//! Each run gets a stack from a per-thread cache, so no run allocates or zeroes 4 KiB.
+#![expect(unsafe_code, reason = "calls generated machine code and frees its pages")]
+
+use std::cell::Cell;
+use std::sync::Mutex;
+
+use cranelift_jit::JITModule;
+use cranelift_module::FuncId;
+
+use super::CompileError;
+
+use super::call::{Env, STACK_BYTES};
+
+/// The entry of a compiled program: `(env, r1, r2, r3, r4, r5, fp) -> r0`.
+type Entry = extern "C" fn(*mut Env<'_>, u64, u64, u64, u64, u64, u64) -> u64;
+
+/// Finalized (read-execute) code and the module that owns its pages.
+pub(crate) struct Code {
+    /// Only touched on drop; the mutex makes the owner `Sync` without reasoning about the
+    /// module's interior (it holds `RefCell`s).
+    module: Mutex<Option<JITModule>>,
+    entry: Entry,
+    size: usize,
+}
+
+impl std::fmt::Debug for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Code")
+            .field("entry", &(self.entry as usize as *const u8))
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl Code {
+    /// Makes `module`'s code read-execute and takes ownership of it. `entry` must be the main
+    /// function `translate` defined in `module` (module invariant: only `JitProgram::compile`
+    /// calls this, right after `translate`).
+    pub(crate) fn finalize(mut module: JITModule, entry: FuncId, size: usize) -> Result<Self, CompileError> {
+        module.finalize_definitions().map_err(|e| CompileError::Codegen { reason: e.to_string() })?;
+        let ptr = module.get_finalized_function(entry);
+        // SAFETY: `entry` is finalized in `module` (just above) and `translate` defines it with
+        // the `(env, r1..r5, fp) -> r0` signature in the ISA's default (C) calling convention.
+        let entry = unsafe { std::mem::transmute::<*const u8, Entry>(ptr) };
+        Ok(Self { module: Mutex::new(Some(module)), entry, size })
+    }
+
+    /// Bytes of machine code.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Runs the program with `env` (whose `stack_start` this fills in) and `r1`.
+    pub(crate) fn call(&self, env: &mut Env<'_>, r1: u64) -> u64 {
+        with_stack(|stack| {
+            let start = stack.as_mut_ptr() as u64;
+            env.stack_start = start;
+            let fp = start + STACK_BYTES;
+            (self.entry)(env, r1, 0, 0, 0, 0, fp)
+        })
+    }
+}
+
+impl Drop for Code {
+    fn drop(&mut self) {
+        let module = self.module.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(module) = module {
+            // SAFETY: `&mut self` means no `call` is running, and `entry` dies with `self`.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+// SAFETY: after finalization the code pages are read-execute and never written; `entry` is a
+// plain function address; the module is only reached through the mutex (and only on drop).
+unsafe impl Send for Code {}
+// SAFETY: as above: `call` only executes immutable code with per-call state.
+unsafe impl Sync for Code {}
+
+/// One run's stack: eight 512-byte frames, 8-byte aligned.
+type Stack = [u64; STACK_BYTES as usize / 8];
+
+thread_local! {
+    /// A stack to reuse on this thread; taken during a run, so a nested run gets a fresh one.
+    static SPARE: Cell<Option<Box<Stack>>> = const { Cell::new(None) };
+}
+
+fn with_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> R {
+    let mut stack = SPARE.with(Cell::take).unwrap_or_else(|| Box::new([0u64; STACK_BYTES as usize / 8]));
+    let r = f(&mut stack);
+    SPARE.with(|s| s.set(Some(stack)));
+    r
+}

@@ -1,0 +1,334 @@
+//! The JIT against the interpreter: each program runs through both on equal frames; results,
+//! faults and output frames must agree.
+
+use std::sync::Arc;
+
+use maps::{Map, MapDef, map_type};
+
+use super::JitProgram;
+use crate::context::{XDP_FRAME_SIZE, Xdp, XdpBuff};
+use crate::helpers::{errno_ret, id};
+use crate::insn::*;
+use crate::interp::{Fault, Interpreter};
+use crate::program::Program;
+
+const fn i(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
+    Insn::new(code, dst, src, off, imm)
+}
+const EXIT: Insn = i(0x95, 0, 0, 0, 0);
+
+/// Runs `insns` through both engines (fresh maps for each, from `make_maps`); asserts they
+/// agree on the result and the frame, and returns the JIT's result.
+fn both_with(insns: &[Insn], make_maps: &dyn Fn() -> Vec<Arc<Map>>, slot: usize) -> Result<u64, Fault> {
+    let packet: Vec<u8> = (0..64).collect();
+    let run = |jit: bool| {
+        let maps = make_maps();
+        let prog = Program::<Xdp>::from_insns("t", insns, &maps).expect("loads");
+        let mut frame = vec![0u8; XDP_FRAME_SIZE];
+        let mut buff = XdpBuff::load(&mut frame, &packet).unwrap();
+        let r = if jit {
+            JitProgram::compile(&prog).expect("compiles").run(&mut buff, slot)
+        } else {
+            Interpreter::new().run(&prog, &mut buff, slot)
+        };
+        let out = buff.meta_and_packet().to_vec();
+        let dumps: Vec<_> = maps.iter().map(sorted_entries).collect();
+        (r, out, dumps)
+    };
+    let (ri, oi, mi) = run(false);
+    let (rj, oj, mj) = run(true);
+    assert_eq!(rj.map_err(without_addr), ri.map_err(without_addr), "result");
+    assert_eq!(oj, oi, "output frame");
+    assert_eq!(mj, mi, "maps");
+    rj
+}
+
+/// A fault with its address dropped: the engines' stacks live at different addresses.
+pub(super) fn without_addr(f: Fault) -> Fault {
+    match f {
+        Fault::Memory { pc, size, write, .. } => Fault::Memory { pc, addr: 0, size, write },
+        Fault::Atomic { pc, .. } => Fault::Atomic { pc, addr: 0 },
+        f => f,
+    }
+}
+
+fn both(insns: &[Insn]) -> Result<u64, Fault> {
+    both_with(insns, &Vec::new, 0)
+}
+
+fn run(insns: &[Insn]) -> u64 {
+    both(insns).expect("no fault")
+}
+
+fn binop(code: u8, off: i16, a: i64, b: i64) -> u64 {
+    let lo = |v: i64| v as u32 as i32;
+    let hi = |v: i64| (v >> 32) as u32 as i32;
+    run(&[
+        i(0x18, 0, 0, 0, lo(a)),
+        i(0, 0, 0, 0, hi(a)),
+        i(0x18, 1, 0, 0, lo(b)),
+        i(0, 0, 0, 0, hi(b)),
+        i(code, 0, 1, off, 0),
+        EXIT,
+    ])
+}
+
+#[test]
+fn division_and_modulo_follow_the_kernel() {
+    assert_eq!(binop(0x3f, 0, 7, 0), 0);
+    assert_eq!(binop(0x9f, 0, 7, 0), 7);
+    assert_eq!(binop(0x9c, 0, 0x1_0000_0007, 0), 7);
+    assert_eq!(binop(0x3c, 0, 0x1_0000_0007, 2), 3);
+    assert_eq!(binop(0x3f, 1, -7, 2), (-3i64) as u64);
+    assert_eq!(binop(0x9f, 1, -7, 2), (-1i64) as u64);
+    assert_eq!(binop(0x3f, 1, i64::MIN, -1), i64::MIN as u64);
+    assert_eq!(binop(0x9f, 1, i64::MIN, -1), 0);
+    assert_eq!(binop(0x3c, 1, -7, 2), u64::from((-3i32) as u32));
+    assert_eq!(binop(0x3c, 1, i64::from(i32::MIN), -1), u64::from(i32::MIN as u32));
+    assert_eq!(binop(0x9c, 1, i64::from(i32::MIN), -1), 0);
+    // Immediate divisors, including 0 and -1.
+    for (code, off, imm) in [
+        (0x37, 0, 0),
+        (0x97, 0, 0),
+        (0x37, 1, -1),
+        (0x97, 1, -1),
+        (0x34, 1, -1),
+        (0x94, 0, 0),
+        (0x37, 0, -3),
+        (0x34, 0, 7),
+    ] {
+        let p = [
+            i(0x18, 0, 0, 0, 0x8000_0000u32 as i32),
+            i(0, 0, 0, 0, -0x7fff_fff0),
+            i(code, 0, 0, off, imm),
+            EXIT,
+        ];
+        run(&p);
+    }
+}
+
+#[test]
+fn alu32_shifts_moves_and_swaps() {
+    assert_eq!(binop(0x0c, 0, -1, 1), 0);
+    assert_eq!(binop(0x6f, 0, 1, 65), 2);
+    assert_eq!(binop(0x6c, 0, 1, 33), 2);
+    assert_eq!(binop(0xcc, 0, 0x8000_0000, 4), 0xf800_0000);
+    assert_eq!(binop(0xcf, 0, -16, 2), (-4i64) as u64);
+    assert_eq!(run(&[i(0xb4, 0, 0, 0, -1), EXIT]), 0xffff_ffff);
+    assert_eq!(run(&[i(0xb7, 0, 0, 0, -1), EXIT]), u64::MAX);
+    let mov = |code: u8, off: i16| run(&[i(0xb7, 1, 0, 0, 0x80), i(code, 0, 1, off, 0), EXIT]);
+    assert_eq!(mov(0xbf, 8), (-128i64) as u64);
+    assert_eq!(mov(0xbc, 8), u64::from((-128i32) as u32));
+    assert_eq!(mov(0xbf, 16), 0x80);
+    let swap = |code: u8, imm: i32| {
+        run(&[i(0x18, 0, 0, 0, 0x5566_7788), i(0, 0, 0, 0, 0x1122_3344), i(code, 0, 0, 0, imm), EXIT])
+    };
+    assert_eq!(swap(0xdc, 16), 0x8877);
+    assert_eq!(swap(0xdc, 32), 0x8877_6655);
+    assert_eq!(swap(0xdc, 64), 0x8877_6655_4433_2211);
+    assert_eq!(swap(0xd4, 16), 0x7788);
+    assert_eq!(swap(0xd4, 64), 0x1122_3344_5566_7788);
+    assert_eq!(swap(0xd7, 32), 0x8877_6655);
+}
+
+#[test]
+fn jumps_jmp32_ja32_and_calls() {
+    let p = [
+        i(0x18, 1, 0, 0, -1),
+        i(0, 0, 0, 0, 0),
+        i(0xb7, 0, 0, 0, 1),
+        i(0xc6, 1, 0, 1, 0),
+        EXIT,
+        i(0xb7, 0, 0, 0, 2),
+        EXIT,
+    ];
+    assert_eq!(run(&p), 2);
+    assert_eq!(run(&[i(0xb7, 0, 0, 0, 1), i(0x06, 0, 0, 0, 1), EXIT, i(0xb7, 0, 0, 0, 9), EXIT]), 9);
+    let call = [
+        i(0xb7, 6, 0, 0, 40),
+        i(0x7a, 10, 0, -8, 2),
+        i(0x85, 0, 1, 0, 4),
+        i(0x79, 1, 10, -8, 0),
+        i(0x0f, 0, 6, 0, 0),
+        i(0x0f, 0, 1, 0, 0),
+        EXIT,
+        i(0xb7, 6, 0, 0, 1000),
+        i(0x7a, 10, 0, -8, 7),
+        i(0xb7, 0, 0, 0, 100),
+        EXIT,
+    ];
+    assert_eq!(run(&call), 142);
+    // A bounded loop: r0 = sum of 0..10.
+    let sum = [
+        i(0xb7, 0, 0, 0, 0),
+        i(0xb7, 1, 0, 0, 0),
+        i(0x0f, 0, 1, 0, 0),
+        i(0x07, 1, 0, 0, 1),
+        i(0xa5, 1, 0, -3, 10),
+        EXIT,
+    ];
+    assert_eq!(run(&sum), 45);
+}
+
+#[test]
+fn faults_match_the_interpreter() {
+    let fault = |insns: &[Insn]| both(insns).unwrap_err();
+    assert!(matches!(
+        fault(&[i(0xb7, 1, 0, 0, 4096), i(0x79, 0, 1, 0, 0), EXIT]),
+        Fault::Memory { pc: 1, write: false, .. }
+    ));
+    assert!(matches!(fault(&[i(0x7a, 10, 0, 0, 1), EXIT]), Fault::Memory { pc: 0, write: true, .. }));
+    assert!(matches!(fault(&[i(0x61, 0, 1, 2, 0), EXIT]), Fault::Memory { .. }));
+    assert!(matches!(fault(&[i(0x69, 0, 1, 0, 0), EXIT]), Fault::Memory { .. }));
+    assert!(matches!(fault(&[i(0x62, 1, 0, 0, 0), EXIT]), Fault::Memory { write: true, .. }));
+    assert!(matches!(fault(&[i(0x05, 0, 0, -1, 0), EXIT]), Fault::LoopLimit { pc: 0 }));
+    assert!(matches!(fault(&[i(0x85, 0, 1, 0, -1), EXIT]), Fault::CallDepth { .. }));
+    assert!(matches!(
+        fault(&[i(0xb7, 1, 0, 0, 7), i(0x85, 0, 0, 0, 1), EXIT]),
+        Fault::NotAMap { pc: 1, value: 7 }
+    ));
+    // Misaligned atomic on the stack; atomic on the read-only context.
+    assert!(matches!(
+        fault(&[i(0xb7, 1, 0, 0, 1), i(0xdb, 10, 1, -12, 0), EXIT]),
+        Fault::Atomic { pc: 1, .. }
+    ));
+    assert!(matches!(fault(&[i(0xb7, 2, 0, 0, 1), i(0xc3, 1, 2, 0, 0), EXIT]), Fault::Atomic { .. }));
+    // Below the stack through a copy of r10 (not provable, checked at run time).
+    assert!(matches!(fault(&[i(0xbf, 2, 10, 0, 0), i(0x7a, 2, 0, -4104, 1), EXIT]), Fault::Memory { .. }));
+    // The frame pointer itself is known: a store below the eight frames is caught too.
+    assert!(matches!(fault(&[i(0x7a, 10, 0, -4104, 1), EXIT]), Fault::Memory { .. }));
+}
+
+#[test]
+fn packet_context_and_adjust_head() {
+    let len = [i(0x61, 2, 1, 0, 0), i(0x61, 3, 1, 4, 0), i(0xbf, 0, 3, 0, 0), i(0x1f, 0, 2, 0, 0), EXIT];
+    assert_eq!(run(&len), 64);
+    let mut q = vec![i(0xbf, 6, 1, 0, 0), i(0xb7, 2, 0, 0, 14), i(0x85, 0, 0, 0, 44), i(0xbf, 1, 6, 0, 0)];
+    q.extend_from_slice(&len);
+    assert_eq!(run(&q), 50);
+    // adjust_head past the headroom fails with -EINVAL and leaves the packet alone.
+    let past = [i(0xb7, 2, 0, 0, -(256 - 40 + 1)), i(0x85, 0, 0, 0, id::XDP_ADJUST_HEAD as i32), EXIT];
+    assert_eq!(run(&past), errno_ret(libc::EINVAL));
+    // Reading and writing packet bytes: swap bytes 0 and 1 and return byte 5.
+    let swap = [
+        i(0x61, 2, 1, 0, 0),
+        i(0x71, 3, 2, 0, 0),
+        i(0x71, 4, 2, 1, 0),
+        i(0x73, 2, 4, 0, 0),
+        i(0x73, 2, 3, 1, 0),
+        i(0x91, 0, 2, 5, 0),
+        EXIT,
+    ];
+    assert_eq!(run(&swap), 5);
+    // Other context fields, through a copy of the context pointer.
+    assert_eq!(
+        run(&[i(0xbf, 6, 1, 0, 0), i(0x07, 6, 0, 0, 8), i(0x61, 0, 6, 4, 0), EXIT]),
+        0,
+        "ingress_ifindex"
+    );
+}
+
+fn map_of(map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> impl Fn() -> Vec<Arc<Map>> {
+    move || {
+        vec![Arc::new(
+            Map::new("m", MapDef { map_type, key_size, value_size, max_entries, map_flags: 0 }, 4).unwrap(),
+        )]
+    }
+}
+
+/// `*(u32 *)(r10 - 4) = key; r0 = lookup(map 0, r10 - 4)`.
+fn lookup(key: i32) -> Vec<Insn> {
+    vec![
+        i(0x62, 10, 0, -4, key),
+        i(0xbf, 2, 10, 0, 0),
+        i(0x07, 2, 0, 0, -4),
+        i(0x18, 1, BPF_PSEUDO_MAP_IDX, 0, 0),
+        i(0, 0, 0, 0, 0),
+        i(0x85, 0, 0, 0, 1),
+    ]
+}
+
+/// Lookup, then `if r0 { *r0 += 5 (atomic); r0 = *r0 }`.
+fn lookup_add(key: i32) -> Vec<Insn> {
+    let mut p = lookup(key);
+    p.extend([i(0x15, 0, 0, 3, 0), i(0xb7, 1, 0, 0, 5), i(0xdb, 0, 1, 0, 0), i(0x79, 0, 0, 0, 0), EXIT]);
+    p
+}
+
+#[test]
+fn inline_array_lookups_check_the_index() {
+    for t in [map_type::ARRAY, map_type::PERCPU_ARRAY] {
+        let maps = map_of(t, 4, 8, 2);
+        assert_eq!(both_with(&lookup_add(1), &maps, 0).unwrap(), 5);
+        assert_eq!(both_with(&lookup_add(1), &maps, 3).unwrap(), 5, "another slot");
+        assert_eq!(both_with(&lookup_add(2), &maps, 0).unwrap(), 0, "index out of range: NULL");
+        assert_eq!(both_with(&lookup_add(-1), &maps, 0).unwrap(), 0, "huge index: NULL");
+        let mut p = lookup(0);
+        p.push(EXIT);
+        let r = both_with(&p, &maps, 9).unwrap();
+        assert_eq!(r == 0, t == map_type::PERCPU_ARRAY, "slot out of range: NULL for per-CPU arrays only");
+    }
+    // Reading past the last value through a valid pointer faults, as in the interpreter.
+    let mut p = lookup(1);
+    p.extend([i(0x15, 0, 0, 1, 0), i(0x79, 0, 0, 8, 0), EXIT]);
+    assert!(matches!(both_with(&p, &map_of(map_type::ARRAY, 4, 8, 2), 0), Err(Fault::Memory { .. })));
+}
+
+#[test]
+fn hash_lookups_updates_and_deletes() {
+    for t in [map_type::HASH, map_type::PERCPU_HASH] {
+        let maps = map_of(t, 4, 8, 4);
+        assert_eq!(both_with(&lookup_add(7), &maps, 0).unwrap(), 0, "missing key: NULL");
+        // update(key 7 = 0, BPF_NOEXIST) then lookup and add; then delete twice.
+        let mut p = vec![
+            i(0x62, 10, 0, -4, 7),
+            i(0x7a, 10, 0, -16, 0),
+            i(0xbf, 2, 10, 0, 0),
+            i(0x07, 2, 0, 0, -4),
+            i(0xbf, 3, 10, 0, 0),
+            i(0x07, 3, 0, 0, -16),
+            i(0xb7, 4, 0, 0, 1),
+            i(0x18, 1, BPF_PSEUDO_MAP_IDX, 0, 0),
+            i(0, 0, 0, 0, 0),
+            i(0x85, 0, 0, 0, 2),
+            i(0xbf, 6, 0, 0, 0),
+        ];
+        p.extend(lookup_add(7).into_iter().take_while(|x| *x != EXIT));
+        p.extend([
+            i(0xbf, 7, 0, 0, 0),
+            i(0x18, 1, BPF_PSEUDO_MAP_IDX, 0, 0),
+            i(0, 0, 0, 0, 0),
+            i(0xbf, 2, 10, 0, 0),
+            i(0x07, 2, 0, 0, -4),
+            i(0x85, 0, 0, 0, 3),
+            i(0x85, 0, 0, 0, 3),
+            i(0x0f, 0, 6, 0, 0),
+            i(0x0f, 0, 7, 0, 0),
+            EXIT,
+        ]);
+        // 0 (update) + 5 (value) + -ENOENT (second delete)
+        assert_eq!(both_with(&p, &maps, 1).unwrap(), 5u64.wrapping_add(errno_ret(libc::ENOENT)));
+    }
+    // A key that is not readable memory is a helper-argument fault.
+    let p = [
+        i(0xb7, 2, 0, 0, 16),
+        i(0x18, 1, BPF_PSEUDO_MAP_IDX, 0, 0),
+        i(0, 0, 0, 0, 0),
+        i(0x85, 0, 0, 0, 1),
+        EXIT,
+    ];
+    assert!(matches!(both_with(&p, &map_of(map_type::HASH, 4, 8, 4), 0), Err(Fault::HelperArgument { .. })));
+}
+
+#[test]
+fn the_compiled_program_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<JitProgram<Xdp>>();
+}
+
+/// A map's entries in key order (hash maps iterate in a per-map order).
+pub(super) fn sorted_entries(m: &Arc<Map>) -> Vec<maps::Entry> {
+    let mut e = m.entries();
+    e.sort();
+    e
+}

@@ -1,0 +1,944 @@
+//! eBPF to Cranelift IR: one Cranelift function per eBPF function (the main program and each
+//! bpf-to-bpf call target), eBPF registers as Cranelift variables.
+//!
+//! Every function has the signature `(env, r1, r2, r3, r4, r5, fp) -> r0`. A fault is recorded
+//! in the `Env` by the function that detects it; the generated code then returns at once, and
+//! callers check `Env::faulted` after every call that can fail.
+//!
+//! Memory accesses are checked as the interpreter checks them: inline range compares against the
+//! packet frame and the stack, then a call into `call::*_slow` for everything else (context,
+//! map values, faults). An access the [`Facts`] prove safe skips the checks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I8, I16, I32, I64};
+use cranelift_codegen::ir::{
+    AbiParam, AtomicRmwOp, Block, InstBuilder, MemFlagsData, SigRef, Signature, Type, Value,
+};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_jit::JITModule;
+use cranelift_module::{FuncId, Linkage, Module};
+
+use super::CompileError;
+use super::call::{ATOMIC_WIDE, STACK_BYTES, Targets, off, raise_kind};
+use super::facts::{Fact, Facts};
+use crate::context::{Context, FieldLoad};
+use crate::helpers::id;
+use crate::insn::*;
+use crate::interp::MAX_BACKWARD_JUMPS;
+
+/// How the compiler may treat one of the program's maps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MapInfo {
+    /// Address of the `Map` (inside an `Arc` the program holds).
+    pub addr: u64,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    /// Programs may not write its values (`BPF_F_RDONLY_PROG`).
+    pub read_only: bool,
+    pub kind: MapKind,
+}
+
+/// Lookup strategies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum MapKind {
+    /// Plain array: value `i` at `base + i * stride`.
+    Array { base: u64, stride: u64 },
+    /// Per-CPU array: slot `s`'s value `i` at `table[s] + i * stride`, `slots` entries in table.
+    PerCpuArray { table: u64, slots: u64, stride: u64 },
+    /// Anything else: lookups call `Map::lookup`.
+    Other,
+}
+
+/// Splits a program into functions: `[start, end)` ranges, the main program first.
+pub(crate) fn functions(insns: &[Insn]) -> Vec<(usize, usize)> {
+    let mut starts = BTreeSet::from([0usize]);
+    for (pc, insn) in insns.iter().enumerate() {
+        if insn.is_pseudo_call() && !is_second_slot(insns, pc) {
+            starts.insert((pc as i64 + 1 + i64::from(insn.imm)) as usize);
+        }
+    }
+    let starts: Vec<usize> = starts.into_iter().collect();
+    starts.iter().enumerate().map(|(i, &s)| (s, starts.get(i + 1).copied().unwrap_or(insns.len()))).collect()
+}
+
+fn is_second_slot(insns: &[Insn], pc: usize) -> bool {
+    // Bound programs are walked from 0; an `lddw` covers the next slot.
+    let mut i = 0;
+    while i < pc {
+        i += if insns[i].is_lddw() { 2 } else { 1 };
+    }
+    i != pc
+}
+
+/// Translates and defines every function; returns the main program's id.
+pub(crate) fn translate<C: Context>(
+    module: &mut JITModule,
+    insns: &[Insn],
+    maps: &[MapInfo],
+    targets: &Targets,
+) -> Result<(FuncId, usize), CompileError> {
+    let funcs = functions(insns);
+    let facts = Facts::analyze(insns, &funcs, maps.len());
+    let ptr = module.target_config().pointer_type();
+    debug_assert_eq!(ptr, I64);
+    let call_conv = module.isa().default_call_conv();
+    let mut sig = Signature::new(call_conv);
+    sig.params.extend(std::iter::repeat_n(AbiParam::new(I64), 7));
+    sig.returns.push(AbiParam::new(I64));
+
+    let mut ids = BTreeMap::new();
+    for (i, &(start, _)) in funcs.iter().enumerate() {
+        let id = module
+            .declare_function(&format!("bpf_{i}_{start}"), Linkage::Local, &sig)
+            .map_err(|e| CompileError::Codegen { reason: e.to_string() })?;
+        ids.insert(start, id);
+    }
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut size = 0;
+    for (i, &(start, end)) in funcs.iter().enumerate() {
+        ctx.func.signature = sig.clone();
+        let mut refs = HashMap::new();
+        for (&s, &id) in &ids {
+            refs.insert(s, module.declare_func_in_func(id, &mut ctx.func));
+        }
+        let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+        let mut fx = Fx::<C>::new(b, insns, maps, targets, &facts, i == 0, call_conv);
+        fx.function(start, end, &refs)?;
+        fx.b.seal_all_blocks();
+        fx.b.finalize(module.target_config());
+        module
+            .define_function(ids[&start], &mut ctx)
+            .map_err(|e| CompileError::Codegen { reason: format!("{e:?}") })?;
+        size += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+        module.clear_context(&mut ctx);
+    }
+    Ok((ids[&0], size))
+}
+
+/// A memory access to emit.
+#[derive(Clone, Copy)]
+enum Access {
+    Load {
+        signed: bool,
+    },
+    Store {
+        value: Value,
+    },
+    /// `imm` of the atomic instruction; `expected` is r0 for cmpxchg.
+    Atomic {
+        wide: bool,
+        imm: i32,
+        operand: Value,
+        expected: Value,
+    },
+}
+
+struct Fx<'a, 'b, C: Context> {
+    b: FunctionBuilder<'b>,
+    insns: &'a [Insn],
+    maps: &'a [MapInfo],
+    t: &'a Targets,
+    facts: &'a Facts,
+    is_main: bool,
+    call_conv: cranelift_codegen::isa::CallConv,
+    regs: [Variable; NUM_REGS],
+    env: Value,
+    pkt_start: Value,
+    pkt_len: Value,
+    stack_start: Value,
+    fault_block: Block,
+    sigs: HashMap<usize, SigRef>,
+    _c: std::marker::PhantomData<fn() -> C>,
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::new()
+}
+
+impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
+    fn new(
+        mut b: FunctionBuilder<'b>,
+        insns: &'a [Insn],
+        maps: &'a [MapInfo],
+        t: &'a Targets,
+        facts: &'a Facts,
+        is_main: bool,
+        call_conv: cranelift_codegen::isa::CallConv,
+    ) -> Self {
+        let regs = std::array::from_fn(|_| b.declare_var(I64));
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let p = b.block_params(entry).to_vec();
+        let env = p[0];
+        for (r, &v) in regs[1..6].iter().zip(&p[1..6]) {
+            b.def_var(*r, v);
+        }
+        let zero = b.ins().iconst(I64, 0);
+        for r in [0, 6, 7, 8, 9] {
+            b.def_var(regs[r], zero);
+        }
+        b.def_var(regs[10], p[6]);
+        let pkt_start = b.ins().load(I64, MemFlagsData::trusted(), env, off::PKT_START);
+        let pkt_len = b.ins().load(I64, MemFlagsData::trusted(), env, off::PKT_LEN);
+        let stack_start = b.ins().load(I64, MemFlagsData::trusted(), env, off::STACK_START);
+        let fault_block = b.create_block();
+        Self {
+            b,
+            insns,
+            maps,
+            t,
+            facts,
+            is_main,
+            call_conv,
+            regs,
+            env,
+            pkt_start,
+            pkt_len,
+            stack_start,
+            fault_block,
+            sigs: HashMap::new(),
+            _c: std::marker::PhantomData,
+        }
+    }
+
+    fn get(&mut self, r: u8) -> Value {
+        self.b.use_var(self.regs[usize::from(r)])
+    }
+
+    fn set(&mut self, r: u8, v: Value) {
+        self.b.def_var(self.regs[usize::from(r)], v);
+    }
+
+    fn imm64(&mut self, imm: i32) -> Value {
+        self.b.ins().iconst(I64, i64::from(imm))
+    }
+
+    fn sig(&mut self, args: usize) -> SigRef {
+        if let Some(s) = self.sigs.get(&args) {
+            return *s;
+        }
+        let mut sig = Signature::new(self.call_conv);
+        sig.params.extend(std::iter::repeat_n(AbiParam::new(I64), args));
+        sig.returns.push(AbiParam::new(I64));
+        let s = self.b.import_signature(sig);
+        self.sigs.insert(args, s);
+        s
+    }
+
+    /// Calls a Rust function at `addr` with `args` (all `u64`), returning its `u64`.
+    fn call_addr(&mut self, addr: u64, args: &[Value]) -> Value {
+        let sig = self.sig(args.len());
+        let callee = self.b.ins().iconst(I64, addr as i64);
+        let inst = self.b.ins().call_indirect(sig, callee, args);
+        self.b.inst_results(inst)[0]
+    }
+
+    /// Branches to the fault exit when the call just made recorded a fault.
+    fn check_fault(&mut self) {
+        let f = self.b.ins().load(I64, MemFlagsData::trusted(), self.env, off::FAULTED);
+        let cont = self.b.create_block();
+        self.b.ins().brif(f, self.fault_block, &[], cont, &[]);
+        self.b.switch_to_block(cont);
+    }
+
+    /// Records fault `kind` at `pc` and leaves; the current block ends.
+    fn raise(&mut self, kind: u64, pc: usize) {
+        let k = self.b.ins().iconst(I64, kind as i64);
+        let p = self.b.ins().iconst(I64, pc as i64);
+        let env = self.env;
+        self.call_addr(self.t.raise, &[env, k, p]);
+        self.b.ins().jump(self.fault_block, &[]);
+    }
+
+    fn function(
+        &mut self,
+        start: usize,
+        end: usize,
+        refs: &HashMap<usize, cranelift_codegen::ir::FuncRef>,
+    ) -> Result<(), CompileError> {
+        // Block leaders: the entry, jump targets and what follows a jump.
+        let mut leaders = BTreeSet::from([start]);
+        let mut pc = start;
+        while pc < end {
+            let insn = self.insns[pc];
+            let class = insn.class();
+            let op = insn.code & 0xf0;
+            if (class == BPF_JMP || class == BPF_JMP32) && op != BPF_CALL {
+                if op != BPF_EXIT {
+                    let delta = if class == BPF_JMP32 && op == BPF_JA {
+                        i64::from(insn.imm)
+                    } else {
+                        i64::from(insn.off)
+                    };
+                    let target = (pc as i64 + 1 + delta) as usize;
+                    if target < start || target >= end {
+                        return Err(CompileError::JumpLeavesFunction { insn: pc, target });
+                    }
+                    leaders.insert(target);
+                }
+                if pc + 1 < end {
+                    leaders.insert(pc + 1);
+                } else if op != BPF_EXIT && op != BPF_JA {
+                    return Err(CompileError::FallsIntoSubprogram { insn: pc });
+                }
+            }
+            pc += if insn.is_lddw() { 2 } else { 1 };
+        }
+        let blocks: BTreeMap<usize, Block> = leaders.iter().map(|&pc| (pc, self.b.create_block())).collect();
+        self.b.ins().jump(blocks[&start], &[]);
+
+        let mut open = false;
+        let mut pc = start;
+        while pc < end {
+            if let Some(&blk) = blocks.get(&pc) {
+                if open {
+                    self.b.ins().jump(blk, &[]);
+                }
+                self.b.switch_to_block(blk);
+            } else if !open {
+                // Unreachable straight-line code: still translated, into a block nothing enters.
+                let blk = self.b.create_block();
+                self.b.switch_to_block(blk);
+            }
+            let insn = self.insns[pc];
+            let width = if insn.is_lddw() { 2 } else { 1 };
+            open = self.insn(pc, insn, &blocks, refs)?;
+            pc += width;
+        }
+        if open {
+            return Err(CompileError::FallsIntoSubprogram { insn: end - 1 });
+        }
+        self.b.switch_to_block(self.fault_block);
+        let zero = self.b.ins().iconst(I64, 0);
+        self.b.ins().return_(&[zero]);
+        Ok(())
+    }
+
+    /// Jumps to `target`, counting a backward jump; the current block ends.
+    fn jump_to(&mut self, pc: usize, target: usize, blocks: &BTreeMap<usize, Block>) {
+        if target <= pc {
+            self.count_backward(pc);
+        }
+        self.b.ins().jump(blocks[&target], &[]);
+    }
+
+    fn count_backward(&mut self, pc: usize) {
+        let n = self.b.ins().load(I64, MemFlagsData::trusted(), self.env, off::BACKWARD);
+        let n = self.b.ins().iadd_imm_s(n, 1);
+        self.b.ins().store(MemFlagsData::trusted(), n, self.env, off::BACKWARD);
+        let over = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, n, MAX_BACKWARD_JUMPS as i64);
+        let (bad, ok) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(over, bad, &[], ok, &[]);
+        self.b.switch_to_block(bad);
+        self.raise(raise_kind::LOOP_LIMIT, pc);
+        self.b.switch_to_block(ok);
+    }
+
+    /// Translates one instruction; returns whether the current block continues.
+    fn insn(
+        &mut self,
+        pc: usize,
+        insn: Insn,
+        blocks: &BTreeMap<usize, Block>,
+        refs: &HashMap<usize, cranelift_codegen::ir::FuncRef>,
+    ) -> Result<bool, CompileError> {
+        let Insn { code, dst, src, off, imm } = insn;
+        let class = insn.class();
+        let op = code & 0xf0;
+        let x = code & BPF_X != 0;
+        match class {
+            BPF_ALU64 => {
+                let a = self.get(dst);
+                let v = match op {
+                    BPF_NEG => self.b.ins().ineg(a),
+                    BPF_MOV if x => {
+                        let s = self.get(src);
+                        match off {
+                            8 | 16 | 32 => {
+                                let ty = int_ty(off as u8 / 8);
+                                let n = self.b.ins().ireduce(ty, s);
+                                self.b.ins().sextend(I64, n)
+                            }
+                            _ => s,
+                        }
+                    }
+                    BPF_MOV => self.imm64(imm),
+                    BPF_END => self.swap(a, imm, true),
+                    BPF_DIV | BPF_MOD => {
+                        if x {
+                            let s = self.get(src);
+                            self.divmod(I64, a, s, op == BPF_DIV, off == 1)
+                        } else {
+                            self.divmod_k(I64, a, i64::from(imm), op == BPF_DIV, off == 1)
+                        }
+                    }
+                    _ => {
+                        let s = if x { self.get(src) } else { self.imm64(imm) };
+                        self.binop(op, a, s)
+                    }
+                };
+                self.set(dst, v);
+            }
+            BPF_ALU => {
+                let a64 = self.get(dst);
+                let v = match op {
+                    BPF_END if !x => match imm {
+                        16 => self.b.ins().band_imm_u(a64, 0xffff),
+                        32 => self.b.ins().band_imm_u(a64, 0xffff_ffff),
+                        _ => a64,
+                    },
+                    BPF_END => self.swap(a64, imm, false),
+                    _ => {
+                        let a = self.b.ins().ireduce(I32, a64);
+                        let r = match op {
+                            BPF_NEG => self.b.ins().ineg(a),
+                            BPF_MOV if x => {
+                                let s64 = self.get(src);
+                                let s = self.b.ins().ireduce(I32, s64);
+                                match off {
+                                    8 | 16 => {
+                                        let n = self.b.ins().ireduce(int_ty(off as u8 / 8), s);
+                                        self.b.ins().sextend(I32, n)
+                                    }
+                                    _ => s,
+                                }
+                            }
+                            BPF_MOV => self.b.ins().iconst(I32, i64::from(imm as u32)),
+                            BPF_DIV | BPF_MOD => {
+                                if x {
+                                    let s64 = self.get(src);
+                                    let s = self.b.ins().ireduce(I32, s64);
+                                    self.divmod(I32, a, s, op == BPF_DIV, off == 1)
+                                } else {
+                                    self.divmod_k(I32, a, i64::from(imm), op == BPF_DIV, off == 1)
+                                }
+                            }
+                            _ => {
+                                let s = if x {
+                                    let s64 = self.get(src);
+                                    self.b.ins().ireduce(I32, s64)
+                                } else {
+                                    self.b.ins().iconst(I32, i64::from(imm as u32))
+                                };
+                                self.binop(op, a, s)
+                            }
+                        };
+                        self.b.ins().uextend(I64, r)
+                    }
+                };
+                self.set(dst, v);
+            }
+            BPF_LD => {
+                let hi = self.insns[pc + 1].imm as u32;
+                let value = u64::from(imm as u32) | (u64::from(hi) << 32);
+                let v = self.b.ins().iconst(I64, value as i64);
+                self.set(dst, v);
+            }
+            BPF_LDX => {
+                let size = size_of_code(code);
+                let signed = code & 0xe0 == BPF_MEMSX;
+                let v = self.access(pc, src, off, size, Access::Load { signed });
+                self.set(dst, v);
+            }
+            BPF_ST => {
+                let value = self.imm64(imm);
+                self.access(pc, dst, off, size_of_code(code), Access::Store { value });
+            }
+            BPF_STX if code & 0xe0 == BPF_ATOMIC => {
+                let wide = code & 0x18 == BPF_DW;
+                let operand = self.get(src);
+                let expected = self.get(0);
+                let old = self.access(
+                    pc,
+                    dst,
+                    off,
+                    if wide { 8 } else { 4 },
+                    Access::Atomic { wide, imm, operand, expected },
+                );
+                if imm == BPF_CMPXCHG {
+                    self.set(0, old);
+                } else if imm & BPF_FETCH != 0 {
+                    self.set(src, old);
+                }
+            }
+            BPF_STX => {
+                let value = self.get(src);
+                self.access(pc, dst, off, size_of_code(code), Access::Store { value });
+            }
+            BPF_JMP | BPF_JMP32 => match op {
+                BPF_JA => {
+                    let delta = if class == BPF_JMP32 { i64::from(imm) } else { i64::from(off) };
+                    self.jump_to(pc, (pc as i64 + 1 + delta) as usize, blocks);
+                    return Ok(false);
+                }
+                BPF_EXIT => {
+                    let r0 = self.get(0);
+                    self.b.ins().return_(&[r0]);
+                    return Ok(false);
+                }
+                BPF_CALL if insn.is_pseudo_call() => {
+                    let target = (pc as i64 + 1 + i64::from(imm)) as usize;
+                    let f = refs[&target];
+                    let depth = self.b.ins().load(I64, MemFlagsData::trusted(), self.env, off::DEPTH);
+                    let deeper = self.b.ins().iadd_imm_s(depth, 1);
+                    let too_deep = self.b.ins().icmp_imm_s(
+                        IntCC::UnsignedGreaterThanOrEqual,
+                        deeper,
+                        MAX_CALL_FRAMES as i64,
+                    );
+                    let (bad, ok) = (self.b.create_block(), self.b.create_block());
+                    self.b.ins().brif(too_deep, bad, &[], ok, &[]);
+                    self.b.switch_to_block(bad);
+                    self.raise(raise_kind::CALL_DEPTH, pc);
+                    self.b.switch_to_block(ok);
+                    self.b.ins().store(MemFlagsData::trusted(), deeper, self.env, off::DEPTH);
+                    let fp = self.get(REG_FP);
+                    let callee_fp = self.b.ins().iadd_imm_s(fp, -(STACK_SIZE as i64));
+                    let mut args = vec![self.env];
+                    for r in 1..=5 {
+                        args.push(self.get(r));
+                    }
+                    args.push(callee_fp);
+                    let inst = self.b.ins().call(f, &args);
+                    let r0 = self.b.inst_results(inst)[0];
+                    self.b.ins().store(MemFlagsData::trusted(), depth, self.env, off::DEPTH);
+                    self.check_fault();
+                    self.set(0, r0);
+                }
+                BPF_CALL => {
+                    let r0 = self.helper_call(pc, imm as u32);
+                    self.set(0, r0);
+                }
+                _ => {
+                    let a64 = self.get(dst);
+                    let (a, s) = if class == BPF_JMP32 {
+                        let a = self.b.ins().ireduce(I32, a64);
+                        let s = if x {
+                            let s64 = self.get(src);
+                            self.b.ins().ireduce(I32, s64)
+                        } else {
+                            self.b.ins().iconst(I32, i64::from(imm as u32))
+                        };
+                        (a, s)
+                    } else {
+                        let s = if x { self.get(src) } else { self.imm64(imm) };
+                        (a64, s)
+                    };
+                    let cond = if op == BPF_JSET {
+                        let m = self.b.ins().band(a, s);
+                        self.b.ins().icmp_imm_s(IntCC::NotEqual, m, 0)
+                    } else {
+                        let cc = match op {
+                            BPF_JEQ => IntCC::Equal,
+                            BPF_JNE => IntCC::NotEqual,
+                            BPF_JGT => IntCC::UnsignedGreaterThan,
+                            BPF_JGE => IntCC::UnsignedGreaterThanOrEqual,
+                            BPF_JLT => IntCC::UnsignedLessThan,
+                            BPF_JLE => IntCC::UnsignedLessThanOrEqual,
+                            BPF_JSGT => IntCC::SignedGreaterThan,
+                            BPF_JSGE => IntCC::SignedGreaterThanOrEqual,
+                            BPF_JSLT => IntCC::SignedLessThan,
+                            _ => IntCC::SignedLessThanOrEqual,
+                        };
+                        self.b.ins().icmp(cc, a, s)
+                    };
+                    let target = (pc as i64 + 1 + i64::from(off)) as usize;
+                    let fall = blocks[&(pc + 1)];
+                    if target <= pc {
+                        let taken = self.b.create_block();
+                        self.b.ins().brif(cond, taken, &[], fall, &[]);
+                        self.b.switch_to_block(taken);
+                        self.jump_to(pc, target, blocks);
+                    } else {
+                        self.b.ins().brif(cond, blocks[&target], &[], fall, &[]);
+                    }
+                    return Ok(false);
+                }
+            },
+            _ => return Err(CompileError::Unsupported { insn: pc, code }),
+        }
+        Ok(true)
+    }
+
+    fn binop(&mut self, op: u8, a: Value, s: Value) -> Value {
+        let i = self.b.ins();
+        match op {
+            BPF_ADD => i.iadd(a, s),
+            BPF_SUB => i.isub(a, s),
+            BPF_MUL => i.imul(a, s),
+            BPF_OR => i.bor(a, s),
+            BPF_AND => i.band(a, s),
+            BPF_XOR => i.bxor(a, s),
+            // Cranelift masks shift amounts to the operand width, as eBPF does.
+            BPF_LSH => i.ishl(a, s),
+            BPF_RSH => i.ushr(a, s),
+            _ => i.sshr(a, s),
+        }
+    }
+
+    /// Byte swap of the low `imm` bits, zero-extended to 64 (`BPF_END` to big endian / bswap).
+    fn swap(&mut self, a: Value, imm: i32, _wide: bool) -> Value {
+        match imm {
+            16 | 32 => {
+                let ty = if imm == 16 { I16 } else { I32 };
+                let n = self.b.ins().ireduce(ty, a);
+                let s = self.b.ins().bswap(n);
+                self.b.ins().uextend(I64, s)
+            }
+            _ => self.b.ins().bswap(a),
+        }
+    }
+
+    /// Division or modulo by a register, with eBPF's rules: x / 0 = 0, x % 0 = x,
+    /// MIN s/ -1 = MIN, MIN s% -1 = 0 (no traps).
+    fn divmod(&mut self, ty: Type, a: Value, v: Value, div: bool, signed: bool) -> Value {
+        let zero = self.b.ins().iconst(ty, 0);
+        let one = self.b.ins().iconst(ty, 1);
+        let is0 = self.b.ins().icmp_imm_s(IntCC::Equal, v, 0);
+        if !signed {
+            let d = self.b.ins().select(is0, one, v);
+            return if div {
+                let q = self.b.ins().udiv(a, d);
+                self.b.ins().select(is0, zero, q)
+            } else {
+                let r = self.b.ins().urem(a, d);
+                self.b.ins().select(is0, a, r)
+            };
+        }
+        let is_m1 = self.b.ins().icmp_imm_s(IntCC::Equal, v, -1);
+        let bad = self.b.ins().bor(is0, is_m1);
+        let d = self.b.ins().select(bad, one, v);
+        if div {
+            let q = self.b.ins().sdiv(a, d);
+            let neg = self.b.ins().ineg(a);
+            let q = self.b.ins().select(is_m1, neg, q);
+            self.b.ins().select(is0, zero, q)
+        } else {
+            let r = self.b.ins().srem(a, d);
+            let r = self.b.ins().select(is_m1, zero, r);
+            self.b.ins().select(is0, a, r)
+        }
+    }
+
+    /// Division or modulo by an immediate (sign-extended to 64 bits for ALU64).
+    fn divmod_k(&mut self, ty: Type, a: Value, k: i64, div: bool, signed: bool) -> Value {
+        let k = if ty == I32 { i64::from(k as i32 as u32) } else { k };
+        let is_zero = k == 0;
+        let is_m1 = if ty == I32 { k as u32 == u32::MAX } else { k == -1 };
+        if is_zero {
+            return if div { self.b.ins().iconst(ty, 0) } else { a };
+        }
+        if signed && is_m1 {
+            return if div { self.b.ins().ineg(a) } else { self.b.ins().iconst(ty, 0) };
+        }
+        let d = self.b.ins().iconst(ty, k);
+        match (div, signed) {
+            (true, false) => self.b.ins().udiv(a, d),
+            (true, true) => self.b.ins().sdiv(a, d),
+            (false, false) => self.b.ins().urem(a, d),
+            (false, true) => self.b.ins().srem(a, d),
+        }
+    }
+
+    /// The access a memory instruction makes through `base + off`; returns the loaded (or old)
+    /// value, or 0 for stores.
+    fn access(&mut self, pc: usize, base: u8, off: i16, size: u8, kind: Access) -> Value {
+        let fact = self.facts.at(pc)[usize::from(base)];
+        let b = self.get(base);
+        let addr = self.b.ins().iadd_imm_s(b, i64::from(off));
+        let off = i64::from(off);
+        let size_i = i64::from(size);
+        let write = !matches!(kind, Access::Load { .. });
+        let atomic = matches!(kind, Access::Atomic { .. });
+        if self.facts.verified_in_bounds(pc) {
+            return self.direct(addr, size, kind);
+        }
+        match fact {
+            Fact::Fp(k) => {
+                let at = k + off;
+                let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
+                if at >= low && at <= -size_i && (!atomic || at % size_i == 0) {
+                    return self.direct(addr, size, kind);
+                }
+            }
+            Fact::Ctx(k) if !write => {
+                if let Some(field) = C::field_load((k + off) as u64, usize::from(size)) {
+                    let ctx = b;
+                    let ctx = self.b.ins().iadd_imm_s(ctx, -k);
+                    return match field {
+                        FieldLoad::U32 { at } => {
+                            self.b.ins().uload32(MemFlagsData::trusted(), ctx, at as i32)
+                        }
+                        FieldLoad::PtrPlus { base, at } => {
+                            let p = self.b.ins().load(I64, MemFlagsData::trusted(), ctx, base as i32);
+                            let o = self.b.ins().load(I64, MemFlagsData::trusted(), ctx, at as i32);
+                            self.b.ins().iadd(p, o)
+                        }
+                    };
+                }
+            }
+            Fact::MapValue { map, off: k } => {
+                let info = self.maps[map];
+                let at = k + off;
+                if at >= 0
+                    && at + size_i <= i64::from(info.value_size)
+                    && !(write && info.read_only)
+                    && (!atomic || at % size_i == 0)
+                {
+                    // The value pointer is 8-byte aligned, valid for `value_size` bytes, or NULL.
+                    let value_ptr = self.b.ins().iadd_imm_s(b, -k);
+                    return self.checked(pc, addr, size, kind, Some(value_ptr));
+                }
+            }
+            _ => {}
+        }
+        self.checked(pc, addr, size, kind, None)
+    }
+
+    /// A run-time checked access. With `nonnull`, the access is known to be valid whenever that
+    /// value is not NULL; otherwise the packet frame and the stack are tried inline.
+    fn checked(&mut self, pc: usize, addr: Value, size: u8, kind: Access, nonnull: Option<Value>) -> Value {
+        let fast = self.b.create_block();
+        let slow = self.b.create_block();
+        let join = self.b.create_block();
+        let result = self.b.declare_var(I64);
+        if let Some(p) = nonnull {
+            self.b.ins().brif(p, fast, &[], slow, &[]);
+        } else {
+            let size_i = i64::from(size);
+            let mut check_pkt = self.b.create_block();
+            if matches!(kind, Access::Atomic { .. }) {
+                let mis = self.b.ins().band_imm_u(addr, size_i - 1);
+                let next = self.b.create_block();
+                self.b.ins().brif(mis, slow, &[], next, &[]);
+                self.b.switch_to_block(next);
+                check_pkt = next;
+            } else {
+                self.b.ins().jump(check_pkt, &[]);
+                self.b.switch_to_block(check_pkt);
+            }
+            let _ = check_pkt;
+            let op = self.b.ins().isub(addr, self.pkt_start);
+            let lim = self.b.ins().iadd_imm_s(self.pkt_len, -size_i);
+            let in_pkt = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, op, lim);
+            let check_stack = self.b.create_block();
+            self.b.ins().brif(in_pkt, fast, &[], check_stack, &[]);
+            self.b.switch_to_block(check_stack);
+            let os = self.b.ins().isub(addr, self.stack_start);
+            let in_stack =
+                self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, os, STACK_BYTES as i64 - size_i);
+            self.b.ins().brif(in_stack, fast, &[], slow, &[]);
+        }
+        self.b.set_cold_block(slow);
+        self.b.switch_to_block(fast);
+        let v = self.direct(addr, size, kind);
+        self.b.def_var(result, v);
+        self.b.ins().jump(join, &[]);
+
+        self.b.switch_to_block(slow);
+        let env = self.env;
+        let pcv = self.b.ins().iconst(I64, pc as i64);
+        let v = match kind {
+            Access::Load { signed } => {
+                let sz = self.b.ins().iconst(I64, i64::from(size));
+                let v = self.call_addr(self.t.load_slow, &[env, addr, sz, pcv]);
+                self.check_fault();
+                if signed { self.sext(v, size) } else { v }
+            }
+            Access::Store { value } => {
+                let sz = self.b.ins().iconst(I64, i64::from(size));
+                let v = self.call_addr(self.t.store_slow, &[env, addr, sz, pcv, value]);
+                self.check_fault();
+                v
+            }
+            Access::Atomic { wide, imm, operand, expected } => {
+                let code = (imm as u32 as u64) | if wide { ATOMIC_WIDE } else { 0 };
+                let opv = self.b.ins().iconst(I64, code as i64);
+                let v = self.call_addr(self.t.atomic_slow, &[env, addr, opv, pcv, operand, expected]);
+                self.check_fault();
+                v
+            }
+        };
+        self.b.def_var(result, v);
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(join);
+        self.b.use_var(result)
+    }
+
+    fn sext(&mut self, v: Value, size: u8) -> Value {
+        if size == 8 {
+            return v;
+        }
+        let n = self.b.ins().ireduce(int_ty(size), v);
+        self.b.ins().sextend(I64, n)
+    }
+
+    /// The access itself, on an address known to be valid.
+    fn direct(&mut self, addr: Value, size: u8, kind: Access) -> Value {
+        let f = flags();
+        match kind {
+            Access::Load { signed } => match (size, signed) {
+                (1, false) => self.b.ins().uload8(I64, f, addr, 0),
+                (2, false) => self.b.ins().uload16(I64, f, addr, 0),
+                (4, false) => self.b.ins().uload32(f, addr, 0),
+                (1, true) => self.b.ins().sload8(I64, f, addr, 0),
+                (2, true) => self.b.ins().sload16(I64, f, addr, 0),
+                (4, true) => self.b.ins().sload32(f, addr, 0),
+                _ => self.b.ins().load(I64, f, addr, 0),
+            },
+            Access::Store { value } => {
+                match size {
+                    1 => self.b.ins().istore8(f, value, addr, 0),
+                    2 => self.b.ins().istore16(f, value, addr, 0),
+                    4 => self.b.ins().istore32(f, value, addr, 0),
+                    _ => self.b.ins().store(f, value, addr, 0),
+                };
+                self.b.ins().iconst(I64, 0)
+            }
+            Access::Atomic { wide, imm, operand, expected } => {
+                let ty = if wide { I64 } else { I32 };
+                let (x, e) = if wide {
+                    (operand, expected)
+                } else {
+                    (self.b.ins().ireduce(I32, operand), self.b.ins().ireduce(I32, expected))
+                };
+                let old = if imm == BPF_CMPXCHG {
+                    self.b.ins().atomic_cas(f, addr, e, x)
+                } else {
+                    let op = match imm & !BPF_FETCH {
+                        0x00 => AtomicRmwOp::Add,
+                        0x40 => AtomicRmwOp::Or,
+                        0x50 => AtomicRmwOp::And,
+                        0xa0 => AtomicRmwOp::Xor,
+                        _ => AtomicRmwOp::Xchg,
+                    };
+                    self.b.ins().atomic_rmw(ty, f, op, addr, x)
+                };
+                if wide { old } else { self.b.ins().uextend(I64, old) }
+            }
+        }
+    }
+
+    /// A helper call; returns r0. Map helpers on a map known at compile time, and the cheap
+    /// helpers, are specialized; the rest go through the interpreter's implementation.
+    fn helper_call(&mut self, pc: usize, helper: u32) -> Value {
+        let facts = self.facts.at(pc);
+        let env = self.env;
+        let map = facts[1].map_handle(self.maps.len()).map(|m| (m, self.maps[m]));
+        match (helper, map) {
+            (id::GET_SMP_PROCESSOR_ID, _) => {
+                return self.b.ins().load(I64, MemFlagsData::trusted(), env, off::SLOT);
+            }
+            (id::KTIME_GET_NS, _) => return self.call_addr(self.t.ktime_get_ns, &[]),
+            (id::GET_PRANDOM_U32, _) => return self.call_addr(self.t.get_prandom_u32, &[]),
+            (id::MAP_LOOKUP_ELEM, Some((_, info))) => return self.lookup(pc, info, facts[2]),
+            (id::MAP_UPDATE_ELEM, Some((_, info))) => {
+                let m = self.b.ins().iconst(I64, info.addr as i64);
+                let (k, v, fl) = (self.get(2), self.get(3), self.get(4));
+                let pcv = self.b.ins().iconst(I64, pc as i64);
+                let r = self.call_addr(self.t.map_update, &[env, m, k, v, fl, pcv]);
+                self.check_fault();
+                return r;
+            }
+            (id::MAP_DELETE_ELEM, Some((_, info))) => {
+                let m = self.b.ins().iconst(I64, info.addr as i64);
+                let k = self.get(2);
+                let pcv = self.b.ins().iconst(I64, pc as i64);
+                let r = self.call_addr(self.t.map_delete, &[env, m, k, pcv]);
+                self.check_fault();
+                return r;
+            }
+            _ => {}
+        }
+        let idv = self.b.ins().iconst(I64, i64::from(helper));
+        let mut args = vec![env, idv];
+        for r in 1..=5 {
+            args.push(self.get(r));
+        }
+        args.push(self.b.ins().iconst(I64, pc as i64));
+        let r = self.call_addr(self.t.helper, &args);
+        self.check_fault();
+        r
+    }
+
+    /// `bpf_map_lookup_elem` on a known map; `key` is the fact about r2.
+    fn lookup(&mut self, pc: usize, info: MapInfo, key: Fact) -> Value {
+        let key_size =
+            if matches!(info.kind, MapKind::Other) { None } else { Some(i64::from(info.key_size)) };
+        let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
+        let env = self.env;
+        let kaddr = self.get(2);
+        // A key the facts place inside the current frame needs no check.
+        let key_in_frame = |size: i64| matches!(key, Fact::Fp(k) if k >= low && k <= -size);
+        match (info.kind, key_size) {
+            (MapKind::Array { base, stride }, Some(ks)) if key_in_frame(ks) => {
+                let idx = self.b.ins().uload32(flags(), kaddr, 0);
+                self.array_elem(idx, base, None, stride, info.max_entries)
+            }
+            (MapKind::PerCpuArray { table, slots, stride }, Some(ks)) if key_in_frame(ks) => {
+                let idx = self.b.ins().uload32(flags(), kaddr, 0);
+                self.array_elem(idx, table, Some(slots), stride, info.max_entries)
+            }
+            _ => {
+                let m = self.b.ins().iconst(I64, info.addr as i64);
+                if key_in_frame(i64::from(info.key_size)) {
+                    let slot = self.b.ins().load(I64, MemFlagsData::trusted(), env, off::SLOT);
+                    self.call_addr(self.t.map_lookup_stack_key, &[m, kaddr, slot])
+                } else {
+                    let pcv = self.b.ins().iconst(I64, pc as i64);
+                    let r = self.call_addr(self.t.map_lookup, &[env, m, kaddr, pcv]);
+                    self.check_fault();
+                    r
+                }
+            }
+        }
+    }
+
+    /// `idx < max ? base(slot) + idx * stride : NULL`.
+    fn array_elem(&mut self, idx: Value, base: u64, per_cpu: Option<u64>, stride: u64, max: u32) -> Value {
+        let in_range = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, idx, i64::from(max));
+        let off = self.b.ins().imul_imm_s(idx, stride as i64);
+        let zero = self.b.ins().iconst(I64, 0);
+        match per_cpu {
+            None => {
+                let p = self.b.ins().iadd_imm_s(off, base as i64);
+                self.b.ins().select(in_range, p, zero)
+            }
+            Some(slots) => {
+                let slot = self.b.ins().load(I64, MemFlagsData::trusted(), self.env, off::SLOT);
+                let slot_ok = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, slot, slots as i64);
+                let ok = self.b.ins().band(in_range, slot_ok);
+                // An out-of-range slot reads table[0] (never used: the result is NULL then).
+                let s = self.b.ins().select(slot_ok, slot, zero);
+                let s8 = self.b.ins().ishl_imm_u(s, 3);
+                let entry = self.b.ins().iadd_imm_s(s8, base as i64);
+                let slot_base = self.b.ins().load(I64, MemFlagsData::trusted(), entry, 0);
+                let p = self.b.ins().iadd(slot_base, off);
+                self.b.ins().select(ok, p, zero)
+            }
+        }
+    }
+}
+
+fn int_ty(bytes: u8) -> Type {
+    match bytes {
+        1 => I8,
+        2 => I16,
+        4 => I32,
+        _ => I64,
+    }
+}
+
+fn size_of_code(code: u8) -> u8 {
+    match code & 0x18 {
+        BPF_B => 1,
+        BPF_H => 2,
+        BPF_W => 4,
+        _ => 8,
+    }
+}
