@@ -388,6 +388,54 @@ impl KernelMap {
         KernelError::Size { map: self.name.clone(), what, expected, actual }
     }
 
+    /// Creates a standalone map from a bare definition (`BPF_MAP_CREATE`), for differential tests
+    /// of map operations through the syscalls. Per-CPU maps get one value per possible CPU.
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::Syscall`] with the kernel's errno when it refuses the definition.
+    pub fn create_standalone(name: &str, def: MapDef) -> Result<Self, KernelError> {
+        let slots = if is_percpu(def.map_type) { possible_cpus()? } else { 1 };
+        let value_len =
+            if is_percpu(def.map_type) { round8(def.value_size) * slots } else { def.value_size as usize };
+        let map = sys::Map::create(&def, kernel_name(name), value_len).map_err(syscall("BPF_MAP_CREATE"))?;
+        Ok(Self { name: name.to_owned(), def, slots, map })
+    }
+
+    /// `BPF_MAP_DELETE_ELEM`.
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::Syscall`] with the kernel's errno (`ENOENT` when absent, `EINVAL` for
+    /// arrays and queues, ...).
+    pub fn delete(&self, key: &[u8]) -> Result<(), KernelError> {
+        self.map.delete(key).map_err(syscall("BPF_MAP_DELETE_ELEM"))
+    }
+
+    /// `BPF_MAP_GET_NEXT_KEY`: the key after `key` (the first for `None`); `None` at the end.
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::Syscall`] with the kernel's errno.
+    pub fn next_key(&self, key: Option<&[u8]>) -> Result<Option<Vec<u8>>, KernelError> {
+        let mut next = vec![0u8; self.map.key_size()];
+        let found = self.map.next_key(key, &mut next).map_err(syscall("BPF_MAP_GET_NEXT_KEY"))?;
+        Ok(found.then_some(next))
+    }
+
+    /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (a queue or stack pop with an empty key); `None` when
+    /// there is nothing to take.
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::Syscall`] with the kernel's errno.
+    pub fn lookup_and_delete(&self, key: &[u8]) -> Result<Option<Vec<Vec<u8>>>, KernelError> {
+        let mut buf = vec![0u8; self.map.value_len()];
+        let found =
+            self.map.lookup_and_delete(key, &mut buf).map_err(syscall("BPF_MAP_LOOKUP_AND_DELETE_ELEM"))?;
+        Ok(found.then(|| self.split_values(&buf)))
+    }
+
     fn split_values(&self, buf: &[u8]) -> Vec<Vec<u8>> {
         let size = self.def.value_size as usize;
         if is_percpu(self.def.map_type) {

@@ -19,9 +19,11 @@ mod cmd {
     pub const MAP_CREATE: libc::c_long = 0;
     pub const MAP_LOOKUP_ELEM: libc::c_long = 1;
     pub const MAP_UPDATE_ELEM: libc::c_long = 2;
+    pub const MAP_DELETE_ELEM: libc::c_long = 3;
     pub const MAP_GET_NEXT_KEY: libc::c_long = 4;
     pub const PROG_LOAD: libc::c_long = 5;
     pub const PROG_TEST_RUN: libc::c_long = 10;
+    pub const MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
     pub const MAP_FREEZE: libc::c_long = 22;
 }
 
@@ -166,6 +168,12 @@ fn ptr(p: *const u8) -> u64 {
     p as usize as u64
 }
 
+/// A key pointer: NULL for the empty keys of `key_size == 0` maps (queue, stack), which the
+/// kernel requires (`___bpf_copy_key` refuses a non-NULL key there).
+fn key_ptr(key: &[u8]) -> u64 {
+    if key.is_empty() { 0 } else { ptr(key.as_ptr()) }
+}
+
 /// A map this process created, with the buffer sizes its element calls need.
 #[derive(Debug)]
 pub(super) struct Map {
@@ -217,7 +225,7 @@ impl Map {
         self.check(key, value.len())?;
         let mut attr = ElemAttr {
             map_fd: self.fd.as_raw_fd() as u32,
-            key: ptr(key.as_ptr()),
+            key: key_ptr(key),
             value: ptr(value.as_ptr()),
             flags,
             ..ElemAttr::default()
@@ -232,7 +240,7 @@ impl Map {
         self.check(key, value.len())?;
         let mut attr = ElemAttr {
             map_fd: self.fd.as_raw_fd() as u32,
-            key: ptr(key.as_ptr()),
+            key: key_ptr(key),
             value: ptr(value.as_mut_ptr()),
             ..ElemAttr::default()
         };
@@ -261,6 +269,37 @@ impl Map {
         // "first key") and the exclusively borrowed `next` were just checked to be `key_size`
         // bytes, what the kernel reads and writes.
         match unsafe { bpf(cmd::MAP_GET_NEXT_KEY, &mut attr) } {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `BPF_MAP_DELETE_ELEM`.
+    pub(super) fn delete(&self, key: &[u8]) -> io::Result<()> {
+        if key.len() != self.key_size {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut attr =
+            ElemAttr { map_fd: self.fd.as_raw_fd() as u32, key: key_ptr(key), ..ElemAttr::default() };
+        // SAFETY: `key` was just checked to be `key_size` bytes (or NULL for key_size 0), all the
+        // kernel reads for a delete.
+        unsafe { bpf(cmd::MAP_DELETE_ELEM, &mut attr) }.map(drop)
+    }
+
+    /// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` into `value` (queue and stack pop); `Ok(false)` when
+    /// absent.
+    pub(super) fn lookup_and_delete(&self, key: &[u8], value: &mut [u8]) -> io::Result<bool> {
+        self.check(key, value.len())?;
+        let mut attr = ElemAttr {
+            map_fd: self.fd.as_raw_fd() as u32,
+            key: key_ptr(key),
+            value: ptr(value.as_mut_ptr()),
+            ..ElemAttr::default()
+        };
+        // SAFETY: `check` proved `key` has `key_size` bytes (NULL when 0) and the exclusively
+        // borrowed `value` has `value_len` bytes, exactly what the kernel accesses.
+        match unsafe { bpf(cmd::MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) } {
             Ok(_) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
             Err(e) => Err(e),
