@@ -195,6 +195,15 @@ impl<'a> Btf<'a> {
             .ok_or(BtfError::BadString { offset })
     }
 
+    /// A string as text to show (source lines from `.BTF.ext`): control characters, such as
+    /// the tabs of indented C, become spaces; `None` when the offset is bad.
+    pub(crate) fn text_at(&self, offset: u32) -> Option<String> {
+        let tail = self.strings.get(offset as usize..)?;
+        let end = tail.iter().position(|&b| b == 0)?;
+        let s = String::from_utf8_lossy(&tail[..end]);
+        Some(s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect())
+    }
+
     pub(crate) fn name(&self, ty: &Type<'_>) -> Result<&'a str, BtfError> {
         self.str_at(ty.name_off)
     }

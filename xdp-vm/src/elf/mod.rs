@@ -22,6 +22,7 @@
 //! [`GlobalVar`] lies inside its map's `data`.
 
 mod btf;
+mod lines;
 mod parse;
 mod reloc;
 
@@ -29,6 +30,7 @@ mod reloc;
 mod fuzz;
 
 pub use btf::BtfError;
+pub use lines::{LineInfo, SourceLine, line_for};
 
 use crate::insn::Insn;
 
@@ -190,6 +192,9 @@ pub struct Extras {
     pub slots: Vec<Vec<MapSlot>>,
     /// Per program: the functions linked into its `insns`, the program itself first.
     pub functions: Vec<Vec<Function>>,
+    /// Per program: `.BTF.ext` line info mapped onto its linked `insns`, sorted by instruction
+    /// (empty without `.BTF.ext`). See [`line_for`].
+    pub lines: Vec<Vec<LineInfo>>,
 }
 
 /// One function inside a linked program.

@@ -220,14 +220,19 @@ pub(super) fn parse(bytes: &[u8]) -> Result<(Object, Extras), ElfError> {
     extras.inner.resize(maps.len(), None);
     extras.slots.resize(maps.len(), Vec::new());
 
+    let line_recs = match (cx.sections.iter().find(|s| s.name == ".BTF.ext"), &btf) {
+        (Some(ext), Some(Ok(b))) => ext.data().map(|d| super::lines::parse(d, b)).unwrap_or_default(),
+        _ => HashMap::new(),
+    };
     let mut programs = Vec::new();
     let mut exec: Vec<usize> = cx.insns.keys().copied().filter(|&i| cx.sections[i].name != ".text").collect();
     exec.sort_unstable();
     for sec in exec {
         let section = cx.section_name(sec).to_string();
         for func in cx.funcs.get(&sec).into_iter().flatten().filter(|f| f.global) {
-            let (insns, functions) = super::reloc::link(&cx, sec, func)?;
+            let (insns, functions, origins) = super::reloc::link(&cx, sec, func)?;
             extras.functions.push(functions);
+            extras.lines.push(program_lines(&cx, &line_recs, &origins));
             programs.push(ProgramSpec {
                 name: func.name.clone(),
                 kind: program_kind(&section),
@@ -238,6 +243,25 @@ pub(super) fn parse(bytes: &[u8]) -> Result<(Object, Extras), ElfError> {
     }
     map_slots(&cx, &maps, &mut extras)?;
     Ok((Object { license, maps, programs }, extras))
+}
+
+/// Line records of one linked program, from its functions' sections.
+fn program_lines(
+    cx: &Ctx<'_>,
+    recs: &HashMap<String, Vec<(usize, super::SourceLine)>>,
+    origins: &[super::reloc::Origin],
+) -> Vec<super::LineInfo> {
+    let mut out = Vec::new();
+    for &(sec, start, base, len) in origins {
+        let Some(list) = recs.get(cx.section_name(sec)) else { continue };
+        for (insn, line) in list {
+            if (start..start + len).contains(insn) {
+                out.push(super::LineInfo { insn: base + (insn - start), line: line.clone() });
+            }
+        }
+    }
+    out.sort_by_key(|l| l.insn);
+    out
 }
 
 fn collect_relocations(

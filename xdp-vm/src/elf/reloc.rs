@@ -32,8 +32,16 @@ struct Linker<'c, 'a> {
     out: Vec<Insn>,
 }
 
-/// The program's instructions and the functions they are made of.
-pub(super) fn link(cx: &Ctx<'_>, sec: usize, func: &Func) -> Result<(Vec<Insn>, Vec<Function>), ElfError> {
+/// Where one linked function came from: (section, first instruction there, first linked
+/// instruction, length).
+pub(super) type Origin = (usize, usize, usize, usize);
+
+/// The program's instructions, the functions they are made of, and where each came from.
+pub(super) fn link(
+    cx: &Ctx<'_>,
+    sec: usize,
+    func: &Func,
+) -> Result<(Vec<Insn>, Vec<Function>, Vec<Origin>), ElfError> {
     let mut l = Linker { cx, placed: Vec::new(), out: Vec::new() };
     l.place(sec, func.start, func.end);
     let mut next = 0;
@@ -54,7 +62,8 @@ pub(super) fn link(cx: &Ctx<'_>, sec: usize, func: &Func) -> Result<(Vec<Insn>, 
             }
         })
         .collect();
-    Ok((l.out, functions))
+    let origins = l.placed.iter().map(|p| (p.sec, p.start, p.base, p.end - p.start)).collect();
+    Ok((l.out, functions, origins))
 }
 
 impl Linker<'_, '_> {

@@ -1,0 +1,296 @@
+//! The abstract machine state: what each register holds, what each stack byte holds, per call
+//! frame; and when one state covers another (state pruning).
+
+use super::scalar::Scalar;
+
+/// What a register holds. Pointers carry their region; the offset lives in [`Reg`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    /// Never written (reading it is an error).
+    NotInit,
+    Scalar,
+    /// The program's context (`struct xdp_md *`).
+    Ctx,
+    /// `data`-based packet pointer.
+    Packet,
+    /// `data_meta`-based pointer.
+    PacketMeta,
+    /// `data_end`.
+    PacketEnd,
+    /// Pointer into the stack of frame `n` (0 = the program's own).
+    Stack(u8),
+    /// Pointer into a value of map `n`.
+    MapValue(u32),
+    /// What `bpf_map_lookup_elem` on map `n` returns: a value pointer or NULL.
+    MapValueOrNull(u32),
+    /// The map itself (`lddw` of a map reference), an opaque handle for helpers.
+    MapPtr(u32),
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::NotInit => "uninitialized",
+            Kind::Scalar => "scalar",
+            Kind::Ctx => "ctx",
+            Kind::Packet => "pkt",
+            Kind::PacketMeta => "pkt_meta",
+            Kind::PacketEnd => "pkt_end",
+            Kind::Stack(_) => "fp",
+            Kind::MapValue(_) => "map_value",
+            Kind::MapValueOrNull(_) => "map_value_or_null",
+            Kind::MapPtr(_) => "map_ptr",
+        }
+    }
+
+    pub fn is_pointer(self) -> bool {
+        !matches!(self, Kind::NotInit | Kind::Scalar)
+    }
+
+    pub fn is_packet(self) -> bool {
+        matches!(self, Kind::Packet | Kind::PacketMeta)
+    }
+}
+
+/// One register: a scalar (value in `val`), or a pointer at `off + val` from its region's base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Reg {
+    pub kind: Kind,
+    /// Constant part of a pointer's offset.
+    pub off: i64,
+    /// A scalar's value, or a pointer's variable offset.
+    pub val: Scalar,
+    /// Links copies: of a scalar (refined together), of a packet pointer's variable part (share
+    /// `range`), of a map value or null (null-checked together). 0: none.
+    pub id: u32,
+    /// Packet pointers: bytes from `base + val` proven to lie before `data_end` (or `data` for
+    /// meta pointers).
+    pub range: i64,
+}
+
+impl Reg {
+    pub fn not_init() -> Self {
+        Self { kind: Kind::NotInit, off: 0, val: Scalar::konst(0), id: 0, range: 0 }
+    }
+
+    pub fn scalar(val: Scalar) -> Self {
+        Self { kind: Kind::Scalar, off: 0, val, id: 0, range: 0 }
+    }
+
+    pub fn pointer(kind: Kind, off: i64) -> Self {
+        Self { kind, off, val: Scalar::konst(0), id: 0, range: 0 }
+    }
+}
+
+/// What one stack byte holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Byte {
+    /// Never written.
+    Invalid,
+    /// Written with something unknown.
+    Misc,
+    /// Known to be zero.
+    Zero,
+    /// Part of a spilled register (see [`Slot::spill`]).
+    Spill,
+}
+
+/// One aligned 8-byte stack slot. A spill occupies bytes `0..size` (the lowest addresses) of a
+/// slot it was stored at the start of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Slot {
+    pub bytes: [Byte; 8],
+    pub spill: Option<(Reg, u8)>,
+}
+
+impl Slot {
+    pub const EMPTY: Slot = Slot { bytes: [Byte::Invalid; 8], spill: None };
+
+    /// Turns a spill into plain bytes (when part of it is overwritten).
+    pub fn unspill(&mut self) {
+        if self.spill.take().is_some() {
+            for b in &mut self.bytes {
+                if *b == Byte::Spill {
+                    *b = Byte::Misc;
+                }
+            }
+        }
+    }
+}
+
+/// One call frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Frame {
+    pub regs: [Reg; 11],
+    /// Slot `i` covers bytes `-8(i+1)..-8i` from the frame pointer; grown on demand.
+    pub stack: Vec<Slot>,
+    /// Instruction of the call that made this frame (0 for the program's frame).
+    pub callsite: usize,
+    /// First instruction of the function running in this frame.
+    pub subprog: usize,
+}
+
+impl Frame {
+    pub fn slot_mut(&mut self, i: usize) -> &mut Slot {
+        if self.stack.len() <= i {
+            self.stack.resize(i + 1, Slot::EMPTY);
+        }
+        &mut self.stack[i]
+    }
+
+    pub fn slot(&self, i: usize) -> Slot {
+        self.stack.get(i).copied().unwrap_or(Slot::EMPTY)
+    }
+}
+
+/// The whole machine state on one path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct State {
+    pub frames: Vec<Frame>,
+}
+
+impl State {
+    pub fn cur(&self) -> &Frame {
+        &self.frames[self.frames.len() - 1]
+    }
+
+    pub fn cur_mut(&mut self) -> &mut Frame {
+        let n = self.frames.len() - 1;
+        &mut self.frames[n]
+    }
+
+    /// Every register and spilled register of every frame.
+    pub fn for_each_reg(&mut self, mut f: impl FnMut(&mut Reg)) {
+        for fr in &mut self.frames {
+            for r in &mut fr.regs {
+                f(r);
+            }
+            for s in &mut fr.stack {
+                if let Some((r, _)) = &mut s.spill {
+                    f(r);
+                }
+            }
+        }
+    }
+}
+
+/// Consistent renaming of ids between an old and a new state.
+#[derive(Default)]
+struct IdMap(Vec<(u32, u32)>);
+
+impl IdMap {
+    fn check(&mut self, old: u32, cur: u32) -> bool {
+        if old == 0 {
+            return true;
+        }
+        if cur == 0 {
+            return false;
+        }
+        for &(o, c) in &self.0 {
+            if o == old {
+                return c == cur;
+            }
+            if c == cur {
+                return false;
+            }
+        }
+        self.0.push((old, cur));
+        true
+    }
+}
+
+fn reg_covers(old: &Reg, cur: &Reg, ids: &mut IdMap) -> bool {
+    if old.kind == Kind::NotInit {
+        return true;
+    }
+    if old.kind != cur.kind {
+        return false;
+    }
+    match old.kind {
+        Kind::Scalar => old.val.contains(&cur.val) && (old.val.is_const() || ids.check(old.id, cur.id)),
+        Kind::Packet | Kind::PacketMeta => {
+            old.off == cur.off
+                && old.range <= cur.range
+                && old.val.contains(&cur.val)
+                && ids.check(old.id, cur.id)
+        }
+        Kind::MapValueOrNull(_) => old.off == cur.off && old.val.contains(&cur.val) && ids.check(old.id, cur.id),
+        _ => old.off == cur.off && old.val.contains(&cur.val),
+    }
+}
+
+/// Whether everything `cur` can do was already proven safe from `old`: `old` is at least as
+/// general, register by register (those in `live` for the innermost frame) and byte by byte.
+///
+/// Scalars of the innermost frame outside `precise` (see [`super::cfg::Cfg::relevant_in`]) can
+/// never influence a safety decision from here on, so only their kind is compared (the kernel's
+/// imprecise scalars).
+pub(crate) fn covers(
+    old: &State,
+    cur: &State,
+    live: u16,
+    precise: (u16, u64),
+    caller_live: &dyn Fn(usize) -> u16,
+) -> bool {
+    if old.frames.len() != cur.frames.len() {
+        return false;
+    }
+    let mut ids = IdMap::default();
+    let n = old.frames.len();
+    for (i, (fo, fc)) in old.frames.iter().zip(&cur.frames).enumerate() {
+        if fo.callsite != fc.callsite || fo.subprog != fc.subprog {
+            return false;
+        }
+        let mask = if i + 1 == n { live } else { caller_live(cur.frames[i + 1].callsite) };
+        let (precise, precise_slots) = if i + 1 == n { precise } else { (0x7ff, u64::MAX) };
+        for r in 0..10 {
+            if mask & (1 << r) == 0 {
+                continue;
+            }
+            let (ro, rc) = (&fo.regs[r], &fc.regs[r]);
+            if precise & (1 << r) == 0 && ro.kind == Kind::Scalar && rc.kind == Kind::Scalar {
+                continue;
+            }
+            if !reg_covers(ro, rc, &mut ids) {
+                return false;
+            }
+        }
+        let slots = fo.stack.len().max(fc.stack.len());
+        for s in 0..slots {
+            let (so, sc) = (fo.slot(s), fc.slot(s));
+            let no_ptr = |sl: &super::state::Slot| !sl.spill.is_some_and(|(r, _)| r.kind.is_pointer());
+            if s < 64 && precise_slots & (1 << s) == 0 && no_ptr(&so) && no_ptr(&sc) {
+                continue;
+            }
+            if let Some((ro, size)) = so.spill {
+                match sc.spill {
+                    Some((rc, csize)) if csize == size => {
+                        if !reg_covers(&ro, &rc, &mut ids) {
+                            return false;
+                        }
+                    }
+                    _ => {
+                        // An old spilled scalar that is fully unknown reads like misc bytes.
+                        let unknown = ro.kind == Kind::Scalar && ro.val == Scalar::unknown();
+                        if !unknown || sc.spill.is_some_and(|(r, _)| r.kind.is_pointer()) {
+                            return false;
+                        }
+                    }
+                }
+            }
+            for b in 0..8 {
+                let ok = match so.bytes[b] {
+                    Byte::Invalid | Byte::Misc => {
+                        sc.bytes[b] != Byte::Spill || sc.spill.is_some_and(|(r, _)| r.kind == Kind::Scalar)
+                    }
+                    Byte::Zero => sc.bytes[b] == Byte::Zero,
+                    Byte::Spill => true, // compared above
+                };
+                if !ok {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
