@@ -9,6 +9,7 @@
 use std::ptr::NonNull;
 
 use crate::create_flags::{self as f, access_ok};
+use crate::slab::Mem;
 use crate::values::Values;
 use crate::{BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST, Entry, MapDef, MapError, OpError, PCPU_MIN_UNIT_SIZE};
 
@@ -24,7 +25,13 @@ pub(crate) struct ArrayMap {
 
 impl ArrayMap {
     /// Validates `def` as the kernel's `array_map_alloc_check` does, then allocates every value.
-    pub(crate) fn new(name: &str, def: &MapDef, per_cpu: bool, slots: usize) -> Result<ArrayMap, MapError> {
+    pub(crate) fn new(
+        name: &str,
+        def: &MapDef,
+        per_cpu: bool,
+        slots: usize,
+        mem: &Mem,
+    ) -> Result<ArrayMap, MapError> {
         let invalid = |reason| MapError::InvalidDefinition { name: name.to_owned(), reason };
         let too_big = |reason| MapError::TooBig { name: name.to_owned(), reason };
         let allowed = f::NUMA_NODE | f::MMAPABLE | f::ACCESS_MASK | f::PRESERVE_ELEMS | f::INNER_MAP;
@@ -60,7 +67,7 @@ impl ArrayMap {
             return Err(too_big("per-CPU value_size over 32 KiB"));
         }
         let slots = if per_cpu { slots } else { 1 };
-        let values = Values::new(value_size, def.max_entries as usize, slots)
+        let values = Values::new_in(value_size, def.max_entries as usize, slots, mem)
             .map_err(|bytes| MapError::OutOfMemory { name: name.to_owned(), bytes })?;
         Ok(ArrayMap { max_entries: def.max_entries, value_size, per_cpu, slots, values })
     }
@@ -71,6 +78,11 @@ impl ArrayMap {
 
     pub(crate) fn is_per_cpu(&self) -> bool {
         self.per_cpu
+    }
+
+    /// `(values offset, words per slot region, words per value)` in the shared region.
+    pub(crate) fn shared_layout(&self) -> Option<(usize, usize, usize)> {
+        self.values.shared_layout()
     }
 
     /// Element 0's value in slot 0.

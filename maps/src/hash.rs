@@ -60,7 +60,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use crate::create_flags::{self as f, access_ok};
-use crate::slab::{Slab, pad_word};
+use crate::slab::{Mem, Slab, pad_word};
 use crate::values::Values;
 use crate::{
     BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST, Entry, MapDef, MapError, OpError, PCPU_MIN_UNIT_SIZE, map_type,
@@ -99,10 +99,10 @@ impl<'a> Probe<'a> {
     }
 }
 
-/// One bucket: its chain head (an element index or a nulls marker) and its writer lock.
+/// One bucket's writer lock. Its chain head (an element index or a nulls marker) is word `b` of
+/// the `heads` slab, so a shared-memory reader can walk the chains.
 #[derive(Debug)]
 struct Bucket {
-    head: AtomicU32,
     lock: AtomicBool,
 }
 
@@ -150,6 +150,7 @@ pub(crate) struct HashTable {
     /// Elements in the slabs (`max_entries` plus the spares).
     capacity: usize,
     buckets: Box<[Bucket]>,
+    heads: Slab,
     elems: Slab,
     values: Values,
     /// Free list: `tag << 32 | first element`, and each free element's successor.
@@ -185,7 +186,13 @@ struct Lru {
 impl HashTable {
     /// Validates `def` as the kernel's `htab_map_alloc_check` and `htab_map_alloc` do, then
     /// preallocates everything.
-    pub(crate) fn new(name: &str, def: &MapDef, per_cpu: bool, slots: usize) -> Result<HashTable, MapError> {
+    pub(crate) fn new(
+        name: &str,
+        def: &MapDef,
+        per_cpu: bool,
+        slots: usize,
+        mem: &Mem,
+    ) -> Result<HashTable, MapError> {
         let invalid = |reason| MapError::InvalidDefinition { name: name.to_owned(), reason };
         let too_big = |reason| MapError::TooBig { name: name.to_owned(), reason };
         let oom = |bytes| MapError::OutOfMemory { name: name.to_owned(), bytes };
@@ -242,14 +249,15 @@ impl HashTable {
         let ewords = 1 + key_size.div_ceil(8);
         let elems = capacity
             .checked_mul(ewords)
-            .and_then(Slab::zeroed)
+            .and_then(|words| Slab::zeroed_in(words, mem))
             .ok_or_else(|| oom(capacity.saturating_mul(ewords * 8)))?;
-        let values = Values::new(value_size, capacity, slots).map_err(oom)?;
-        let buckets = try_collect(n_buckets as usize, |b| Bucket {
-            head: AtomicU32::new(NULLS | b as u32),
-            lock: AtomicBool::new(false),
-        })
-        .ok_or_else(|| oom(n_buckets as usize * 8))?;
+        let values = Values::new_in(value_size, capacity, slots, mem).map_err(oom)?;
+        let buckets = try_collect(n_buckets as usize, |_| Bucket { lock: AtomicBool::new(false) })
+            .ok_or_else(|| oom(n_buckets as usize))?;
+        let heads = Slab::zeroed_in(n_buckets as usize, mem).ok_or_else(|| oom(n_buckets as usize * 8))?;
+        for b in 0..n_buckets as usize {
+            heads.word(b).store(u64::from(NULLS | b as u32), Ordering::Relaxed);
+        }
         let max = def.max_entries as usize;
         let free_next =
             try_collect(capacity, |e| AtomicU32::new(if e + 1 < max { e as u32 + 1 } else { NIL }))
@@ -272,6 +280,7 @@ impl HashTable {
             seed,
             capacity,
             buckets,
+            heads,
             elems,
             values,
             free_head: AtomicU64::new(0),
@@ -312,6 +321,28 @@ impl HashTable {
         (hash & self.mask) as usize
     }
 
+    /// Bucket `b`'s chain head word (an element index or a nulls marker, zero-extended).
+    #[inline]
+    fn head(&self, b: usize) -> &AtomicU64 {
+        self.heads.word(b)
+    }
+
+    /// Where a shared-memory reader finds this table (all offsets in words of the region), or
+    /// `None` when it is on the heap.
+    pub(crate) fn shared_layout(&self) -> Option<crate::store::HashLayout> {
+        let (values, region_words, vwords) = self.values.shared_layout()?;
+        Some(crate::store::HashLayout {
+            heads: self.heads.shared_offset()?,
+            n_buckets: self.buckets.len(),
+            elems: self.elems.shared_offset()?,
+            ewords: self.ewords,
+            capacity: self.capacity,
+            values,
+            region_words,
+            vwords,
+        })
+    }
+
     /// Element `e`'s link word: `hash << 32 | next`.
     #[inline]
     fn link(&self, e: u32) -> &AtomicU64 {
@@ -341,7 +372,7 @@ impl HashTable {
         let b = self.bucket_of(hash);
         let end = NULLS | b as u32;
         for _ in 0..LOCKLESS_TRIES {
-            let mut cur = self.buckets[b].head.load(Ordering::Acquire);
+            let mut cur = self.head(b).load(Ordering::Acquire) as u32;
             let mut steps = 0;
             while cur & NULLS == 0 && steps <= self.capacity {
                 let link = self.link(cur).load(Ordering::Acquire);
@@ -362,7 +393,7 @@ impl HashTable {
     /// Finds `key` in bucket `b`, whose lock the caller holds: `(predecessor, element)`.
     fn find_locked(&self, b: usize, key: Probe<'_>, hash: u32) -> Option<(Option<u32>, u32)> {
         let mut prev = None;
-        let mut cur = self.buckets[b].head.load(Ordering::Acquire);
+        let mut cur = self.head(b).load(Ordering::Acquire) as u32;
         while cur & NULLS == 0 {
             let link = self.link(cur).load(Ordering::Acquire);
             if (link >> 32) as u32 == hash && self.key_eq(cur, key) {
@@ -379,7 +410,7 @@ impl HashTable {
     fn unlink(&self, b: usize, prev: Option<u32>, e: u32) {
         let next = self.link(e).load(Ordering::Relaxed) as u32;
         match prev {
-            None => self.buckets[b].head.store(next, Ordering::Release),
+            None => self.head(b).store(u64::from(next), Ordering::Release),
             Some(p) => {
                 let link = self.link(p).load(Ordering::Relaxed);
                 self.link(p).store(link & !u64::from(u32::MAX) | u64::from(next), Ordering::Release);
@@ -394,11 +425,11 @@ impl HashTable {
     /// whose lock the caller holds.
     fn publish(&self, b: usize, e: u32, key: &[u8], hash: u32) {
         self.elems.write(e as usize * self.ewords + 1, key);
-        let head = self.buckets[b].head.load(Ordering::Relaxed);
+        let head = self.head(b).load(Ordering::Relaxed) as u32;
         // Release here too: a lock-free reader still standing on `e` from its previous life
         // follows this link, and must then see the elements behind it fully written.
         self.link(e).store(u64::from(hash) << 32 | u64::from(head), Ordering::Release);
-        self.buckets[b].head.store(e, Ordering::Release);
+        self.head(b).store(u64::from(e), Ordering::Release);
         if let Some(lru) = &self.lru {
             lru.state[e as usize].store(IN_TABLE, Ordering::Relaxed);
         }
@@ -623,7 +654,7 @@ impl HashTable {
             let _guard = self.buckets[b].lock();
             // Under the lock, the element is in this bucket's chain exactly if it is linked here.
             let mut prev = None;
-            let mut cur = self.buckets[b].head.load(Ordering::Acquire);
+            let mut cur = self.head(b).load(Ordering::Acquire) as u32;
             while cur & NULLS == 0 && cur != e {
                 prev = Some(cur);
                 cur = self.link(cur).load(Ordering::Acquire) as u32;
@@ -691,9 +722,9 @@ impl HashTable {
 
     /// The first key of bucket `from` or a later one.
     fn first_key_from(&self, from: usize) -> Result<Vec<u8>, OpError> {
-        for bucket in &self.buckets[from..] {
+        for (b, bucket) in self.buckets.iter().enumerate().skip(from) {
             let _guard = bucket.lock();
-            let head = bucket.head.load(Ordering::Acquire);
+            let head = self.head(b).load(Ordering::Acquire) as u32;
             if head & NULLS == 0 {
                 return Ok(self.read_key(head));
             }
@@ -725,9 +756,9 @@ impl HashTable {
 
     pub(crate) fn entries(&self) -> Vec<Entry> {
         let mut out = Vec::new();
-        for bucket in self.buckets.iter() {
+        for (b, bucket) in self.buckets.iter().enumerate() {
             let _guard = bucket.lock();
-            let mut cur = bucket.head.load(Ordering::Acquire);
+            let mut cur = self.head(b).load(Ordering::Acquire) as u32;
             while cur & NULLS == 0 {
                 let values =
                     self.read_values(cur).chunks_exact(self.value_size).map(<[u8]>::to_vec).collect();

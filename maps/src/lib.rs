@@ -3,10 +3,25 @@
 //! A [`Map`] is created from the [`MapDef`] a program's ELF declares and then used from two sides:
 //! programs (through the `bpf_map_*_elem` helpers, on the packet path: no allocation, no syscalls,
 //! no formatting, errors as negative errno) and userspace (the `bpf()` syscall's semantics: copies
-//! in and out, `BPF_MAP_GET_NEXT_KEY`, dumps). Supported today: `HASH`, `ARRAY`, `PERCPU_HASH` and
-//! `PERCPU_ARRAY`, each with the kernel's (6.x `kernel/bpf/arraymap.c`, `hashtab.c`) flag rules,
-//! errno values and preallocation. Other kinds (LRU, LPM trie, prog array, ring buffer, queue and
-//! stack, devmap, xskmap) slot in as further variants of the internal kind enum.
+//! in and out, `BPF_MAP_GET_NEXT_KEY`, dumps). Every type an XDP or tracing program uses is here,
+//! each with the kernel's (6.x `kernel/bpf/*.c`) flag rules, errno values and preallocation:
+//!
+//! | types | module | program-side calls beyond lookup/update/delete |
+//! |---|---|---|
+//! | `ARRAY`, `PERCPU_ARRAY` | `array` | — |
+//! | `HASH`, `PERCPU_HASH`, `LRU_HASH`, `LRU_PERCPU_HASH` | `hash` | — |
+//! | `LPM_TRIE` | `lpm` | — |
+//! | `QUEUE`, `STACK` | `queue` | [`Map::push`], [`Map::pop`], [`Map::peek`] |
+//! | `RINGBUF` | `ringbuf` | [`Map::ringbuf_reserve`], [`Map::ringbuf_submit`], [`Map::ringbuf_discard`], [`Map::ringbuf_output`]; userspace [`Map::ringbuf_consume`] |
+//! | `PERF_EVENT_ARRAY` | `slots` | [`Map::perf_output`]; userspace [`Map::perf_open`], [`Map::perf_consume`] |
+//! | `PROG_ARRAY` | `slots` | [`Map::prog_id`] for `bpf_tail_call` (at most [`MAX_TAIL_CALL_CNT`]) |
+//! | `DEVMAP`, `DEVMAP_HASH`, `XSKMAP` | `slots`, `hash` | [`Map::redirect_target`] for `bpf_redirect_map` |
+//! | `ARRAY_OF_MAPS`, `HASH_OF_MAPS` | `slots`, `hash` | [`Map::inner_map`]; userspace [`Map::set_inner_map`] ([`Map::with_inner`] creates them) |
+//!
+//! The program-side calls take and return plain values, never allocate or format, and report
+//! failure as [`OpError`] (whose [`OpError::to_ret`] is the helper's `r0`), so an `extern "C"`
+//! trampoline is a few lines. [`store::MapStore`] groups a dataplane's maps and can lay them out
+//! in named shared memory for other processes to read; [`typed`] gives Rust code typed handles.
 //!
 //! Per-CPU maps have `slots` value slots, one per worker; a worker passes its slot index to the
 //! program-side calls. Value memory is preallocated at creation, 8-byte aligned, never moved or
@@ -36,6 +51,9 @@ mod queue;
 mod ringbuf;
 #[expect(unsafe_code, reason = "the one place that turns a fallible zeroed allocation into atomics")]
 mod slab;
+#[expect(unsafe_code, reason = "shm_open, mmap and the view of a mapping as atomics")]
+mod shm;
+pub mod store;
 mod slots;
 #[expect(unsafe_code, reason = "`Pod` is an unsafe trait, and values are viewed as bytes")]
 pub mod typed;
@@ -49,6 +67,7 @@ use hash::HashTable;
 use lpm::LpmTrie;
 use queue::QueueStack;
 use ringbuf::RingBuf;
+use slab::Mem;
 use slots::{Inner, SlotArray};
 
 pub use ringbuf::{
@@ -265,7 +284,7 @@ impl Map {
     /// kernel's `map_alloc_check` would give (see [`MapError::errno`]); [`MapError::OutOfMemory`]
     /// when the preallocation fails.
     pub fn new(name: &str, def: MapDef, slots: usize) -> Result<Map, MapError> {
-        Self::create(name, def, slots, None)
+        Self::create(name, def, slots, None, &Mem::Heap)
     }
 
     /// Creates a map of maps (`ARRAY_OF_MAPS`, `HASH_OF_MAPS`) whose inner maps must match
@@ -278,10 +297,18 @@ impl Map {
     /// As [`Map::new`]; [`MapError::InvalidDefinition`] when `inner` is itself a map of maps or
     /// a program array.
     pub fn with_inner(name: &str, def: MapDef, slots: usize, inner: MapDef) -> Result<Map, MapError> {
-        Self::create(name, def, slots, Some(inner))
+        Self::create(name, def, slots, Some(inner), &Mem::Heap)
     }
 
-    fn create(name: &str, def: MapDef, slots: usize, inner: Option<MapDef>) -> Result<Map, MapError> {
+    /// Creates a map whose array and hash storage comes from `mem` (the other kinds always live
+    /// on the heap).
+    pub(crate) fn create(
+        name: &str,
+        def: MapDef,
+        slots: usize,
+        inner: Option<MapDef>,
+        mem: &Mem,
+    ) -> Result<Map, MapError> {
         let per_cpu = is_per_cpu_type(def.map_type);
         if per_cpu && slots == 0 {
             return Err(MapError::InvalidDefinition {
@@ -290,9 +317,9 @@ impl Map {
             });
         }
         let kind = match def.map_type {
-            map_type::ARRAY | map_type::PERCPU_ARRAY => Kind::Array(ArrayMap::new(name, &def, per_cpu, slots)?),
+            map_type::ARRAY | map_type::PERCPU_ARRAY => Kind::Array(ArrayMap::new(name, &def, per_cpu, slots, mem)?),
             map_type::HASH | map_type::PERCPU_HASH | map_type::LRU_HASH | map_type::LRU_PERCPU_HASH => {
-                Kind::Hash(HashTable::new(name, &def, per_cpu, slots)?)
+                Kind::Hash(HashTable::new(name, &def, per_cpu, slots, mem)?)
             }
             map_type::LPM_TRIE => Kind::Lpm(LpmTrie::new(name, &def)?),
             map_type::QUEUE | map_type::STACK => {
@@ -324,7 +351,7 @@ impl Map {
                             reason: "unknown map flags for a devmap",
                         });
                     }
-                    Kind::DevHash(HashTable::new(name, &hash_def, false, 1)?)
+                    Kind::DevHash(HashTable::new(name, &hash_def, false, 1, &Mem::Heap)?)
                 } else {
                     let Some(tpl) = inner else {
                         return Err(MapError::InvalidDefinition {
@@ -332,7 +359,7 @@ impl Map {
                             reason: "a map of maps needs an inner map template",
                         });
                     };
-                    Kind::HashOfMaps(HashTable::new(name, &hash_def, false, 1)?, Inner::new(name, tpl)?)
+                    Kind::HashOfMaps(HashTable::new(name, &hash_def, false, 1, &Mem::Heap)?, Inner::new(name, tpl)?)
                 }
             }
             other => return Err(MapError::UnsupportedType { map_type: other }),
@@ -507,6 +534,21 @@ impl Map {
         match &self.kind {
             Kind::Array(a) if !a.is_per_cpu() => Some(a.base()),
             _ => None,
+        }
+    }
+
+    /// Where a shared-memory reader finds this map's storage, if it lives in a shared region.
+    pub(crate) fn shared_layout(&self) -> store::Layout {
+        match &self.kind {
+            Kind::Array(a) => a
+                .shared_layout()
+                .map_or(store::Layout::Private, |(values, region_words, vwords)| store::Layout::Array {
+                    values,
+                    region_words,
+                    vwords,
+                }),
+            Kind::Hash(h) => h.shared_layout().map_or(store::Layout::Private, store::Layout::Hash),
+            _ => store::Layout::Private,
         }
     }
 

@@ -16,7 +16,10 @@
 
 use std::alloc::{Layout, alloc_zeroed};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::shm::Region;
 
 /// Words in a 64-byte cache line.
 pub(crate) const LINE_WORDS: usize = 8;
@@ -24,10 +27,36 @@ pub(crate) const LINE_WORDS: usize = 8;
 /// A fixed-size, zeroed array of 64-bit words.
 #[derive(Debug)]
 pub(crate) struct Slab {
-    words: Box<[AtomicU64]>,
+    words: Backing,
     /// First word of the usable, 64-byte-aligned part of `words`.
     start: usize,
     len: usize,
+}
+
+/// Where a slab's words live: the heap, or a range of a shared region (see `store`).
+#[derive(Debug)]
+enum Backing {
+    Heap(Box<[AtomicU64]>),
+    /// `words` words from word `offset` of the region.
+    Shared { region: Arc<Region>, offset: usize, words: usize },
+}
+
+impl Backing {
+    #[inline]
+    fn all(&self) -> &[AtomicU64] {
+        match self {
+            Backing::Heap(b) => b,
+            Backing::Shared { region, offset, words } => &region.words()[*offset..*offset + *words],
+        }
+    }
+}
+
+/// Where new slabs come from: the heap, or a shared region's bump allocator.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Mem {
+    #[default]
+    Heap,
+    Shared(Arc<crate::store::Arena>),
 }
 
 impl Slab {
@@ -38,7 +67,27 @@ impl Slab {
         let words = alloc_zeroed_words(total)?;
         let addr = words.as_ptr() as usize;
         let start = (64 - addr % 64) % 64 / 8;
-        Some(Slab { words, start, len })
+        Some(Slab { words: Backing::Heap(words), start, len })
+    }
+
+    /// `len` zeroed words from `mem`.
+    pub(crate) fn zeroed_in(len: usize, mem: &Mem) -> Option<Slab> {
+        match mem {
+            Mem::Heap => Slab::zeroed(len),
+            Mem::Shared(arena) => {
+                // Region allocations are cache-line aligned already.
+                let (region, offset) = arena.alloc(len.max(1))?;
+                Some(Slab { words: Backing::Shared { region, offset, words: len.max(1) }, start: 0, len })
+            }
+        }
+    }
+
+    /// Word offset of word 0 in its shared region, for shared slabs.
+    pub(crate) fn shared_offset(&self) -> Option<usize> {
+        match &self.words {
+            Backing::Heap(_) => None,
+            Backing::Shared { offset, .. } => Some(*offset + self.start),
+        }
     }
 
     /// Number of usable words.
@@ -51,19 +100,19 @@ impl Slab {
     #[inline]
     pub(crate) fn word(&self, i: usize) -> &AtomicU64 {
         debug_assert!(i < self.len);
-        &self.words[self.start + i]
+        &self.words.all()[self.start + i]
     }
 
     /// The usable words `[i, i + n)`.
     #[inline]
     pub(crate) fn words(&self, i: usize, n: usize) -> &[AtomicU64] {
-        &self.words[self.start + i..self.start + i + n]
+        &self.words.all()[self.start + i..self.start + i + n]
     }
 
     /// Address of word 0.
     #[inline]
     pub(crate) fn base_addr(&self) -> usize {
-        self.words.as_ptr() as usize + self.start * 8
+        self.words.all().as_ptr() as usize + self.start * 8
     }
 
     /// Pointer to word `i`, valid for reads and writes of the rest of the slab for its lifetime.
@@ -74,7 +123,7 @@ impl Slab {
     #[inline]
     pub(crate) fn ptr(&self, i: usize) -> NonNull<u8> {
         assert!(i < self.len, "slab word {i} out of range");
-        let p = self.words.as_ptr().wrapping_add(self.start + i).cast::<u8>().cast_mut();
+        let p = self.words.all().as_ptr().wrapping_add(self.start + i).cast::<u8>().cast_mut();
         NonNull::new(p).expect("a pointer into a live allocation is never null")
     }
 

@@ -9,7 +9,7 @@
 
 use std::ptr::NonNull;
 
-use crate::slab::{LINE_WORDS, Slab};
+use crate::slab::{LINE_WORDS, Mem, Slab};
 
 /// The value store of one map.
 #[derive(Debug)]
@@ -27,13 +27,18 @@ impl Values {
     /// Zeroed storage for `elems` values in each of `slots` slots; `None` when the size overflows
     /// or memory is short. The byte size asked for is returned in the error for reporting.
     pub(crate) fn new(value_size: usize, elems: usize, slots: usize) -> Result<Values, usize> {
+        Self::new_in(value_size, elems, slots, &Mem::Heap)
+    }
+
+    /// As [`Values::new`], from `mem`.
+    pub(crate) fn new_in(value_size: usize, elems: usize, slots: usize, mem: &Mem) -> Result<Values, usize> {
         let vwords = value_size.div_ceil(8);
         let region_words = elems
             .checked_mul(vwords)
             .and_then(|w| w.checked_next_multiple_of(LINE_WORDS))
             .ok_or(usize::MAX)?;
         let total = region_words.checked_mul(slots).ok_or(usize::MAX)?;
-        let slab = Slab::zeroed(total).ok_or(total.saturating_mul(8))?;
+        let slab = Slab::zeroed_in(total, mem).ok_or(total.saturating_mul(8))?;
         Ok(Values { slab, value_size, vwords, elems, region_words })
     }
 
@@ -41,6 +46,12 @@ impl Values {
     #[inline]
     fn word(&self, elem: usize, slot: usize) -> usize {
         slot * self.region_words + elem * self.vwords
+    }
+
+    /// `(word offset in the shared region, words per slot region, words per value)` for values
+    /// in a shared region.
+    pub(crate) fn shared_layout(&self) -> Option<(usize, usize, usize)> {
+        Some((self.slab.shared_offset()?, self.region_words, self.vwords))
     }
 
     /// Pointer to value `(elem, slot)`.
