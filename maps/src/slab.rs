@@ -31,7 +31,16 @@ pub(crate) struct Slab {
     /// First word of the usable, 64-byte-aligned part of `words`.
     start: usize,
     len: usize,
+    /// `words.all()[start..]`'s first word, cached: the hot paths then cost the same for heap
+    /// and shared slabs (no backing match, no re-slicing).
+    base: NonNull<AtomicU64>,
 }
+
+// SAFETY: `base` points into the memory `words` owns (a `Box` or an `Arc<Region>`, both `Send`
+// and `Sync`) and is only ever turned into `&AtomicU64`s, which are `Sync`.
+unsafe impl Send for Slab {}
+// SAFETY: as above.
+unsafe impl Sync for Slab {}
 
 /// Where a slab's words live: the heap, or a range of a shared region (see `store`).
 #[derive(Debug)]
@@ -67,7 +76,7 @@ impl Slab {
         let words = alloc_zeroed_words(total)?;
         let addr = words.as_ptr() as usize;
         let start = (64 - addr % 64) % 64 / 8;
-        Some(Slab { words: Backing::Heap(words), start, len })
+        Some(Slab::with(Backing::Heap(words), start, len))
     }
 
     /// `len` zeroed words from `mem`.
@@ -77,9 +86,18 @@ impl Slab {
             Mem::Shared(arena) => {
                 // Region allocations are cache-line aligned already.
                 let (region, offset) = arena.alloc(len.max(1))?;
-                Some(Slab { words: Backing::Shared { region, offset, words: len.max(1) }, start: 0, len })
+                Some(Slab::with(Backing::Shared { region, offset, words: len.max(1) }, 0, len))
             }
         }
+    }
+
+    fn with(words: Backing, start: usize, len: usize) -> Slab {
+        let all = words.all();
+        assert!(start + len <= all.len(), "slab range inside its backing");
+        // `wrapping_add` within (or one past) the allocation keeps the slice's provenance.
+        let base = NonNull::from(all).cast::<AtomicU64>().as_ptr().wrapping_add(start);
+        let base = NonNull::new(base).expect("a pointer into a live allocation is never null");
+        Slab { words, start, len, base }
     }
 
     /// Word offset of word 0 in its shared region, for shared slabs.
@@ -99,20 +117,24 @@ impl Slab {
     /// so a panic here is a bug in this crate, never bad input.
     #[inline]
     pub(crate) fn word(&self, i: usize) -> &AtomicU64 {
-        debug_assert!(i < self.len);
-        &self.words.all()[self.start + i]
+        assert!(i < self.len, "slab word {i} out of range");
+        // SAFETY: `i < len` and `base..base + len` lies inside the backing (checked in `with`),
+        // which `self` keeps alive and never moves; the word is initialized (zeroed at creation,
+        // then written only atomically or through program pointers into `UnsafeCell` memory), and
+        // only shared references are made.
+        unsafe { &*self.base.as_ptr().add(i) }
     }
 
     /// The usable words `[i, i + n)`.
     #[inline]
     pub(crate) fn words(&self, i: usize, n: usize) -> &[AtomicU64] {
-        &self.words.all()[self.start + i..self.start + i + n]
+        &self.words.all()[self.start..self.start + self.len][i..i + n]
     }
 
     /// Address of word 0.
     #[inline]
     pub(crate) fn base_addr(&self) -> usize {
-        self.words.all().as_ptr() as usize + self.start * 8
+        self.base.as_ptr() as usize
     }
 
     /// Pointer to word `i`, valid for reads and writes of the rest of the slab for its lifetime.
@@ -123,7 +145,7 @@ impl Slab {
     #[inline]
     pub(crate) fn ptr(&self, i: usize) -> NonNull<u8> {
         assert!(i < self.len, "slab word {i} out of range");
-        let p = self.words.all().as_ptr().wrapping_add(self.start + i).cast::<u8>().cast_mut();
+        let p = self.base.as_ptr().wrapping_add(i).cast::<u8>();
         NonNull::new(p).expect("a pointer into a live allocation is never null")
     }
 
