@@ -163,7 +163,6 @@ pub(crate) extern "C" fn atomic_slow(
 }
 
 /// Any helper, through the interpreter's implementation.
-#[expect(clippy::too_many_arguments, reason = "the helper's registers, as the C ABI passes them")]
 pub(crate) extern "C" fn helper<C: Context>(
     e: *mut Env<'_>,
     id: u64,
