@@ -234,3 +234,43 @@ fn lru_hash_under_pressure_keeps_its_promises() {
     assert!(k.entries().unwrap().len() <= 32);
     assert!(ours.entries().len() <= 32);
 }
+
+#[test]
+fn devmaps_match_the_kernel() {
+    // Interface 1 is the loopback device, which exists everywhere; ifindex 0 empties a DEVMAP
+    // slot and is refused by DEVMAP_HASH. Values of 8 bytes carry a program fd of 0 (none).
+    for (t, value_size) in
+        [(map_type::DEVMAP, 4), (map_type::DEVMAP, 8), (map_type::DEVMAP_HASH, 4), (map_type::DEVMAP_HASH, 8)]
+    {
+        let (k, ours) = both(def(t, 4, value_size, 4, 0));
+        let mut rng = 0x5eed_u64 + u64::from(t) * 7 + u64::from(value_size);
+        for step in 0..300 {
+            let r = xorshift(&mut rng);
+            let key = ((r % 6) as u32).to_ne_bytes();
+            let ifindex: u32 = if (r >> 8) % 4 == 0 { 0 } else { 1 };
+            let mut value = vec![0u8; value_size as usize];
+            value[..4].copy_from_slice(&ifindex.to_ne_bytes());
+            let flags = [BPF_ANY, BPF_NOEXIST, BPF_EXIST, 5][((r >> 16) % 4) as usize];
+            match (r >> 24) % 3 {
+                0 => {
+                    let (a, b) = (kerr(&k.update(&key, &value, flags)), ourerr(&ours.update_user(&key, &value, flags)));
+                    assert_eq!(a, b, "type {t}/{value_size} step {step}: update ifindex {ifindex} flags {flags}");
+                }
+                1 => assert_eq!(
+                    kerr(&k.delete(&key)),
+                    ourerr(&ours.delete(&key)),
+                    "type {t}/{value_size} step {step}: delete"
+                ),
+                _ => {
+                    let a = k.lookup(&key).unwrap().map(|v| v.concat());
+                    assert_eq!(a, ours.lookup_user(&key).ok(), "type {t}/{value_size} step {step}: lookup");
+                }
+            }
+        }
+        let mut theirs = k.entries().unwrap();
+        let mut mine = ours.entries();
+        theirs.sort();
+        mine.sort();
+        assert_eq!(mine, theirs, "type {t}/{value_size}: contents");
+    }
+}
