@@ -9,5 +9,11 @@
 /// programs): `<target>/bpf`.
 pub const BPF_OBJ_DIR: &str = env!("BPF_OBJ_DIR");
 
+pub mod backend;
+pub mod config;
 pub mod kernel;
+pub mod lab;
 pub mod prog_run;
+pub mod runtime;
+pub mod stats;
+pub mod worker;

@@ -12,7 +12,13 @@ use dataplane::prog_run::{self, Engine, RunRequest};
 #[command(name = "dataplane", version, about = "Run unmodified XDP programs in userspace")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Run the dataplane described by this config file (as `dataplane run --config FILE`).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// With --config: stop after this many seconds (default: at Ctrl-C).
+    #[arg(long, global = true)]
+    duration: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -20,6 +26,8 @@ enum Command {
     /// Load, inspect and run eBPF programs.
     #[command(subcommand)]
     Prog(ProgCommand),
+    /// Run the dataplane described by --config FILE until Ctrl-C or --duration.
+    Run,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,7 +93,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
+    let Some(command) = cli.command else { return run_config(cli.config.as_deref(), cli.duration) };
+    match command {
+        Command::Run => run_config(cli.config.as_deref(), cli.duration),
         Command::Prog(ProgCommand::Dump { object, program }) => {
             let text = prog_run::dump(&object, program.as_deref())?;
             std::io::stdout().lock().write_all(text.as_bytes())?;
@@ -114,4 +124,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `dataplane --config FILE [--duration SECS]`: until Ctrl-C (SIGINT/SIGTERM) or the duration.
+fn run_config(config: Option<&std::path::Path>, duration: Option<f64>) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    let config = config.context("no config: use `dataplane --config FILE` (or a subcommand; see --help)")?;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let duration = match duration {
+        Some(d) if !(d > 0.0 && d < 1e9) => anyhow::bail!("--duration must be a positive number of seconds"),
+        d => d.map(std::time::Duration::from_secs_f64),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("cannot install the Ctrl-C handler")?;
+    let opts = dataplane::runtime::RunOptions { duration, no_program: false };
+    dataplane::runtime::run_file(config, &opts, &stop)?;
+    Ok(())
 }

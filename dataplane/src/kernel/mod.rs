@@ -181,6 +181,61 @@ impl KernelProgram {
     }
 }
 
+/// How an XDP program is attached to an interface (`XDP_FLAGS_*_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// In the driver (`XDP_FLAGS_DRV_MODE`): veth and most NICs support it.
+    Native,
+    /// Generic XDP on the skb (`XDP_FLAGS_SKB_MODE`): works on every interface, slower.
+    Skb,
+}
+
+impl XdpMode {
+    fn flags(self) -> u32 {
+        match self {
+            XdpMode::Skb => 1 << 1,
+            XdpMode::Native => 1 << 2,
+        }
+    }
+}
+
+/// An XDP program attached to an interface through a bpf link. Dropping it detaches the
+/// program; so does the process ending in any way (the kernel closes the link with the last
+/// descriptor), which is why nothing stays attached after a crash or `SIGKILL`.
+#[derive(Debug)]
+pub struct XdpLink {
+    fd: OwnedFd,
+    ifindex: u32,
+}
+
+impl XdpLink {
+    /// The interface the program is attached to.
+    #[must_use]
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+}
+
+impl AsFd for XdpLink {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl KernelProgram {
+    /// Attaches this (XDP) program to interface `ifindex` with `BPF_LINK_CREATE`.
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::Syscall`] (`BPF_LINK_CREATE`) when the interface does not exist, already
+    /// has an XDP program (`EBUSY`/`EEXIST`), or the driver lacks the mode (`EOPNOTSUPP`).
+    pub fn attach_xdp(&self, ifindex: u32, mode: XdpMode) -> Result<XdpLink, KernelError> {
+        let fd = sys::link_create_xdp(self.fd.as_fd(), ifindex, mode.flags())
+            .map_err(syscall("BPF_LINK_CREATE"))?;
+        Ok(XdpLink { fd, ifindex })
+    }
+}
+
 impl AsFd for KernelProgram {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

@@ -25,7 +25,11 @@ mod cmd {
     pub const PROG_TEST_RUN: libc::c_long = 10;
     pub const MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
     pub const MAP_FREEZE: libc::c_long = 22;
+    pub const LINK_CREATE: libc::c_long = 28;
 }
+
+/// `BPF_XDP`, the XDP attach type of `enum bpf_attach_type`.
+const ATTACH_TYPE_XDP: u32 = 37;
 
 /// Length of the kernel's object names (`BPF_OBJ_NAME_LEN`), NUL included.
 pub(super) const OBJ_NAME_LEN: usize = 16;
@@ -122,6 +126,16 @@ struct TestRunAttr {
     _pad: u32,
 }
 
+/// The `BPF_LINK_CREATE` member, up to `flags` (the rest of the union is zero-filled).
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+}
+
 // The layouts above must be the kernel's; these offsets are the ones `bpf.h` implies.
 const _: () = {
     assert!(size_of::<MapCreateAttr>() == 72);
@@ -134,6 +148,7 @@ const _: () = {
     assert!(std::mem::offset_of!(ProgLoadAttr, log_true_size) == 140);
     assert!(size_of::<TestRunAttr>() == 80);
     assert!(std::mem::offset_of!(TestRunAttr, flags) == 64);
+    assert!(size_of::<LinkCreateAttr>() == 16);
 };
 
 /// Calls `bpf(cmd, attr, sizeof attr)`; returns the non-negative result or the errno.
@@ -390,6 +405,22 @@ pub(super) fn prog_test_run(
     // borrowed `data_out` (it fails with ENOSPC rather than write more); no context buffers.
     unsafe { bpf(cmd::PROG_TEST_RUN, &mut attr) }?;
     Ok(TestRunOut { retval: attr.retval, size_out: attr.data_size_out, duration: attr.duration })
+}
+
+/// `BPF_LINK_CREATE` of an XDP link: attaches `prog` to interface `ifindex` with the
+/// `XDP_FLAGS_*` mode bits in `flags`. The link (and with it the attachment) lives as long as the
+/// returned descriptor: closing it, or the process dying, detaches the program.
+pub(super) fn link_create_xdp(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
+    let mut attr = LinkCreateAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: ATTACH_TYPE_XDP,
+        flags,
+    };
+    // SAFETY: the link-create attribute holds no pointer, only descriptors and integers.
+    let fd = unsafe { bpf(cmd::LINK_CREATE, &mut attr) }?;
+    // SAFETY: a successful BPF_LINK_CREATE returns a new link fd owned by nobody yet.
+    Ok(unsafe { owned(fd) })
 }
 
 /// Restricts the calling thread to `cpu`.

@@ -1,0 +1,137 @@
+//! Packets per second through a veth pair: our dataplane (AF_XDP, the configured engine) against
+//! the kernel running the same object as native XDP on the same interface, alternating round
+//! by round in one run.
+//!
+//! Set-up per program: a namespace and veth pair of our own; the peer end (in the namespace)
+//! sends the lab's frames flat out from one AF_PACKET thread and counts, in a native XDP sink on
+//! the peer, the frames that come back. A round attaches one contestant to the other end for a
+//! fixed window and reports returned frames per second. Programs: every `configs/bpf/*.c`
+//! object whose first program returns `XDP_TX` for the lab's traffic (xdp_counter, the
+//! balancer), plus "no program" — ours with no program at all (the worker loop alone) against a
+//! kernel program that is just `return XDP_TX`.
+//!
+//! `cargo bench -p benches --bench throughput` (as root): 3 rounds of 3 s each; `-- --quick`:
+//! 1 round of 1 s.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dataplane::backend::{self, Sink};
+use dataplane::config::Config;
+use dataplane::kernel::{KernelProgram, XdpMode};
+use dataplane::lab::{self, Lab};
+use dataplane::runtime::{self, RunOptions};
+use xdp_vm::elf::{Object, ProgramKind, ProgramSpec};
+use xdp_vm::insn::Insn;
+
+fn tx_only() -> Object {
+    Object {
+        license: "GPL".into(),
+        maps: vec![],
+        programs: vec![ProgramSpec {
+            name: "tx_only".into(),
+            section: "xdp".into(),
+            kind: ProgramKind::Xdp,
+            insns: vec![Insn::new(0xb7, 0, 0, 0, 3), Insn::new(0x95, 0, 0, 0, 0)],
+        }],
+    }
+}
+
+struct Setup {
+    lab: Lab,
+    sink: Sink,
+}
+
+fn setup(tag: &str) -> anyhow::Result<Setup> {
+    let pid = std::process::id() % 100_000;
+    let (ns, a, b) = (format!("dpb{pid}{tag}"), format!("db{pid}{tag}a"), format!("db{pid}{tag}b"));
+    let lab = Lab::create(&ns, &a, &b, 1)?;
+    let peer = b.clone();
+    let sink = lab
+        .in_namespace(move || -> anyhow::Result<Sink> {
+            let mut s = Sink::load(false)?;
+            s.attach(backend::sys::ifindex_here(&peer)?)?;
+            Ok(s)
+        })
+        .map_err(anyhow::Error::from)??;
+    Ok(Setup { lab, sink })
+}
+
+/// Returned frames per second over `window`, with traffic flowing.
+fn measure(s: &Setup, window: Duration) -> anyhow::Result<f64> {
+    let (stop, _sent, h) = lab::spawn_generator(&s.lab, 16, 0)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let c0 = s.sink.count();
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let pps = (s.sink.count() - c0) as f64 / t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = h.join();
+    Ok(pps)
+}
+
+fn kernel_round(s: &Setup, obj: &Object, window: Duration) -> anyhow::Result<f64> {
+    let prog = KernelProgram::load(obj, &obj.programs[0])?;
+    let idx = backend::ifindex(&s.lab.interface).ok_or_else(|| anyhow::anyhow!("no interface"))?;
+    let _link = prog.attach_xdp(idx, XdpMode::Native)?;
+    measure(s, window)
+}
+
+fn our_round(s: &Setup, object: Option<&Path>, window: Duration) -> anyhow::Result<(f64, (u64, u64))> {
+    let object = object.map_or_else(|| PathBuf::from(dataplane::BPF_OBJ_DIR).join("xdp_counter.o"), Path::to_path_buf);
+    let cfg = Config::parse(&format!(
+        "[program]\nobject = {:?}\n[[ports]]\ninterface = {:?}\n[stats]\ninterval = 0\n",
+        object.display().to_string(),
+        s.lab.interface
+    ))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = RunOptions { duration: None, no_program: false };
+    let opts = RunOptions { no_program: object.ends_with("xdp_counter.o") && NO_PROGRAM.load(Ordering::Relaxed), ..opts };
+    let st = stop.clone();
+    let h = std::thread::spawn(move || runtime::run(&cfg, &opts, &st));
+    std::thread::sleep(Duration::from_millis(500));
+    let pps = measure(s, window);
+    stop.store(true, Ordering::Relaxed);
+    let summary = h.join().map_err(|_| anyhow::anyhow!("dataplane thread panicked"))??;
+    Ok((pps?, summary.frame_ns))
+}
+
+static NO_PROGRAM: AtomicBool = AtomicBool::new(false);
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, window) = if quick { (1, Duration::from_secs(1)) } else { (3, Duration::from_secs(3)) };
+    let dir = Path::new(dataplane::BPF_OBJ_DIR);
+    let mut cases: Vec<(String, Option<PathBuf>, Object)> = Vec::new();
+    for name in ["xdp_counter", "xdp_balancer"] {
+        let path = dir.join(format!("{name}.o"));
+        if let Ok(bytes) = std::fs::read(&path) {
+            cases.push((name.into(), Some(path), Object::parse(&bytes)?));
+        }
+    }
+    cases.push(("no program (worker loop)".into(), None, tx_only()));
+    println!("pps back through a veth pair, {rounds} round(s) of {window:?}, ours (AF_XDP, jit, copy mode) vs kernel native XDP");
+    println!("| program | ours | kernel native XDP | ours / kernel | ours, worker ns/frame p50 |");
+    println!("|---|---|---|---|---|");
+    for (i, (name, path, obj)) in cases.iter().enumerate() {
+        let s = setup(&i.to_string())?;
+        NO_PROGRAM.store(path.is_none(), Ordering::Relaxed);
+        let (mut ours, mut kern, mut ns) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let (pps, frame_ns) = our_round(&s, path.as_deref(), window)?;
+            ours.push(pps);
+            ns.push(frame_ns.0 as f64);
+            kern.push(kernel_round(&s, obj, window)?);
+        }
+        let (o, k) = (median(&mut ours), median(&mut kern));
+        println!("| {name} | {:.0} | {:.0} | {:.2}x | {:.0} |", o, k, o / k.max(1.0), median(&mut ns));
+    }
+    Ok(())
+}

@@ -1,0 +1,447 @@
+//! `dataplane --config FILE`: the TOML configuration, checked in full before anything touches an
+//! interface.
+//!
+//! Unknown keys and bad values are errors that name the key's path (`ports[0].queues`), so a
+//! typo never silently falls back to a default. Every field is documented in the README's
+//! "Configuration" section; `configs/xdp.toml` is the shipped example.
+//!
+//! ```
+//! let cfg = dataplane::config::Config::parse(r#"
+//!     [program]
+//!     object = "target/bpf/xdp_counter.o"
+//!     [[ports]]
+//!     interface = "eth1"
+//! "#).unwrap();
+//! assert_eq!(cfg.ports[0].queues, vec![0]);
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A configuration problem, naming the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a value of the wrong type.
+    #[error("config {path}: {message}")]
+    Syntax { path: String, message: String },
+    /// A value of the right type that is out of range or inconsistent with another.
+    #[error("config key {key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The XDP program to run.
+    pub program: ProgramConfig,
+    /// The interfaces and queues to run it on.
+    pub ports: Vec<PortConfig>,
+    #[serde(default)]
+    pub workers: WorkersConfig,
+    #[serde(default)]
+    pub stats: StatsConfig,
+    /// What `XDP_PASS` does.
+    #[serde(default)]
+    pub pass: PassAction,
+    /// Run in a namespace and veth pair of our own, with generated traffic.
+    pub lab: Option<LabConfig>,
+}
+
+/// `[program]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramConfig {
+    /// The clang-built object; relative paths are relative to the working directory.
+    pub object: PathBuf,
+    /// The program in the object (default: its first).
+    pub name: Option<String>,
+    #[serde(default)]
+    pub engine: EngineKind,
+    /// `const volatile` (and other global) overrides: variable name -> integer (written in the
+    /// variable's size, little-endian) or `"hex:..."` raw bytes.
+    #[serde(default)]
+    pub globals: BTreeMap<String, GlobalValue>,
+}
+
+/// A global variable's new value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum GlobalValue {
+    Int(i64),
+    Text(String),
+}
+
+/// The engine that runs the program.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Interp,
+    #[default]
+    Jit,
+}
+
+/// `[[ports]]`: one interface.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortConfig {
+    pub interface: String,
+    /// Queue ids; one AF_XDP socket and one worker each.
+    #[serde(default = "default_queues")]
+    pub queues: Vec<u32>,
+    #[serde(default)]
+    pub attach: AttachMode,
+    #[serde(default)]
+    pub zero_copy: ZeroCopy,
+    /// Descriptors in the RX and TX rings (power of two).
+    #[serde(default = "default_ring")]
+    pub rx_ring: u32,
+    #[serde(default = "default_ring")]
+    pub tx_ring: u32,
+    /// Descriptors in the fill and completion rings (power of two).
+    #[serde(default = "default_fill")]
+    pub fill_ring: u32,
+    #[serde(default = "default_ring")]
+    pub completion_ring: u32,
+    /// UMEM frames per socket.
+    #[serde(default = "default_frames")]
+    pub umem_frames: u32,
+    /// Bytes per UMEM frame: 2048 or 4096.
+    #[serde(default = "default_frame_size")]
+    pub frame_size: u32,
+    /// Frames per RX/TX burst, 1..=256.
+    #[serde(default = "default_batch")]
+    pub batch: u32,
+}
+
+fn default_queues() -> Vec<u32> {
+    vec![0]
+}
+fn default_ring() -> u32 {
+    2048
+}
+fn default_fill() -> u32 {
+    4096
+}
+fn default_frames() -> u32 {
+    8192
+}
+fn default_frame_size() -> u32 {
+    4096
+}
+fn default_batch() -> u32 {
+    64
+}
+
+/// How the redirect program is attached (`XDP_FLAGS_DRV_MODE` / `XDP_FLAGS_SKB_MODE`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    #[default]
+    Native,
+    Skb,
+}
+
+/// Whether the socket binds in zero-copy mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZeroCopy {
+    /// Zero-copy when the driver supports it, copy mode otherwise.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+/// `[workers]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// CPUs to pin workers to, in (port, queue) order, reused round-robin when there are more
+    /// queues than cores. Empty: worker `i` on CPU `i % online CPUs`.
+    #[serde(default)]
+    pub cores: Vec<usize>,
+}
+
+/// `[stats]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsConfig {
+    /// Seconds between stats lines (0 turns them off; the summary is always printed).
+    #[serde(default = "default_interval")]
+    pub interval: f64,
+    /// Print every map's contents (as `prog run --json` does) as one JSON line at exit.
+    #[serde(default)]
+    pub maps_at_exit: bool,
+}
+
+fn default_interval() -> f64 {
+    1.0
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self { interval: default_interval(), maps_at_exit: false }
+    }
+}
+
+/// What happens to a frame the program passes to the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PassAction {
+    /// Dropped and counted.
+    #[default]
+    Drop,
+    /// Written to a TAP device per port (`dp-<interface>`), into the kernel's stack.
+    Tap,
+}
+
+/// `[lab]`: a network namespace and veth pair of our own, and traffic into it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabConfig {
+    /// The namespace to create (must not exist).
+    #[serde(default = "default_netns")]
+    pub namespace: String,
+    /// The veth end the dataplane runs on, in the current namespace (the port's interface).
+    #[serde(default = "default_veth")]
+    pub interface: String,
+    /// The other end, moved into the namespace; traffic is sent from it.
+    #[serde(default = "default_peer")]
+    pub peer: String,
+    /// Frames per second to send (0: as fast as one thread can).
+    #[serde(default = "default_rate")]
+    pub rate: u64,
+    /// UDP flows (source ports) sent besides the ICMP echo frames.
+    #[serde(default = "default_flows")]
+    pub flows: usize,
+}
+
+fn default_netns() -> String {
+    "dp-lab".into()
+}
+fn default_veth() -> String {
+    "dp-lab0".into()
+}
+fn default_peer() -> String {
+    "dp-lab1".into()
+}
+fn default_rate() -> u64 {
+    10_000
+}
+fn default_flows() -> usize {
+    16
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and the key.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.display().to_string(), message },
+            other => other,
+        })
+    }
+
+    /// Parses and checks config text.
+    ///
+    /// # Errors
+    /// [`ConfigError::Syntax`] for TOML errors, unknown keys and wrong types (with the key's
+    /// path), [`ConfigError::Invalid`] for values out of range.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let msg = inner.message().trim().to_string();
+            let message = if path.is_empty() || path == "." { msg } else { format!("key {path}: {msg}") };
+            ConfigError::Syntax { path: "<text>".into(), message }
+        })?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.ports.is_empty() {
+            return Err(invalid("ports", "at least one [[ports]] entry is needed"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            let key = |k: &str| format!("ports[{i}].{k}");
+            if p.interface.is_empty() || p.interface.len() > 15 {
+                return Err(invalid(key("interface"), "an interface name has 1 to 15 characters"));
+            }
+            if !seen.insert(p.interface.clone()) {
+                return Err(invalid(key("interface"), format!("{} is configured twice", p.interface)));
+            }
+            if p.queues.is_empty() {
+                return Err(invalid(key("queues"), "at least one queue"));
+            }
+            let mut qs = p.queues.clone();
+            qs.sort_unstable();
+            qs.dedup();
+            if qs.len() != p.queues.len() {
+                return Err(invalid(key("queues"), "a queue is listed twice"));
+            }
+            for (name, v) in [
+                ("rx_ring", p.rx_ring),
+                ("tx_ring", p.tx_ring),
+                ("fill_ring", p.fill_ring),
+                ("completion_ring", p.completion_ring),
+            ] {
+                if !v.is_power_of_two() || !(64..=65536).contains(&v) {
+                    return Err(invalid(key(name), format!("{v} is not a power of two in 64..=65536")));
+                }
+            }
+            if p.frame_size != 2048 && p.frame_size != 4096 {
+                return Err(invalid(key("frame_size"), format!("{} is neither 2048 nor 4096", p.frame_size)));
+            }
+            if p.umem_frames < p.fill_ring + p.batch || p.umem_frames > 1 << 20 {
+                return Err(invalid(
+                    key("umem_frames"),
+                    format!(
+                        "{} frames cannot keep a {}-entry fill ring full and still transmit (need fill_ring + batch .. 1048576)",
+                        p.umem_frames, p.fill_ring
+                    ),
+                ));
+            }
+            if !(1..=256).contains(&p.batch) {
+                return Err(invalid(key("batch"), format!("{} is not in 1..=256", p.batch)));
+            }
+        }
+        if !(self.stats.interval >= 0.0 && self.stats.interval <= 3600.0) {
+            return Err(invalid("stats.interval", "seconds in 0..=3600"));
+        }
+        for (name, v) in &self.program.globals {
+            if let GlobalValue::Text(t) = v
+                && parse_hex(t.strip_prefix("hex:").unwrap_or("x")).is_none()
+            {
+                return Err(invalid(format!("program.globals.{name}"), "an integer or \"hex:<bytes>\""));
+            }
+        }
+        if let Some(lab) = &self.lab {
+            for (k, v) in [("lab.namespace", &lab.namespace), ("lab.interface", &lab.interface), ("lab.peer", &lab.peer)] {
+                if v.is_empty() || v.len() > 15 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    return Err(invalid(k, format!("{v:?}: 1 to 15 characters of [A-Za-z0-9_-]")));
+                }
+            }
+            if !self.ports.iter().any(|p| p.interface == lab.interface) {
+                return Err(invalid("lab.interface", format!("{} is not one of the [[ports]]", lab.interface)));
+            }
+            if !(1..=4096).contains(&lab.flows) {
+                return Err(invalid("lab.flows", "1..=4096"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every (port index, queue) pair, in worker order.
+    #[must_use]
+    pub fn queues(&self) -> Vec<(usize, u32)> {
+        self.ports.iter().enumerate().flat_map(|(i, p)| p.queues.iter().map(move |&q| (i, q))).collect()
+    }
+}
+
+impl GlobalValue {
+    /// The bytes to write into a variable of `size` bytes.
+    ///
+    /// # Errors
+    /// A reason when the value does not fit.
+    pub fn bytes(&self, size: usize) -> Result<Vec<u8>, String> {
+        match self {
+            GlobalValue::Int(v) => {
+                let bytes = v.to_le_bytes();
+                if size > 8 {
+                    return Err(format!("an integer cannot fill a {size}-byte variable; use \"hex:...\""));
+                }
+                let fits = bytes[size..].iter().all(|&b| b == 0) || bytes[size..].iter().all(|&b| b == 0xff);
+                if !fits {
+                    return Err(format!("{v} does not fit in {size} bytes"));
+                }
+                Ok(bytes[..size].to_vec())
+            }
+            GlobalValue::Text(t) => {
+                parse_hex(t.strip_prefix("hex:").unwrap_or("x")).ok_or_else(|| "not hex".to_string())
+            }
+        }
+    }
+}
+
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "[program]\nobject = \"x.o\"\n[[ports]]\ninterface = \"eth1\"\n";
+
+    #[test]
+    fn defaults() {
+        let c = Config::parse(MIN).unwrap();
+        let p = &c.ports[0];
+        assert_eq!((p.queues.clone(), p.attach, p.zero_copy, p.batch), (vec![0], AttachMode::Native, ZeroCopy::Auto, 64));
+        assert_eq!(c.pass, PassAction::Drop);
+        assert_eq!(c.program.engine, EngineKind::Jit);
+        assert!(c.lab.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_name_their_path() {
+        let e = Config::parse(&format!("{MIN}rx_rnig = 5\n")).unwrap_err().to_string();
+        assert!(e.contains("ports[0]") && e.contains("rx_rnig"), "{e}");
+        let e = Config::parse("[program]\nobject = \"x.o\"\nengin = \"jit\"\n[[ports]]\ninterface = \"a\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("program") && e.contains("engin"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_path() {
+        let e = Config::parse(&format!("{MIN}attach = \"driver\"\n")).unwrap_err().to_string();
+        assert!(e.contains("ports[0].attach"), "{e}");
+        let e = Config::parse(&format!("{MIN}rx_ring = 1000\n")).unwrap_err().to_string();
+        assert!(e.contains("ports[0].rx_ring"), "{e}");
+        let e = Config::parse(&format!("{MIN}queues = []\n")).unwrap_err().to_string();
+        assert!(e.contains("ports[0].queues"), "{e}");
+        let e = Config::parse("[program]\nobject = \"x.o\"\nports = []\n").unwrap_err().to_string();
+        assert!(e.contains("ports"), "{e}");
+        let e = Config::parse(&format!("{MIN}[lab]\ninterface = \"other\"\n")).unwrap_err().to_string();
+        assert!(e.contains("lab.interface"), "{e}");
+    }
+
+    #[test]
+    fn global_values() {
+        assert_eq!(GlobalValue::Int(0x1234).bytes(2).unwrap(), vec![0x34, 0x12]);
+        assert_eq!(GlobalValue::Int(-1).bytes(4).unwrap(), vec![0xff; 4]);
+        assert!(GlobalValue::Int(0x1_0000).bytes(2).is_err());
+        assert_eq!(GlobalValue::Text("hex:0a0b".into()).bytes(2).unwrap(), vec![10, 11]);
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let text = include_str!("../../configs/xdp.toml");
+        let c = Config::parse(text).unwrap();
+        assert!(c.lab.is_some());
+    }
+}

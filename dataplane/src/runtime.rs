@@ -1,0 +1,329 @@
+//! `dataplane --config FILE`: loads the program, opens the ports, runs one pinned worker per
+//! queue, prints stats, and tears everything down — in that order, with every step undone by a
+//! drop when a later one fails.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use xdp_vm::elf::{Object, ProgramKind};
+use xdp_vm::{Program, Xdp, create_maps};
+
+use crate::backend::{self, BackendError, Sink};
+use crate::config::{Config, ConfigError, PassAction};
+use crate::lab::{self, Lab, LabError};
+use crate::stats::{self, Snapshot, WorkerCounters};
+use crate::worker::{Engine, EngineError, PassTo, Worker};
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}")]
+    Object {
+        path: String,
+        #[source]
+        source: xdp_vm::elf::ElfError,
+    },
+    #[error("config key program.globals.{name}: {reason}")]
+    Global { name: String, reason: String },
+    #[error("program {name} is not an XDP program (section {section})")]
+    NotXdp { name: String, section: String },
+    #[error("cannot load program {name}")]
+    Load {
+        name: String,
+        #[source]
+        source: xdp_vm::LoadError,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Lab(#[from] LabError),
+    #[error("cannot create TAP device {name} for XDP_PASS")]
+    Tap {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Options from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stop after this long (default: until `stop`).
+    pub duration: Option<Duration>,
+    /// Run no program: every frame goes straight back out, to measure the loop alone.
+    pub no_program: bool,
+}
+
+/// What a run did, for the summary and for tests.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub totals: Snapshot,
+    pub per_queue: Vec<(String, Snapshot)>,
+    pub seconds: f64,
+    /// Frames not accounted for at exit (must be 0).
+    pub leaked_frames: usize,
+    /// Lab mode: frames sent from the peer and frames that came back to it.
+    pub lab: Option<(u64, u64)>,
+    /// Worker time per frame between RX and TX (program included), ns: p50 and p99.
+    pub frame_ns: (u64, u64),
+}
+
+/// Loads the object of `cfg` with its overrides and binds the program to fresh maps with
+/// `slots` per-CPU slots.
+///
+/// # Errors
+/// [`RunError`] for an unreadable or malformed object, a bad override or a program `xdp-vm`
+/// refuses.
+pub fn load_program(cfg: &Config, slots: usize) -> Result<(Object, Program<Xdp>), RunError> {
+    let path = &cfg.program.object;
+    let bytes = std::fs::read(path).map_err(|source| RunError::Read { path: path.display().to_string(), source })?;
+    let mut obj = Object::parse(&bytes).map_err(|source| RunError::Object { path: path.display().to_string(), source })?;
+    for (name, value) in &cfg.program.globals {
+        let size = obj
+            .maps
+            .iter()
+            .flat_map(|m| m.vars.iter())
+            .find(|v| &v.name == name)
+            .map(|v| v.size)
+            .ok_or_else(|| RunError::Global { name: name.clone(), reason: "no such global variable in the object".into() })?;
+        let bytes = value.bytes(size).map_err(|reason| RunError::Global { name: name.clone(), reason })?;
+        obj.set_global(name, &bytes).map_err(|e| RunError::Global { name: name.clone(), reason: e.to_string() })?;
+    }
+    let spec = obj
+        .program(cfg.program.name.as_deref())
+        .map_err(|source| RunError::Object { path: path.display().to_string(), source })?
+        .clone();
+    if spec.kind != ProgramKind::Xdp {
+        return Err(RunError::NotXdp { name: spec.name, section: spec.section });
+    }
+    let maps = create_maps(&obj, slots).map_err(|source| RunError::Load { name: spec.name.clone(), source })?;
+    let prog = Program::new(&spec, &maps).map_err(|source| RunError::Load { name: spec.name.clone(), source })?;
+    Ok((obj, prog))
+}
+
+fn tap_name(interface: &str) -> String {
+    let mut n = format!("dp-{interface}");
+    n.truncate(15);
+    n
+}
+
+/// Runs the dataplane described by `cfg` until `stop` is set or the duration passes.
+///
+/// # Errors
+/// [`RunError`] when anything fails before the workers start; nothing stays attached or
+/// created.
+pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Summary, RunError> {
+    let mut err = std::io::stderr();
+    for line in lab::cleanup_stale() {
+        let _ = writeln!(err, "dataplane: {line}");
+    }
+    let queues = cfg.queues();
+    let slots = queues.len() + 1;
+    let (obj, prog) = load_program(cfg, slots)?;
+    let engine_kind = cfg.program.engine;
+    // Compile once before touching an interface, so a refusal leaves nothing behind.
+    Engine::new(engine_kind, &prog)?;
+
+    let lab = match &cfg.lab {
+        Some(l) => {
+            let nq = cfg.ports.iter().find(|p| p.interface == l.interface).map_or(1, |p| p.queues.iter().max().map_or(1, |m| m + 1));
+            Some(Lab::create(&l.namespace, &l.interface, &l.peer, nq)?)
+        }
+        None => None,
+    };
+    // Lab: count what comes back to the peer, in XDP on the peer, and let it go no further.
+    let sink = match &lab {
+        Some(l) => {
+            let peer = l.peer.clone();
+            let s = l
+                .in_namespace(move || -> Result<Sink, String> {
+                    let mut s = Sink::load(false).map_err(|e| e.to_string())?;
+                    let idx = backend::sys::ifindex_here(&peer).map_err(|e| e.to_string())?;
+                    s.attach(idx).map_err(|e| e.to_string())?;
+                    Ok(s)
+                })
+                .ok()
+                .and_then(Result::ok);
+            if s.is_none() {
+                let _ = writeln!(err, "warning: lab: no counting program on the peer; returned frames are not counted");
+            }
+            s
+        }
+        None => None,
+    };
+
+    let mut ports = Vec::new();
+    let mut workers = Vec::new();
+    let stop_workers = Arc::new(AtomicBool::new(false));
+    let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut taps = Vec::new();
+    for pc in &cfg.ports {
+        let (port, sockets) = backend::open_port(pc)?;
+        let pass = match cfg.pass {
+            PassAction::Drop => PassTo::Drop,
+            PassAction::Tap => {
+                let name = tap_name(&pc.interface);
+                let f = backend::sys::open_tap(&name).map_err(|source| RunError::Tap { name: name.clone(), source })?;
+                let _ = std::process::Command::new("ip").args(["link", "set", &name, "up"]).status();
+                let f = Arc::new(f);
+                taps.push(f.clone());
+                PassTo::Tap(f)
+            }
+        };
+        for (queue, socket) in sockets {
+            let slot = workers.len();
+            let core = if cfg.workers.cores.is_empty() {
+                Some(slot % online)
+            } else {
+                Some(cfg.workers.cores[slot % cfg.workers.cores.len()])
+            };
+            if slot == 0 && !socket.huge_pages() {
+                let _ = writeln!(err, "warning: no huge pages reserved; UMEM on 4 KiB pages");
+            }
+            let _ = writeln!(
+                err,
+                "dataplane: {} queue {queue}: {} mode, {}, worker {slot} on cpu {}",
+                pc.interface,
+                match pc.attach {
+                    crate::config::AttachMode::Native => "native",
+                    crate::config::AttachMode::Skb => "skb",
+                },
+                if socket.zero_copy() { "zero-copy" } else { "copy" },
+                core.unwrap_or(0)
+            );
+            workers.push(Worker {
+                label: format!("{}/q{queue}", pc.interface),
+                socket,
+                ifindex: port.ifindex,
+                queue,
+                slot,
+                core,
+                batch: pc.batch as usize,
+                prog: prog.clone(),
+                engine: Engine::new(engine_kind, &prog)?,
+                pass: pass.clone(),
+                counters: Arc::new(WorkerCounters::default()),
+                stop: stop_workers.clone(),
+                no_program: opts.no_program,
+            });
+        }
+        ports.push(port);
+    }
+    let counters: Vec<(String, Arc<WorkerCounters>)> = workers.iter().map(|w| (w.label.clone(), w.counters.clone())).collect();
+    let handles: Vec<_> = workers.into_iter().map(|w| std::thread::spawn(move || w.run())).collect();
+    let _ = writeln!(err, "dataplane: ready, running {} ({}) on {} queue(s)", prog.name(), match engine_kind { crate::config::EngineKind::Interp => "interp", crate::config::EngineKind::Jit => "jit" }, handles.len());
+
+    let generator = match (&lab, &cfg.lab) {
+        (Some(l), Some(lc)) => Some(lab::spawn_generator(l, lc.flows, lc.rate)?),
+        _ => None,
+    };
+
+    // The control loop.
+    let start = Instant::now();
+    let interval = Duration::from_secs_f64(cfg.stats.interval);
+    let mut last = Instant::now();
+    let mut prev: Vec<Snapshot> = vec![Snapshot::default(); counters.len()];
+    let mut totals_hist = stats::new_histogram();
+    let mut out = std::io::stdout();
+    while !stop.load(Ordering::Relaxed) && opts.duration.is_none_or(|d| start.elapsed() < d) {
+        std::thread::sleep(Duration::from_millis(20));
+        if !interval.is_zero() && last.elapsed() >= interval {
+            let secs = last.elapsed().as_secs_f64();
+            last = Instant::now();
+            for (i, (label, c)) in counters.iter().enumerate() {
+                let now = c.snapshot();
+                let h = c.take_histogram();
+                let _ = totals_hist.add(&h);
+                let _ = writeln!(out, "{}", stats::line(label, &now.since(&prev[i]), secs, &h));
+                prev[i] = now;
+            }
+            if let (Some((_, sent, _)), Some(s)) = (&generator, &sink) {
+                let _ = writeln!(out, "lab: sent {} back {}", sent.load(Ordering::Relaxed), s.count());
+            }
+        }
+    }
+
+    // Shut down: traffic first, then workers, then the ports (detach), then the lab.
+    let mut lab_counts = None;
+    if let Some((gstop, sent, h)) = generator {
+        gstop.store(true, Ordering::Relaxed);
+        let _ = h.join();
+        std::thread::sleep(Duration::from_millis(50));
+        lab_counts = Some((sent.load(Ordering::Relaxed), sink.as_ref().map_or(0, Sink::count)));
+    }
+    stop_workers.store(true, Ordering::Relaxed);
+    let mut leaked = 0;
+    for h in handles {
+        if let Ok(sock) = h.join() {
+            let [free, fill, user, tx] = sock.accounting();
+            // Frames still in the TX ring at exit were handed to the kernel; any held by us
+            // ("user") would be a leak.
+            leaked += user;
+            let _ = (free, fill, tx);
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let mut summary = Summary { seconds, leaked_frames: leaked, lab: lab_counts, ..Summary::default() };
+    for (label, c) in &counters {
+        let s = c.snapshot();
+        let _ = totals_hist.add(c.take_histogram());
+        summary.totals = add(&summary.totals, &s);
+        summary.per_queue.push((label.clone(), s));
+    }
+    if !totals_hist.is_empty() {
+        summary.frame_ns = (totals_hist.value_at_quantile(0.5), totals_hist.value_at_quantile(0.99));
+    }
+    let _ = writeln!(out, "summary: {:.1} s, {}", seconds, stats::line("total", &summary.totals, seconds, &totals_hist));
+    for (label, s) in &summary.per_queue {
+        let _ = writeln!(out, "summary: {label}: rx {} tx {}", s.rx, s.tx);
+    }
+    let _ = writeln!(out, "summary: umem frames held at exit: {leaked}");
+    if let Some((sent, back)) = summary.lab {
+        let _ = writeln!(out, "summary: lab: sent {sent} frames from the peer, {back} came back");
+    }
+    if cfg.stats.maps_at_exit {
+        let mut maps = serde_json::Map::new();
+        for (spec, map) in obj.maps.iter().zip(prog.maps()) {
+            let per_cpu = map.is_per_cpu();
+            maps.insert(spec.name.clone(), crate::prog_run::entries_json(&map.entries(), per_cpu));
+        }
+        let _ = writeln!(out, "maps: {}", serde_json::Value::Object(maps));
+    }
+    drop(ports);
+    drop(taps);
+    drop(sink);
+    drop(lab);
+    Ok(summary)
+}
+
+fn add(a: &Snapshot, b: &Snapshot) -> Snapshot {
+    Snapshot {
+        rx: a.rx + b.rx,
+        tx: a.tx + b.tx,
+        verdicts: std::array::from_fn(|i| a.verdicts[i] + b.verdicts[i]),
+        drops: std::array::from_fn(|i| a.drops[i] + b.drops[i]),
+        kernel: std::array::from_fn(|i| a.kernel[i] + b.kernel[i]),
+    }
+}
+
+/// Reads and runs a config file (the `dataplane --config` command).
+///
+/// # Errors
+/// [`RunError`].
+pub fn run_file(path: &Path, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Summary, RunError> {
+    let cfg = Config::load(path)?;
+    run(&cfg, opts, stop)
+}
