@@ -1,8 +1,9 @@
 //! Word-addressed, zero-initialized, cache-line-aligned backing memory for map keys and values.
 //!
-//! This is the crate's one module allowed to use `unsafe`, and it needs it for exactly one thing:
-//! turning a fallible `alloc_zeroed` into a `Box<[AtomicU64]>`. Everything else in the crate works
-//! on that box with safe code.
+//! This module's `unsafe` does three things: a fallible `alloc_zeroed` of atomics (held as a raw
+//! allocation, freed on drop), the view of that allocation as a slice, and the cached base pointer
+//! through which words are reached without re-slicing. Everything else in the crate works on
+//! `&AtomicU64`s with safe code. (`shm` maps shared regions; `typed` views `Pod` values as bytes.)
 //!
 //! Invariants (relied on by every map kind):
 //! - the memory never moves and is never freed while the [`Slab`] lives, so pointers handed to
@@ -43,9 +44,14 @@ unsafe impl Send for Slab {}
 unsafe impl Sync for Slab {}
 
 /// Where a slab's words live: the heap, or a range of a shared region (see `store`).
+///
+/// Heap memory is held as a raw allocation rather than a `Box`: moving a `Box` asserts unique
+/// ownership of its contents, which would invalidate the cached `Slab::base` pointer (and the
+/// pointers handed to programs) under Rust's aliasing rules.
 #[derive(Debug)]
 enum Backing {
-    Heap(Box<[AtomicU64]>),
+    /// `words` zeroed words from the global allocator with `Layout::array::<AtomicU64>(words)`.
+    Heap { ptr: NonNull<AtomicU64>, words: usize },
     /// `words` words from word `offset` of the region.
     Shared { region: Arc<Region>, offset: usize, words: usize },
 }
@@ -54,8 +60,22 @@ impl Backing {
     #[inline]
     fn all(&self) -> &[AtomicU64] {
         match self {
-            Backing::Heap(b) => b,
+            // SAFETY: `ptr` is a live allocation of `words` initialized (zeroed) `AtomicU64`s,
+            // owned by this backing until drop; only shared references are made.
+            Backing::Heap { ptr, words } => unsafe { std::slice::from_raw_parts(ptr.as_ptr(), *words) },
             Backing::Shared { region, offset, words } => &region.words()[*offset..*offset + *words],
+        }
+    }
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        if let Backing::Heap { ptr, words } = self {
+            let layout = Layout::array::<AtomicU64>(*words).expect("the layout it was allocated with");
+            // SAFETY: `ptr` was allocated by `alloc_zeroed_words` with exactly this layout and is
+            // freed only here, once; the slab owning this backing is being dropped, so no
+            // reference into it remains.
+            unsafe { std::alloc::dealloc(ptr.as_ptr().cast(), layout) };
         }
     }
 }
@@ -73,10 +93,10 @@ impl Slab {
     pub(crate) fn zeroed(len: usize) -> Option<Slab> {
         // One cache line of slack so the usable part can start on a line boundary.
         let total = len.max(1).checked_add(LINE_WORDS - 1)?;
-        let words = alloc_zeroed_words(total)?;
-        let addr = words.as_ptr() as usize;
+        let ptr = alloc_zeroed_words(total)?;
+        let addr = ptr.as_ptr() as usize;
         let start = (64 - addr % 64) % 64 / 8;
-        Some(Slab::with(Backing::Heap(words), start, len))
+        Some(Slab::with(Backing::Heap { ptr, words: total }, start, len))
     }
 
     /// `len` zeroed words from `mem`.
@@ -103,7 +123,7 @@ impl Slab {
     /// Word offset of word 0 in its shared region, for shared slabs.
     pub(crate) fn shared_offset(&self) -> Option<usize> {
         match &self.words {
-            Backing::Heap(_) => None,
+            Backing::Heap { .. } => None,
             Backing::Shared { offset, .. } => Some(*offset + self.start),
         }
     }
@@ -243,19 +263,14 @@ pub(crate) fn unpad_word(word: u64, out: &mut [u8]) {
     }
 }
 
-/// A zeroed `Box<[AtomicU64]>` of `n > 0` words, without aborting when memory is short.
-fn alloc_zeroed_words(n: usize) -> Option<Box<[AtomicU64]>> {
+/// `n > 0` zeroed words (`Layout::array::<AtomicU64>(n)`), without aborting when memory is
+/// short. All-zero bytes are a valid `AtomicU64` (value 0), so the words are initialized.
+fn alloc_zeroed_words(n: usize) -> Option<NonNull<AtomicU64>> {
     assert!(n > 0, "zero-sized slabs are never requested");
     let layout = Layout::array::<AtomicU64>(n).ok()?;
     // SAFETY: `layout` has a non-zero size: `n > 0` is asserted just above and `AtomicU64` is 8 bytes.
     let raw = unsafe { alloc_zeroed(layout) };
-    let raw = NonNull::new(raw)?.cast::<AtomicU64>();
-    let slice = std::ptr::slice_from_raw_parts_mut(raw.as_ptr(), n);
-    // SAFETY: `raw` comes from the global allocator with `Layout::array::<AtomicU64>(n)`, exactly the
-    // layout a `Box<[AtomicU64]>` of length `n` deallocates with; it is non-null (checked above),
-    // aligned for `AtomicU64` (the layout's alignment), owned by nothing else (just allocated), and
-    // fully initialized: every byte is zero and all-zero bytes are a valid `AtomicU64` (value 0).
-    Some(unsafe { Box::from_raw(slice) })
+    Some(NonNull::new(raw)?.cast::<AtomicU64>())
 }
 
 #[cfg(test)]
