@@ -62,6 +62,17 @@ enum ProgCommand {
         /// Print one JSON object instead of bpftool's line.
         #[arg(long)]
         json: bool,
+        /// Skip the verifier (experiments only: the program then relies on run-time checks).
+        #[arg(long)]
+        no_verify: bool,
+    },
+    /// Prove a program safe: prints `accepted` (exit 0), or the verifier log (exit 1).
+    Verify {
+        /// The clang-built eBPF object.
+        object: PathBuf,
+        /// The program to verify (default: the object's first).
+        #[arg(long)]
+        program: Option<String>,
     },
 }
 
@@ -83,7 +94,8 @@ fn main() -> ExitCode {
         }
     };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Some(code)) => code,
+        Ok(None) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
             let _ = writeln!(std::io::stderr(), "error: {msg}");
@@ -92,22 +104,42 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let Some(command) = cli.command else { return run_config(cli.config.as_deref(), cli.duration) };
+/// `Some(code)` when a command's exit code is its answer (`prog verify`).
+fn run(cli: Cli) -> anyhow::Result<Option<ExitCode>> {
+    let Some(command) = cli.command else { return run_config(cli.config.as_deref(), cli.duration).map(|()| None) };
     match command {
-        Command::Run => run_config(cli.config.as_deref(), cli.duration),
+        Command::Run => run_config(cli.config.as_deref(), cli.duration).map(|()| None),
+        Command::Prog(ProgCommand::Verify { object, program }) => {
+            match prog_run::verify(&object, program.as_deref())? {
+                prog_run::Verdict::Accepted { .. } => {
+                    writeln!(std::io::stdout().lock(), "accepted")?;
+                    Ok(None)
+                }
+                prog_run::Verdict::Rejected { log } => {
+                    write!(std::io::stdout().lock(), "{log}")?;
+                    Ok(Some(ExitCode::from(1)))
+                }
+            }
+        }
         Command::Prog(ProgCommand::Dump { object, program }) => {
             let text = prog_run::dump(&object, program.as_deref())?;
             std::io::stdout().lock().write_all(text.as_bytes())?;
-            Ok(())
+            Ok(None)
         }
-        Command::Prog(ProgCommand::Run { object, data_in, data_out, repeat, program, engine, json }) => {
+        Command::Prog(ProgCommand::Run { object, data_in, data_out, repeat, program, engine, json, no_verify }) => {
+            if no_verify {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "warning: --no-verify: the program is not verified; only run-time checks protect this process"
+                );
+            }
             let req = RunRequest {
                 object: &object,
                 data_in: &data_in,
                 program: program.as_deref(),
                 repeat,
                 engine,
+                verify: !no_verify,
             };
             let report = prog_run::run(&req)?;
             if let Some(path) = data_out {
@@ -121,7 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 writeln!(out, "{}", prog_run::bpftool_line(&report))?;
             }
-            Ok(())
+            Ok(None)
         }
     }
 }

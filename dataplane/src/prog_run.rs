@@ -75,6 +75,8 @@ pub struct RunRequest<'a> {
     pub program: Option<&'a str>,
     pub repeat: u32,
     pub engine: Engine,
+    /// Run the verifier before the program (false: `--no-verify`, run-time checks only).
+    pub verify: bool,
 }
 
 /// The result, shaped as DESIGN.md's `--json` contract.
@@ -163,7 +165,12 @@ pub fn run(req: &RunRequest<'_>) -> Result<RunReport, RunError> {
 
     let load_err = |source| RunError::Load { name: spec.name.clone(), source };
     let maps = create_maps(&obj, slots).map_err(load_err)?;
-    let prog = Program::<Xdp>::new(spec, &maps).map_err(load_err)?;
+    let prog = if req.verify {
+        Program::<Xdp>::new(spec, &maps)
+    } else {
+        Program::<Xdp>::new_unverified(spec, &maps)
+    }
+    .map_err(load_err)?;
 
     let mut frame = vec![0u8; XDP_FRAME_SIZE];
     let mut buff = XdpBuff::load(&mut frame, &packet)
@@ -229,4 +236,39 @@ pub fn dump(object: &Path, program: Option<&str>) -> Result<String, RunError> {
 pub fn bpftool_line(report: &RunReport) -> String {
     let avg = if report.repeat > 1 { " (average)" } else { "" };
     format!("Return value: {}, duration{avg}: {}ns", report.retval, report.duration_ns.round() as u64)
+}
+
+/// What `prog verify` found.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Proven safe; the instructions processed.
+    Accepted { processed_insns: usize },
+    /// Refused: the verifier log (instruction, source line, reason).
+    Rejected { log: String },
+}
+
+/// `dataplane prog verify`: loads the program (bad input is an error) and runs the verifier.
+///
+/// # Errors
+/// [`RunError`] for unreadable or malformed objects, no such program, or a program the
+/// structural checks refuse (unknown helper, bad instruction): bad input, not a verdict.
+pub fn verify(object: &Path, program: Option<&str>) -> Result<Verdict, RunError> {
+    let bytes = std::fs::read(object).map_err(|source| RunError::Read { path: object.display().to_string(), source })?;
+    let obj_err = |source| RunError::Object { path: object.display().to_string(), source };
+    let (obj, extras) = Object::parse_with_extras(&bytes).map_err(obj_err)?;
+    let spec = obj.program(program).map_err(obj_err)?;
+    if spec.kind != ProgramKind::Xdp {
+        return Err(RunError::NotXdp { name: spec.name.clone(), section: spec.section.clone() });
+    }
+    let index = obj.programs.iter().position(|p| std::ptr::eq(p, spec)).unwrap_or(0);
+    let load_err = |source| RunError::Load { name: spec.name.clone(), source };
+    let maps = create_maps(&obj, 1).map_err(load_err)?;
+    match Program::<Xdp>::new(spec, &maps) {
+        Ok(prog) => Ok(Verdict::Accepted { processed_insns: prog.verified().map_or(0, |v| v.processed_insns) }),
+        Err(xdp_vm::LoadError::Verifier { source }) => {
+            let lines = extras.lines.get(index).map_or(&[][..], Vec::as_slice);
+            Ok(Verdict::Rejected { log: source.with_lines(lines).log() })
+        }
+        Err(e) => Err(load_err(e)),
+    }
 }

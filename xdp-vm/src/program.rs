@@ -3,8 +3,10 @@
 //! [`Program::new`] checks the structure every engine relies on (known opcodes and helpers,
 //! registers in range, jumps and calls landing on instructions, complete `lddw`s, no falling off
 //! the end) and binds map references: a map `lddw` becomes an opaque map handle, a global-data
-//! `lddw` the real address of the value. Proving memory safety is the verifier's job; until a
-//! program has been verified, the interpreter checks every access at run time.
+//! `lddw` the real address of the value; then runs the [`verifier`](crate::verifier), which
+//! proves memory safety and termination. [`Program::new_unverified`] and
+//! [`Program::from_insns`] skip the verifier (experiments, engine tests); the interpreter checks
+//! every access at run time either way, and [`Program::verified`] tells engines what was proven.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use crate::context::Context;
 use crate::elf::{MapSpec, Object, ProgramSpec};
 use crate::helpers;
 use crate::insn::*;
+use crate::verifier::{self, MapInfo, ProgramType, Verified, VerifierError};
 
 /// High bits of a map handle as a program holds it in a register: not a mappable address, so a
 /// program that dereferences one faults.
@@ -39,6 +42,13 @@ pub enum LoadError {
     },
     #[error("cannot set the initial contents of {name}: {reason}")]
     GlobalData { name: String, reason: String },
+    #[error("the verifier rejects the program: {source}")]
+    Verifier {
+        #[source]
+        source: Box<VerifierError>,
+    },
+    #[error("no verifier model for {context} programs; load it unverified")]
+    NoVerifierModel { context: &'static str },
 }
 
 /// What is wrong with one instruction.
@@ -104,6 +114,8 @@ pub struct Program<C: Context> {
     /// The same instructions as little-endian words, the form the interpreter decodes fastest.
     words: Vec<u64>,
     maps: Vec<Arc<Map>>,
+    /// What the verifier proved; `None` for a program loaded unverified.
+    verified: Option<Arc<Verified>>,
     _context: PhantomData<fn() -> C>,
 }
 
@@ -114,21 +126,49 @@ impl<C: Context> Clone for Program<C> {
             insns: self.insns.clone(),
             words: self.words.clone(),
             maps: self.maps.clone(),
+            verified: self.verified.clone(),
             _context: PhantomData,
         }
     }
 }
 
 impl<C: Context> Program<C> {
-    /// Checks `spec` and binds it to `maps` (the object's maps, from [`create_maps`]).
+    /// Checks `spec`, binds it to `maps` (the object's maps, from [`create_maps`]) and verifies
+    /// it.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the first offending instruction; [`LoadError::Verifier`] when the
+    /// verifier cannot prove the program safe.
+    pub fn new(spec: &ProgramSpec, maps: &[Arc<Map>]) -> Result<Self, LoadError> {
+        Self::from_insns_verified(&spec.name, &spec.insns, maps)
+    }
+
+    /// Like [`Program::new`] without the verifier: only the structural checks. Engines then rely
+    /// on their run-time checks alone (the interpreter has them; `--no-verify`).
     ///
     /// # Errors
     /// [`LoadError`] naming the first offending instruction.
-    pub fn new(spec: &ProgramSpec, maps: &[Arc<Map>]) -> Result<Self, LoadError> {
+    pub fn new_unverified(spec: &ProgramSpec, maps: &[Arc<Map>]) -> Result<Self, LoadError> {
         Self::from_insns(&spec.name, &spec.insns, maps)
     }
 
     /// Like [`Program::new`], from bare instructions.
+    ///
+    /// # Errors
+    /// As [`Program::new`].
+    pub fn from_insns_verified(name: &str, insns: &[Insn], maps: &[Arc<Map>]) -> Result<Self, LoadError> {
+        let mut prog = Self::from_insns(name, insns, maps)?;
+        let prog_type =
+            ProgramType::from_context_name(C::NAME).ok_or(LoadError::NoVerifierModel { context: C::NAME })?;
+        let infos = map_infos(maps);
+        let verified = verifier::verify(insns, &infos, prog_type)
+            .map_err(|e| LoadError::Verifier { source: Box::new(e) })?;
+        prog.verified = Some(Arc::new(verified));
+        Ok(prog)
+    }
+
+    /// Like [`Program::new_unverified`], from bare instructions: structural checks only (engine
+    /// tests and fuzzers run programs the verifier would refuse).
     ///
     /// # Errors
     /// [`LoadError`] naming the first offending instruction.
@@ -169,7 +209,14 @@ impl<C: Context> Program<C> {
             return Err(LoadError::FallsOffEnd);
         }
         let words = out.iter().map(|i| u64::from_le_bytes(i.to_bytes())).collect();
-        Ok(Self { name: name.to_string(), insns: out, words, maps: maps.to_vec(), _context: PhantomData })
+        Ok(Self {
+            name: name.to_string(),
+            insns: out,
+            words,
+            maps: maps.to_vec(),
+            verified: None,
+            _context: PhantomData,
+        })
     }
 
     /// The program's name.
@@ -193,6 +240,29 @@ impl<C: Context> Program<C> {
     pub fn maps(&self) -> &[Arc<Map>] {
         &self.maps
     }
+
+    /// What the verifier proved, per instruction; `None` when the program was loaded unverified.
+    #[must_use]
+    pub fn verified(&self) -> Option<&Verified> {
+        self.verified.as_deref()
+    }
+}
+
+/// What the verifier needs of live maps: definitions, and the contents of read-only global data
+/// (`.rodata`), which the kernel treats as constants once frozen.
+#[must_use]
+pub fn map_infos(maps: &[Arc<Map>]) -> Vec<MapInfo> {
+    maps.iter()
+        .map(|m| {
+            let def = *m.def();
+            let frozen = (def.map_flags & maps::map_flags::RDONLY_PROG != 0
+                && def.map_type == map_type::ARRAY
+                && def.max_entries == 1)
+                .then(|| m.lookup_user(&0u32.to_le_bytes()).ok())
+                .flatten();
+            MapInfo { name: m.name().to_string(), def, frozen }
+        })
+        .collect()
 }
 
 /// The 64-bit value an `lddw` loads once its reference is bound.

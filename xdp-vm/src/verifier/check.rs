@@ -12,13 +12,15 @@ use crate::insn::*;
 const MAX_VAR_OFF: i64 = 1 << 29;
 /// Largest packet offset the range logic trusts (`MAX_PACKET_OFF`).
 const MAX_PACKET_OFF: u64 = 0xffff;
-/// States kept per instruction inside a loop before new ones stop being stored.
+/// States kept per instruction: past this, new ones are not stored (they are still explored).
 const MAX_STATES_PER_INSN: usize = 64;
 
 type Res<T> = Result<T, VerifierError>;
 
 struct Checkpoint {
     state: State,
+    /// Hash of the live registers of the innermost frame: equal for equivalent states.
+    fingerprint: u64,
     /// Paths (running or queued) and unfinished child checkpoints that descend from it; 0 when
     /// everything reachable from it was verified.
     pending: u32,
@@ -99,6 +101,18 @@ pub(crate) fn run(
         subprogs: cfg.subprogs.clone(),
         facts: v.facts,
     })
+}
+
+fn fingerprint(state: &State, live: u16) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    state.frames.len().hash(&mut h);
+    for (r, reg) in state.cur().regs.iter().enumerate() {
+        if live & (1 << r) != 0 {
+            (reg.kind, reg.off, reg.val, reg.range).hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 fn chain_depth(f: usize, calls: &[Vec<usize>], rounded: &[u32], memo: &mut Vec<Option<u32>>) -> u32 {
@@ -204,10 +218,15 @@ impl Verifier<'_> {
         let precise = self.cfg.relevant_in[pc];
         let cfg = self.cfg;
         let caller_live = |callsite: usize| cfg.live_in.get(callsite + 1).copied().unwrap_or(0) & 0x3c0;
+        let fingerprint = fingerprint(state, live);
         let mut in_loop = false;
         for &i in &self.at[pc] {
             let ck = &self.checkpoints[i];
             if ck.pending > 0 {
+                if ck.fingerprint != fingerprint {
+                    in_loop = true;
+                    continue;
+                }
                 // Still being explored, so an ancestor of this path: the same state again is
                 // a loop that makes no progress.
                 if covers(&ck.state, state, live, (0x7ff, u64::MAX), &caller_live)
@@ -219,11 +238,11 @@ impl Verifier<'_> {
                 return Ok(None);
             }
         }
-        if in_loop && (self.processed - self.last_stored < 8 || self.at[pc].len() >= MAX_STATES_PER_INSN) {
+        if self.at[pc].len() >= MAX_STATES_PER_INSN || (in_loop && self.processed - self.last_stored < 8) {
             return Ok(Some(cp));
         }
         let idx = self.checkpoints.len();
-        self.checkpoints.push(Checkpoint { state: state.clone(), pending: 1, parent: cp });
+        self.checkpoints.push(Checkpoint { state: state.clone(), fingerprint, pending: 1, parent: cp });
         self.at[pc].push(idx);
         self.last_stored = self.processed;
         Ok(Some(Some(idx)))
@@ -621,7 +640,7 @@ impl Verifier<'_> {
                 self.note(pc, region::PACKET, None);
                 leak("the packet")?;
                 if base.val.smin < 0 {
-                    return fail(pc, ErrorKind::PacketVarOffset { reg: regno, umax: base.val.umax });
+                    return fail(pc, ErrorKind::PacketVarOffset { reg: regno, smin: base.val.smin });
                 }
                 let o = base.off + off;
                 if o < 0 || o + i64::from(size) > base.range {

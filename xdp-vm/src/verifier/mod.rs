@@ -234,8 +234,8 @@ pub enum ErrorKind {
     MaybeNull { reg: u8, kind: &'static str },
     #[error("invalid access to packet through r{reg}: off={off} size={size}, proven range {range}")]
     PacketRange { reg: u8, off: i64, size: u32, range: i64 },
-    #[error("invalid packet access through r{reg}: variable offset may be up to {umax}")]
-    PacketVarOffset { reg: u8, umax: u64 },
+    #[error("invalid packet access through r{reg}: its variable offset may be negative (min {smin})")]
+    PacketVarOffset { reg: u8, smin: i64 },
     #[error("invalid stack access through r{reg}: off={off} size={size} is outside the 512-byte frame")]
     StackBounds { reg: u8, off: i64, size: u32 },
     #[error("misaligned stack access through r{reg}: off={off} size={size}")]
