@@ -157,10 +157,16 @@ pub(crate) struct HashTable {
     free_head: AtomicU64,
     free_next: Box<[AtomicU32]>,
     /// Spare elements for replacing updates (plain maps only): one per slot, the last for userspace.
-    spares: Box<[AtomicU32]>,
+    spares: Box<[Spare]>,
     /// The eviction state of `LRU_HASH` / `LRU_PERCPU_HASH` maps.
     lru: Option<Lru>,
 }
+
+/// One worker slot's spare element, alone on its cache line: every replacing update swaps it, and
+/// adjacent slots' spares sharing a line would make two workers' updates contend (house style 6).
+#[derive(Debug)]
+#[repr(align(64))]
+struct Spare(AtomicU32);
 
 /// Element state bits for LRU maps: in a bucket's chain, and referenced since the clock hand last
 /// passed.
@@ -262,7 +268,7 @@ impl HashTable {
         let free_next =
             try_collect(capacity, |e| AtomicU32::new(if e + 1 < max { e as u32 + 1 } else { NIL }))
                 .ok_or_else(|| oom(capacity * 4))?;
-        let spares = (max..capacity).map(|e| AtomicU32::new(e as u32)).collect();
+        let spares = (max..capacity).map(|e| Spare(AtomicU32::new(e as u32))).collect();
         let seed = if def.map_flags & f::ZERO_SEED != 0 { 0 } else { RandomState::new().hash_one(name) };
         let lru = if lru {
             let state = try_collect(capacity, |_| AtomicU8::new(0)).ok_or_else(|| oom(capacity))?;
@@ -539,7 +545,7 @@ impl HashTable {
                     Some(s) => s % (self.spares.len() - 1),
                     None => self.spares.len() - 1,
                 };
-                let spare = self.spares[spare_ix].swap(NIL, Ordering::Acquire);
+                let spare = self.spares[spare_ix].0.swap(NIL, Ordering::Acquire);
                 if spare == NIL {
                     // Another update on this slot holds the spare: overwrite in place.
                     write_values(e, false);
@@ -548,7 +554,7 @@ impl HashTable {
                     self.publish(b, spare, key, hash);
                     // The new element is now the head, so the old one's predecessor is too.
                     self.unlink(b, Some(prev.unwrap_or(spare)), e);
-                    self.spares[spare_ix].store(e, Ordering::Release);
+                    self.spares[spare_ix].0.store(e, Ordering::Release);
                 }
             }
         }
