@@ -577,3 +577,74 @@ fn every_type_is_creatable() {
         assert!(m.array_base().is_none());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Slot maps against a Vec<Option<value>> with each type's flag rules.
+
+#[derive(Debug, Clone)]
+enum SlotOp {
+    Update { index: u32, id: u32, flags: u64 },
+    Delete { index: u32 },
+    Lookup { index: u32 },
+}
+
+proptest! {
+    #[test]
+    fn slot_maps_match_a_vector(t in prop::sample::select(vec![map_type::PROG_ARRAY, map_type::DEVMAP, map_type::XSKMAP]),
+        ops in prop::collection::vec(prop_oneof![
+            3 => (0u32..6, 0u32..3, prop::sample::select(vec![BPF_ANY, BPF_NOEXIST, BPF_EXIST, 4]))
+                .prop_map(|(index, id, flags)| SlotOp::Update { index, id, flags }),
+            1 => (0u32..6).prop_map(|index| SlotOp::Delete { index }),
+            2 => (0u32..6).prop_map(|index| SlotOp::Lookup { index }),
+        ], 0..60)) {
+        let max = 4u32;
+        let map = Map::new("slots", def(t, 4, 4, max, 0), 1).unwrap();
+        let mut model: Vec<Option<u32>> = vec![None; max as usize];
+        for op in ops {
+            match op {
+                SlotOp::Update { index, id, flags } => {
+                    let present = model.get(index as usize).is_some_and(Option::is_some);
+                    let want = match t {
+                        map_type::PROG_ARRAY if flags != BPF_ANY => Err(OpError::Invalid),
+                        _ if flags > BPF_EXIST => Err(OpError::Invalid),
+                        _ if index >= max => Err(OpError::TooBig),
+                        map_type::DEVMAP if flags == BPF_NOEXIST => Err(OpError::Exists),
+                        map_type::XSKMAP if present && flags == BPF_NOEXIST => Err(OpError::Exists),
+                        map_type::XSKMAP if !present && flags == BPF_EXIST => Err(OpError::NotFound),
+                        _ => {
+                            // A devmap value with ifindex 0 empties the slot.
+                            model[index as usize] = if t == map_type::DEVMAP && id == 0 { None } else { Some(id) };
+                            Ok(())
+                        }
+                    };
+                    prop_assert_eq!(map.update_user(&index.to_ne_bytes(), &id.to_ne_bytes(), flags), want, "{:?}", op);
+                }
+                SlotOp::Delete { index } => {
+                    let want = if index >= max {
+                        Err(if t == map_type::PROG_ARRAY { OpError::TooBig } else { OpError::Invalid })
+                    } else if model[index as usize].take().is_none() && t == map_type::PROG_ARRAY {
+                        Err(OpError::NotFound)
+                    } else {
+                        Ok(())
+                    };
+                    prop_assert_eq!(map.delete(&index.to_ne_bytes()), want, "{:?}", op);
+                }
+                SlotOp::Lookup { index } => {
+                    let want = model.get(index as usize).copied().flatten();
+                    let got = if t == map_type::PROG_ARRAY { map.prog_id(index) } else { map.redirect_target(index) };
+                    prop_assert_eq!(got, want, "{:?}", op);
+                    if t != map_type::PROG_ARRAY {
+                        prop_assert_eq!(map.lookup(&index.to_ne_bytes(), 0).is_some(), want.is_some());
+                    }
+                }
+            }
+        }
+        let listed: Vec<(Vec<u8>, Vec<u8>)> = map.entries().into_iter().map(|e| (e.key, e.values[0].clone())).collect();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = model
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| ((i as u32).to_ne_bytes().to_vec(), v.to_ne_bytes().to_vec())))
+            .collect();
+        prop_assert_eq!(listed, want);
+    }
+}
