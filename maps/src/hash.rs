@@ -493,6 +493,23 @@ impl HashTable {
         Some(self.values.ptr(e as usize, slot))
     }
 
+    /// [`HashTable::lookup`] for a key of at most 8 bytes given as its zero-padded word (the
+    /// `Probe::One` a key of that size makes): no key slice, no length dispatch. `None` for
+    /// maps with longer keys.
+    #[inline]
+    pub(crate) fn lookup_word(&self, key: u64, slot: usize) -> Option<NonNull<u8>> {
+        if self.key_size > 8 {
+            return None;
+        }
+        let slot = if self.per_cpu { (slot < self.slots).then_some(slot)? } else { 0 };
+        let key = Probe::One(key);
+        let e = self.find(key, self.hash(key))?;
+        if let Some(lru) = &self.lru {
+            lru.touch(e);
+        }
+        Some(self.values.ptr(e as usize, slot))
+    }
+
     /// `slot`: `Some` from a program (that slot's value, or the spare of that slot for plain
     /// maps), `None` from userspace (every slot's value given).
     pub(crate) fn update(

@@ -406,6 +406,25 @@ impl Map {
         }
     }
 
+    /// [`Map::lookup`] for hash maps (`HASH`, `PERCPU_HASH`, `LRU_HASH`, `LRU_PERCPU_HASH`)
+    /// with keys of at most 8 bytes, the key given as one word: its bytes in memory order,
+    /// zero-padded to 8 and read as a native-endian `u64` (for a 4-byte key, the `u32`
+    /// zero-extended). A non-generic fast path for compiled code, which then needs no key slice:
+    /// the same result as `lookup` with the key's bytes. `None` for other map types and longer
+    /// keys (use [`Map::has_word_lookup`] to know which).
+    #[inline]
+    pub fn lookup_word(&self, key: u64, slot: usize) -> Option<NonNull<u8>> {
+        match &self.kind {
+            Kind::Hash(h) => h.lookup_word(key, slot),
+            _ => None,
+        }
+    }
+
+    /// Whether [`Map::lookup_word`] serves this map: a hash map whose keys fit a word.
+    pub fn has_word_lookup(&self) -> bool {
+        matches!(&self.kind, Kind::Hash(_)) && self.def.key_size <= 8
+    }
+
     /// `bpf_map_update_elem` from a program. Per-CPU maps write only slot `slot`'s value; a new
     /// per-CPU hash element gets zeroes in every other slot.
     ///
@@ -801,6 +820,33 @@ mod tests {
 
     const fn def(map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> MapDef {
         MapDef { map_type, key_size, value_size, max_entries, map_flags: 0 }
+    }
+
+    #[test]
+    fn lookup_word_matches_lookup() {
+        for (t, ks) in [(map_type::HASH, 4), (map_type::HASH, 8), (map_type::HASH, 2), (map_type::PERCPU_HASH, 4)]
+        {
+            let m = Map::new("w", def(t, ks, 8, 64), 2).unwrap();
+            assert!(m.has_word_lookup());
+            for i in 0..40u64 {
+                let key = &(i * 7).to_ne_bytes()[..ks as usize];
+                m.update(key, &i.to_ne_bytes(), BPF_ANY, 1).unwrap();
+            }
+            for i in 0..100u64 {
+                let key = &(i * 7).to_ne_bytes()[..ks as usize];
+                let mut word = [0u8; 8];
+                word[..key.len()].copy_from_slice(key);
+                for slot in [0, 1, 2] {
+                    assert_eq!(m.lookup_word(u64::from_ne_bytes(word), slot), m.lookup(key, slot), "{t} {ks} {i}");
+                }
+            }
+        }
+        let long = Map::new("l", def(map_type::HASH, 12, 4, 4), 1).unwrap();
+        assert!(!long.has_word_lookup());
+        assert_eq!(long.lookup_word(0, 0), None);
+        let array = Map::new("a", def(map_type::ARRAY, 4, 4, 4), 1).unwrap();
+        assert!(!array.has_word_lookup());
+        assert_eq!(array.lookup_word(0, 0), None);
     }
 
     #[test]
