@@ -42,6 +42,8 @@
 
 mod cfg;
 mod check;
+#[cfg(test)]
+mod fuzz;
 mod scalar;
 mod state;
 mod tnum;
