@@ -10,16 +10,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dataplane::kernel::KernelProgram;
+use xdp_vm::create_maps;
 use xdp_vm::elf::{Object, ProgramKind};
 use xdp_vm::program::map_infos;
 use xdp_vm::verifier::{self, ProgramType};
-use xdp_vm::create_maps;
 
 const BUDGET: Duration = Duration::from_millis(10);
 
 fn objects(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "o")).collect())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "o"))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v

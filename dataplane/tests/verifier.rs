@@ -24,7 +24,11 @@ fn name(p: &Path) -> String {
 }
 
 /// Ours: `Ok` with the processed instruction count, or the verifier's (or loader's) refusal.
-fn ours(obj: &Object, lines: &[xdp_vm::elf::LineInfo], spec: &xdp_vm::elf::ProgramSpec) -> Result<usize, String> {
+fn ours(
+    obj: &Object,
+    lines: &[xdp_vm::elf::LineInfo],
+    spec: &xdp_vm::elf::ProgramSpec,
+) -> Result<usize, String> {
     let maps = create_maps(obj, 1).map_err(|e| format!("maps: {e}"))?;
     match Program::<Xdp>::new(spec, &maps) {
         Ok(p) => Ok(p.verified().map_or(0, |v| v.processed_insns)),
@@ -80,7 +84,11 @@ fn every_unsafe_program_is_rejected_by_the_kernel_and_by_ours() {
         let spec = obj.program(None).expect("one program");
         let kernel = match KernelProgram::load(&obj, spec) {
             Err(KernelError::Rejected { log }) => {
-                let last = log.lines().rev().find(|l| !l.trim().is_empty() && !l.starts_with("processed")).unwrap_or("");
+                let last = log
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty() && !l.starts_with("processed"))
+                    .unwrap_or("");
                 format!("rejected ({})", last.trim())
             }
             Err(e) => format!("error {e}"),

@@ -36,12 +36,11 @@ struct Linker<'c, 'a> {
 /// instruction, length).
 pub(super) type Origin = (usize, usize, usize, usize);
 
+/// A linked program: its instructions, the functions they are made of, where each came from.
+pub(super) type Linked = (Vec<Insn>, Vec<Function>, Vec<Origin>);
+
 /// The program's instructions, the functions they are made of, and where each came from.
-pub(super) fn link(
-    cx: &Ctx<'_>,
-    sec: usize,
-    func: &Func,
-) -> Result<(Vec<Insn>, Vec<Function>, Vec<Origin>), ElfError> {
+pub(super) fn link(cx: &Ctx<'_>, sec: usize, func: &Func) -> Result<Linked, ElfError> {
     let mut l = Linker { cx, placed: Vec::new(), out: Vec::new() };
     l.place(sec, func.start, func.end);
     let mut next = 0;

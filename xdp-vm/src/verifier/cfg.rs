@@ -112,9 +112,7 @@ pub(crate) fn analyze(insns: &[Insn]) -> Result<Cfg, VerifierError> {
     let mut pc = 0;
     while pc < n {
         if insns[pc].is_lddw() {
-            let ok = insns
-                .get(pc + 1)
-                .is_some_and(|s| s.code == 0 && s.dst == 0 && s.src == 0 && s.off == 0);
+            let ok = insns.get(pc + 1).is_some_and(|s| s.code == 0 && s.dst == 0 && s.src == 0 && s.off == 0);
             if !ok {
                 return Err(err(pc, ErrorKind::BadLddw));
             }
@@ -292,11 +290,12 @@ fn maybe_stack(insns: &[Insn], starts: &[usize], succs: &[Vec<usize>], second: &
                         out |= d;
                     }
                 }
-                BPF_ALU64 if matches!(insn.code & 0xf0, BPF_ADD | BPF_SUB) => {
-                    if insn.code & BPF_X != 0 && src_ms {
-                        out |= d;
-                    }
+                BPF_ALU64
+                    if matches!(insn.code & 0xf0, BPF_ADD | BPF_SUB) && insn.code & BPF_X != 0 && src_ms =>
+                {
+                    out |= d;
                 }
+                BPF_ALU64 if matches!(insn.code & 0xf0, BPF_ADD | BPF_SUB) => {}
                 BPF_ALU | BPF_ALU64 => out &= !d,
                 BPF_LDX => {
                     out &= !d;
@@ -349,7 +348,8 @@ fn relevance(
 ) -> Vec<(u16, u64)> {
     let n = insns.len();
     let mut rel = vec![(0u16, 0u64); n];
-    let slot_of = |off: i16| -> Option<u64> { (off < 0).then(|| 1u64 << ((-i64::from(off) - 1) / 8).min(63)) };
+    let slot_of =
+        |off: i16| -> Option<u64> { (off < 0).then(|| 1u64 << ((-i64::from(off) - 1) / 8).min(63)) };
     let mut changed = true;
     while changed {
         changed = false;

@@ -36,7 +36,10 @@ struct Path {
 enum Flow {
     Next(usize),
     /// A conditional jump: the current state goes on to `first` (or dies), `second` is queued.
-    Fork { first: Option<usize>, second: Option<(usize, State)> },
+    Fork {
+        first: Option<usize>,
+        second: Option<(usize, State)>,
+    },
     End,
 }
 
@@ -230,7 +233,8 @@ impl Verifier<'_> {
                 // Still being explored, so an ancestor of this path: the same state again is
                 // a loop that makes no progress.
                 if covers(&ck.state, state, live, (0x7ff, u64::MAX), &caller_live)
-                    && covers(state, &ck.state, live, (0x7ff, u64::MAX), &caller_live) {
+                    && covers(state, &ck.state, live, (0x7ff, u64::MAX), &caller_live)
+                {
                     return fail(pc, ErrorKind::InfiniteLoop);
                 }
                 in_loop = true;
@@ -314,7 +318,9 @@ impl Verifier<'_> {
             }
         };
         let reg = match insn.src {
-            0 => Reg::scalar(Scalar::konst(u64::from(insn.imm as u32) | (u64::from(second.imm as u32) << 32))),
+            0 => {
+                Reg::scalar(Scalar::konst(u64::from(insn.imm as u32) | (u64::from(second.imm as u32) << 32)))
+            }
             BPF_PSEUDO_MAP_IDX => Reg::pointer(Kind::MapPtr(map(insn.imm)?), 0),
             BPF_PSEUDO_MAP_IDX_VALUE => {
                 let m = map(insn.imm)?;
@@ -349,7 +355,9 @@ impl Verifier<'_> {
         let x = code & BPF_X != 0;
         let bad = || ErrorKind::BadField { code, off, imm };
         match op {
-            BPF_ADD | BPF_SUB | BPF_MUL | BPF_OR | BPF_AND | BPF_LSH | BPF_RSH | BPF_XOR | BPF_ARSH if off != 0 => {
+            BPF_ADD | BPF_SUB | BPF_MUL | BPF_OR | BPF_AND | BPF_LSH | BPF_RSH | BPF_XOR | BPF_ARSH
+                if off != 0 =>
+            {
                 return fail(pc, bad());
             }
             BPF_DIV | BPF_MOD if off != 0 && off != 1 => return fail(pc, bad()),
@@ -368,8 +376,8 @@ impl Verifier<'_> {
                     return fail(pc, bad());
                 }
             }
-            BPF_ADD | BPF_SUB | BPF_MUL | BPF_OR | BPF_AND | BPF_LSH | BPF_RSH | BPF_XOR | BPF_ARSH | BPF_DIV
-            | BPF_MOD | BPF_NEG | BPF_END => {}
+            BPF_ADD | BPF_SUB | BPF_MUL | BPF_OR | BPF_AND | BPF_LSH | BPF_RSH | BPF_XOR | BPF_ARSH
+            | BPF_DIV | BPF_MOD | BPF_NEG | BPF_END => {}
             _ => return fail(pc, ErrorKind::UnsupportedOpcode { code }),
         }
         let dst = Self::check_dst(pc, insn.dst)?;
@@ -383,7 +391,10 @@ impl Verifier<'_> {
         if op == BPF_MOV {
             let out = if off != 0 {
                 if src.kind != Kind::Scalar {
-                    return fail(pc, ErrorKind::PointerArithmetic { kind: src.kind.name(), detail: "sign-extending move" });
+                    return fail(
+                        pc,
+                        ErrorKind::PointerArithmetic { kind: src.kind.name(), detail: "sign-extending move" },
+                    );
                 }
                 let s = src.val.truncate(off as u32 / 8).sign_extend(off as u32);
                 Reg::scalar(if wide { s } else { s.low32() })
@@ -400,7 +411,13 @@ impl Verifier<'_> {
                 r
             } else {
                 if src.kind != Kind::Scalar {
-                    return fail(pc, ErrorKind::PointerArithmetic { kind: src.kind.name(), detail: "32-bit move of a pointer" });
+                    return fail(
+                        pc,
+                        ErrorKind::PointerArithmetic {
+                            kind: src.kind.name(),
+                            detail: "32-bit move of a pointer",
+                        },
+                    );
                 }
                 Reg::scalar(src.val.low32())
             };
@@ -442,7 +459,10 @@ impl Verifier<'_> {
         // Pointer arithmetic: only 64-bit add and subtract.
         let ptr_kind = if d.kind.is_pointer() { d.kind } else { src.kind };
         if !wide {
-            return fail(pc, ErrorKind::PointerArithmetic { kind: ptr_kind.name(), detail: "32-bit pointer arithmetic" });
+            return fail(
+                pc,
+                ErrorKind::PointerArithmetic { kind: ptr_kind.name(), detail: "32-bit pointer arithmetic" },
+            );
         }
         let out = match (op, d.kind.is_pointer(), src.kind.is_pointer()) {
             (BPF_ADD, true, false) => self.ptr_add(pc, d, &src.val, false)?,
@@ -453,17 +473,37 @@ impl Verifier<'_> {
                     && (src.kind.is_packet() || src.kind == Kind::PacketEnd)
                     || d.kind == src.kind && !matches!(d.kind, Kind::MapValueOrNull(_) | Kind::MapPtr(_));
                 if !related {
-                    return fail(pc, ErrorKind::PointerArithmetic { kind: d.kind.name(), detail: "subtraction of an unrelated pointer" });
+                    return fail(
+                        pc,
+                        ErrorKind::PointerArithmetic {
+                            kind: d.kind.name(),
+                            detail: "subtraction of an unrelated pointer",
+                        },
+                    );
                 }
                 Reg::scalar(Scalar::unknown())
             }
             (BPF_SUB, false, true) => {
-                return fail(pc, ErrorKind::PointerArithmetic { kind: src.kind.name(), detail: "subtraction of a pointer from a scalar" });
+                return fail(
+                    pc,
+                    ErrorKind::PointerArithmetic {
+                        kind: src.kind.name(),
+                        detail: "subtraction of a pointer from a scalar",
+                    },
+                );
             }
             (BPF_ADD, true, true) => {
-                return fail(pc, ErrorKind::PointerArithmetic { kind: d.kind.name(), detail: "pointer + pointer" });
+                return fail(
+                    pc,
+                    ErrorKind::PointerArithmetic { kind: d.kind.name(), detail: "pointer + pointer" },
+                );
             }
-            _ => return fail(pc, ErrorKind::PointerArithmetic { kind: ptr_kind.name(), detail: "only add and subtract" }),
+            _ => {
+                return fail(
+                    pc,
+                    ErrorKind::PointerArithmetic { kind: ptr_kind.name(), detail: "only add and subtract" },
+                );
+            }
         };
         st.cur_mut().regs[dst] = out;
         Ok(())
@@ -483,7 +523,10 @@ impl Verifier<'_> {
                 return fail(pc, ErrorKind::PointerArithmetic { kind, detail: "" });
             }
             Kind::Stack(_) if sub => {
-                return fail(pc, ErrorKind::PointerArithmetic { kind, detail: "subtraction from the stack pointer" });
+                return fail(
+                    pc,
+                    ErrorKind::PointerArithmetic { kind, detail: "subtraction from the stack pointer" },
+                );
             }
             _ => {}
         }
@@ -527,7 +570,8 @@ impl Verifier<'_> {
         match mode {
             BPF_MEM => {
                 let val = self.reg(pc, st, insn.src)?;
-                let val = if val.kind == Kind::Scalar { Reg { val: val.val.truncate(size), ..val } } else { val };
+                let val =
+                    if val.kind == Kind::Scalar { Reg { val: val.val.truncate(size), ..val } } else { val };
                 self.mem(pc, st, insn.dst, base, i64::from(insn.off), size, Access::Write(val))?;
                 Ok(())
             }
@@ -563,9 +607,20 @@ impl Verifier<'_> {
         }
         let old = self.mem(pc, st, insn.dst, base, i64::from(insn.off), size, Access::Read)?;
         if old.kind != Kind::Scalar {
-            return fail(pc, ErrorKind::StackSpill { reg: insn.dst, reason: "atomic operation on a spilled pointer" });
+            return fail(
+                pc,
+                ErrorKind::StackSpill { reg: insn.dst, reason: "atomic operation on a spilled pointer" },
+            );
         }
-        self.mem(pc, st, insn.dst, base, i64::from(insn.off), size, Access::Write(Reg::scalar(Scalar::unknown_bytes(size))))?;
+        self.mem(
+            pc,
+            st,
+            insn.dst,
+            base,
+            i64::from(insn.off),
+            size,
+            Access::Write(Reg::scalar(Scalar::unknown_bytes(size))),
+        )?;
         let fetched = Reg::scalar(Scalar::unknown_bytes(size));
         if imm == BPF_CMPXCHG {
             st.cur_mut().regs[0] = fetched;
@@ -629,8 +684,12 @@ impl Verifier<'_> {
                     Ok(xdp_md::DATA) => (CtxField::Data, Reg::pointer(Kind::Packet, 0)),
                     Ok(xdp_md::DATA_END) => (CtxField::DataEnd, Reg::pointer(Kind::PacketEnd, 0)),
                     Ok(xdp_md::DATA_META) => (CtxField::DataMeta, Reg::pointer(Kind::PacketMeta, 0)),
-                    Ok(xdp_md::INGRESS_IFINDEX) => (CtxField::IngressIfindex, Reg::scalar(Scalar::unknown_bytes(4))),
-                    Ok(xdp_md::RX_QUEUE_INDEX) => (CtxField::RxQueueIndex, Reg::scalar(Scalar::unknown_bytes(4))),
+                    Ok(xdp_md::INGRESS_IFINDEX) => {
+                        (CtxField::IngressIfindex, Reg::scalar(Scalar::unknown_bytes(4)))
+                    }
+                    Ok(xdp_md::RX_QUEUE_INDEX) => {
+                        (CtxField::RxQueueIndex, Reg::scalar(Scalar::unknown_bytes(4)))
+                    }
                     _ => return fail(pc, bad),
                 };
                 self.note(pc, region::CTX, Some(field));
@@ -654,7 +713,11 @@ impl Verifier<'_> {
                 let o = base.off + off;
                 let (min, max) = (o + base.val.smin.max(-MAX_VAR_OFF), o + base.val.smax.min(MAX_VAR_OFF));
                 let vs = i64::from(info.def.value_size);
-                if base.val.smin <= -MAX_VAR_OFF || base.val.smax >= MAX_VAR_OFF || min < 0 || max + i64::from(size) > vs {
+                if base.val.smin <= -MAX_VAR_OFF
+                    || base.val.smax >= MAX_VAR_OFF
+                    || min < 0
+                    || max + i64::from(size) > vs
+                {
                     return fail(
                         pc,
                         ErrorKind::MapValueBounds {
@@ -734,19 +797,31 @@ impl Verifier<'_> {
                     if let Kind::Stack(k) = v.kind
                         && k > frame
                     {
-                        return fail(pc, ErrorKind::StackSpill { reg: regno, reason: "pointer to a callee's stack stored in its caller's frame" });
+                        return fail(
+                            pc,
+                            ErrorKind::StackSpill {
+                                reg: regno,
+                                reason: "pointer to a callee's stack stored in its caller's frame",
+                            },
+                        );
                     }
                     let s = st.frames[fr].slot_mut(slot);
                     if v.kind.is_pointer() {
                         if n != 8 {
-                            return fail(pc, ErrorKind::StackSpill { reg: regno, reason: "partial spill of a pointer" });
+                            return fail(
+                                pc,
+                                ErrorKind::StackSpill { reg: regno, reason: "partial spill of a pointer" },
+                            );
                         }
                         *s = Slot { bytes: [Byte::Spill; 8], spill: Some((v, 8)) };
                     } else if in_slot == 0 {
                         s.unspill();
                         let mut bytes = s.bytes;
                         bytes[..n].fill(Byte::Spill);
-                        *s = Slot { bytes, spill: Some((Reg { id: if n == 8 { v.id } else { 0 }, ..v }, n as u8)) };
+                        *s = Slot {
+                            bytes,
+                            spill: Some((Reg { id: if n == 8 { v.id } else { 0 }, ..v }, n as u8)),
+                        };
                     } else {
                         s.unspill();
                         let b = if v.val.const_value() == Some(0) { Byte::Zero } else { Byte::Misc };
@@ -761,7 +836,13 @@ impl Verifier<'_> {
                     {
                         if r.kind.is_pointer() {
                             if n != 8 {
-                                return fail(pc, ErrorKind::StackSpill { reg: regno, reason: "partial fill of a spilled pointer" });
+                                return fail(
+                                    pc,
+                                    ErrorKind::StackSpill {
+                                        reg: regno,
+                                        reason: "partial fill of a spilled pointer",
+                                    },
+                                );
                             }
                             return Ok(r);
                         }
@@ -780,13 +861,22 @@ impl Verifier<'_> {
                             Byte::Misc => zero = false,
                             Byte::Spill => {
                                 if s.spill.is_some_and(|(r, _)| r.kind.is_pointer()) {
-                                    return fail(pc, ErrorKind::StackSpill { reg: regno, reason: "partial read of a spilled pointer" });
+                                    return fail(
+                                        pc,
+                                        ErrorKind::StackSpill {
+                                            reg: regno,
+                                            reason: "partial read of a spilled pointer",
+                                        },
+                                    );
                                 }
                                 zero = false;
                             }
                             Byte::Invalid => {
                                 if !self.options.allow_uninit_stack {
-                                    return fail(pc, ErrorKind::StackUninit { reg: regno, off: o + i as i64, size });
+                                    return fail(
+                                        pc,
+                                        ErrorKind::StackUninit { reg: regno, off: o + i as i64, size },
+                                    );
                                 }
                                 zero = false;
                             }
@@ -807,7 +897,13 @@ impl Verifier<'_> {
         match access {
             Access::Write(v) => {
                 if v.kind.is_pointer() {
-                    return fail(pc, ErrorKind::StackSpill { reg: regno, reason: "pointer stored at a variable stack offset" });
+                    return fail(
+                        pc,
+                        ErrorKind::StackSpill {
+                            reg: regno,
+                            reason: "pointer stored at a variable stack offset",
+                        },
+                    );
                 }
                 let zero = v.val.const_value() == Some(0);
                 for o in lo..hi {
@@ -848,7 +944,15 @@ impl Verifier<'_> {
     }
 
     /// Memory a helper reads or writes: `size` bytes (at most `size_max`) at `reg`.
-    fn helper_mem(&mut self, pc: usize, st: &mut State, regno: u8, reg: Reg, size: u64, write: bool) -> Res<()> {
+    fn helper_mem(
+        &mut self,
+        pc: usize,
+        st: &mut State,
+        regno: u8,
+        reg: Reg,
+        size: u64,
+        write: bool,
+    ) -> Res<()> {
         let arg_err = |reason: String| VerifierError {
             insn: pc,
             kind: ErrorKind::HelperArg { helper: "", arg: regno, reason },
@@ -910,7 +1014,13 @@ impl Verifier<'_> {
         let ret = match id as u32 {
             helper::MAP_LOOKUP_ELEM => {
                 let Kind::MapPtr(m) = st.cur().regs[1].kind else { return unreachable_map(pc) };
-                Reg { kind: Kind::MapValueOrNull(m), off: 0, val: Scalar::konst(0), id: self.new_id(), range: 0 }
+                Reg {
+                    kind: Kind::MapValueOrNull(m),
+                    off: 0,
+                    val: Scalar::konst(0),
+                    id: self.new_id(),
+                    range: 0,
+                }
             }
             _ => Reg::scalar(Scalar::unknown()),
         };
@@ -940,7 +1050,11 @@ impl Verifier<'_> {
     }
 
     fn helper_args(&mut self, pc: usize, id: u32, name: &'static str, st: &mut State) -> Res<()> {
-        let arg = |a: u8, reason: String| VerifierError { insn: pc, kind: ErrorKind::HelperArg { helper: name, arg: a, reason }, line: None };
+        let arg = |a: u8, reason: String| VerifierError {
+            insn: pc,
+            kind: ErrorKind::HelperArg { helper: name, arg: a, reason },
+            line: None,
+        };
         let get = |this: &Self, st: &State, a: u8| this.reg(pc, st, a);
         let scalar = |this: &Self, st: &State, a: u8| -> Res<Scalar> {
             let r = get(this, st, a)?;
@@ -986,9 +1100,18 @@ impl Verifier<'_> {
                 use maps::map_type as t;
                 if !matches!(
                     info.def.map_type,
-                    t::HASH | t::ARRAY | t::PERCPU_HASH | t::PERCPU_ARRAY | t::LRU_HASH | t::LRU_PERCPU_HASH | t::LPM_TRIE
+                    t::HASH
+                        | t::ARRAY
+                        | t::PERCPU_HASH
+                        | t::PERCPU_ARRAY
+                        | t::LRU_HASH
+                        | t::LRU_PERCPU_HASH
+                        | t::LPM_TRIE
                 ) {
-                    return Err(arg(1, format!("map {} of type {} is not supported", info.name, info.def.map_type)));
+                    return Err(arg(
+                        1,
+                        format!("map {} of type {} is not supported", info.name, info.def.map_type),
+                    ));
                 }
                 let key = get(self, st, 2)?;
                 self.helper_mem(pc, st, 2, key, u64::from(info.def.key_size), false)?;
@@ -1051,7 +1174,9 @@ impl Verifier<'_> {
                         st.frames.push(Frame { regs, stack: Vec::new(), callsite: pc, subprog: t });
                         Ok(Flow::Next(t))
                     }
-                    BPF_PSEUDO_KFUNC_CALL => fail(pc, ErrorKind::Unsupported { what: "kernel function calls (kfuncs)" }),
+                    BPF_PSEUDO_KFUNC_CALL => {
+                        fail(pc, ErrorKind::Unsupported { what: "kernel function calls (kfuncs)" })
+                    }
                     _ => fail(pc, ErrorKind::BadField { code, off, imm }),
                 };
             }
@@ -1120,7 +1245,10 @@ impl Verifier<'_> {
             let c = if p_is_dst { cmp } else { cmp.swap() };
             if !matches!(c, Cmp::Eq | Cmp::Ne) {
                 if matches!(p.kind, Kind::MapValueOrNull(_)) {
-                    return fail(pc, ErrorKind::PointerComparison { left: d.kind.name(), right: s.kind.name() });
+                    return fail(
+                        pc,
+                        ErrorKind::PointerComparison { left: d.kind.name(), right: s.kind.name() },
+                    );
                 }
                 return Ok(self.fork(st, [Some(st.clone()), Some(st.clone())], taken, fall));
             }
@@ -1140,7 +1268,11 @@ impl Verifier<'_> {
                         r.id = 0;
                     }
                 });
-                let out = if null_edge == taken { [Some(null), Some(nonnull)] } else { [Some(nonnull), Some(null)] };
+                let out = if null_edge == taken {
+                    [Some(null), Some(nonnull)]
+                } else {
+                    [Some(nonnull), Some(null)]
+                };
                 return Ok(self.fork(st, out, taken, fall));
             }
             let out = if nonnull_edge == taken { [Some(st.clone()), None] } else { [None, Some(st.clone())] };

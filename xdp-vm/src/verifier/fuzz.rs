@@ -43,7 +43,13 @@ const CODES: &[u8] = &[
 fn random_insn(r: &mut Rng, len: usize) -> Insn {
     let code = r.pick(CODES);
     let dst = if r.below(8) == 0 { r.below(16) as u8 } else { r.below(11) as u8 };
-    let src = if code == 0x18 { r.pick(&[0, 0, 5, 6, 1, 4]) } else if code == 0x85 { r.pick(&[0, 0, 0, 1, 2]) } else { r.below(11) as u8 };
+    let src = if code == 0x18 {
+        r.pick(&[0, 0, 5, 6, 1, 4])
+    } else if code == 0x85 {
+        r.pick(&[0, 0, 0, 1, 2])
+    } else {
+        r.below(11) as u8
+    };
     let off = match code & 0x07 {
         BPF_JMP | BPF_JMP32 => r.below(len as u64 + 4) as i16 - (len as i16 / 2),
         BPF_LDX | BPF_ST | BPF_STX => r.pick(&[0i16, -8, -16, -512, -4, 8, 12, 14, 34, 1, 2]),
@@ -59,7 +65,8 @@ fn random_insn(r: &mut Rng, len: usize) -> Insn {
 }
 
 fn maps() -> Vec<Arc<Map>> {
-    let array = MapDef { map_type: map_type::ARRAY, key_size: 4, value_size: 16, max_entries: 4, map_flags: 0 };
+    let array =
+        MapDef { map_type: map_type::ARRAY, key_size: 4, value_size: 16, max_entries: 4, map_flags: 0 };
     let hash = MapDef { map_type: map_type::HASH, key_size: 4, value_size: 8, max_entries: 8, map_flags: 0 };
     vec![
         Arc::new(Map::new("array", array, 1).expect("array map")),
@@ -110,7 +117,13 @@ fn plausible_program(r: &mut Rng) -> Vec<Insn> {
         match r.below(9) {
             0 => p.push(Insn::new(size, 7, 2, off, 0)),
             1 => p.push(Insn::new(r.pick(&[0x0f, 0x1f, 0x2f, 0x5f, 0x4f, 0xaf, 0x3f, 0x9f]), 7, 8, 0, 0)),
-            2 => p.push(Insn::new(r.pick(&[0x07, 0x57, 0x77, 0x67, 0xb7, 0x04, 0x54]), r.pick(&[7, 8]), 0, 0, r.pick(&[1, 3, 15, 255, -1]))),
+            2 => p.push(Insn::new(
+                r.pick(&[0x07, 0x57, 0x77, 0x67, 0xb7, 0x04, 0x54]),
+                r.pick(&[7, 8]),
+                0,
+                0,
+                r.pick(&[1, 3, 15, 255, -1]),
+            )),
             3 => {
                 // r5 = data + (r7 & mask); bounds-checked or not.
                 p.push(Insn::new(0xbf, 9, 7, 0, 0));
@@ -124,8 +137,16 @@ fn plausible_program(r: &mut Rng) -> Vec<Insn> {
                 }
                 p.push(Insn::new(0x71, 8, 5, 0, 0));
             }
-            4 => p.push(Insn::new(r.pick(&[0x7b, 0x63, 0x73]), 10, r.pick(&[7, 8, 2]), r.pick(&[-8, -16, -24, -4]), 0)),
-            5 => p.push(Insn::new(r.pick(&[0x79, 0x61]), r.pick(&[7, 8]), 10, r.pick(&[-8, -16, -24, -4]), 0)),
+            4 => p.push(Insn::new(
+                r.pick(&[0x7b, 0x63, 0x73]),
+                10,
+                r.pick(&[7, 8, 2]),
+                r.pick(&[-8, -16, -24, -4]),
+                0,
+            )),
+            5 => {
+                p.push(Insn::new(r.pick(&[0x79, 0x61]), r.pick(&[7, 8]), 10, r.pick(&[-8, -16, -24, -4]), 0))
+            }
             6 => {
                 // Map lookup of key *(fp-8), maybe null-checked, then an access.
                 p.push(Insn::new(0x7b, 10, 7, -8, 0));

@@ -227,7 +227,10 @@ impl Scalar {
             var = var.with_subreg(var.subreg().intersect(r32));
             self.var = var;
         }
-        self.umin <= self.umax && self.smin <= self.smax && self.u32min <= self.u32max && self.s32min <= self.s32max
+        self.umin <= self.umax
+            && self.smin <= self.smax
+            && self.u32min <= self.u32max
+            && self.s32min <= self.s32max
     }
 
     /// The low 32 bits as a 64-bit value (what an ALU32 operation reads).
@@ -348,27 +351,13 @@ impl Scalar {
     pub fn and(&self, b: &Self) -> Self {
         let var = self.var.and(b.var);
         let sub = var.subreg();
-        self.bitwise(
-            b,
-            var,
-            var.value,
-            self.umax.min(b.umax),
-            sub.value as u32,
-            self.u32max.min(b.u32max),
-        )
+        self.bitwise(b, var, var.value, self.umax.min(b.umax), sub.value as u32, self.u32max.min(b.u32max))
     }
 
     pub fn or(&self, b: &Self) -> Self {
         let var = self.var.or(b.var);
         let sub = var.subreg();
-        self.bitwise(
-            b,
-            var,
-            self.umin.max(b.umin),
-            var.max(),
-            self.u32min.max(b.u32min),
-            sub.max() as u32,
-        )
+        self.bitwise(b, var, self.umin.max(b.umin), var.max(), self.u32min.max(b.u32min), sub.max() as u32)
     }
 
     pub fn xor(&self, b: &Self) -> Self {
@@ -449,11 +438,11 @@ impl Scalar {
                 (true, y) => x % y,
             });
         }
-        if b.umin > 0 {
+        if let (Some(lo), Some(hi)) = (a.umin.checked_div(b.umax), a.umax.checked_div(b.umin)) {
             if modulo {
                 return Self::from_urange(0, a.umax.min(b.umax - 1));
             }
-            return Self::from_urange(a.umin / b.umax, a.umax / b.umin);
+            return Self::from_urange(lo, hi);
         }
         if modulo {
             return Self::from_urange(0, a.umax);

@@ -214,7 +214,9 @@ fn reg_covers(old: &Reg, cur: &Reg, ids: &mut IdMap) -> bool {
                 && old.val.contains(&cur.val)
                 && ids.check(old.id, cur.id)
         }
-        Kind::MapValueOrNull(_) => old.off == cur.off && old.val.contains(&cur.val) && ids.check(old.id, cur.id),
+        Kind::MapValueOrNull(_) => {
+            old.off == cur.off && old.val.contains(&cur.val) && ids.check(old.id, cur.id)
+        }
         _ => old.off == cur.off && old.val.contains(&cur.val),
     }
 }
