@@ -175,15 +175,3 @@ fn raw_bytecode_faults_are_rejected() {
         }
     }
 }
-
-/// Debug aid: `VERIFY_OBJ=path cargo test --test verifier one_object -- --ignored --nocapture`.
-#[test]
-#[ignore = "debug aid"]
-fn one_object() {
-    let path = std::env::var("VERIFY_OBJ").expect("VERIFY_OBJ");
-    let bytes = std::fs::read(&path).expect("readable object");
-    let (obj, extras) = Object::parse_with_extras(&bytes).expect("parses");
-    for (i, spec) in obj.programs.iter().enumerate() {
-        eprintln!("{}: {:?}", spec.name, ours(&obj, &extras.lines[i], spec));
-    }
-}
