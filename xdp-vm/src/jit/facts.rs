@@ -15,6 +15,7 @@
 use crate::helpers::id;
 use crate::insn::*;
 use crate::program::MAP_HANDLE_TAG;
+use crate::verifier::{Verified, region};
 
 /// One register's fact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub(crate) type Regs = [Fact; NUM_REGS];
 #[derive(Debug)]
 pub(crate) struct Facts {
     before: Vec<Option<Regs>>,
+    /// Per instruction: the verifier proved the access in bounds (empty when unverified).
+    in_bounds: Vec<bool>,
 }
 
 impl Facts {
@@ -106,7 +109,7 @@ impl Facts {
                 }
             }
         }
-        Self { before }
+        Self { before, in_bounds: Vec::new() }
     }
 
     /// Facts before instruction `pc`.
@@ -114,10 +117,24 @@ impl Facts {
         self.before[pc].unwrap_or([Fact::Unknown; NUM_REGS])
     }
 
-    /// Whether the verifier proved the memory access at `pc` in bounds. The verifier does not
-    /// hand over its facts yet, so no access is skipped on its word.
-    pub(crate) fn verified_in_bounds(&self, _pc: usize) -> bool {
-        false
+    /// Takes what the verifier proved about this very program (`v.facts` is indexed like the
+    /// instructions the compiler translates: `Program` verifies its bound instructions).
+    pub(crate) fn use_verifier(&mut self, v: &Verified) {
+        if v.facts.len() == self.before.len() {
+            self.in_bounds = v
+                .facts
+                .iter()
+                .map(|f| f.reached && f.regions != 0 && f.regions & region::CTX == 0)
+                .collect();
+        }
+    }
+
+    /// Whether the verifier proved the memory access at `pc` inside the stack, the packet or a
+    /// map value on every path: the access needs no check. Context accesses never count here
+    /// (they are rewritten, not made directly), and nothing counts for a program loaded
+    /// unverified.
+    pub(crate) fn verified_in_bounds(&self, pc: usize) -> bool {
+        self.in_bounds.get(pc).copied().unwrap_or(false)
     }
 }
 

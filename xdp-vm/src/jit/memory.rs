@@ -58,14 +58,20 @@ impl Code {
         self.size
     }
 
-    /// Runs the program with `env` (whose `stack_start` this fills in) and `r1`.
+    /// Runs the program with `env` (whose `stack_start` this fills in) and `r1`, on a stack
+    /// from this thread's cache.
     pub(crate) fn call(&self, env: &mut Env<'_>, r1: u64) -> u64 {
-        with_stack(|stack| {
-            let start = stack.as_mut_ptr() as u64;
-            env.stack_start = start;
-            let fp = start + STACK_BYTES;
-            (self.entry)(env, r1, 0, 0, 0, 0, fp)
-        })
+        with_stack(|stack| self.call_on(env, r1, stack))
+    }
+
+    /// Runs the program with `env` (whose `stack_start` this fills in) and `r1` on `stack`,
+    /// which the `&mut` keeps to this run.
+    #[inline]
+    pub(crate) fn call_on(&self, env: &mut Env<'_>, r1: u64, stack: &mut Stack) -> u64 {
+        let start = stack.as_mut_ptr() as u64;
+        env.stack_start = start;
+        let fp = start + STACK_BYTES;
+        (self.entry)(env, r1, 0, 0, 0, 0, fp)
     }
 }
 
@@ -86,15 +92,20 @@ unsafe impl Send for Code {}
 unsafe impl Sync for Code {}
 
 /// One run's stack: eight 512-byte frames, 8-byte aligned.
-type Stack = [u64; STACK_BYTES as usize / 8];
+pub(crate) type Stack = [u64; STACK_BYTES as usize / 8];
 
 thread_local! {
     /// A stack to reuse on this thread; taken during a run, so a nested run gets a fresh one.
     static SPARE: Cell<Option<Box<Stack>>> = const { Cell::new(None) };
 }
 
+/// A fresh, zeroed stack.
+pub(crate) fn new_stack() -> Box<Stack> {
+    Box::new([0u64; STACK_BYTES as usize / 8])
+}
+
 fn with_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> R {
-    let mut stack = SPARE.with(Cell::take).unwrap_or_else(|| Box::new([0u64; STACK_BYTES as usize / 8]));
+    let mut stack = SPARE.with(Cell::take).unwrap_or_else(new_stack);
     let r = f(&mut stack);
     SPARE.with(|s| s.set(Some(stack)));
     r

@@ -1,18 +1,25 @@
 //! The Cranelift JIT: compiles a [`Program`] to native code once, then runs it from any thread.
 //!
 //! Semantics are the interpreter's ([`crate::interp`]), instruction for instruction: the same
-//! return values, memory effects and [`Fault`]s. Until the verifier hands over what it proved,
-//! the compiled code is safe on its own: every memory access is checked at run time — inline
-//! range compares against the packet frame and the stack, then a call into the same checked
-//! slow path the interpreter uses for context fields and map values — except where the
-//! compiler's own analysis ([`facts`]) proves it in bounds (`r10`-relative stack slots, context
-//! fields, map values behind a NULL check). Backward jumps are counted and call depth is bounded
-//! as in the interpreter, so a program that misbehaves stops with a fault, never a crash.
+//! return values, memory effects and [`Fault`]s. For a program the verifier accepted
+//! ([`Program::verified`]), every load, store and atomic it proved inside the stack, the packet
+//! or a map value is compiled as a plain machine access, with no check. A program loaded
+//! unverified (`--no-verify`, engine tests) is safe on its own: every memory access is checked at
+//! run time — inline range compares against the packet frame and the stack, then a call into the
+//! same checked slow path the interpreter uses for context fields and map values — except where
+//! the compiler's own analysis ([`facts`]) proves it in bounds (`r10`-relative stack slots,
+//! context fields, map values behind a NULL check). Backward jumps are counted and call depth is
+//! bounded as in the interpreter, so a program that misbehaves stops with a fault, never a crash.
 //!
 //! Fast paths: array and per-CPU array lookups are address arithmetic with the bound check;
-//! hash lookups call `Map::lookup` directly for the map known at compile time;
-//! `bpf_get_smp_processor_id` and context loads are inline; every other helper runs the
-//! interpreter's implementation through an `extern "C"` trampoline.
+//! hash lookups with a 1-, 2-, 4- or 8-byte key on the stack read the key inline and call
+//! [`maps::Map::lookup_word`] (no key slice, no size dispatch), other hash lookups call
+//! `Map::lookup` directly for the map known at compile time; `bpf_get_smp_processor_id` and
+//! context loads are inline; every other helper runs the interpreter's implementation through an
+//! `extern "C"` trampoline.
+//!
+//! Running: [`JitProgram::run`] takes a stack from a per-thread cache; a worker that runs
+//! programs in a loop keeps a [`JitRunner`] and calls [`JitProgram::run_on`], which skips that.
 //!
 //! Code pages are written, then made read-execute (never both; see `memory`).
 //!
@@ -109,6 +116,10 @@ impl<C: Context> JitProgram<C> {
         let mut flags = settings::builder();
         flags.set("opt_level", "speed").map_err(|e| isa_err(e.to_string()))?;
         flags.set("is_pic", "false").map_err(|e| isa_err(e.to_string()))?;
+        // Cranelift's IR verifier re-checks what the translator built; it costs about a third
+        // of the compile time, so it runs in debug builds (and so in every test) only.
+        let verify_ir = if cfg!(debug_assertions) { "true" } else { "false" };
+        flags.set("enable_verifier", verify_ir).map_err(|e| isa_err(e.to_string()))?;
         let isa = cranelift_native::builder()
             .map_err(|e| isa_err(e.to_string()))?
             .finish(settings::Flags::new(flags))
@@ -119,7 +130,7 @@ impl<C: Context> JitProgram<C> {
         let mut tables = Vec::new();
         let infos: Vec<MapInfo> = maps.iter().map(|m| map_info(m, &mut tables)).collect();
         let (entry, size) =
-            translate::translate::<C>(&mut module, prog.insns(), &infos, &Targets::of::<C>())?;
+            translate::translate::<C>(&mut module, prog.insns(), &infos, &Targets::of::<C>(), prog.verified())?;
         let code = memory::Code::finalize(module, entry, size)?;
         Ok(Self {
             name: prog.name().to_string(),
@@ -131,11 +142,32 @@ impl<C: Context> JitProgram<C> {
         })
     }
 
-    /// Runs the program once on `state`, with per-CPU slot `slot`; returns `r0`.
+    /// Runs the program once on `state`, with per-CPU slot `slot`; returns `r0`. The stack
+    /// comes from a per-thread cache; a worker that runs programs in a loop saves that look-up
+    /// with [`JitProgram::run_on`].
     ///
     /// # Errors
     /// The [`Fault`] the interpreter would report for the same run.
     pub fn run(&self, state: &mut C::State<'_>, slot: usize) -> Result<u64, Fault> {
+        self.run_with(state, slot, |code, env, r1| code.call(env, r1))
+    }
+
+    /// [`JitProgram::run`] on `runner`'s stack: the per-worker fast path.
+    ///
+    /// # Errors
+    /// The [`Fault`] the interpreter would report for the same run.
+    #[inline]
+    pub fn run_on(&self, runner: &mut JitRunner, state: &mut C::State<'_>, slot: usize) -> Result<u64, Fault> {
+        self.run_with(state, slot, |code, env, r1| code.call_on(env, r1, &mut runner.stack))
+    }
+
+    #[inline]
+    fn run_with(
+        &self,
+        state: &mut C::State<'_>,
+        slot: usize,
+        call: impl FnOnce(&memory::Code, &mut Env<'_>, u64) -> u64,
+    ) -> Result<u64, Fault> {
         let (mut pkt_start, mut pkt_len) = C::memory(state);
         let ctx = C::address(state);
         if pkt_len < 8 {
@@ -155,7 +187,7 @@ impl<C: Context> JitProgram<C> {
             maps: &self.maps,
             fault: None,
         };
-        let r0 = self.code.call(&mut env, ctx);
+        let r0 = call(&self.code, &mut env, ctx);
         match env.fault {
             Some(f) => Err(f),
             None => Ok(r0),
@@ -184,6 +216,33 @@ impl<C: Context> JitProgram<C> {
     #[must_use]
     pub fn maps(&self) -> &[Arc<Map>] {
         &self.maps
+    }
+}
+
+/// What one worker keeps between runs of compiled programs: the 4 KiB program stack, so a run
+/// neither allocates nor looks up a per-thread cache. Any program may run on it; one run at a
+/// time (the `&mut` in [`JitProgram::run_on`]).
+pub struct JitRunner {
+    stack: Box<memory::Stack>,
+}
+
+impl JitRunner {
+    /// A runner with a fresh stack.
+    #[must_use]
+    pub fn new() -> Self {
+        Self { stack: memory::new_stack() }
+    }
+}
+
+impl Default for JitRunner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for JitRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitRunner").finish_non_exhaustive()
     }
 }
 
@@ -220,6 +279,7 @@ fn map_info(map: &Arc<Map>, tables: &mut Vec<Box<[u64]>>) -> MapInfo {
                 _ => MapKind::Other,
             }
         }
+        _ if map.has_word_lookup() && matches!(def.key_size, 1 | 2 | 4 | 8) => MapKind::HashWord,
         _ => MapKind::Other,
     };
     MapInfo {

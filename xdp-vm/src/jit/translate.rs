@@ -48,6 +48,9 @@ pub(crate) enum MapKind {
     Array { base: u64, stride: u64 },
     /// Per-CPU array: slot `s`'s value `i` at `table[s] + i * stride`, `slots` entries in table.
     PerCpuArray { table: u64, slots: u64, stride: u64 },
+    /// Hash map with a 1-, 2-, 4- or 8-byte key: lookups read the key word inline and call
+    /// `Map::lookup_word`.
+    HashWord,
     /// Anything else: lookups call `Map::lookup`.
     Other,
 }
@@ -79,9 +82,13 @@ pub(crate) fn translate<C: Context>(
     insns: &[Insn],
     maps: &[MapInfo],
     targets: &Targets,
+    verified: Option<&crate::verifier::Verified>,
 ) -> Result<(FuncId, usize), CompileError> {
     let funcs = functions(insns);
-    let facts = Facts::analyze(insns, &funcs, maps.len());
+    let mut facts = Facts::analyze(insns, &funcs, maps.len());
+    if let Some(v) = verified {
+        facts.use_verifier(v);
+    }
     let ptr = module.target_config().pointer_type();
     debug_assert_eq!(ptr, I64);
     let call_conv = module.isa().default_call_conv();
@@ -868,8 +875,12 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
 
     /// `bpf_map_lookup_elem` on a known map; `key` is the fact about r2.
     fn lookup(&mut self, pc: usize, info: MapInfo, key: Fact) -> Value {
-        let key_size =
-            if matches!(info.kind, MapKind::Other) { None } else { Some(i64::from(info.key_size)) };
+        let key_size = match info.kind {
+            MapKind::Array { .. } | MapKind::PerCpuArray { .. } | MapKind::HashWord => {
+                Some(i64::from(info.key_size))
+            }
+            MapKind::Other => None,
+        };
         let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
         let env = self.env;
         let kaddr = self.get(2);
@@ -883,6 +894,17 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             (MapKind::PerCpuArray { table, slots, stride }, Some(ks)) if key_in_frame(ks) => {
                 let idx = self.b.ins().uload32(flags(), kaddr, 0);
                 self.array_elem(idx, table, Some(slots), stride, info.max_entries)
+            }
+            (MapKind::HashWord, Some(ks)) if key_in_frame(ks) => {
+                let word = match ks {
+                    1 => self.b.ins().uload8(I64, flags(), kaddr, 0),
+                    2 => self.b.ins().uload16(I64, flags(), kaddr, 0),
+                    4 => self.b.ins().uload32(flags(), kaddr, 0),
+                    _ => self.b.ins().load(I64, flags(), kaddr, 0),
+                };
+                let m = self.b.ins().iconst(I64, info.addr as i64);
+                let slot = self.b.ins().load(I64, MemFlagsData::trusted(), env, off::SLOT);
+                self.call_addr(self.t.map_lookup_word, &[m, word, slot])
             }
             _ => {
                 let m = self.b.ins().iconst(I64, info.addr as i64);
