@@ -23,7 +23,7 @@ use dataplane::kernel::{self, KernelProgram};
 use dataplane::prog_run;
 use xdp_vm::context::{XDP_FRAME_SIZE, XdpBuff};
 use xdp_vm::elf::{Object, ProgramKind};
-use xdp_vm::jit::JitProgram;
+use xdp_vm::jit::{JitProgram, JitRunner};
 use xdp_vm::{Interpreter, Program, Xdp, create_maps};
 
 struct Mode {
@@ -94,9 +94,18 @@ fn main() -> anyhow::Result<()> {
         let jit = JitProgram::compile(&jit_prog)?;
         let mut jit_buff = XdpBuff::load(&mut jit_frame, &frame)?;
         jit_buff.ingress_ifindex = 1;
+        let mut runner = JitRunner::new();
+        // The seed's logic in plain Rust on the same map store, for the seed program.
+        let native_maps = create_maps(&obj, slots)?;
+        let mut native_frame = frame.clone();
+        let native = (name == "xdp_counter").then(|| native_maps[0].clone());
 
-        let mut rows: Vec<(&str, Vec<Sample>)> =
-            vec![("ours, interpreter", Vec::new()), ("ours, JIT", Vec::new()), ("kernel", Vec::new())];
+        let mut rows: Vec<(&str, Vec<Sample>)> = vec![
+            ("ours, interpreter", Vec::new()),
+            ("ours, JIT", Vec::new()),
+            ("kernel", Vec::new()),
+            ("plain Rust, same map store", Vec::new()),
+        ];
         let mut reported = Vec::new();
         for _ in 0..mode.rounds {
             let mut fault = None;
@@ -106,7 +115,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }));
             rows[1].1.push(batch(mode.repeat, || {
-                if let Err(e) = jit.run(&mut jit_buff, slot) {
+                if let Err(e) = jit.run_on(&mut runner, &mut jit_buff, slot) {
                     fault = Some(e);
                 }
             }));
@@ -119,6 +128,14 @@ fn main() -> anyhow::Result<()> {
             let n = f64::from(mode.repeat);
             rows[2].1.push(Sample { cpu: cpu / n, wall: wall / n });
             reported.push(f64::from(run.duration_ns));
+            if let Some(map) = &native {
+                rows[3].1.push(batch(mode.repeat, || {
+                    std::hint::black_box(peers::xdp_counter(map, &mut native_frame, slot));
+                }));
+            }
+        }
+        if native.is_none() {
+            rows.pop();
         }
         let kern_cpu = Stats::of(&mut rows[2].1.iter().map(|s| s.cpu).collect::<Vec<_>>()).median;
         let kern_reported = Stats::of(&mut reported).median;
@@ -203,6 +220,40 @@ impl Stats {
 
     fn cell(&self) -> String {
         format!("{:.1} ({:.1}..{:.1})", self.median, self.min, self.max)
+    }
+}
+
+/// The same logic as a peer engine would run it.
+mod peers {
+    #![expect(unsafe_code, reason = "the value pointer Map::lookup hands out, as a program uses it")]
+
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use maps::{BPF_NOEXIST, Map};
+
+    /// `configs/bpf/xdp_counter.c` in Rust: count the frame's length in `map`, swap the MACs,
+    /// `XDP_TX` (3); `XDP_DROP` (1) for a frame shorter than an Ethernet header.
+    #[inline(never)]
+    pub fn xdp_counter(map: &Map, frame: &mut [u8], slot: usize) -> u32 {
+        let len = frame.len() as u32;
+        match map.lookup(&len.to_ne_bytes(), slot) {
+            Some(p) => {
+                // SAFETY: `Map::lookup` returns a pointer to `value_size` (here 4) bytes, 8-byte
+                // aligned, valid for the map's lifetime (`map` is borrowed); values are only
+                // accessed atomically or as plain bytes by programs, as in the kernel.
+                let count = unsafe { AtomicU32::from_ptr(p.as_ptr().cast()) };
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                let _ = map.update(&len.to_ne_bytes(), &1u32.to_ne_bytes(), BPF_NOEXIST, slot);
+            }
+        }
+        if frame.len() < 14 {
+            return 1;
+        }
+        let (dst, src) = frame.split_at_mut(6);
+        dst.swap_with_slice(&mut src[..6]);
+        3
     }
 }
 

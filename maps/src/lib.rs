@@ -824,8 +824,9 @@ mod tests {
 
     #[test]
     fn lookup_word_matches_lookup() {
-        for (t, ks) in [(map_type::HASH, 4), (map_type::HASH, 8), (map_type::HASH, 2), (map_type::PERCPU_HASH, 4)]
-        {
+        let kinds =
+            [(map_type::HASH, 4), (map_type::HASH, 8), (map_type::HASH, 2), (map_type::PERCPU_HASH, 4)];
+        for (t, ks) in kinds {
             let m = Map::new("w", def(t, ks, 8, 64), 2).unwrap();
             assert!(m.has_word_lookup());
             for i in 0..40u64 {
@@ -837,7 +838,8 @@ mod tests {
                 let mut word = [0u8; 8];
                 word[..key.len()].copy_from_slice(key);
                 for slot in [0, 1, 2] {
-                    assert_eq!(m.lookup_word(u64::from_ne_bytes(word), slot), m.lookup(key, slot), "{t} {ks} {i}");
+                    let word = u64::from_ne_bytes(word);
+                    assert_eq!(m.lookup_word(word, slot), m.lookup(key, slot), "{t} {ks} {i}");
                 }
             }
         }

@@ -121,11 +121,8 @@ impl Facts {
     /// instructions the compiler translates: `Program` verifies its bound instructions).
     pub(crate) fn use_verifier(&mut self, v: &Verified) {
         if v.facts.len() == self.before.len() {
-            self.in_bounds = v
-                .facts
-                .iter()
-                .map(|f| f.reached && f.regions != 0 && f.regions & region::CTX == 0)
-                .collect();
+            self.in_bounds =
+                v.facts.iter().map(|f| f.reached && f.regions != 0 && f.regions & region::CTX == 0).collect();
         }
     }
 

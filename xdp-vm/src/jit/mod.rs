@@ -129,8 +129,13 @@ impl<C: Context> JitProgram<C> {
         let maps = prog.maps().to_vec();
         let mut tables = Vec::new();
         let infos: Vec<MapInfo> = maps.iter().map(|m| map_info(m, &mut tables)).collect();
-        let (entry, size) =
-            translate::translate::<C>(&mut module, prog.insns(), &infos, &Targets::of::<C>(), prog.verified())?;
+        let (entry, size) = translate::translate::<C>(
+            &mut module,
+            prog.insns(),
+            &infos,
+            &Targets::of::<C>(),
+            prog.verified(),
+        )?;
         let code = memory::Code::finalize(module, entry, size)?;
         Ok(Self {
             name: prog.name().to_string(),
@@ -157,7 +162,12 @@ impl<C: Context> JitProgram<C> {
     /// # Errors
     /// The [`Fault`] the interpreter would report for the same run.
     #[inline]
-    pub fn run_on(&self, runner: &mut JitRunner, state: &mut C::State<'_>, slot: usize) -> Result<u64, Fault> {
+    pub fn run_on(
+        &self,
+        runner: &mut JitRunner,
+        state: &mut C::State<'_>,
+        slot: usize,
+    ) -> Result<u64, Fault> {
         self.run_with(state, slot, |code, env, r1| code.call_on(env, r1, &mut runner.stack))
     }
 
