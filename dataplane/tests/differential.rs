@@ -212,3 +212,67 @@ fn raw_v4_bytecode_matches_the_kernel() {
         }
     }
 }
+
+/// The firewall with blocked prefixes in its LPM trie, the same entries written on every side:
+/// longest-prefix matches, verdicts and per-rule counters equal to the kernel's.
+#[test]
+fn firewall_blocks_the_prefixes_the_kernel_blocks() {
+    use pktgen::craft::{FrameSpec, L3};
+    use std::net::Ipv4Addr;
+
+    kernel::pin_current_thread(0).expect("pin to CPU 0");
+    let slots = kernel::possible_cpus().expect("possible CPUs");
+    let path = Path::new(env!("BPF_OBJ_DIR")).join("xdp_firewall.o");
+    let obj = Object::parse(&std::fs::read(&path).expect("built")).expect("parses");
+    let spec = obj.program(Some("xdp_firewall")).expect("has the program");
+    let blocked = obj.maps.iter().position(|m| m.name == "blocked_v4").expect("has blocked_v4");
+    // (prefix length, address, rule id): nested prefixes, so the longest match decides the rule.
+    let rules: [(u32, [u8; 4], u32); 4] =
+        [(8, [10, 0, 0, 0], 1), (24, [10, 0, 0, 0], 2), (32, [10, 0, 0, 1], 3), (16, [192, 168, 0, 0], 4)];
+    let entry = |(len, addr, rule): (u32, [u8; 4], u32)| {
+        let mut key = len.to_le_bytes().to_vec();
+        key.extend_from_slice(&addr);
+        (key, rule.to_le_bytes())
+    };
+
+    let kern = KernelProgram::load(&obj, spec).expect("the kernel loads the firewall");
+    let mut ours: Vec<Ours> = ENGINES.iter().map(|&e| Ours::load(&obj, spec, slots, e)).collect();
+    for rule in rules {
+        let (key, value) = entry(rule);
+        kern.maps()[blocked].update(&key, &value, 0).expect("kernel LPM update");
+        for o in &ours {
+            o.maps[blocked].update_user(&key, &value, 0).expect("our LPM update");
+        }
+    }
+
+    let from = |src: [u8; 4]| {
+        let spec = FrameSpec {
+            l3: L3::V4 { src: Ipv4Addr::from(src), dst: Ipv4Addr::new(10, 9, 9, 9) },
+            ..FrameSpec::default()
+        };
+        (format!("from {}", Ipv4Addr::from(src)), spec.build().expect("valid frame"))
+    };
+    let mut frames = pktgen::craft::test_frames();
+    frames.extend([from([10, 0, 0, 9]), from([10, 1, 2, 3]), from([172, 16, 0, 1]), from([192, 168, 5, 5])]);
+    let (mut dropped, mut passed) = (0, 0);
+    for (name, frame) in &frames {
+        let Ok(k) = kern.test_run(frame, 1) else { continue };
+        match k.retval {
+            1 => dropped += 1,
+            2 => passed += 1,
+            _ => {}
+        }
+        for (engine, o) in ENGINES.iter().zip(&mut ours) {
+            let ctx = format!("xdp_firewall on {name} ({engine:?})");
+            let (ret, out) =
+                o.test_run(frame, 1).unwrap_or_else(|| panic!("{ctx}: refused a frame the kernel ran"));
+            assert_eq!(ret, k.retval, "{ctx}: verdict");
+            assert_eq!(out, k.data_out, "{ctx}: output");
+            compare_maps(&ctx, &kern, o);
+        }
+    }
+    assert!(
+        dropped >= 4 && passed >= 2,
+        "the table exercises both verdicts: {dropped} dropped, {passed} passed"
+    );
+}
