@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use xdp_vm::context::{XDP_FRAME_SIZE, XdpBuff};
-use xdp_vm::elf::{Object, ProgramKind};
+use xdp_vm::elf::{Object, ProgramKind, ProgramSpec};
 use xdp_vm::jit::JitProgram;
 use xdp_vm::{Interpreter, Program, Xdp, create_maps};
 
@@ -39,7 +39,7 @@ pub enum RunError {
         #[source]
         source: xdp_vm::elf::ElfError,
     },
-    #[error("program {name} is not an XDP program (section {section}); prog run runs XDP programs")]
+    #[error("program {name} is not an XDP program (section {section}); only XDP programs run on packets")]
     NotXdp { name: String, section: String },
     #[error("cannot load program {name}")]
     Load {
@@ -135,25 +135,44 @@ pub fn cpu_slots() -> usize {
         .unwrap_or_else(|_| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
+/// Reads and parses an eBPF object file.
+///
+/// # Errors
+/// [`RunError::Read`] when the file cannot be read, [`RunError::Object`] when it is not a
+/// loadable eBPF object.
+pub fn read_object(path: &Path) -> Result<Object, RunError> {
+    let bytes =
+        std::fs::read(path).map_err(|source| RunError::Read { path: path.display().to_string(), source })?;
+    Object::parse(&bytes).map_err(|source| RunError::Object { path: path.display().to_string(), source })
+}
+
+/// The XDP program called `name` in `obj` (the first program when `None`).
+///
+/// # Errors
+/// [`RunError::Object`] when there is no such program, [`RunError::NotXdp`] when it is not XDP.
+pub fn xdp_program<'o>(
+    obj: &'o Object,
+    path: &Path,
+    name: Option<&str>,
+) -> Result<&'o ProgramSpec, RunError> {
+    let spec =
+        obj.program(name).map_err(|source| RunError::Object { path: path.display().to_string(), source })?;
+    if spec.kind != ProgramKind::Xdp {
+        return Err(RunError::NotXdp { name: spec.name.clone(), section: spec.section.clone() });
+    }
+    Ok(spec)
+}
+
 /// Runs the request.
 ///
 /// # Errors
 /// [`RunError`] for unreadable files, objects the loader or program check refuses, frames the
 /// kernel would refuse, and programs that fault.
 pub fn run(req: &RunRequest<'_>) -> Result<RunReport, RunError> {
-    let read = |p: &Path| {
-        std::fs::read(p).map_err(|source| RunError::Read { path: p.display().to_string(), source })
-    };
-    let bytes = read(req.object)?;
-    let obj = Object::parse(&bytes)
-        .map_err(|source| RunError::Object { path: req.object.display().to_string(), source })?;
-    let spec = obj
-        .program(req.program)
-        .map_err(|source| RunError::Object { path: req.object.display().to_string(), source })?;
-    if spec.kind != ProgramKind::Xdp {
-        return Err(RunError::NotXdp { name: spec.name.clone(), section: spec.section.clone() });
-    }
-    let packet = read(req.data_in)?;
+    let obj = read_object(req.object)?;
+    let spec = xdp_program(&obj, req.object, req.program)?;
+    let packet = std::fs::read(req.data_in)
+        .map_err(|source| RunError::Read { path: req.data_in.display().to_string(), source })?;
 
     let slots = cpu_slots();
     let cpu = xdp_vm::sys::current_cpu();
@@ -220,10 +239,7 @@ pub fn run(req: &RunRequest<'_>) -> Result<RunReport, RunError> {
 /// # Errors
 /// When the object cannot be read or parsed, or has no such program.
 pub fn dump(object: &Path, program: Option<&str>) -> Result<String, RunError> {
-    let bytes = std::fs::read(object)
-        .map_err(|source| RunError::Read { path: object.display().to_string(), source })?;
-    let obj = Object::parse(&bytes)
-        .map_err(|source| RunError::Object { path: object.display().to_string(), source })?;
+    let obj = read_object(object)?;
     let spec = obj
         .program(program)
         .map_err(|source| RunError::Object { path: object.display().to_string(), source })?;
@@ -253,7 +269,8 @@ pub enum Verdict {
 /// [`RunError`] for unreadable or malformed objects, no such program, or a program the
 /// structural checks refuse (unknown helper, bad instruction): bad input, not a verdict.
 pub fn verify(object: &Path, program: Option<&str>) -> Result<Verdict, RunError> {
-    let bytes = std::fs::read(object).map_err(|source| RunError::Read { path: object.display().to_string(), source })?;
+    let bytes = std::fs::read(object)
+        .map_err(|source| RunError::Read { path: object.display().to_string(), source })?;
     let obj_err = |source| RunError::Object { path: object.display().to_string(), source };
     let (obj, extras) = Object::parse_with_extras(&bytes).map_err(obj_err)?;
     let spec = obj.program(program).map_err(obj_err)?;
@@ -264,7 +281,9 @@ pub fn verify(object: &Path, program: Option<&str>) -> Result<Verdict, RunError>
     let load_err = |source| RunError::Load { name: spec.name.clone(), source };
     let maps = create_maps(&obj, 1).map_err(load_err)?;
     match Program::<Xdp>::new(spec, &maps) {
-        Ok(prog) => Ok(Verdict::Accepted { processed_insns: prog.verified().map_or(0, |v| v.processed_insns) }),
+        Ok(prog) => {
+            Ok(Verdict::Accepted { processed_insns: prog.verified().map_or(0, |v| v.processed_insns) })
+        }
         Err(xdp_vm::LoadError::Verifier { source }) => {
             let lines = extras.lines.get(index).map_or(&[][..], Vec::as_slice);
             Ok(Verdict::Rejected { log: source.with_lines(lines).log() })

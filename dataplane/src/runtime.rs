@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use xdp_vm::elf::{Object, ProgramKind};
+use xdp_vm::elf::Object;
 use xdp_vm::{Program, Xdp, create_maps};
 
 use crate::backend::{self, BackendError, Sink};
 use crate::config::{Config, ConfigError, PassAction};
 use crate::lab::{self, Lab, LabError};
+use crate::prog_run;
 use crate::stats::{self, Snapshot, WorkerCounters};
 use crate::worker::{Engine, EngineError, PassTo, Worker};
 
@@ -22,28 +23,11 @@ use crate::worker::{Engine, EngineError, PassTo, Worker};
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot read {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}")]
-    Object {
-        path: String,
-        #[source]
-        source: xdp_vm::elf::ElfError,
-    },
+    /// The object or program: the same errors as `prog run`.
+    #[error(transparent)]
+    Program(#[from] prog_run::RunError),
     #[error("config key program.globals.{name}: {reason}")]
     Global { name: String, reason: String },
-    #[error("program {name} is not an XDP program (section {section})")]
-    NotXdp { name: String, section: String },
-    #[error("cannot load program {name}")]
-    Load {
-        name: String,
-        #[source]
-        source: xdp_vm::LoadError,
-    },
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -89,8 +73,7 @@ pub struct Summary {
 /// refuses.
 pub fn load_program(cfg: &Config, slots: usize) -> Result<(Object, Program<Xdp>), RunError> {
     let path = &cfg.program.object;
-    let bytes = std::fs::read(path).map_err(|source| RunError::Read { path: path.display().to_string(), source })?;
-    let mut obj = Object::parse(&bytes).map_err(|source| RunError::Object { path: path.display().to_string(), source })?;
+    let mut obj = prog_run::read_object(path)?;
     for (name, value) in &cfg.program.globals {
         let size = obj
             .maps
@@ -98,19 +81,18 @@ pub fn load_program(cfg: &Config, slots: usize) -> Result<(Object, Program<Xdp>)
             .flat_map(|m| m.vars.iter())
             .find(|v| &v.name == name)
             .map(|v| v.size)
-            .ok_or_else(|| RunError::Global { name: name.clone(), reason: "no such global variable in the object".into() })?;
+            .ok_or_else(|| RunError::Global {
+                name: name.clone(),
+                reason: "no such global variable in the object".into(),
+            })?;
         let bytes = value.bytes(size).map_err(|reason| RunError::Global { name: name.clone(), reason })?;
-        obj.set_global(name, &bytes).map_err(|e| RunError::Global { name: name.clone(), reason: e.to_string() })?;
+        obj.set_global(name, &bytes)
+            .map_err(|e| RunError::Global { name: name.clone(), reason: e.to_string() })?;
     }
-    let spec = obj
-        .program(cfg.program.name.as_deref())
-        .map_err(|source| RunError::Object { path: path.display().to_string(), source })?
-        .clone();
-    if spec.kind != ProgramKind::Xdp {
-        return Err(RunError::NotXdp { name: spec.name, section: spec.section });
-    }
-    let maps = create_maps(&obj, slots).map_err(|source| RunError::Load { name: spec.name.clone(), source })?;
-    let prog = Program::new(&spec, &maps).map_err(|source| RunError::Load { name: spec.name.clone(), source })?;
+    let spec = prog_run::xdp_program(&obj, path, cfg.program.name.as_deref())?.clone();
+    let load_err = |source| prog_run::RunError::Load { name: spec.name.clone(), source };
+    let maps = create_maps(&obj, slots).map_err(load_err)?;
+    let prog = Program::new(&spec, &maps).map_err(load_err)?;
     Ok((obj, prog))
 }
 
@@ -139,7 +121,11 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
 
     let lab = match &cfg.lab {
         Some(l) => {
-            let nq = cfg.ports.iter().find(|p| p.interface == l.interface).map_or(1, |p| p.queues.iter().max().map_or(1, |m| m + 1));
+            let nq = cfg
+                .ports
+                .iter()
+                .find(|p| p.interface == l.interface)
+                .map_or(1, |p| p.queues.iter().max().map_or(1, |m| m + 1));
             Some(Lab::create(&l.namespace, &l.interface, &l.peer, nq)?)
         }
         None => None,
@@ -158,7 +144,10 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
                 .ok()
                 .and_then(Result::ok);
             if s.is_none() {
-                let _ = writeln!(err, "warning: lab: no counting program on the peer; returned frames are not counted");
+                let _ = writeln!(
+                    err,
+                    "warning: lab: no counting program on the peer; returned frames are not counted"
+                );
             }
             s
         }
@@ -176,7 +165,8 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
             PassAction::Drop => PassTo::Drop,
             PassAction::Tap => {
                 let name = tap_name(&pc.interface);
-                let f = backend::sys::open_tap(&name).map_err(|source| RunError::Tap { name: name.clone(), source })?;
+                let f = backend::sys::open_tap(&name)
+                    .map_err(|source| RunError::Tap { name: name.clone(), source })?;
                 let _ = std::process::Command::new("ip").args(["link", "set", &name, "up"]).status();
                 let f = Arc::new(f);
                 taps.push(f.clone());
@@ -222,9 +212,19 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
         }
         ports.push(port);
     }
-    let counters: Vec<(String, Arc<WorkerCounters>)> = workers.iter().map(|w| (w.label.clone(), w.counters.clone())).collect();
+    let counters: Vec<(String, Arc<WorkerCounters>)> =
+        workers.iter().map(|w| (w.label.clone(), w.counters.clone())).collect();
     let handles: Vec<_> = workers.into_iter().map(|w| std::thread::spawn(move || w.run())).collect();
-    let _ = writeln!(err, "dataplane: ready, running {} ({}) on {} queue(s)", prog.name(), match engine_kind { crate::config::EngineKind::Interp => "interp", crate::config::EngineKind::Jit => "jit" }, handles.len());
+    let _ = writeln!(
+        err,
+        "dataplane: ready, running {} ({}) on {} queue(s)",
+        prog.name(),
+        match engine_kind {
+            crate::config::EngineKind::Interp => "interp",
+            crate::config::EngineKind::Jit => "jit",
+        },
+        handles.len()
+    );
 
     let generator = match (&lab, &cfg.lab) {
         (Some(l), Some(lc)) => Some(lab::spawn_generator(l, lc.flows, lc.rate)?),
@@ -286,7 +286,12 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     if !totals_hist.is_empty() {
         summary.frame_ns = (totals_hist.value_at_quantile(0.5), totals_hist.value_at_quantile(0.99));
     }
-    let _ = writeln!(out, "summary: {:.1} s, {}", seconds, stats::line("total", &summary.totals, seconds, &totals_hist));
+    let _ = writeln!(
+        out,
+        "summary: {:.1} s, {}",
+        seconds,
+        stats::line("total", &summary.totals, seconds, &totals_hist)
+    );
     for (label, s) in &summary.per_queue {
         let _ = writeln!(out, "summary: {label}: rx {} tx {}", s.rx, s.tx);
     }
