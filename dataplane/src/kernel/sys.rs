@@ -261,11 +261,7 @@ impl Map {
         };
         // SAFETY: `check` proved `key` has `key_size` bytes and the
         // exclusively borrowed `value` has `value_len` bytes, exactly what the kernel accesses.
-        match unsafe { bpf(cmd::MAP_LOOKUP_ELEM, &mut attr) } {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(e),
-        }
+        found(unsafe { bpf(cmd::MAP_LOOKUP_ELEM, &mut attr) })
     }
 
     /// `BPF_MAP_GET_NEXT_KEY`: the key after `key` (the first key for `None`) into `next`;
@@ -283,11 +279,7 @@ impl Map {
         // SAFETY: both `key` (or NULL, which the kernel accepts as
         // "first key") and the exclusively borrowed `next` were just checked to be `key_size`
         // bytes, what the kernel reads and writes.
-        match unsafe { bpf(cmd::MAP_GET_NEXT_KEY, &mut attr) } {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(e),
-        }
+        found(unsafe { bpf(cmd::MAP_GET_NEXT_KEY, &mut attr) })
     }
 
     /// `BPF_MAP_DELETE_ELEM`.
@@ -314,11 +306,7 @@ impl Map {
         };
         // SAFETY: `check` proved `key` has `key_size` bytes (NULL when 0) and the exclusively
         // borrowed `value` has `value_len` bytes, exactly what the kernel accesses.
-        match unsafe { bpf(cmd::MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) } {
-            Ok(_) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(e),
-        }
+        found(unsafe { bpf(cmd::MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) })
     }
 
     /// `BPF_MAP_FREEZE`: no more writes from user space.
@@ -436,4 +424,13 @@ pub(super) fn pin_current_thread(cpu: usize) -> io::Result<()> {
     // means the calling thread.
     let ret = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// An element call's result as "found": `ENOENT` is the kernel's "no such element", not a failure.
+fn found<T>(result: io::Result<T>) -> io::Result<bool> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
