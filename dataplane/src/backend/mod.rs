@@ -7,9 +7,9 @@
 //! `configs/bpf/` so the benchmarks' replay table, which runs every object there as a user
 //! program, never sees it.
 
-#[expect(unsafe_code, reason = "AF_XDP sockets, UMEM and ring mappings through raw syscalls")]
-pub mod afxdp;
-#[expect(unsafe_code, reason = "TUNSETIFF, AF_PACKET sockets and setns through raw syscalls")]
+/// AF_XDP sockets, UMEM and rings: the shared `xsk` crate (pktgen sends through it too).
+pub use xsk::afxdp;
+#[expect(unsafe_code, reason = "TUNSETIFF through a raw ioctl")]
 pub mod sys;
 
 use std::path::Path;

@@ -1,11 +1,13 @@
-//! Small raw syscalls around the AF_XDP path: TAP devices for `XDP_PASS`, AF_PACKET sockets for
-//! the lab's traffic (and the tests'), and running code inside another network namespace.
+//! Small raw syscalls around the AF_XDP path: TAP devices for `XDP_PASS`. AF_PACKET sockets for
+//! the lab's traffic (and the tests') and running code inside another network namespace live in
+//! the shared `xsk` crate (pktgen uses them too) and are re-exported here.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::time::Duration;
+use std::os::fd::AsRawFd;
+
+pub use xsk::netns::{ifindex_here, in_netns};
+pub use xsk::packet::PacketSocket;
 
 const IFNAMSIZ: usize = 16;
 
@@ -39,156 +41,3 @@ pub fn open_tap(name: &str) -> io::Result<File> {
 }
 
 const _: () = assert!(size_of::<IfReqFlags>() == 40);
-
-/// A raw AF_PACKET socket bound to one interface: sends whole Ethernet frames, receives every
-/// frame arriving on the interface (not the ones it sent).
-#[derive(Debug)]
-pub struct PacketSocket {
-    fd: OwnedFd,
-    ifindex: i32,
-}
-
-impl PacketSocket {
-    /// Opens a socket on interface `ifindex` of the calling thread's network namespace,
-    /// bypassing the qdisc on send.
-    ///
-    /// # Errors
-    /// When the socket cannot be created or bound (no privilege, no interface).
-    pub fn open(ifindex: u32) -> io::Result<Self> {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
-        // SAFETY: plain socket(2); the result is checked and owned below.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a new descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let one: libc::c_int = 1;
-        // SAFETY: an int option read by the kernel from a live local. Failure only costs speed.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_QDISC_BYPASS,
-                std::ptr::from_ref(&one).cast(),
-                size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        let ifindex = i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: all-zeroes is a valid sockaddr_ll.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = ifindex;
-        // SAFETY: `sll` is a live sockaddr_ll whose size is passed; the kernel only reads it.
-        let r = unsafe {
-            libc::bind(fd.as_raw_fd(), std::ptr::from_ref(&sll).cast(), size_of::<libc::sockaddr_ll>() as libc::socklen_t)
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self { fd, ifindex })
-    }
-
-    /// Sends frames with one `sendmmsg`; returns how many the kernel took.
-    ///
-    /// # Errors
-    /// The send's error when it took none.
-    pub fn send_batch(&self, frames: &[&[u8]]) -> io::Result<usize> {
-        let mut iovs: Vec<libc::iovec> =
-            frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr().cast_mut().cast(), iov_len: f.len() }).collect();
-        let mut msgs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .map(|iov| {
-                // SAFETY: all-zeroes is a valid msghdr (null name and control).
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_iov = std::ptr::from_mut(iov);
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
-        // SAFETY: every header points at one iovec that points into a frame borrowed for the
-        // call; the kernel only reads them (and writes `msg_len` into the headers we own).
-        let r = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), msgs.as_mut_ptr(), msgs.len() as libc::c_uint, 0) };
-        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as usize) }
-    }
-
-    /// Receives one frame that arrived on the interface into `buf`, waiting up to `timeout`;
-    /// `None` on timeout.
-    ///
-    /// # Errors
-    /// When poll or recv fails.
-    pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one live pollfd, count 1.
-            let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(60_000) as libc::c_int) };
-            if r < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if r == 0 {
-                return Ok(None);
-            }
-            // SAFETY: all-zeroes is a valid sockaddr_ll.
-            let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-            let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-            // SAFETY: the kernel writes at most `buf.len()` bytes into the exclusively borrowed
-            // `buf` and at most `len` bytes of address into `sll`.
-            let n = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                    std::ptr::from_mut(&mut sll).cast(),
-                    &mut len,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    continue;
-                }
-                return Err(e);
-            }
-            if sll.sll_pkttype == libc::PACKET_OUTGOING || sll.sll_ifindex != self.ifindex {
-                continue;
-            }
-            return Ok(Some(n as usize));
-        }
-    }
-}
-
-/// Runs `f` on a new thread that has entered network namespace `/run/netns/NAME` (as
-/// `ip netns exec` would), and returns its result. Sockets created there stay in that namespace
-/// wherever they are used afterwards.
-///
-/// # Errors
-/// When the namespace cannot be opened or entered.
-pub fn in_netns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
-    let ns = File::open(format!("/run/netns/{name}"))?;
-    std::thread::spawn(move || {
-        // SAFETY: setns on a namespace fd we own; it changes only this (fresh) thread's network
-        // namespace, which no other code relies on.
-        let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(f())
-    })
-    .join()
-    .map_err(|_| io::Error::other("namespace thread panicked"))?
-}
-
-/// The index of interface `name` in the calling thread's network namespace.
-///
-/// # Errors
-/// `ENODEV` when there is none.
-pub fn ifindex_here(name: &str) -> io::Result<u32> {
-    let c = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `c` is a live NUL-terminated string; the call only reads it.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if i == 0 { Err(io::Error::from_raw_os_error(libc::ENODEV)) } else { Ok(i) }
-}

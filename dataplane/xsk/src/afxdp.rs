@@ -174,7 +174,8 @@ impl<T: Copy> Ring<T> {
         let consumer = at(off.consumer).cast::<AtomicU32>();
         let flags = at(off.flags).cast::<AtomicU32>();
         let descs = at(off.desc).cast::<T>();
-        let mut ring = Self { map, map_len, producer, consumer, flags, descs, mask: size - 1, size, local: 0 };
+        let mut ring =
+            Self { map, map_len, producer, consumer, flags, descs, mask: size - 1, size, local: 0 };
         // Producer rings start at the kernel's producer (0); consumer rings at its consumer.
         ring.local = 0;
         Ok(ring)
@@ -489,9 +490,21 @@ impl Socket {
                 // SAFETY: a zero-length sendto on our socket with no buffer; the kernel reads
                 // no memory and only transmits from the TX ring.
                 let r = unsafe {
-                    libc::sendto(self.fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
+                    libc::sendto(
+                        self.fd.as_raw_fd(),
+                        std::ptr::null(),
+                        0,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null(),
+                        0,
+                    )
                 };
-                if r < 0 && !matches!(io::Error::last_os_error().raw_os_error(), Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)) {
+                if r < 0
+                    && !matches!(
+                        io::Error::last_os_error().raw_os_error(),
+                        Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
+                    )
+                {
                     break;
                 }
             }
