@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use xdp_vm::elf::Object;
 use xdp_vm::{Program, Xdp, create_maps};
 
+use crate::backend::queue::Queue as _;
 use crate::backend::{self, BackendError, Sink};
 use crate::config::{Config, ConfigError, PassAction};
 use crate::lab::{self, Lab, LabError};
@@ -196,9 +197,9 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
             );
             workers.push(Worker {
                 label: format!("{}/q{queue}", pc.interface),
-                socket,
+                queue: socket,
                 ifindex: port.ifindex,
-                queue,
+                queue_id: queue,
                 slot,
                 core,
                 batch: pc.batch as usize,
@@ -267,12 +268,10 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     stop_workers.store(true, Ordering::Relaxed);
     let mut leaked = 0;
     for h in handles {
-        if let Ok(sock) = h.join() {
-            let [free, fill, user, tx] = sock.accounting();
+        if let Ok(queue) = h.join() {
             // Frames still in the TX ring at exit were handed to the kernel; any held by us
-            // ("user") would be a leak.
-            leaked += user;
-            let _ = (free, fill, tx);
+            // would be a leak.
+            leaked += queue.held();
         }
     }
     let seconds = start.elapsed().as_secs_f64();

@@ -1,13 +1,14 @@
-//! Poll-mode workers: one per (port, queue), pinned to a core, busy-polling its AF_XDP socket.
+//! Poll-mode workers: one per (port, queue), pinned to a core, busy-polling its [`Queue`] — an
+//! AF_XDP socket or a DPDK port queue; the loop and the verdict handling are the same for both.
 //!
-//! Per batch (up to `batch` frames): reap completions and top up the fill ring, take a burst
-//! from the RX ring, run the program on each frame in place (the `XdpBuff` spans the whole UMEM
-//! chunk, so `bpf_xdp_adjust_head` can grow the packet into the headroom), then act on the
-//! verdict: `XDP_TX` goes back out of the same queue from wherever the program left the packet
-//! start, `XDP_DROP` frees the frame, `XDP_PASS` writes it to the port's TAP device (or drops it,
-//! per config), `XDP_REDIRECT` is counted and dropped (no redirect helper exists in `xdp-vm`
-//! yet), `XDP_ABORTED` and faults are dropped, counted and logged at most once per second. Every
-//! frame ends up in the TX ring or back on the free list before the next batch.
+//! Per batch (up to `batch` frames): take a burst from the queue, run the program on each frame
+//! in place (the `XdpBuff` spans the frame's whole buffer, so `bpf_xdp_adjust_head` can grow the
+//! packet into the headroom), then act on the verdict: `XDP_TX` goes back out of the same queue
+//! from wherever the program left the packet start, `XDP_DROP` frees the frame, `XDP_PASS`
+//! writes it to the port's TAP device (or drops it, per config), `XDP_REDIRECT` is counted and
+//! dropped (no redirect helper exists in `xdp-vm` yet), `XDP_ABORTED` and faults are dropped,
+//! counted and logged at most once per second. Every frame is sent or released before the next
+//! batch.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use xdp_vm::context::{XdpBuff, action};
 use xdp_vm::jit::{CompileError, JitProgram};
 use xdp_vm::{Fault, Interpreter, Program, Xdp};
 
-use crate::backend::afxdp::{Desc, Socket};
+use crate::backend::queue::Queue;
 use crate::config::EngineKind;
 use crate::stats::{self, Snapshot, WorkerCounters};
 
@@ -75,11 +76,14 @@ pub enum PassTo {
 
 /// One worker, ready to run.
 #[derive(Debug)]
-pub struct Worker {
+pub struct Worker<Q> {
     pub label: String,
-    pub socket: Socket,
+    /// Where its frames come from and go to.
+    pub queue: Q,
+    /// `ingress_ifindex` as the program reads it.
     pub ifindex: u32,
-    pub queue: u32,
+    /// `rx_queue_index` as the program reads it.
+    pub queue_id: u32,
     pub slot: usize,
     pub core: Option<usize>,
     pub batch: usize,
@@ -92,142 +96,148 @@ pub struct Worker {
     pub no_program: bool,
 }
 
-/// How often a worker merges its histogram and reads the kernel's socket counters.
+/// How often a worker merges its histogram and reads the device's drop counters.
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
-/// Empty polls before the worker sleeps in `poll(2)` (1 ms at most) instead of spinning.
-const SPIN_BEFORE_SLEEP: u32 = 20_000;
 
-impl Worker {
-    /// Runs until `stop`; then waits (briefly) for sent frames to complete and returns the
-    /// socket, every frame of which is back on its free list, in its fill ring or in flight.
-    pub fn run(mut self) -> Socket {
+/// What becomes of one frame after its verdict.
+enum Fate<F> {
+    Send(F),
+    Release(F),
+}
+
+/// A worker's running totals and its rate-limited log.
+#[derive(Default)]
+struct Tally {
+    totals: Snapshot,
+    last_log: Option<Instant>,
+    unlogged: u64,
+}
+
+impl<Q: Queue> Worker<Q> {
+    /// Runs until `stop`; then lets what was sent go out (briefly) and returns the queue, every
+    /// frame of which has been sent or released.
+    pub fn run(mut self) -> Q {
         if let Some(core) = self.core {
             core_affinity::set_for_current(core_affinity::CoreId { id: core });
         }
-        let batch = self.batch;
-        let mut rx = vec![Desc::default(); batch];
-        let mut tx: Vec<Desc> = Vec::with_capacity(batch);
-        let mut free: Vec<u64> = Vec::with_capacity(batch);
-        let mut totals = Snapshot::default();
+        let mut rx = vec![Q::Frame::default(); self.batch];
+        let mut tx: Vec<Q::Frame> = Vec::with_capacity(self.batch);
+        let mut tally = Tally::default();
         let mut hist = stats::new_histogram();
         let mut last_publish = Instant::now();
-        let mut last_log: Option<Instant> = None;
-        let mut unlogged = 0u64;
         let mut idle = 0u32;
         let mut loops = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
             loops = loops.wrapping_add(1);
             if loops.is_multiple_of(256) && last_publish.elapsed() >= PUBLISH_EVERY {
-                self.publish(&mut totals, &mut hist);
+                self.publish(&mut tally.totals, &mut hist);
                 last_publish = Instant::now();
             }
-            self.socket.refill();
-            let n = self.socket.recv(&mut rx);
+            let n = self.queue.recv(&mut rx);
             if n == 0 {
-                self.socket.kick_tx(false);
-                idle += 1;
-                if idle >= SPIN_BEFORE_SLEEP || self.socket.rx_needs_wakeup() {
-                    self.socket.poll_rx(if idle >= SPIN_BEFORE_SLEEP { 1 } else { 0 });
-                }
+                idle = idle.saturating_add(1);
+                self.queue.idle(idle);
                 continue;
             }
             idle = 0;
-            totals.rx += n as u64;
+            tally.totals.rx += n as u64;
             let start = Instant::now();
-            for d in &rx[..n] {
-                let Some((chunk, off)) = self.socket.frame_mut(d.addr) else {
-                    totals.drops[stats::DROP_BAD_FRAME] += 1;
-                    continue;
-                };
-                let base = d.addr - off as u64;
-                if self.no_program {
-                    totals.verdicts[action::TX as usize] += 1;
-                    tx.push(*d);
-                    continue;
-                }
-                let Ok(mut buff) = XdpBuff::new(chunk, off, d.len as usize) else {
-                    totals.drops[stats::DROP_BAD_FRAME] += 1;
-                    free.push(base);
-                    continue;
-                };
-                buff.ingress_ifindex = self.ifindex;
-                buff.rx_queue_index = self.queue;
-                let verdict = self.engine.run(&self.prog, &mut buff, self.slot);
-                match verdict {
-                    Ok(v) if v == u64::from(action::TX) => {
-                        totals.verdicts[action::TX as usize] += 1;
-                        let addr = base + buff.headroom() as u64;
-                        tx.push(Desc { addr, len: buff.packet().len() as u32, options: 0 });
-                    }
-                    Ok(v) if v == u64::from(action::DROP) => {
-                        totals.verdicts[action::DROP as usize] += 1;
-                        free.push(base);
-                    }
-                    Ok(v) if v == u64::from(action::PASS) => {
-                        totals.verdicts[action::PASS as usize] += 1;
-                        match &self.pass {
-                            PassTo::Tap(f) => {
-                                if (&**f).write(buff.packet()).is_err() {
-                                    totals.drops[stats::DROP_PASS] += 1;
-                                }
-                            }
-                            PassTo::Drop => totals.drops[stats::DROP_PASS] += 1,
-                        }
-                        free.push(base);
-                    }
-                    Ok(v) if v == u64::from(action::REDIRECT) => {
-                        totals.verdicts[action::REDIRECT as usize] += 1;
-                        totals.drops[stats::DROP_REDIRECT] += 1;
-                        free.push(base);
-                    }
-                    Ok(v) => {
-                        // XDP_ABORTED, or a value the kernel would also treat as invalid.
-                        totals.verdicts[action::ABORTED as usize] += 1;
-                        totals.drops[stats::DROP_ABORTED] += 1;
-                        self.log_once_per_second(&mut last_log, &mut unlogged, || {
-                            format!("program returned {}", if v == 0 { "XDP_ABORTED".into() } else { format!("invalid action {v}") })
-                        });
-                        free.push(base);
-                    }
-                    Err(fault) => {
-                        totals.verdicts[action::ABORTED as usize] += 1;
-                        totals.drops[stats::DROP_FAULT] += 1;
-                        self.log_once_per_second(&mut last_log, &mut unlogged, || format!("program faulted: {fault}"));
-                        free.push(base);
-                    }
+            for &frame in &rx[..n] {
+                match self.handle(frame, &mut tally) {
+                    Fate::Send(f) => tx.push(f),
+                    Fate::Release(f) => self.queue.release(f),
                 }
             }
             let ns = start.elapsed().as_nanos() as u64 / n as u64;
             let _ = hist.record(ns.max(1));
-            let sent = self.socket.send(&tx);
-            totals.tx += sent as u64;
-            for d in &tx[sent..] {
-                totals.drops[stats::DROP_TX_FULL] += 1;
-                self.socket.release(d.addr);
-            }
-            for &addr in &free {
-                self.socket.release(addr);
+            let sent = self.queue.send(&tx);
+            tally.totals.tx += sent as u64;
+            for &f in &tx[sent..] {
+                tally.totals.drops[stats::DROP_TX_FULL] += 1;
+                self.queue.release(f);
             }
             tx.clear();
-            free.clear();
-            self.socket.kick_tx(false);
-            self.counters.publish(&totals);
+            self.queue.flush();
+            self.counters.publish(&tally.totals);
         }
-        // Let what is in the TX ring go out and complete.
-        let deadline = Instant::now() + Duration::from_millis(200);
-        self.socket.kick_tx(true);
-        while self.socket.accounting()[3] > 0 && Instant::now() < deadline {
-            self.socket.refill();
-            self.socket.kick_tx(true);
-            std::thread::yield_now();
+        self.queue.drain();
+        self.publish(&mut tally.totals, &mut hist);
+        self.queue
+    }
+
+    /// Runs the program on one frame and decides its fate: the verdict handling of every
+    /// backend.
+    #[inline]
+    fn handle(&mut self, frame: Q::Frame, tally: &mut Tally) -> Fate<Q::Frame> {
+        let totals = &mut tally.totals;
+        if self.no_program {
+            totals.verdicts[action::TX as usize] += 1;
+            return Fate::Send(frame);
         }
-        self.publish(&mut totals, &mut hist);
-        self.socket
+        let Some(mut buff) = self.queue.xdp_buff(frame) else {
+            totals.drops[stats::DROP_BAD_FRAME] += 1;
+            return Fate::Release(frame);
+        };
+        buff.ingress_ifindex = self.ifindex;
+        buff.rx_queue_index = self.queue_id;
+        let verdict = self.engine.run(&self.prog, &mut buff, self.slot);
+        match verdict {
+            Ok(v) if v == u64::from(action::TX) => {
+                totals.verdicts[action::TX as usize] += 1;
+                let (start, len) = (buff.headroom(), buff.packet().len());
+                match self.queue.reframe(frame, start, len) {
+                    Some(f) => Fate::Send(f),
+                    None => {
+                        totals.drops[stats::DROP_BAD_FRAME] += 1;
+                        Fate::Release(frame)
+                    }
+                }
+            }
+            Ok(v) if v == u64::from(action::DROP) => {
+                totals.verdicts[action::DROP as usize] += 1;
+                Fate::Release(frame)
+            }
+            Ok(v) if v == u64::from(action::PASS) => {
+                totals.verdicts[action::PASS as usize] += 1;
+                match &self.pass {
+                    PassTo::Tap(f) => {
+                        if (&**f).write(buff.packet()).is_err() {
+                            totals.drops[stats::DROP_PASS] += 1;
+                        }
+                    }
+                    PassTo::Drop => totals.drops[stats::DROP_PASS] += 1,
+                }
+                Fate::Release(frame)
+            }
+            Ok(v) if v == u64::from(action::REDIRECT) => {
+                totals.verdicts[action::REDIRECT as usize] += 1;
+                totals.drops[stats::DROP_REDIRECT] += 1;
+                Fate::Release(frame)
+            }
+            Ok(v) => {
+                // XDP_ABORTED, or a value the kernel would also treat as invalid.
+                totals.verdicts[action::ABORTED as usize] += 1;
+                totals.drops[stats::DROP_ABORTED] += 1;
+                self.log_once_per_second(tally, || {
+                    format!(
+                        "program returned {}",
+                        if v == 0 { "XDP_ABORTED".into() } else { format!("invalid action {v}") }
+                    )
+                });
+                Fate::Release(frame)
+            }
+            Err(fault) => {
+                totals.verdicts[action::ABORTED as usize] += 1;
+                totals.drops[stats::DROP_FAULT] += 1;
+                self.log_once_per_second(tally, || format!("program faulted: {fault}"));
+                Fate::Release(frame)
+            }
+        }
     }
 
     fn publish(&self, totals: &mut Snapshot, hist: &mut hdrhistogram::Histogram<u64>) {
-        if let Ok(k) = self.socket.kernel_stats() {
-            totals.kernel = [k.rx_dropped, k.rx_ring_full, k.rx_fill_ring_empty];
+        if let Some(d) = self.queue.device_drops() {
+            totals.kernel = d;
         }
         self.counters.publish(totals);
         if let Ok(mut shared) = self.counters.hist.try_lock() {
@@ -236,18 +246,19 @@ impl Worker {
         }
     }
 
-    fn log_once_per_second(&self, last: &mut Option<Instant>, unlogged: &mut u64, what: impl FnOnce() -> String) {
-        *unlogged += 1;
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+    #[cold]
+    fn log_once_per_second(&self, tally: &mut Tally, what: impl FnOnce() -> String) {
+        tally.unlogged += 1;
+        if tally.last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             let _ = writeln!(
                 std::io::stderr(),
                 "warning: {}: {} ({} such frame(s) dropped since the last warning)",
                 self.label,
                 what(),
-                unlogged
+                tally.unlogged
             );
-            *last = Some(Instant::now());
-            *unlogged = 0;
+            tally.last_log = Some(Instant::now());
+            tally.unlogged = 0;
         }
     }
 }

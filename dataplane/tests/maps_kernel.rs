@@ -247,7 +247,7 @@ fn devmaps_match_the_kernel() {
         for step in 0..300 {
             let r = xorshift(&mut rng);
             let key = ((r % 6) as u32).to_ne_bytes();
-            let ifindex: u32 = if (r >> 8) % 4 == 0 { 0 } else { 1 };
+            let ifindex: u32 = if (r >> 8).is_multiple_of(4) { 0 } else { 1 };
             let mut value = vec![0u8; value_size as usize];
             value[..4].copy_from_slice(&ifindex.to_ne_bytes());
             let flags = [BPF_ANY, BPF_NOEXIST, BPF_EXIST, 5][((r >> 16) % 4) as usize];

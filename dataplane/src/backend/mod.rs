@@ -1,5 +1,6 @@
 //! Where packets come from and go to. Today: AF_XDP ([`afxdp`]) on any interface, with a
-//! small kernel-side program that redirects each configured queue into its socket.
+//! small kernel-side program that redirects each configured queue into its socket. What a
+//! worker needs of any backend is [`queue::Queue`].
 //!
 //! A [`Port`] is one interface: the redirect program attached through a bpf link (so the kernel
 //! detaches it when the process ends, however it ends) and one [`afxdp::Socket`] per configured
@@ -9,6 +10,8 @@
 
 /// AF_XDP sockets, UMEM and rings: the shared `xsk` crate (pktgen sends through it too).
 pub use xsk::afxdp;
+mod afxdp_queue;
+pub mod queue;
 #[expect(unsafe_code, reason = "TUNSETIFF through a raw ioctl")]
 pub mod sys;
 

@@ -1,0 +1,78 @@
+//! The AF_XDP socket as a worker's [`Queue`]: frames are RX descriptors, buffers are whole UMEM
+//! chunks, and a frame the program moved is sent from its new address in the same chunk.
+
+use std::time::{Duration, Instant};
+
+use xdp_vm::context::XdpBuff;
+
+use super::afxdp::{Desc, Socket};
+use super::queue::Queue;
+
+/// Empty polls before the worker sleeps in `poll(2)` (1 ms at most) instead of spinning.
+const SPIN_BEFORE_SLEEP: u32 = 20_000;
+
+impl Queue for Socket {
+    type Frame = Desc;
+
+    #[inline]
+    fn recv(&mut self, out: &mut [Desc]) -> usize {
+        self.refill();
+        Socket::recv(self, out)
+    }
+
+    #[inline]
+    fn xdp_buff(&mut self, frame: Desc) -> Option<XdpBuff<'_>> {
+        let (chunk, off) = self.frame_mut(frame.addr)?;
+        XdpBuff::new(chunk, off, frame.len as usize).ok()
+    }
+
+    #[inline]
+    fn reframe(&mut self, frame: Desc, start: usize, len: usize) -> Option<Desc> {
+        Some(Desc {
+            addr: self.chunk_base(frame.addr) + start as u64,
+            len: u32::try_from(len).ok()?,
+            options: 0,
+        })
+    }
+
+    #[inline]
+    fn send(&mut self, frames: &[Desc]) -> usize {
+        Socket::send(self, frames)
+    }
+
+    #[inline]
+    fn release(&mut self, frame: Desc) {
+        Socket::release(self, frame.addr);
+    }
+
+    #[inline]
+    fn flush(&mut self) {
+        self.kick_tx(false);
+    }
+
+    fn idle(&mut self, idle: u32) {
+        self.kick_tx(false);
+        if idle >= SPIN_BEFORE_SLEEP || self.rx_needs_wakeup() {
+            self.poll_rx(if idle >= SPIN_BEFORE_SLEEP { 1 } else { 0 });
+        }
+    }
+
+    fn device_drops(&self) -> Option<[u64; 3]> {
+        self.kernel_stats().ok().map(|k| [k.rx_dropped, k.rx_ring_full, k.rx_fill_ring_empty])
+    }
+
+    /// Lets what is in the TX ring go out and complete (200 ms at most).
+    fn drain(&mut self) {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        self.kick_tx(true);
+        while self.accounting()[3] > 0 && Instant::now() < deadline {
+            self.refill();
+            self.kick_tx(true);
+            std::thread::yield_now();
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.accounting()[2]
+    }
+}

@@ -1,0 +1,64 @@
+//! What a worker needs from a backend: one (port, queue) as a source and sink of frames,
+//! nothing more. The worker ([`crate::worker`]) runs the program and handles the verdicts once,
+//! for every backend; a backend only moves frame handles and says where their bytes are.
+//!
+//! A frame is a small `Copy` handle (an AF_XDP descriptor, a DPDK mbuf pointer). Between
+//! [`Queue::recv`] and [`Queue::send`] / [`Queue::release`] it is the worker's: the backend
+//! lends its whole buffer (headroom, packet, tailroom) as an [`XdpBuff`] without copying, and
+//! takes it back either for transmission, from wherever the program left the packet
+//! ([`Queue::reframe`]), or to be freed. Every received frame is given back exactly once.
+
+use xdp_vm::context::XdpBuff;
+
+/// One queue of a port, owned by one worker.
+pub trait Queue: Send {
+    /// A received frame's handle.
+    type Frame: Copy + Default;
+
+    /// Receives up to `out.len()` frames, doing first whatever keeps receiving possible (AF_XDP:
+    /// reap completions, top up the fill ring). Returns how many were written to `out`.
+    fn recv(&mut self, out: &mut [Self::Frame]) -> usize;
+
+    /// The whole buffer of received `frame` as an XDP context (the packet where the backend put
+    /// it, the headroom before it and the tailroom after), with `ingress_ifindex` and
+    /// `rx_queue_index` not yet set. `None` when the frame cannot be described (not ours, a
+    /// multi-segment mbuf, too little head- or tailroom): the caller releases it.
+    fn xdp_buff(&mut self, frame: Self::Frame) -> Option<XdpBuff<'_>>;
+
+    /// The frame to transmit after the program left its packet at `start..start + len` of the
+    /// buffer [`Queue::xdp_buff`] lent; `None` when the backend cannot send it from there (the
+    /// caller releases it).
+    fn reframe(&mut self, frame: Self::Frame, start: usize, len: usize) -> Option<Self::Frame>;
+
+    /// Queues `frames` for transmission, in order; returns how many were taken. The caller
+    /// releases the rest.
+    fn send(&mut self, frames: &[Self::Frame]) -> usize;
+
+    /// Gives a received frame back (dropped).
+    fn release(&mut self, frame: Self::Frame);
+
+    /// After a batch: push what [`Queue::send`] queued out (AF_XDP: kick the kernel when it
+    /// asked for it). Default: nothing to do.
+    fn flush(&mut self) {}
+
+    /// Nothing was received for `idle` polls in a row: wait a little when that is long, and
+    /// let the device make progress. Default: spin.
+    fn idle(&mut self, idle: u32) {
+        let _ = idle;
+        std::hint::spin_loop();
+    }
+
+    /// Drop counters kept outside the worker, as [`crate::stats::KERNEL_DROPS`] names them
+    /// (AF_XDP: the kernel's socket statistics). Default: none.
+    fn device_drops(&self) -> Option<[u64; 3]> {
+        None
+    }
+
+    /// At shutdown: let what was queued for transmission go out (briefly).
+    fn drain(&mut self) {
+        self.flush();
+    }
+
+    /// Frames the worker still holds (received, neither sent nor released): 0 after a clean run.
+    fn held(&self) -> usize;
+}
