@@ -28,11 +28,8 @@ impl Queue for Socket {
 
     #[inline]
     fn reframe(&mut self, frame: Desc, start: usize, len: usize) -> Option<Desc> {
-        Some(Desc {
-            addr: self.chunk_base(frame.addr) + start as u64,
-            len: u32::try_from(len).ok()?,
-            options: 0,
-        })
+        let base = frame.addr & !(u64::from(self.frame_size()) - 1);
+        Some(Desc { addr: base + start as u64, len: u32::try_from(len).ok()?, options: 0 })
     }
 
     #[inline]
