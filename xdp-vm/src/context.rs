@@ -11,6 +11,10 @@
 //! [`XDP_FRAME_RESERVED`] bytes of the headroom hold the kernel's `struct xdp_frame` and cannot
 //! be claimed by `bpf_xdp_adjust_head` or `bpf_xdp_adjust_meta` either.
 
+pub mod pt_regs;
+
+pub use pt_regs::{PtRegs, TraceState, Uprobe};
+
 /// Headroom before the packet data (`XDP_PACKET_HEADROOM`).
 pub const XDP_PACKET_HEADROOM: usize = 256;
 /// Bytes at the start of the headroom the kernel keeps for `struct xdp_frame` (x86-64, 6.x).
@@ -93,6 +97,9 @@ pub enum FieldLoad {
     U32 { at: usize },
     /// The `usize` at byte `base` plus the `usize` at byte `at`: a pointer into the frame.
     PtrPlus { base: usize, at: usize },
+    /// The load itself (its own size, zero-extended) at byte `at`: a field stored as the
+    /// program reads it (`pt_regs`).
+    Plain { at: usize },
 }
 
 /// XDP programs: `struct xdp_md` over an [`XdpBuff`].
@@ -105,7 +112,7 @@ impl Context for Xdp {
     const SIZE: u64 = xdp_md::SIZE as u64;
 
     fn allows_helper(id: u32) -> bool {
-        crate::helpers::name(id).is_some()
+        crate::helpers::name(id).is_some() && crate::helpers::tracing::xdp_allows(id)
     }
 
     fn load(state: &XdpBuff<'_>, off: u64, size: usize) -> Option<u64> {

@@ -4,6 +4,9 @@
 use std::cell::Cell;
 use std::io::Write;
 
+pub mod tracing;
+mod user_copy;
+
 /// Helper ids (`enum bpf_func_id`).
 pub mod id {
     pub const MAP_LOOKUP_ELEM: u32 = 1;
@@ -18,6 +21,17 @@ pub mod id {
     pub const XDP_ADJUST_META: u32 = 54;
     pub const XDP_ADJUST_TAIL: u32 = 65;
     pub const TRACE_VPRINTK: u32 = 177;
+    // Tracing (`helpers::tracing`).
+    pub const PROBE_READ: u32 = 4;
+    pub const GET_CURRENT_PID_TGID: u32 = 14;
+    pub const GET_CURRENT_COMM: u32 = 16;
+    pub const PROBE_WRITE_USER: u32 = 36;
+    pub const PROBE_READ_STR: u32 = 45;
+    pub const PROBE_READ_USER: u32 = 112;
+    pub const PROBE_READ_KERNEL: u32 = 113;
+    pub const PROBE_READ_USER_STR: u32 = 114;
+    pub const PROBE_READ_KERNEL_STR: u32 = 115;
+    pub const GET_FUNC_IP: u32 = 173;
 }
 
 /// Every helper this runtime implements, with its kernel name.
@@ -39,7 +53,7 @@ pub const HELPERS: &[(u32, &str)] = &[
 /// The kernel name of a helper this runtime implements.
 #[must_use]
 pub fn name(helper: u32) -> Option<&'static str> {
-    HELPERS.iter().find(|(i, _)| *i == helper).map(|(_, n)| *n)
+    HELPERS.iter().chain(tracing::HELPERS).find(|(i, _)| *i == helper).map(|(_, n)| *n)
 }
 
 /// Negative errno as a helper returns it in `r0`.

@@ -101,9 +101,10 @@ impl Interpreter {
 #[inline(always)]
 fn map_arg(maps: &[Arc<Map>], value: u64, pc: usize) -> Result<&Map, Fault> {
     if value & !0xffff_ffff == MAP_HANDLE_TAG
-        && let Some(m) = maps.get((value & 0xffff_ffff) as usize) {
-            return Ok(m);
-        }
+        && let Some(m) = maps.get((value & 0xffff_ffff) as usize)
+    {
+        return Ok(m);
+    }
     Err(Fault::NotAMap { pc, value })
 }
 
@@ -554,6 +555,7 @@ pub(crate) fn call_helper<C: Context>(
             .flatten()
             .ok_or(arg_fault)?
         }
+        h if helpers::tracing::handles(h) => helpers::tracing::call(h, regs, mem).ok_or(arg_fault)?,
         _ => {
             if regs[1] != ctx {
                 return Err(arg_fault);

@@ -686,6 +686,10 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                             let o = self.b.ins().load(I64, MemFlagsData::trusted(), ctx, at as i32);
                             self.b.ins().iadd(p, o)
                         }
+                        FieldLoad::Plain { at } => {
+                            let a = self.b.ins().iadd_imm_s(ctx, at as i64);
+                            self.direct(a, size, kind)
+                        }
                     };
                 }
             }

@@ -46,6 +46,7 @@ enum Flow {
 struct Verifier<'a> {
     insns: &'a [Insn],
     maps: &'a [MapInfo],
+    prog_type: ProgramType,
     options: &'a Options,
     cfg: &'a Cfg,
     facts: Vec<InsnFact>,
@@ -65,7 +66,7 @@ fn fail<T>(insn: usize, kind: ErrorKind) -> Res<T> {
 pub(crate) fn run(
     insns: &[Insn],
     maps: &[MapInfo],
-    _prog_type: ProgramType,
+    prog_type: ProgramType,
     options: &Options,
     cfg: &Cfg,
 ) -> Res<Verified> {
@@ -73,6 +74,7 @@ pub(crate) fn run(
     let mut v = Verifier {
         insns,
         maps,
+        prog_type,
         options,
         cfg,
         facts: vec![InsnFact::default(); n],
@@ -677,6 +679,15 @@ impl Verifier<'_> {
                     return fail(pc, ErrorKind::CtxAccess { off, size, write: true });
                 }
                 let bad = ErrorKind::CtxAccess { off, size, write: false };
+                if self.prog_type == ProgramType::Uprobe {
+                    // `kprobe_prog_is_valid_access`: aligned reads inside `struct pt_regs`.
+                    let ok = u64::try_from(off)
+                        .is_ok_and(|o| crate::context::pt_regs::valid_access(o, size as usize));
+                    if !ok {
+                        return fail(pc, bad);
+                    }
+                    return Ok(Reg::scalar(Scalar::unknown_bytes(size)));
+                }
                 if size != 4 {
                     return fail(pc, bad);
                 }
@@ -1004,6 +1015,13 @@ impl Verifier<'_> {
         let Some(name) = u32::try_from(id).ok().and_then(crate::helpers::name) else {
             return fail(pc, ErrorKind::UnknownHelper { id });
         };
+        if !self.prog_type.allows_helper(id as u32) {
+            let prog_type = match self.prog_type {
+                ProgramType::Xdp => "xdp",
+                ProgramType::Uprobe => "uprobe",
+            };
+            return fail(pc, ErrorKind::HelperNotAllowed { helper: name, prog_type });
+        }
         let with_name = |mut e: VerifierError| {
             if let ErrorKind::HelperArg { helper, .. } = &mut e.kind {
                 *helper = name;
@@ -1094,6 +1112,25 @@ impl Verifier<'_> {
             }
             this.helper_mem(pc, st, p, ptr, size.umax, false)
         };
+        // A (pointer, size) pair the helper writes: the size a bounded scalar, the memory
+        // writable over it (and initialised by the call).
+        let out_mem_size = |this: &mut Self, st: &mut State, p: u8, zero_ok: bool| -> Res<()> {
+            let size = scalar(this, st, p + 1)?;
+            if size.smin < 0 {
+                return Err(arg(p + 1, "size may be negative".into()));
+            }
+            if size.umax >= MAX_VAR_OFF as u64 {
+                return Err(arg(p + 1, "size is unbounded".into()));
+            }
+            if size.umin == 0 && !zero_ok {
+                return Err(arg(p + 1, "zero-sized write".into()));
+            }
+            let ptr = get(this, st, p)?;
+            if ptr.kind == Kind::Scalar {
+                return Err(arg(p, "expected a pointer to memory, got a scalar".into()));
+            }
+            this.helper_mem(pc, st, p, ptr, size.umax, true)
+        };
         match id {
             helper::MAP_LOOKUP_ELEM | helper::MAP_UPDATE_ELEM | helper::MAP_DELETE_ELEM => {
                 let info = map(self, st)?.clone();
@@ -1131,6 +1168,29 @@ impl Verifier<'_> {
                 mem_size(self, st, 1, true)?;
                 mem_size(self, st, 3, true)?;
                 scalar(self, st, 5)?;
+            }
+            helper::PROBE_READ
+            | helper::PROBE_READ_STR
+            | helper::PROBE_READ_USER
+            | helper::PROBE_READ_USER_STR
+            | helper::PROBE_READ_KERNEL
+            | helper::PROBE_READ_KERNEL_STR => {
+                // (ARG_PTR_TO_UNINIT_MEM, ARG_CONST_SIZE_OR_ZERO, ARG_ANYTHING)
+                out_mem_size(self, st, 1, true)?;
+                get(self, st, 3)?;
+            }
+            helper::PROBE_WRITE_USER => {
+                // (ARG_ANYTHING, ARG_PTR_TO_MEM | MEM_RDONLY, ARG_CONST_SIZE)
+                get(self, st, 1)?;
+                mem_size(self, st, 2, false)?;
+            }
+            helper::GET_CURRENT_PID_TGID => {}
+            helper::GET_CURRENT_COMM => out_mem_size(self, st, 1, false)?,
+            helper::GET_FUNC_IP => {
+                let ctx = get(self, st, 1)?;
+                if ctx.kind != Kind::Ctx || ctx.off != 0 || ctx.val.const_value() != Some(0) {
+                    return Err(arg(1, format!("expected the context, got {}", ctx.kind.name())));
+                }
             }
             helper::XDP_ADJUST_HEAD | helper::XDP_ADJUST_META | helper::XDP_ADJUST_TAIL => {
                 let ctx = get(self, st, 1)?;

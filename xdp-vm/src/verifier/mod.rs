@@ -63,6 +63,10 @@ pub enum ProgramType {
     /// `struct xdp_md`: `data`, `data_end`, `data_meta`, `ingress_ifindex`, `rx_queue_index`
     /// readable with 4-byte loads; nothing writable (`egress_ifindex` is for devmap programs).
     Xdp,
+    /// `struct pt_regs` (the kernel's `BPF_PROG_TYPE_KPROBE`, which uprobes are): any field
+    /// readable with a 1-, 2-, 4- or 8-byte load at an offset that is a multiple of the size,
+    /// nothing writable; the tracing helpers.
+    Uprobe,
 }
 
 impl ProgramType {
@@ -70,7 +74,21 @@ impl ProgramType {
     /// model of it yet.
     #[must_use]
     pub fn from_context_name(name: &str) -> Option<Self> {
-        (name == "xdp").then_some(ProgramType::Xdp)
+        match name {
+            "xdp" => Some(ProgramType::Xdp),
+            "uprobe" => Some(ProgramType::Uprobe),
+            _ => None,
+        }
+    }
+
+    /// Whether programs of this type may call helper `id`.
+    #[must_use]
+    pub fn allows_helper(self, id: u32) -> bool {
+        use crate::Context;
+        match self {
+            ProgramType::Xdp => crate::Xdp::allows_helper(id),
+            ProgramType::Uprobe => crate::context::Uprobe::allows_helper(id),
+        }
     }
 }
 
@@ -270,6 +288,8 @@ pub enum ErrorKind {
     AtomicMisaligned { off: i64, size: u32 },
     #[error("unknown helper id {id}")]
     UnknownHelper { id: i32 },
+    #[error("helper {helper} is not available to {prog_type} programs")]
+    HelperNotAllowed { helper: &'static str, prog_type: &'static str },
     #[error("{helper} argument {arg} (r{arg}): {reason}")]
     HelperArg { helper: &'static str, arg: u8, reason: String },
     #[error("at program exit r0 is {kind}, not a scalar")]
