@@ -6,6 +6,11 @@
 //! `dataplane prog run --data-in` and `bpftool prog run data_in` read) or as classic libpcap
 //! files (what tcpdump, Wireshark and traffic replayers read), and reads pcap files back.
 //!
+//! [`send`](mod@send) puts frames on an interface over AF_XDP (the `xsk` crate the dataplane
+//! uses too) or AF_PACKET, as fast as it takes them or at a [`rate`](mod@rate);
+//! [`bench`](mod@bench) counts what arrives on another interface, with [`stamp`](mod@stamp)s
+//! in the payload for loss and latency.
+//!
 //! ```
 //! use pktgen::craft::{FrameSpec, L4, icmp_echo};
 //!
@@ -28,6 +33,10 @@
 
 #![deny(unsafe_code)]
 
+pub mod bench;
 pub mod craft;
+pub mod rate;
 pub mod rng;
+pub mod send;
+pub mod stamp;
 pub mod write;

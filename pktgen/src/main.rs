@@ -1,6 +1,9 @@
-//! `pktgen`: write crafted test frames to `.bin` or `.pcap` files.
+//! `pktgen`: write crafted test frames to `.bin` or `.pcap` files (`icmp`, `udp`, `tcp`), send
+//! them out of an interface (`send`), and measure what arrives (`bench`).
 //!
-//! Prints nothing on success (stdout stays clean for scripts); on bad input prints one line,
+//! The file commands print nothing on success (stdout stays clean for scripts); `send` and
+//! `bench` print a line per second and a summary, or one JSON object with `--json`. On bad
+//! input every command prints one line,
 //! `error: ...`, on stderr and exits with code 2 (clap's usage errors are folded onto that one
 //! line too). Running it with no subcommand prints the help on stderr, also with code 2.
 
@@ -9,11 +12,15 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use pktgen::bench::{self as bench_run, BenchReport, Interval};
 use pktgen::craft::{self, FrameSpec, L3, L4, Vary};
-use pktgen::write::{write_bin, write_pcap};
+use pktgen::send::{self as sender, Mode, SendConfig, SendReport, TxInterval, Used};
+use pktgen::stamp::STAMP_LEN;
+use pktgen::write::{read_pcap, write_bin, write_pcap};
 
 /// Craft test packets and write them as raw frames or pcap files.
 #[derive(Debug, Parser)]
@@ -31,9 +38,141 @@ enum Command {
     Udp(UdpArgs),
     /// TCP SYN.
     Tcp(TcpArgs),
+    /// Send frames out of an interface (AF_XDP, or AF_PACKET where AF_XDP is unavailable).
+    Send(SendArgs),
+    /// Send on one interface, count what arrives on another (or the same): rates, loss, latency.
+    Bench(BenchArgs),
 }
 
-/// Options every subcommand takes.
+/// What to send: a pcap file's frames, or crafted ones.
+#[derive(Debug, Args)]
+struct Source {
+    /// Send the frames of this pcap file, in turn.
+    #[arg(long, value_name = "FILE", conflicts_with = "template", required_unless_present = "template")]
+    pcap: Option<PathBuf>,
+    /// Craft the frames: an ICMP echo request, a UDP datagram or a TCP SYN.
+    #[arg(long, value_enum)]
+    template: Option<Template>,
+    #[command(flatten)]
+    addr: Addressing,
+    /// Frame size in bytes, 60..=1514 [default: 64, or what the headers and a stamp need].
+    #[arg(long, value_name = "BYTES")]
+    size: Option<usize>,
+    /// Number of distinct flows (frames sent in turn).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    flows: u32,
+    /// Which field makes the flows distinct (ICMP: the echo id stands for the port).
+    #[arg(long, value_enum, default_value_t = VaryArg::SrcPort)]
+    vary: VaryArg,
+    /// UDP/TCP source port (ICMP: echo id) [default: 1024].
+    #[arg(long)]
+    src_port: Option<u16>,
+    /// UDP/TCP destination port [default: 9 for UDP, 80 for TCP].
+    #[arg(long)]
+    dst_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Template {
+    Icmp,
+    Udp,
+    Tcp,
+}
+
+/// How fast and how long.
+#[derive(Debug, Args)]
+struct Pace {
+    /// Frames per second over all threads (e.g. 100000, 100k, 1.5M), or max.
+    #[arg(long, value_name = "PPS|max", value_parser = parse_rate)]
+    rate: Rate,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "S", value_parser = parse_secs)]
+    duration: Option<Duration>,
+    /// Stop after this many frames.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Queues to send on (0..Q), one AF_XDP socket each.
+    #[arg(long, value_name = "Q", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    queues: u32,
+    /// Sending threads [default: one per queue].
+    #[arg(long, value_name = "T", value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    mode: ModeArg,
+    /// Print one JSON object at the end instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rate {
+    Max,
+    Pps(u64),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Auto,
+    AfxdpZc,
+    AfxdpCopy,
+    Afpacket,
+}
+
+#[derive(Debug, Args)]
+struct SendArgs {
+    /// Interface to send on (required: pktgen sends nowhere it is not told to).
+    #[arg(long, value_name = "IF")]
+    iface: String,
+    #[command(flatten)]
+    source: Source,
+    #[command(flatten)]
+    pace: Pace,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Interface to send on.
+    #[arg(long, value_name = "IF")]
+    tx_iface: String,
+    /// Interface to count arrivals on (may be the same as --tx-iface).
+    #[arg(long, value_name = "IF")]
+    rx_iface: String,
+    #[command(flatten)]
+    source: Source,
+    #[command(flatten)]
+    pace: Pace,
+}
+
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    if s == "max" {
+        return Ok(Rate::Max);
+    }
+    let (num, mult) = match s.strip_suffix(['k', 'K']) {
+        Some(n) => (n, 1e3),
+        None => match s.strip_suffix('M') {
+            Some(n) => (n, 1e6),
+            None => (s, 1.0),
+        },
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a rate (frames per second, e.g. 100000, 100k, 1.5M, or max)"))?;
+    let pps = (v * mult).round();
+    if !(1.0..=1e12).contains(&pps) || !pps.is_finite() {
+        return Err(format!("`{s}`: a rate must be between 1 and 10^12 frames per second"));
+    }
+    Ok(Rate::Pps(pps as u64))
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v > 0.0 && v <= 1e6) {
+        return Err(format!("`{s}`: a duration must be more than 0 and at most 10^6 seconds"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Options every file-writing subcommand takes.
 #[derive(Debug, Args)]
 struct Common {
     /// File to write: the raw frame, or a pcap file with --pcap.
@@ -42,6 +181,13 @@ struct Common {
     /// Write a classic libpcap file (Ethernet link type) instead of one raw frame.
     #[arg(long)]
     pcap: bool,
+    #[command(flatten)]
+    addr: Addressing,
+}
+
+/// Addresses and header fields every crafted frame has.
+#[derive(Debug, Args)]
+struct Addressing {
     #[arg(long, value_name = "MAC", default_value = "02:00:00:00:00:01", value_parser = craft::parse_mac)]
     src_mac: [u8; 6],
     #[arg(long, value_name = "MAC", default_value = "02:00:00:00:00:02", value_parser = craft::parse_mac)]
@@ -165,6 +311,8 @@ fn first_paragraph(rendered: &str) -> String {
 
 fn run(command: Command) -> anyhow::Result<()> {
     let (common, frames) = match command {
+        Command::Send(args) => return send(args),
+        Command::Bench(args) => return bench(args),
         Command::Icmp(args) => {
             let base = FrameSpec {
                 l4: L4::IcmpEcho {
@@ -172,7 +320,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                     seq: args.seq,
                     payload: craft::ping_pattern(args.payload_size.into()),
                 },
-                ..base_spec(&args.common)?
+                ..base_spec(&args.common.addr)?
             };
             let frames = (0..args.count)
                 .map(|i| {
@@ -188,12 +336,12 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Udp(args) => {
             let l4 = L4::Udp { src_port: args.src_port, dst_port: args.dst_port, payload: Vec::new() };
-            let frames = flow_frames(&args.common, &args.flow, l4)?;
+            let frames = flow_frames(&args.common.addr, &args.flow, l4)?;
             (args.common, frames)
         }
         Command::Tcp(args) => {
             let l4 = L4::TcpSyn { src_port: args.src_port, dst_port: args.dst_port, seq: args.seq };
-            let frames = flow_frames(&args.common, &args.flow, l4)?;
+            let frames = flow_frames(&args.common.addr, &args.flow, l4)?;
             (args.common, frames)
         }
     };
@@ -210,7 +358,7 @@ fn run(command: Command) -> anyhow::Result<()> {
 }
 
 /// The spec for the options every subcommand shares, with an ICMP echo as a placeholder L4.
-fn base_spec(common: &Common) -> anyhow::Result<FrameSpec> {
+fn base_spec(common: &Addressing) -> anyhow::Result<FrameSpec> {
     let v6 = common.ipv6 || [common.src_ip, common.dst_ip].iter().flatten().any(IpAddr::is_ipv6);
     let l3 = if v6 {
         let v6_addr = |addr: Option<IpAddr>, default, flag| match addr {
@@ -243,7 +391,7 @@ fn base_spec(common: &Common) -> anyhow::Result<FrameSpec> {
     })
 }
 
-fn flow_frames(common: &Common, flow: &FlowArgs, l4: L4) -> anyhow::Result<Vec<Vec<u8>>> {
+fn flow_frames(common: &Addressing, flow: &FlowArgs, l4: L4) -> anyhow::Result<Vec<Vec<u8>>> {
     let spec = FrameSpec { l4, frame_size: flow.size, ..base_spec(common)? };
     let vary = match flow.vary {
         VaryArg::SrcPort => Vary::SrcPort,
@@ -252,4 +400,162 @@ fn flow_frames(common: &Common, flow: &FlowArgs, l4: L4) -> anyhow::Result<Vec<V
     let frames =
         spec.flows(flow.flows as usize, vary)?.map(|flow| flow.build()).collect::<Result<Vec<_>, _>>()?;
     Ok(frames)
+}
+
+/// The frames `source` describes; `stamped` leaves room for a bench stamp in crafted frames.
+fn source_frames(source: &Source, stamped: bool) -> anyhow::Result<Vec<Vec<u8>>> {
+    let Some(template) = source.template else {
+        let path = source.pcap.as_ref().ok_or_else(|| anyhow::anyhow!("give --pcap FILE or --template"))?;
+        let frames = read_pcap(path)?;
+        if frames.is_empty() {
+            bail!("{} holds no frames", path.display());
+        }
+        return Ok(frames);
+    };
+    let base = base_spec(&source.addr)?;
+    let src_port = source.src_port.unwrap_or(1024);
+    let l4 = match template {
+        Template::Icmp => {
+            L4::IcmpEcho { id: src_port, seq: 1, payload: craft::ping_pattern(craft::ICMP_ECHO_PAYLOAD_LEN) }
+        }
+        Template::Udp => L4::Udp { src_port, dst_port: source.dst_port.unwrap_or(9), payload: Vec::new() },
+        Template::Tcp => L4::TcpSyn { src_port, dst_port: source.dst_port.unwrap_or(80), seq: 1 },
+    };
+    let mut spec = FrameSpec { l4, ..base };
+    spec.frame_size = match (source.size, template) {
+        (Some(size), _) => Some(size),
+        (None, Template::Icmp) => None,
+        (None, _) => Some(spec.header_len().saturating_add(if stamped { STAMP_LEN } else { 0 }).max(64)),
+    };
+    let vary = match source.vary {
+        VaryArg::SrcPort => Vary::SrcPort,
+        VaryArg::SrcIp => Vary::SrcAddr,
+    };
+    Ok(spec.flows(source.flows as usize, vary)?.map(|f| f.build()).collect::<Result<Vec<_>, _>>()?)
+}
+
+fn send_config(iface: &str, source: &Source, pace: &Pace, stamped: bool) -> anyhow::Result<SendConfig> {
+    Ok(SendConfig {
+        iface: iface.to_string(),
+        frames: source_frames(source, stamped)?,
+        rate: match pace.rate {
+            Rate::Max => None,
+            Rate::Pps(p) => Some(p),
+        },
+        duration: pace.duration,
+        count: pace.count,
+        queues: pace.queues,
+        threads: pace.threads.unwrap_or(pace.queues),
+        mode: match pace.mode {
+            ModeArg::Auto => Mode::Auto,
+            ModeArg::AfxdpZc => Mode::AfXdpZeroCopy,
+            ModeArg::AfxdpCopy => Mode::AfXdpCopy,
+            ModeArg::Afpacket => Mode::AfPacket,
+        },
+        stamp: None,
+    })
+}
+
+fn gbps(g: f64) -> String {
+    format!("{g:.3} Gbit/s")
+}
+
+fn send(args: SendArgs) -> anyhow::Result<()> {
+    let cfg = send_config(&args.iface, &args.source, &args.pace, false)?;
+    let json = args.pace.json;
+    let on_start = |mode: Used, fallback: Option<&str>| {
+        if !json {
+            if let Some(why) = fallback {
+                println!("falling back to AF_PACKET: {why}");
+            }
+            println!(
+                "sending on {} in mode {} ({} queue(s), {} thread(s), {} frame(s) in turn, rate {})",
+                cfg.iface,
+                mode.name(),
+                cfg.queues,
+                cfg.threads,
+                cfg.frames.len(),
+                cfg.rate.map_or("max".to_string(), |r| format!("{r} pps"))
+            );
+        }
+    };
+    let report: SendReport = sender::run(&cfg, on_start, |iv: &TxInterval| {
+        if !json {
+            println!("{:>8.2}s  sent {:>10}  {:>12.0} pps  {}", iv.t_s, iv.sent, iv.pps, gbps(iv.gbps));
+        }
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "mode {}: sent {} frames ({} bytes) in {:.3} s: {:.0} pps, {}",
+            report.mode,
+            report.sent,
+            report.bytes,
+            report.elapsed_s,
+            report.pps,
+            gbps(report.gbps)
+        );
+    }
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let cfg = send_config(&args.tx_iface, &args.source, &args.pace, true)?;
+    let json = args.pace.json;
+    let (tx_iface, rate, queues, threads) = (cfg.iface.clone(), cfg.rate, cfg.queues, cfg.threads);
+    let on_start = |mode: Used, fallback: Option<&str>| {
+        if !json {
+            if let Some(why) = fallback {
+                println!("falling back to AF_PACKET: {why}");
+            }
+            println!(
+                "bench: sending on {tx_iface} in mode {}, counting on {} ({queues} queue(s), {threads} thread(s), rate {})",
+                mode.name(),
+                args.rx_iface,
+                rate.map_or("max".to_string(), |r| format!("{r} pps"))
+            );
+        }
+    };
+    let r: BenchReport = bench_run::run(cfg, &args.rx_iface, on_start, |iv: &Interval| {
+        if !json {
+            println!(
+                "{:>8.2}s  sent {:>10} ({:>11.0} pps, {})  received {:>10} ({:>11.0} pps, {})",
+                iv.t_s,
+                iv.sent,
+                iv.tx_pps,
+                gbps(iv.tx_gbps),
+                iv.received,
+                iv.rx_pps,
+                gbps(iv.rx_gbps)
+            );
+        }
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!(
+        "mode {}: sent {}, received {}, lost {} ({} dropped by the receiving socket), duplicates {}",
+        r.mode, r.sent, r.received, r.lost, r.receiver_drops, r.duplicates
+    );
+    println!(
+        "over {:.3} s: tx {:.0} pps, {}; rx {:.0} pps, {}",
+        r.elapsed_s,
+        r.tx_pps,
+        gbps(r.tx_gbps),
+        r.rx_pps,
+        gbps(r.rx_gbps)
+    );
+    let l = &r.latency;
+    println!(
+        "latency ({} samples): min {:.1} us, p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
+        l.samples,
+        l.min_ns as f64 / 1e3,
+        l.p50_ns as f64 / 1e3,
+        l.p99_ns as f64 / 1e3,
+        l.p999_ns as f64 / 1e3,
+        l.max_ns as f64 / 1e3
+    );
+    Ok(())
 }

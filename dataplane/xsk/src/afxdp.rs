@@ -452,8 +452,19 @@ impl Socket {
         ok
     }
 
-    /// Reaps completed transmissions into the free list and tops up the fill ring from it.
-    pub fn refill(&mut self) {
+    /// Takes a free chunk for a frame of our own making (a traffic generator's): it is ours,
+    /// as a received frame is, to fill through [`frame_mut`](Self::frame_mut) and [`send`](Self::send)
+    /// (or [`release`](Self::release)). Returns the chunk's base address; `None` when every chunk
+    /// is in the rings or held.
+    pub fn alloc(&mut self) -> Option<u64> {
+        let addr = self.free.pop()?;
+        let i = self.index(addr);
+        self.state[i] = FrameState::User;
+        Some(addr)
+    }
+
+    /// Reaps completed transmissions into the free list; returns how many completed.
+    pub fn complete(&mut self) -> usize {
         let mut buf = std::mem::take(&mut self.scratch);
         let n = self.comp.consume(&mut buf);
         for &addr in &buf[..n] {
@@ -464,6 +475,12 @@ impl Socket {
             }
         }
         self.scratch = buf;
+        n
+    }
+
+    /// Reaps completed transmissions into the free list and tops up the fill ring from it.
+    pub fn refill(&mut self) {
+        self.complete();
         let want = (self.fill.free() as usize).min(self.free.len());
         if want > 0 {
             let start = self.free.len() - want;

@@ -86,6 +86,125 @@ impl PacketSocket {
         if r < 0 { Err(io::Error::last_os_error()) } else { Ok(r as usize) }
     }
 
+    /// Asks for a receive buffer of `bytes` (`SO_RCVBUFFORCE`, which root may set past
+    /// `rmem_max`; falls back to `SO_RCVBUF`), so a counting receiver that falls behind for a
+    /// moment loses nothing.
+    ///
+    /// # Errors
+    /// When neither option can be set.
+    pub fn set_rcvbuf(&self, bytes: usize) -> io::Result<()> {
+        let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: an int option read by the kernel from a live local.
+            let r = unsafe {
+                libc::setsockopt(
+                    self.fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    std::ptr::from_ref(&v).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                return Ok(());
+            }
+        }
+        Err(io::Error::last_os_error())
+    }
+
+    /// Frames the kernel dropped for this socket since the last call (its receive buffer was
+    /// full: the reader fell behind), from `PACKET_STATISTICS`, which resets on read.
+    ///
+    /// # Errors
+    /// When the getsockopt fails.
+    pub fn take_drops(&self) -> io::Result<u64> {
+        let mut st = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
+        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into the exclusively borrowed `st`, a
+        // struct of two integers.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                std::ptr::from_mut(&mut st).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 { Err(io::Error::last_os_error()) } else { Ok(u64::from(st.tp_drops)) }
+    }
+
+    /// Receives up to `lens.len()` frames that arrived on the interface with one `recvmmsg`,
+    /// frame `i` into `buf[i * cap..(i + 1) * cap]`, its length into `lens[i]` (0 for a frame
+    /// this socket sent or that arrived elsewhere, which the caller skips), waiting up to
+    /// `timeout` for the first; returns how many entries it filled (0 on timeout).
+    ///
+    /// # Errors
+    /// When poll or recvmmsg fails, or `buf` is shorter than `lens.len() * cap`.
+    pub fn recv_batch(
+        &self,
+        buf: &mut [u8],
+        cap: usize,
+        lens: &mut [usize],
+        timeout: Duration,
+    ) -> io::Result<usize> {
+        if cap == 0 || buf.len() < lens.len() * cap {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one live pollfd, count 1.
+        let r = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis().min(60_000) as libc::c_int) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if r == 0 {
+            return Ok(0);
+        }
+        // SAFETY: all-zeroes is a valid sockaddr_ll.
+        let mut addrs: Vec<libc::sockaddr_ll> = vec![unsafe { std::mem::zeroed() }; lens.len()];
+        let mut iovs: Vec<libc::iovec> = buf
+            .chunks_exact_mut(cap)
+            .take(lens.len())
+            .map(|c| libc::iovec { iov_base: c.as_mut_ptr().cast(), iov_len: cap })
+            .collect();
+        let mut msgs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .zip(addrs.iter_mut())
+            .map(|(iov, addr)| {
+                // SAFETY: all-zeroes is a valid msghdr (null name and control).
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_iov = std::ptr::from_mut(iov);
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_name = std::ptr::from_mut(addr).cast();
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                h
+            })
+            .collect();
+        // SAFETY: each header points at one iovec over its own `cap`-byte chunk of the
+        // exclusively borrowed `buf` and at its own sockaddr_ll of the size given; the kernel
+        // writes only inside those and into the headers' `msg_len`, all owned here and live for
+        // the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.fd.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                msgs.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
+        }
+        let n = n as usize;
+        for ((len, msg), addr) in lens.iter_mut().zip(&msgs).zip(&addrs).take(n) {
+            let ours = addr.sll_pkttype != libc::PACKET_OUTGOING && addr.sll_ifindex == self.ifindex;
+            *len = if ours { msg.msg_len as usize } else { 0 };
+        }
+        Ok(n)
+    }
+
     /// Receives one frame that arrived on the interface into `buf`, waiting up to `timeout`;
     /// `None` on timeout.
     ///
