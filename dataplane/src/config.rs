@@ -42,9 +42,15 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 }
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The instance name: the control socket is `/run/dataplane/NAME.sock` (default: the config
+    /// file's stem; `dataplane` for a config parsed from text).
+    #[serde(default)]
+    pub name: String,
+    /// `host:port` of the Prometheus endpoint (none by default).
+    pub metrics: Option<String>,
     /// The XDP program to run.
     pub program: ProgramConfig,
     /// The interfaces and queues to run it on.
@@ -61,7 +67,7 @@ pub struct Config {
 }
 
 /// `[program]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProgramConfig {
     /// The clang-built object; relative paths are relative to the working directory.
@@ -77,7 +83,7 @@ pub struct ProgramConfig {
 }
 
 /// A global variable's new value.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum GlobalValue {
     Int(i64),
@@ -94,7 +100,7 @@ pub enum EngineKind {
 }
 
 /// `[[ports]]`: one interface.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
     pub interface: String,
@@ -166,7 +172,7 @@ pub enum ZeroCopy {
 }
 
 /// `[workers]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkersConfig {
     /// CPUs to pin workers to, in (port, queue) order, reused round-robin when there are more
@@ -176,7 +182,7 @@ pub struct WorkersConfig {
 }
 
 /// `[stats]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatsConfig {
     /// Seconds between stats lines (0 turns them off; the summary is always printed).
@@ -209,7 +215,7 @@ pub enum PassAction {
 }
 
 /// `[lab]`: a network namespace and veth pair of our own, and traffic into it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabConfig {
     /// The namespace to create (must not exist).
@@ -253,10 +259,21 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Self::parse(&text).map_err(|e| match e {
+        let mut cfg = Self::parse(&text).map_err(|e| match e {
             ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.display().to_string(), message },
             other => other,
-        })
+        })?;
+        if cfg.name.is_empty() {
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("dataplane");
+            if !crate::control::server::valid_name(stem) {
+                return Err(invalid(
+                    "name",
+                    format!("the file name {stem:?} is no instance name; set name = \"...\""),
+                ));
+            }
+            cfg.name = stem.to_string();
+        }
+        Ok(cfg)
     }
 
     /// Parses and checks config text.
@@ -278,6 +295,17 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if !self.name.is_empty() && !crate::control::server::valid_name(&self.name) {
+            return Err(invalid(
+                "name",
+                format!("{:?}: 1 to 64 characters of [A-Za-z0-9_.-], not starting with '.'", self.name),
+            ));
+        }
+        if let Some(m) = &self.metrics
+            && m.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid("metrics", format!("{m:?} is not an address:port like \"127.0.0.1:9464\"")));
+        }
         if self.ports.is_empty() {
             return Err(invalid("ports", "at least one [[ports]] entry is needed"));
         }

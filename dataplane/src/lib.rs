@@ -11,6 +11,7 @@ pub const BPF_OBJ_DIR: &str = env!("BPF_OBJ_DIR");
 
 pub mod backend;
 pub mod config;
+pub mod control;
 pub mod kernel;
 pub mod lab;
 pub mod prog_run;

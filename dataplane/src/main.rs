@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use dataplane::control::{self, client, proto::DumpFormat, proto::Request};
 use dataplane::prog_run::{self, Engine, RunRequest};
 
 #[derive(Debug, Parser)]
@@ -28,10 +29,105 @@ enum Command {
     Prog(ProgCommand),
     /// Run the dataplane described by --config FILE until Ctrl-C or --duration.
     Run,
+    /// Inspect and change the maps of a running instance.
+    #[command(subcommand)]
+    Map(MapCommand),
+    /// A running instance's per-second stats lines and totals per queue.
+    Stats {
+        #[command(flatten)]
+        target: Target,
+        /// Print the reply as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a running instance re-read its config file (as SIGHUP does).
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which running instance a client command talks to.
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// The instance (its config's `name`, default the config file's stem); optional when only
+    /// one runs.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+/// `map update` flags, as `bpftool map update` names them.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum UpdateFlag {
+    Any,
+    Noexist,
+    Exist,
+}
+
+#[derive(Debug, Subcommand)]
+enum MapCommand {
+    /// Every map of the running program: id, type, sizes, entries.
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One map's entries as JSON (DESIGN.md's hex form, or bpftool's with --format bpftool).
+    Dump {
+        map: String,
+        #[arg(long, value_enum, default_value_t = DumpFormat::Design)]
+        format: DumpFormat,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// One entry: KEY as hex bytes in memory order (e.g. 62000000 for the u32 98).
+    Lookup {
+        map: String,
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Write one entry; VALUE as hex bytes (per-CPU maps: one value for every slot, or all slots).
+    Update {
+        map: String,
+        key: String,
+        value: String,
+        #[arg(long, value_enum, default_value_t = UpdateFlag::Any)]
+        flags: UpdateFlag,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete one entry.
+    Delete {
+        map: String,
+        key: String,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum ProgCommand {
+    /// The program a running instance runs: id, name, engine, sizes, live run counters.
+    List {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a running instance's program without stopping it: the new object is verified and
+    /// compiled first, keeps the maps of the same name and definition, and every worker switches
+    /// between two packets.
+    Replace {
+        /// The new clang-built eBPF object.
+        object: PathBuf,
+        /// The program in it (default: its first).
+        #[arg(long)]
+        program: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Print a program's instructions, one per line, with map names resolved.
     Dump {
         /// The clang-built eBPF object.
@@ -88,8 +184,14 @@ fn main() -> ExitCode {
             // clap's first line names the problem; the usage lines after it would break the
             // one-line contract scripts rely on.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-            let _ = writeln!(std::io::stderr(), "error: {first}");
+            // ("required arguments were not provided:" lists them on the lines that follow.)
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage"))
+                .map(str::trim)
+                .collect();
+            let first = if first.is_empty() { "invalid arguments".to_string() } else { first.join(" ") };
+            let _ = writeln!(std::io::stderr(), "error: {}", first.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
     };
@@ -120,6 +222,36 @@ fn run(cli: Cli) -> anyhow::Result<Option<ExitCode>> {
                     Ok(Some(ExitCode::from(1)))
                 }
             }
+        }
+        Command::Prog(ProgCommand::List { target, json }) => {
+            let v = ask(&target, &Request::ProgList)?;
+            print_value(&v, json, client::render_prog_list)
+        }
+        Command::Prog(ProgCommand::Replace { object, program, target }) => {
+            // The instance resolves the path in its own working directory: send it absolute.
+            let object = std::path::absolute(&object).with_context(|| format!("{}", object.display()))?;
+            let v = ask(&target, &Request::ProgReplace { object, program })?;
+            writeln!(
+                std::io::stdout().lock(),
+                "replaced: program {} is id {} on {}/{} workers (kept maps: {}; new maps: {})",
+                v["name"].as_str().unwrap_or("?"),
+                v["id"],
+                v["switched"],
+                v["workers"],
+                join(&v["kept_maps"]),
+                join(&v["new_maps"])
+            )?;
+            Ok(None)
+        }
+        Command::Map(cmd) => map_command(cmd),
+        Command::Stats { target, json } => {
+            let v = ask(&target, &Request::Stats)?;
+            print_value(&v, json, client::render_stats)
+        }
+        Command::Reload { target } => {
+            let v = ask(&target, &Request::Reload)?;
+            writeln!(std::io::stdout().lock(), "{v}")?;
+            Ok(None)
         }
         Command::Prog(ProgCommand::Dump { object, program }) => {
             let text = prog_run::dump(&object, program.as_deref())?;
@@ -158,6 +290,60 @@ fn run(cli: Cli) -> anyhow::Result<Option<ExitCode>> {
     }
 }
 
+fn ask(target: &Target, req: &Request) -> anyhow::Result<serde_json::Value> {
+    Ok(client::call(&control::run_dir(), target.name.as_deref(), req)?)
+}
+
+fn join(v: &serde_json::Value) -> String {
+    let names: Vec<&str> = v.as_array().into_iter().flatten().filter_map(serde_json::Value::as_str).collect();
+    if names.is_empty() { "none".into() } else { names.join(", ") }
+}
+
+fn print_value(
+    v: &serde_json::Value,
+    json: bool,
+    text: fn(&serde_json::Value) -> String,
+) -> anyhow::Result<Option<ExitCode>> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{v}")?;
+    } else {
+        out.write_all(text(v).as_bytes())?;
+    }
+    Ok(None)
+}
+
+fn map_command(cmd: MapCommand) -> anyhow::Result<Option<ExitCode>> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        MapCommand::List { target, json } => {
+            let v = ask(&target, &Request::MapList)?;
+            drop(out);
+            return print_value(&v, json, client::render_map_list);
+        }
+        MapCommand::Dump { map, format, target } => {
+            let v = ask(&target, &Request::MapDump { map, format })?;
+            writeln!(out, "{v}")?;
+        }
+        MapCommand::Lookup { map, key, target } => {
+            let v = ask(&target, &Request::MapLookup { map, key })?;
+            writeln!(out, "{v}")?;
+        }
+        MapCommand::Update { map, key, value, flags, target } => {
+            let flags = match flags {
+                UpdateFlag::Any => 0,
+                UpdateFlag::Noexist => 1,
+                UpdateFlag::Exist => 2,
+            };
+            ask(&target, &Request::MapUpdate { map, key, value, flags })?;
+        }
+        MapCommand::Delete { map, key, target } => {
+            ask(&target, &Request::MapDelete { map, key })?;
+        }
+    }
+    Ok(None)
+}
+
 /// `dataplane --config FILE [--duration SECS]`: until Ctrl-C (SIGINT/SIGTERM) or the duration.
 fn run_config(config: Option<&std::path::Path>, duration: Option<f64>) -> anyhow::Result<()> {
     use std::sync::Arc;
@@ -170,7 +356,10 @@ fn run_config(config: Option<&std::path::Path>, duration: Option<f64>) -> anyhow
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("cannot install the Ctrl-C handler")?;
-    let opts = dataplane::runtime::RunOptions { duration, no_program: false };
+    // After the Ctrl-C handler, which (with its `termination` feature) claims SIGHUP too:
+    // SIGHUP re-reads the config instead of stopping.
+    control::sys::catch_sighup().context("cannot install the SIGHUP handler")?;
+    let opts = dataplane::runtime::RunOptions { duration, no_program: false, config_path: None };
     dataplane::runtime::run_file(config, &opts, &stop)?;
     Ok(())
 }

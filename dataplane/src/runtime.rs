@@ -3,7 +3,7 @@
 //! drop when a later one fails.
 
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,10 +14,13 @@ use xdp_vm::{Program, Xdp, create_maps};
 use crate::backend::queue::Queue as _;
 use crate::backend::{self, BackendError, Sink};
 use crate::config::{Config, ConfigError, PassAction};
+use crate::control::server::{ControlError, ControlSocket};
+use crate::control::swap::{Loaded, ProgSlot};
+use crate::control::{self, Instance, WorkerView};
 use crate::lab::{self, Lab, LabError};
 use crate::prog_run;
 use crate::stats::{self, Snapshot, WorkerCounters};
-use crate::worker::{Engine, EngineError, PassTo, Worker};
+use crate::worker::{EngineError, PassTo, Worker};
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +38,14 @@ pub enum RunError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Lab(#[from] LabError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error("config key metrics: cannot listen on {addr}")]
+    Metrics {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create TAP device {name} for XDP_PASS")]
     Tap {
         name: String,
@@ -50,6 +61,8 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Run no program: every frame goes straight back out, to measure the loop alone.
     pub no_program: bool,
+    /// The config file, re-read on SIGHUP and `dataplane reload`.
+    pub config_path: Option<PathBuf>,
 }
 
 /// What a run did, for the summary and for tests.
@@ -115,10 +128,23 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     }
     let queues = cfg.queues();
     let slots = queues.len() + 1;
-    let (obj, prog) = load_program(cfg, slots)?;
+    let (_obj, prog) = load_program(cfg, slots)?;
     let engine_kind = cfg.program.engine;
-    // Compile once before touching an interface, so a refusal leaves nothing behind.
-    Engine::new(engine_kind, &prog)?;
+    // Compile once before touching an interface, so a refusal leaves nothing behind; every
+    // worker shares the code.
+    let first = Arc::new(Loaded::new(1, prog.clone(), engine_kind, cfg.program.object.clone())?);
+    let program = Arc::new(ProgSlot::new(first));
+    // The control socket and the metrics port, also before any interface: a name in use or a
+    // taken port fail cleanly.
+    let name = if cfg.name.is_empty() { "dataplane" } else { cfg.name.as_str() };
+    let control_socket = ControlSocket::bind(&control::run_dir(), name)?;
+    let metrics = match &cfg.metrics {
+        Some(addr) => Some(
+            control::metrics::bind(addr)
+                .map_err(|source| RunError::Metrics { addr: addr.clone(), source })?,
+        ),
+        None => None,
+    };
 
     let lab = match &cfg.lab {
         Some(l) => {
@@ -157,6 +183,7 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
 
     let mut ports = Vec::new();
     let mut workers = Vec::new();
+    let mut views = Vec::new();
     let stop_workers = Arc::new(AtomicBool::new(false));
     let online = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut taps = Vec::new();
@@ -203,19 +230,38 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
                 slot,
                 core,
                 batch: pc.batch as usize,
-                prog: prog.clone(),
-                engine: Engine::new(engine_kind, &prog)?,
+                program: program.clone(),
                 pass: pass.clone(),
                 counters: Arc::new(WorkerCounters::default()),
                 stop: stop_workers.clone(),
                 no_program: opts.no_program,
+            });
+            let w = &workers[workers.len() - 1];
+            views.push(WorkerView {
+                label: w.label.clone(),
+                interface: pc.interface.clone(),
+                queue,
+                counters: w.counters.clone(),
             });
         }
         ports.push(port);
     }
     let counters: Vec<(String, Arc<WorkerCounters>)> =
         workers.iter().map(|w| (w.label.clone(), w.counters.clone())).collect();
+
     let handles: Vec<_> = workers.into_iter().map(|w| std::thread::spawn(move || w.run())).collect();
+    let instance = Arc::new(Instance::new(cfg, opts.config_path.clone(), program.clone(), slots, views));
+    let stop_control = Arc::new(AtomicBool::new(false));
+    let _ = writeln!(err, "dataplane: control socket {}", control_socket.path().display());
+    let mut control_threads = vec![control_socket.spawn(instance.clone(), stop_control.clone())];
+    if let Some(l) = metrics {
+        let _ = writeln!(
+            err,
+            "dataplane: metrics on http://{}/metrics",
+            l.local_addr().map_or_else(|_| "?".into(), |a| a.to_string())
+        );
+        control_threads.push(control::metrics::spawn(l, instance.clone(), stop_control.clone()));
+    }
     let _ = writeln!(
         err,
         "dataplane: ready, running {} ({}) on {} queue(s)",
@@ -234,22 +280,45 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
 
     // The control loop.
     let start = Instant::now();
-    let interval = Duration::from_secs_f64(cfg.stats.interval);
     let mut last = Instant::now();
     let mut prev: Vec<Snapshot> = vec![Snapshot::default(); counters.len()];
     let mut totals_hist = stats::new_histogram();
     let mut out = std::io::stdout();
     while !stop.load(Ordering::Relaxed) && opts.duration.is_none_or(|d| start.elapsed() < d) {
         std::thread::sleep(Duration::from_millis(20));
-        if !interval.is_zero() && last.elapsed() >= interval {
+        if control::sys::take_sighup() {
+            match instance.reload() {
+                Ok(v) => {
+                    let _ = writeln!(err, "dataplane: SIGHUP: config re-read: {v}");
+                }
+                Err(e) => {
+                    let _ = writeln!(err, "warning: SIGHUP: config not applied: {e}");
+                }
+            }
+        }
+        // Lines are made every interval (every second when printing is off, for
+        // `dataplane stats`), printed when the interval is not 0.
+        let interval = instance.interval();
+        let print = !interval.is_zero();
+        if last.elapsed() >= if print { interval } else { Duration::from_secs(1) } {
             let secs = last.elapsed().as_secs_f64();
             last = Instant::now();
+            let mut lines = Vec::with_capacity(counters.len());
             for (i, (label, c)) in counters.iter().enumerate() {
                 let now = c.snapshot();
                 let h = c.take_histogram();
                 let _ = totals_hist.add(&h);
-                let _ = writeln!(out, "{}", stats::line(label, &now.since(&prev[i]), secs, &h));
+                lines.push(stats::line(label, &now.since(&prev[i]), secs, &h));
                 prev[i] = now;
+            }
+            if print {
+                for l in &lines {
+                    let _ = writeln!(out, "{l}");
+                }
+            }
+            instance.set_stats_lines(lines);
+            if !print {
+                continue;
             }
             if let (Some((_, sent, _)), Some(s)) = (&generator, &sink) {
                 let _ = writeln!(out, "lab: sent {} back {}", sent.load(Ordering::Relaxed), s.count());
@@ -264,6 +333,10 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
         let _ = h.join();
         std::thread::sleep(Duration::from_millis(50));
         lab_counts = Some((sent.load(Ordering::Relaxed), sink.as_ref().map_or(0, Sink::count)));
+    }
+    stop_control.store(true, Ordering::Relaxed);
+    for h in control_threads {
+        let _ = h.join();
     }
     stop_workers.store(true, Ordering::Relaxed);
     let mut leaked = 0;
@@ -298,11 +371,12 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     if let Some((sent, back)) = summary.lab {
         let _ = writeln!(out, "summary: lab: sent {sent} frames from the peer, {back} came back");
     }
-    if cfg.stats.maps_at_exit {
+    if instance.maps_at_exit() {
         let mut maps = serde_json::Map::new();
-        for (spec, map) in obj.maps.iter().zip(prog.maps()) {
+        // The maps of the program running at exit (a replacement may have brought new ones).
+        for map in program.current().prog.maps() {
             let per_cpu = map.is_per_cpu();
-            maps.insert(spec.name.clone(), crate::prog_run::entries_json(&map.entries(), per_cpu));
+            maps.insert(map.name().to_string(), crate::prog_run::entries_json(&map.entries(), per_cpu));
         }
         let _ = writeln!(out, "maps: {}", serde_json::Value::Object(maps));
     }
@@ -329,5 +403,6 @@ fn add(a: &Snapshot, b: &Snapshot) -> Snapshot {
 /// [`RunError`].
 pub fn run_file(path: &Path, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Summary, RunError> {
     let cfg = Config::load(path)?;
-    run(&cfg, opts, stop)
+    let opts = RunOptions { config_path: Some(path.to_path_buf()), ..opts.clone() };
+    run(&cfg, &opts, stop)
 }

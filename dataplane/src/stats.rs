@@ -40,6 +40,12 @@ pub struct WorkerCounters {
     pub kernel: [AtomicU64; KERNEL_DROPS.len()],
     /// Program time per packet (ns), recorded once per batch.
     pub hist: Mutex<Histogram<u64>>,
+    /// The id of the program this worker runs (its epoch for program replacement; 0 before
+    /// the first batch).
+    pub prog_id: AtomicU64,
+    /// Runs of that program and the time in it (ns, timed per batch), since it was adopted.
+    pub run_cnt: AtomicU64,
+    pub run_ns: AtomicU64,
 }
 
 impl Default for WorkerCounters {
@@ -51,6 +57,9 @@ impl Default for WorkerCounters {
             drops: Default::default(),
             kernel: Default::default(),
             hist: Mutex::new(new_histogram()),
+            prog_id: AtomicU64::new(0),
+            run_cnt: AtomicU64::new(0),
+            run_ns: AtomicU64::new(0),
         }
     }
 }
@@ -99,6 +108,20 @@ impl WorkerCounters {
         for i in 0..KERNEL_DROPS.len() {
             st(&self.kernel[i], s.kernel[i]);
         }
+    }
+
+    /// A worker now runs program `id`: its run counters restart, then the id is published.
+    pub fn adopt(&self, id: u64) {
+        self.run_cnt.store(0, Ordering::Relaxed);
+        self.run_ns.store(0, Ordering::Relaxed);
+        self.prog_id.store(id, Ordering::Release);
+    }
+
+    /// Publishes the run count and time of the current program.
+    #[inline]
+    pub fn publish_runs(&self, cnt: u64, ns: u64) {
+        self.run_cnt.store(cnt, Ordering::Relaxed);
+        self.run_ns.store(ns, Ordering::Relaxed);
     }
 
     /// Takes the histogram recorded since the last call.

@@ -21,13 +21,15 @@ use xdp_vm::{Fault, Interpreter, Program, Xdp};
 
 use crate::backend::queue::Queue;
 use crate::config::EngineKind;
+use crate::control::swap::{Loaded, ProgSlot};
 use crate::stats::{self, Snapshot, WorkerCounters};
 
 /// The engine a worker runs the program with. Adding an engine is one arm here.
 #[derive(Debug)]
 pub enum Engine {
     Interp(Box<Interpreter>),
-    Jit(Box<JitProgram<Xdp>>),
+    /// Compiled once per program, shared by every worker.
+    Jit(Arc<JitProgram<Xdp>>),
 }
 
 /// The engine could not be set up for the program.
@@ -48,8 +50,17 @@ impl Engine {
         match kind {
             EngineKind::Interp => Ok(Engine::Interp(Box::new(Interpreter::new()))),
             EngineKind::Jit => JitProgram::compile(prog)
-                .map(|j| Engine::Jit(Box::new(j)))
+                .map(|j| Engine::Jit(Arc::new(j)))
                 .map_err(|source| EngineError { name: prog.name().to_string(), source }),
+        }
+    }
+
+    /// The engine for a loaded program (no compiling: the JIT's code is shared).
+    #[must_use]
+    pub fn for_loaded(loaded: &Loaded) -> Self {
+        match &loaded.jit {
+            Some(j) => Engine::Jit(j.clone()),
+            None => Engine::Interp(Box::new(Interpreter::new())),
         }
     }
 
@@ -87,8 +98,8 @@ pub struct Worker<Q> {
     pub slot: usize,
     pub core: Option<usize>,
     pub batch: usize,
-    pub prog: Program<Xdp>,
-    pub engine: Engine,
+    /// Where the program comes from; checked once per batch (see [`crate::control::swap`]).
+    pub program: Arc<ProgSlot>,
     pub pass: PassTo,
     pub counters: Arc<WorkerCounters>,
     pub stop: Arc<AtomicBool>,
@@ -111,6 +122,15 @@ struct Tally {
     totals: Snapshot,
     last_log: Option<Instant>,
     unlogged: u64,
+    /// Runs of the current program and the time in it (ns, per batch), since it was adopted.
+    runs: u64,
+    run_ns: u64,
+}
+
+/// The program a worker runs now, with its engine.
+struct Current {
+    loaded: Arc<Loaded>,
+    engine: Engine,
 }
 
 impl<Q: Queue> Worker<Q> {
@@ -127,7 +147,18 @@ impl<Q: Queue> Worker<Q> {
         let mut last_publish = Instant::now();
         let mut idle = 0u32;
         let mut loops = 0u32;
+        let loaded = self.program.current();
+        let mut cur = Current { engine: Engine::for_loaded(&loaded), loaded };
+        self.counters.adopt(cur.loaded.id);
         while !self.stop.load(Ordering::Relaxed) {
+            // The epoch check, once per batch: a replaced program is taken between two batches,
+            // and the old one is let go before the new id is published.
+            if self.program.id() != cur.loaded.id {
+                let loaded = self.program.current();
+                cur = Current { engine: Engine::for_loaded(&loaded), loaded };
+                (tally.runs, tally.run_ns) = (0, 0);
+                self.counters.adopt(cur.loaded.id);
+            }
             loops = loops.wrapping_add(1);
             if loops.is_multiple_of(256) && last_publish.elapsed() >= PUBLISH_EVERY {
                 self.publish(&mut tally.totals, &mut hist);
@@ -143,13 +174,16 @@ impl<Q: Queue> Worker<Q> {
             tally.totals.rx += n as u64;
             let start = Instant::now();
             for &frame in &rx[..n] {
-                match self.handle(frame, &mut tally) {
+                match self.handle(frame, &mut tally, &mut cur) {
                     Fate::Send(f) => tx.push(f),
                     Fate::Release(f) => self.queue.release(f),
                 }
             }
-            let ns = start.elapsed().as_nanos() as u64 / n as u64;
-            let _ = hist.record(ns.max(1));
+            let batch_ns = start.elapsed().as_nanos() as u64;
+            if !self.no_program {
+                tally.run_ns += batch_ns;
+            }
+            let _ = hist.record((batch_ns / n as u64).max(1));
             let sent = self.queue.send(&tx);
             tally.totals.tx += sent as u64;
             for &f in &tx[sent..] {
@@ -159,6 +193,7 @@ impl<Q: Queue> Worker<Q> {
             tx.clear();
             self.queue.flush();
             self.counters.publish(&tally.totals);
+            self.counters.publish_runs(tally.runs, tally.run_ns);
         }
         self.queue.drain();
         self.publish(&mut tally.totals, &mut hist);
@@ -168,7 +203,7 @@ impl<Q: Queue> Worker<Q> {
     /// Runs the program on one frame and decides its fate: the verdict handling of every
     /// backend.
     #[inline]
-    fn handle(&mut self, frame: Q::Frame, tally: &mut Tally) -> Fate<Q::Frame> {
+    fn handle(&mut self, frame: Q::Frame, tally: &mut Tally, cur: &mut Current) -> Fate<Q::Frame> {
         let totals = &mut tally.totals;
         if self.no_program {
             totals.verdicts[action::TX as usize] += 1;
@@ -180,7 +215,8 @@ impl<Q: Queue> Worker<Q> {
         };
         buff.ingress_ifindex = self.ifindex;
         buff.rx_queue_index = self.queue_id;
-        let verdict = self.engine.run(&self.prog, &mut buff, self.slot);
+        tally.runs += 1;
+        let verdict = cur.engine.run(&cur.loaded.prog, &mut buff, self.slot);
         match verdict {
             Ok(v) if v == u64::from(action::TX) => {
                 totals.verdicts[action::TX as usize] += 1;

@@ -1,0 +1,103 @@
+//! Switching every worker to a new program between two packets.
+//!
+//! The running program lives in a [`ProgSlot`]: an `Arc<Loaded>` behind a mutex, and its id in
+//! an atomic. A worker checks the id once per batch (one `Acquire` load, its only cost); when it
+//! differs from the id of the program it holds, it takes the new `Arc` (the mutex is touched only
+//! then), drops its reference to the old one and publishes the id it now runs in its counters
+//! (its epoch). So a worker runs the old program for whole batches up to the switch and the new
+//! one for every batch after: never the old after the new.
+//!
+//! The control thread publishes with [`ProgSlot::publish`], then waits until every worker's
+//! epoch shows the new id before it lets go of the old program; a worker that never comes round
+//! (stopped) leaves it in the instance's retired list, freed later. The old program's code and
+//! maps are freed when the last `Arc` goes — never while a worker can still be inside it,
+//! because a worker holds its `Arc` for as long as it may run it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use xdp_vm::jit::JitProgram;
+use xdp_vm::{Program, Xdp};
+
+use crate::config::EngineKind;
+use crate::worker::EngineError;
+
+/// A program ready to run: verified, bound to its maps, compiled when the engine is the JIT.
+#[derive(Debug)]
+pub struct Loaded {
+    /// 1 for the program the instance started with, then one more per replacement.
+    pub id: u64,
+    pub prog: Program<Xdp>,
+    /// The compiled code, shared by every worker; `None` for the interpreter.
+    pub jit: Option<Arc<JitProgram<Xdp>>>,
+    /// The object it came from.
+    pub object: PathBuf,
+    pub loaded_at: SystemTime,
+}
+
+impl Loaded {
+    /// Compiles `prog` for `engine` (a no-op for the interpreter).
+    ///
+    /// # Errors
+    /// [`EngineError`] when the JIT refuses the program.
+    pub fn new(
+        id: u64,
+        prog: Program<Xdp>,
+        engine: EngineKind,
+        object: PathBuf,
+    ) -> Result<Self, EngineError> {
+        let jit = match engine {
+            EngineKind::Interp => None,
+            EngineKind::Jit => Some(Arc::new(
+                JitProgram::compile(&prog)
+                    .map_err(|source| EngineError { name: prog.name().to_string(), source })?,
+            )),
+        };
+        Ok(Self { id, prog, jit, object, loaded_at: SystemTime::now() })
+    }
+
+    /// The engine the program runs with.
+    #[must_use]
+    pub fn engine(&self) -> EngineKind {
+        if self.jit.is_some() { EngineKind::Jit } else { EngineKind::Interp }
+    }
+}
+
+/// Where workers find the program to run.
+#[derive(Debug)]
+pub struct ProgSlot {
+    id: AtomicU64,
+    current: Mutex<Arc<Loaded>>,
+}
+
+impl ProgSlot {
+    #[must_use]
+    pub fn new(first: Arc<Loaded>) -> Self {
+        Self { id: AtomicU64::new(first.id), current: Mutex::new(first) }
+    }
+
+    /// The id of the program workers should run: the per-batch check.
+    #[inline]
+    #[must_use]
+    pub fn id(&self) -> u64 {
+        self.id.load(Ordering::Acquire)
+    }
+
+    /// The program workers should run.
+    #[must_use]
+    pub fn current(&self) -> Arc<Loaded> {
+        self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Makes `new` the program workers run from their next batch; returns the old one.
+    pub fn publish(&self, new: Arc<Loaded>) -> Arc<Loaded> {
+        let mut cur = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = new.id;
+        let old = std::mem::replace(&mut *cur, new);
+        // Under the lock, so a worker that sees the id finds (at least) this program.
+        self.id.store(id, Ordering::Release);
+        old
+    }
+}

@@ -1,0 +1,68 @@
+//! The two raw calls the control plane needs: the peer's credentials on a Unix socket
+//! (`SO_PEERCRED`, which std has only on nightly) and a SIGHUP handler that sets a flag.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The connecting process's (pid, uid), as the kernel recorded them at `connect(2)`.
+///
+/// # Errors
+/// When `getsockopt` fails.
+pub fn peer_cred(stream: &UnixStream) -> io::Result<(i32, u32)> {
+    let mut cred = libc::ucred { pid: 0, uid: u32::MAX, gid: u32::MAX };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes at most `len` bytes, a `struct ucred`, into `cred`, which is a
+    // live, exclusively borrowed `libc::ucred` of exactly that size; the fd is open (borrowed
+    // from `stream`).
+    let r = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::from_mut(&mut cred).cast(),
+            &raw mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((cred.pid, cred.uid))
+}
+
+static SIGHUP_SEEN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sighup(_: libc::c_int) {
+    // Async-signal-safe: one atomic store.
+    SIGHUP_SEEN.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGHUP set a flag [`take_sighup`] reads, instead of ending the process (installed
+/// after the Ctrl-C handler, whose `termination` feature also claims SIGHUP).
+///
+/// # Errors
+/// When `sigaction` fails.
+pub fn catch_sighup() -> io::Result<()> {
+    // SAFETY: an all-zero `sigaction` is a valid value (empty mask, no flags); we then set the
+    // handler to `on_sighup`, an `extern "C" fn(c_int)` that only stores to an atomic, which is
+    // async-signal-safe. `sigemptyset` gets a pointer to the live mask field.
+    let r = unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_sighup as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        act.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&raw mut act.sa_mask);
+        libc::sigaction(libc::SIGHUP, &raw const act, std::ptr::null_mut())
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether a SIGHUP came since the last call.
+pub fn take_sighup() -> bool {
+    SIGHUP_SEEN.swap(false, Ordering::Relaxed)
+}
