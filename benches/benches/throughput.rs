@@ -87,7 +87,7 @@ fn our_round(s: &Setup, object: Option<&Path>, window: Duration) -> anyhow::Resu
         s.lab.interface
     ))?;
     let stop = Arc::new(AtomicBool::new(false));
-    let opts = RunOptions { duration: None, no_program: false };
+    let opts = RunOptions { duration: None, no_program: false, config_path: None };
     let opts = RunOptions { no_program: object.ends_with("xdp_counter.o") && NO_PROGRAM.load(Ordering::Relaxed), ..opts };
     let st = stop.clone();
     let h = std::thread::spawn(move || runtime::run(&cfg, &opts, &st));
