@@ -268,12 +268,11 @@ pub fn run(
     }
     let result = stop_rx(receiver)?;
     let (received, rx_bytes) = rx_now();
-    let end = start + totals.elapsed;
     // The tail after the last full second (the drain, when the run had an exact length).
     if seconds.last().is_none_or(|s| s.t_s < totals.elapsed.as_secs_f64() - 0.05)
         || totals.frames > seconds.iter().map(|s| s.sent).sum::<u64>()
     {
-        sample(end, (totals.frames, totals.bytes), (received, rx_bytes), &mut seconds);
+        sample(Instant::now(), (totals.frames, totals.bytes), (received, rx_bytes), &mut seconds);
     }
     let secs = totals.elapsed.as_secs_f64().max(1e-9);
     let h = &result.hist;

@@ -435,6 +435,9 @@ fn source_frames(source: &Source, stamped: bool) -> anyhow::Result<Vec<Vec<u8>>>
 }
 
 fn send_config(iface: &str, source: &Source, pace: &Pace, stamped: bool) -> anyhow::Result<SendConfig> {
+    if pace.duration.is_none() && pace.count.is_none() {
+        bail!("give --duration or --count (pktgen never sends without an end)");
+    }
     Ok(SendConfig {
         iface: iface.to_string(),
         frames: source_frames(source, stamped)?,

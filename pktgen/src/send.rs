@@ -73,6 +73,7 @@ pub struct SendConfig {
     pub frames: Vec<Vec<u8>>,
     /// Frames per second over all threads; `None`: as fast as the interface takes them.
     pub rate: Option<u64>,
+    /// Stop after this long / this many frames; with neither, run until [`Running::stop`].
     pub duration: Option<Duration>,
     pub count: Option<u64>,
     /// Queues to send on (0..queues), one socket each.
@@ -101,8 +102,6 @@ pub enum SendError {
     Threads { threads: u32, queues: u32 },
     #[error("--rate must be at least 1 frame per second")]
     Rate,
-    #[error("give --duration or --count (pktgen never sends without an end)")]
-    NoEnd,
     #[error("cannot open {mode} socket on {name} queue {queue}: {source}{hint}", hint = privilege_hint(source))]
     Socket {
         mode: &'static str,
@@ -125,6 +124,8 @@ fn privilege_hint(e: &io::Error) -> &'static str {
 pub struct Counters {
     pub frames: AtomicU64,
     pub bytes: AtomicU64,
+    /// When the kernel last took a frame, ns after the start.
+    pub last_ns: AtomicU64,
 }
 
 /// Number of TX queues of `name` (`/sys/class/net/NAME/queues/tx-*`).
@@ -194,17 +195,17 @@ impl Running {
     /// # Errors
     /// A thread's error (a send call failing other than for a full queue) or panic.
     pub fn join(self) -> Result<Totals, SendError> {
-        let mut end = self.started;
         for t in self.threads {
             t.join()
                 .map_err(|_| SendError::Thread("panicked".into()))?
                 .map_err(|e| SendError::Thread(e.to_string()))?;
-            end = Instant::now();
         }
         let (frames, bytes) = self.counters.iter().fold((0, 0), |(f, b), c| {
             (f + c.frames.load(Ordering::Relaxed), b + c.bytes.load(Ordering::Relaxed))
         });
-        Ok(Totals { frames, bytes, elapsed: end.saturating_duration_since(self.started) })
+        // From the start to the last frame the kernel took (not to when the threads were joined).
+        let last = self.counters.iter().map(|c| c.last_ns.load(Ordering::Relaxed)).max().unwrap_or(0);
+        Ok(Totals { frames, bytes, elapsed: Duration::from_nanos(last) })
     }
 }
 
@@ -214,9 +215,6 @@ impl Running {
 /// # Errors
 /// [`SendError`] naming what was wrong.
 pub fn start(cfg: &SendConfig) -> Result<Running, SendError> {
-    if cfg.duration.is_none() && cfg.count.is_none() {
-        return Err(SendError::NoEnd);
-    }
     if cfg.rate == Some(0) {
         return Err(SendError::Rate);
     }
@@ -431,11 +429,18 @@ impl Job {
             return if self.deadline.is_some_and(|d| Instant::now() >= d) { None } else { Some(want) };
         };
         loop {
-            let now = Instant::now();
-            if self.deadline.is_some_and(|d| now >= d) || stop.load(Ordering::Relaxed) {
-                return None;
+            let mut now = Instant::now();
+            if let Some(d) = self.deadline
+                && now >= d
+            {
+                // The tokens earned up to the deadline still go out (a stall just before it
+                // must not shorten the run); none after it.
+                now = d;
             }
             let got = b.take(want, now);
+            if self.deadline.is_some_and(|d| now >= d) {
+                return (got > 0).then_some(got);
+            }
             if got > 0 {
                 return Some(got);
             }
@@ -457,6 +462,7 @@ impl Job {
                 if f > 0 {
                     counters.frames.fetch_add(f, Ordering::Relaxed);
                     counters.bytes.fetch_add(b, Ordering::Relaxed);
+                    counters.last_ns.store(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 }
             }
         };
@@ -547,8 +553,11 @@ impl Job {
                 Err(e) => return Err(e),
             };
             let bytes: usize = bufs[..took].iter().map(Vec::len).sum();
-            counters.frames.fetch_add(took as u64, Ordering::Relaxed);
-            counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            if took > 0 {
+                counters.frames.fetch_add(took as u64, Ordering::Relaxed);
+                counters.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                counters.last_ns.store(self.started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            }
             if let Some(b) = &mut bucket {
                 b.refund((n - took) as u32);
             }
@@ -635,7 +644,7 @@ pub fn run(
     if seconds.last().is_none_or(|s: &TxInterval| s.t_s < totals.elapsed.as_secs_f64() - 0.05)
         || totals.frames > seconds.iter().map(|s| s.sent).sum::<u64>()
     {
-        sample(start_at + totals.elapsed, (totals.frames, totals.bytes), &mut seconds);
+        sample(Instant::now(), (totals.frames, totals.bytes), &mut seconds);
     }
     let secs = totals.elapsed.as_secs_f64().max(1e-9);
     Ok(SendReport {

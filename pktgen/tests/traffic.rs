@@ -136,10 +136,11 @@ fn rate_limit_holds_within_5_percent_at_100_kpps() {
             "--json",
         ]));
         let sent = u(&r, "sent");
-        // Over the second it was asked for, the limiter lets out 100000 frames (tokens start at
-        // zero, so never more); it makes up stalls of up to 100 ms, so a busy machine still
-        // gets within 5%.
-        assert!((95_000..=100_000 + 64).contains(&sent), "{mode}: sent {sent} in 1 s at 100 kpps: {r}");
+        // Over the second it was asked for, the limiter lets out 100000 frames: tokens start at
+        // zero, so never more; it makes up stalls of up to 100 ms and sends what it earned
+        // before the deadline, so a busy machine still gets within 5% (on this 2-core machine
+        // with other builds running: exactly 100000).
+        assert!((95_000..=100_000).contains(&sent), "{mode}: sent {sent} in 1 s at 100 kpps: {r}");
         assert_eq!(ns.stat("pa", "tx_packets") - tx0, sent, "{mode}: {r}");
         assert_eq!(r["mode"], mode);
     }

@@ -1,0 +1,193 @@
+//! Send rate of `pktgen send` on a veth pair against a kernel sink, beside `trafgen`
+//! (netsniff-ng), alternating round by round in one run.
+//!
+//! Set-up: a namespace and veth pair of our own (`dataplane::lab::Lab`); the peer end, in the
+//! namespace, runs a native XDP program that counts frames in a per-CPU array and drops them
+//! (`dataplane::backend::Sink`). Each round starts one contestant on the near end, waits 300 ms,
+//! then counts what reached the sink over the window: frames per second the sink saw, so every
+//! contestant is measured by the same kernel counter, not by its own report. One sending thread /
+//! CPU each, flat out, the same 64-byte UDP frame (and a 1514-byte one for Gbit/s).
+//!
+//! Contestants: pktgen over AF_XDP (copy mode: veth has no zero-copy), pktgen over AF_PACKET
+//! (`sendmmsg`), and `trafgen --cpus 1` (PACKET_TX_RING, qdisc bypass). The kernel's own pktgen
+//! module and `xdp-trafficgen` are listed as peers by the issue; the bench says whether each is
+//! usable here (this machine's kernel is built without `CONFIG_NET_PKTGEN`, and xdp-tools 1.3.1's
+//! `xdp-trafficgen` fails to load on it) and skips them if not.
+//!
+//! `cargo bench -p benches --bench pktgen` (as root): 5 rounds of 2 s; `-- --quick`: 1 round of
+//! 1 s.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dataplane::backend::{self, Sink};
+use dataplane::lab::Lab;
+use pktgen::craft::{FrameSpec, L4};
+use pktgen::send::{self, Mode, SendConfig};
+
+struct Setup {
+    lab: Lab,
+    sink: Sink,
+}
+
+fn setup() -> anyhow::Result<Setup> {
+    let pid = std::process::id() % 100_000;
+    let (ns, a, b) = (format!("pgb{pid}"), format!("pg{pid}a"), format!("pg{pid}b"));
+    let lab = Lab::create(&ns, &a, &b, 1)?;
+    let peer = b.clone();
+    let sink = lab
+        .in_namespace(move || -> anyhow::Result<Sink> {
+            let mut s = Sink::load(false)?;
+            s.attach(backend::sys::ifindex_here(&peer)?)?;
+            Ok(s)
+        })
+        .map_err(anyhow::Error::from)??;
+    Ok(Setup { lab, sink })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Contestant {
+    PktgenXdp,
+    PktgenPacket,
+    Trafgen,
+}
+
+impl Contestant {
+    fn name(self) -> &'static str {
+        match self {
+            Self::PktgenXdp => "pktgen AF_XDP (copy)",
+            Self::PktgenPacket => "pktgen AF_PACKET",
+            Self::Trafgen => "trafgen --cpus 1",
+        }
+    }
+}
+
+/// Frames per second the sink saw over `window`, `c` sending `frame`.
+fn round(
+    s: &Setup,
+    c: Contestant,
+    frame: &[u8],
+    cfg_file: &std::path::Path,
+    window: Duration,
+) -> anyhow::Result<f64> {
+    let warm = Duration::from_millis(300);
+    let measure = |s: &Setup| {
+        std::thread::sleep(warm);
+        let c0 = s.sink.count();
+        let t0 = Instant::now();
+        std::thread::sleep(window);
+        (s.sink.count() - c0) as f64 / t0.elapsed().as_secs_f64()
+    };
+    match c {
+        Contestant::PktgenXdp | Contestant::PktgenPacket => {
+            let cfg = SendConfig {
+                iface: s.lab.interface.clone(),
+                frames: vec![frame.to_vec()],
+                rate: None,
+                duration: Some(warm + window + Duration::from_secs(5)),
+                count: None,
+                queues: 1,
+                threads: 1,
+                mode: if c == Contestant::PktgenXdp { Mode::AfXdpCopy } else { Mode::AfPacket },
+                stamp: None,
+            };
+            let running = send::start(&cfg)?;
+            let pps = measure(s);
+            running.stop();
+            running.join()?;
+            Ok(pps)
+        }
+        Contestant::Trafgen => {
+            let mut child: Child = Command::new("trafgen")
+                .args(["--dev", &s.lab.interface, "--conf"])
+                .arg(cfg_file)
+                .args(["--cpus", "1", "--no-sock-mem", "--notouch-irq"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            let pps = measure(s);
+            // Stopped as a user stops it: SIGINT (^C).
+            let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+            child.wait()?;
+            Ok(pps)
+        }
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn available(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, window) = if quick { (1, Duration::from_secs(1)) } else { (5, Duration::from_secs(2)) };
+    let mut contestants = vec![Contestant::PktgenXdp, Contestant::PktgenPacket];
+    if available("trafgen", &["--version"]) {
+        contestants.push(Contestant::Trafgen);
+    } else {
+        println!("trafgen: not installed (apt install netsniff-ng); skipped");
+    }
+    let kernel_pktgen = std::path::Path::new("/proc/net/pktgen").exists()
+        || Command::new("modprobe").arg("pktgen").status().is_ok_and(|s| s.success());
+    if !kernel_pktgen {
+        println!(
+            "kernel pktgen module: not available on this kernel (no /proc/net/pktgen, modprobe pktgen failed); skipped"
+        );
+    }
+    println!(
+        "xdp-trafficgen: skipped (xdp-tools 1.3.1 fails to load on this kernel: \"failed to find kernel BTF type ID of 'xdp_redirect_map_err'\")"
+    );
+    let s = setup()?;
+    let dir = std::env::temp_dir().join(format!("pktgen-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    println!(
+        "frames per second reaching an XDP_DROP sink on the veth peer, {rounds} round(s) of {window:?}, contestants alternating, one sender thread each"
+    );
+    println!("| frame | contestant | median pps | Gbit/s (frame bytes) | vs trafgen | rounds |");
+    println!("|---|---|---|---|---|---|");
+    for size in [64usize, 1514] {
+        let frame = FrameSpec {
+            l4: L4::Udp { src_port: 1024, dst_port: 9, payload: vec![] },
+            frame_size: Some(size),
+            ..FrameSpec::default()
+        }
+        .build()?;
+        let cfg_file: PathBuf = dir.join(format!("udp{size}.cfg"));
+        let bytes: Vec<String> = frame.iter().map(|b| format!("0x{b:02x}")).collect();
+        std::fs::write(&cfg_file, format!("{{ {} }}\n", bytes.join(", ")))?;
+        let mut results: Vec<Vec<f64>> = vec![Vec::new(); contestants.len()];
+        for r in 0..rounds {
+            // Alternate the order too, so no contestant always follows the same one.
+            let order: Vec<usize> = if r % 2 == 0 {
+                (0..contestants.len()).collect()
+            } else {
+                (0..contestants.len()).rev().collect()
+            };
+            for i in order {
+                results[i].push(round(&s, contestants[i], &frame, &cfg_file, window)?);
+            }
+        }
+        let trafgen = contestants
+            .iter()
+            .position(|&c| c == Contestant::Trafgen)
+            .map(|i| median(&mut results[i].clone()));
+        for (c, v) in contestants.iter().zip(results.iter_mut()) {
+            let list = v.iter().map(|p| format!("{:.0}", p)).collect::<Vec<_>>().join(", ");
+            let m = median(v);
+            let vs = trafgen.map_or("-".to_string(), |t| format!("{:.2}x", m / t.max(1.0)));
+            println!(
+                "| {size} B | {} | {m:.0} | {:.2} | {vs} | {list} |",
+                c.name(),
+                m * size as f64 * 8.0 / 1e9
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
