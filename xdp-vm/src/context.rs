@@ -44,6 +44,8 @@ pub mod xdp_md {
     pub const SIZE: u32 = 24;
 }
 
+pub use crate::helpers::redirect::Redirect;
+
 /// XDP return codes.
 pub mod action {
     pub const ABORTED: u32 = 0;
@@ -80,6 +82,13 @@ pub trait Context {
     /// Runs a helper that belongs to this context (`None`: not one of them). `args[0]` has been
     /// checked to be the context pointer when the helper takes one.
     fn call(state: &mut Self::State<'_>, id: u32, args: &[u64; 5]) -> Option<u64>;
+
+    /// Where this run's `bpf_redirect` / `bpf_redirect_map` target is kept (the kernel's
+    /// per-CPU `bpf_redirect_info`); `None` (the default) for contexts that cannot redirect.
+    fn redirect_slot<'s>(state: &'s mut Self::State<'_>) -> Option<&'s mut Option<Redirect>> {
+        let _ = state;
+        None
+    }
 
     /// How compiled code may read the field at offset `off` (`size` bytes) without calling
     /// [`Context::load`]: the same value, read straight from the state at
@@ -152,6 +161,10 @@ impl Context for Xdp {
         (state.frame.as_mut_ptr() as usize, state.frame.len())
     }
 
+    fn redirect_slot<'s>(state: &'s mut XdpBuff<'_>) -> Option<&'s mut Option<Redirect>> {
+        Some(&mut state.redirect)
+    }
+
     fn call(state: &mut XdpBuff<'_>, id: u32, args: &[u64; 5]) -> Option<u64> {
         use crate::helpers::{errno_ret, id};
         let delta = args[1] as i32;
@@ -186,6 +199,8 @@ pub struct XdpBuff<'a> {
     pub rx_queue_index: u32,
     /// `egress_ifindex` as the program reads it (0 outside a devmap program).
     pub egress_ifindex: u32,
+    /// The target of the last `bpf_redirect` / `bpf_redirect_map` of the runs on this frame.
+    redirect: Option<Redirect>,
 }
 
 /// Why a frame could not be set up.
@@ -219,6 +234,7 @@ impl<'a> XdpBuff<'a> {
             ingress_ifindex: 0,
             rx_queue_index: 0,
             egress_ifindex: 0,
+            redirect: None,
         })
     }
 
@@ -251,6 +267,15 @@ impl<'a> XdpBuff<'a> {
     #[must_use]
     pub fn meta_and_packet(&self) -> &[u8] {
         &self.frame[self.meta..self.data_end]
+    }
+
+    /// Where the program redirected the frame: the target of the last successful
+    /// `bpf_redirect` / `bpf_redirect_map` (a `bpf_redirect_map` miss clears it, as in the
+    /// kernel). Meaningful after a run that returned `XDP_REDIRECT`; `None` then means the
+    /// program returned `XDP_REDIRECT` without a target (the kernel drops such a frame).
+    #[must_use]
+    pub fn redirect(&self) -> Option<Redirect> {
+        self.redirect
     }
 
     /// Offset of `data` in the frame buffer (the headroom left in front of the packet).

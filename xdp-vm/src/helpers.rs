@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::io::Write;
 
+pub mod redirect;
 pub mod tracing;
 mod user_copy;
 
@@ -16,8 +17,10 @@ pub mod id {
     pub const TRACE_PRINTK: u32 = 6;
     pub const GET_PRANDOM_U32: u32 = 7;
     pub const GET_SMP_PROCESSOR_ID: u32 = 8;
+    pub const REDIRECT: u32 = 23;
     pub const CSUM_DIFF: u32 = 28;
     pub const XDP_ADJUST_HEAD: u32 = 44;
+    pub const REDIRECT_MAP: u32 = 51;
     pub const XDP_ADJUST_META: u32 = 54;
     pub const XDP_ADJUST_TAIL: u32 = 65;
     pub const TRACE_VPRINTK: u32 = 177;
@@ -43,8 +46,10 @@ pub const HELPERS: &[(u32, &str)] = &[
     (id::TRACE_PRINTK, "bpf_trace_printk"),
     (id::GET_PRANDOM_U32, "bpf_get_prandom_u32"),
     (id::GET_SMP_PROCESSOR_ID, "bpf_get_smp_processor_id"),
+    (id::REDIRECT, "bpf_redirect"),
     (id::CSUM_DIFF, "bpf_csum_diff"),
     (id::XDP_ADJUST_HEAD, "bpf_xdp_adjust_head"),
+    (id::REDIRECT_MAP, "bpf_redirect_map"),
     (id::XDP_ADJUST_META, "bpf_xdp_adjust_meta"),
     (id::XDP_ADJUST_TAIL, "bpf_xdp_adjust_tail"),
     (id::TRACE_VPRINTK, "bpf_trace_vprintk"),

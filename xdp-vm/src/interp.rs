@@ -556,6 +556,16 @@ pub(crate) fn call_helper<C: Context>(
             .ok_or(arg_fault)?
         }
         h if helpers::tracing::handles(h) => helpers::tracing::call(h, regs, mem).ok_or(arg_fault)?,
+        id::REDIRECT => {
+            let target = C::redirect_slot(state).ok_or(arg_fault)?;
+            helpers::redirect::redirect(target, regs[1], regs[2])
+        }
+        id::REDIRECT_MAP => {
+            let map = map_arg(maps, regs[1], pc)?;
+            let index = (regs[1] & 0xffff_ffff) as u32;
+            let target = C::redirect_slot(state).ok_or(arg_fault)?;
+            helpers::redirect::redirect_map(target, map, index, regs[2], regs[3]).ok_or(arg_fault)?
+        }
         _ => {
             if regs[1] != ctx {
                 return Err(arg_fault);

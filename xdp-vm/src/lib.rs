@@ -18,6 +18,6 @@ pub mod program;
 pub mod sys;
 pub mod verifier;
 
-pub use context::{Context, Xdp, XdpBuff};
+pub use context::{Context, Redirect, Xdp, XdpBuff};
 pub use interp::{Fault, Interpreter};
 pub use program::{LoadError, Program, create_maps};

@@ -153,7 +153,15 @@ impl Context for Uprobe {
     fn allows_helper(id: u32) -> bool {
         use crate::helpers::id;
         crate::helpers::name(id).is_some()
-            && !matches!(id, id::XDP_ADJUST_HEAD | id::XDP_ADJUST_META | id::XDP_ADJUST_TAIL | id::CSUM_DIFF)
+            && !matches!(
+                id,
+                id::XDP_ADJUST_HEAD
+                    | id::XDP_ADJUST_META
+                    | id::XDP_ADJUST_TAIL
+                    | id::CSUM_DIFF
+                    | id::REDIRECT
+                    | id::REDIRECT_MAP
+            )
     }
 
     fn address(state: &TraceState<'_>) -> u64 {

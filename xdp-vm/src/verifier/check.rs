@@ -1192,6 +1192,25 @@ impl Verifier<'_> {
                     return Err(arg(1, format!("expected the context, got {}", ctx.kind.name())));
                 }
             }
+            helper::REDIRECT => {
+                scalar(self, st, 1)?;
+                scalar(self, st, 2)?;
+            }
+            helper::REDIRECT_MAP => {
+                let info = map(self, st)?;
+                use maps::map_type as t;
+                if !matches!(info.def.map_type, t::DEVMAP | t::DEVMAP_HASH | t::XSKMAP) {
+                    return Err(arg(
+                        1,
+                        format!(
+                            "map {} of type {} cannot be a redirect target",
+                            info.name, info.def.map_type
+                        ),
+                    ));
+                }
+                scalar(self, st, 2)?;
+                scalar(self, st, 3)?;
+            }
             helper::XDP_ADJUST_HEAD | helper::XDP_ADJUST_META | helper::XDP_ADJUST_TAIL => {
                 let ctx = get(self, st, 1)?;
                 if ctx.kind != Kind::Ctx || ctx.off != 0 || ctx.val.const_value() != Some(0) {
