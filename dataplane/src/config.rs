@@ -51,6 +51,11 @@ pub struct Config {
     pub name: String,
     /// `host:port` of the Prometheus endpoint (none by default).
     pub metrics: Option<String>,
+    /// Where frames come from: `"afxdp"` (default) or `"dpdk"`.
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// `[dpdk]`: EAL arguments and memory, for `backend = "dpdk"`.
+    pub dpdk: Option<DpdkConfig>,
     /// The XDP program to run.
     pub program: ProgramConfig,
     /// The interfaces and queues to run it on.
@@ -99,11 +104,47 @@ pub enum EngineKind {
     Jit,
 }
 
-/// `[[ports]]`: one interface.
+/// The backend every port uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// AF_XDP sockets on kernel interfaces.
+    #[default]
+    Afxdp,
+    /// DPDK ports (physical or virtual devices).
+    Dpdk,
+}
+
+/// `[dpdk]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkConfig {
+    /// Arguments for `rte_eal_init` (after the program name), e.g. `["--no-pci", "-l", "0-1"]`.
+    /// Without huge pages reserved `--no-huge` is added (with a warning), `--in-memory` unless a
+    /// `--file-prefix` is given, `-l <first worker core>` unless cores are given.
+    #[serde(default)]
+    pub eal_args: Vec<String>,
+    /// Mbufs in each port's pool (default: enough for its rings and bursts).
+    pub mbufs: Option<u32>,
+}
+
+/// `[[ports]]`: one interface (AF_XDP) or device (DPDK).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
+    /// AF_XDP: the kernel interface.
+    #[serde(default)]
     pub interface: String,
+    /// DPDK: the device, as `rte_dev_probe` takes it: a PCI address or a virtual device with
+    /// its arguments (`net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap`, `net_ring0`,
+    /// `net_af_packet0,iface=veth0`, `net_tap0`).
+    pub device: Option<String>,
+    /// DPDK: a pcap file whose frames are sent out of queue 0 when the port starts, for a
+    /// loopback device (`net_ring`) that returns them: they then circulate through the worker.
+    pub inject_pcap: Option<PathBuf>,
+    /// DPDK: how many times `inject_pcap`'s frames are sent.
+    #[serde(default = "default_copies")]
+    pub inject_copies: u32,
     /// Queue ids; one AF_XDP socket and one worker each.
     #[serde(default = "default_queues")]
     pub queues: Vec<u32>,
@@ -132,6 +173,9 @@ pub struct PortConfig {
     pub batch: u32,
 }
 
+fn default_copies() -> u32 {
+    1
+}
 fn default_queues() -> Vec<u32> {
     vec![0]
 }
@@ -312,11 +356,15 @@ impl Config {
         let mut seen = std::collections::BTreeSet::new();
         for (i, p) in self.ports.iter().enumerate() {
             let key = |k: &str| format!("ports[{i}].{k}");
-            if p.interface.is_empty() || p.interface.len() > 15 {
+            if self.backend == BackendKind::Dpdk {
+                self.check_dpdk_port(i, p)?;
+            } else if p.device.is_some() {
+                return Err(invalid(key("device"), "a device is a DPDK port: set backend = \"dpdk\""));
+            } else if p.interface.is_empty() || p.interface.len() > 15 {
                 return Err(invalid(key("interface"), "an interface name has 1 to 15 characters"));
             }
-            if !seen.insert(p.interface.clone()) {
-                return Err(invalid(key("interface"), format!("{} is configured twice", p.interface)));
+            if !seen.insert(p.name().to_string()) {
+                return Err(invalid(key("interface"), format!("{} is configured twice", p.name())));
             }
             if p.queues.is_empty() {
                 return Err(invalid(key("queues"), "at least one queue"));
@@ -363,7 +411,13 @@ impl Config {
                 return Err(invalid(format!("program.globals.{name}"), "an integer or \"hex:<bytes>\""));
             }
         }
+        if self.backend != BackendKind::Dpdk && self.dpdk.is_some() {
+            return Err(invalid("dpdk", "a [dpdk] section needs backend = \"dpdk\""));
+        }
         if let Some(lab) = &self.lab {
+            if self.backend == BackendKind::Dpdk {
+                return Err(invalid("lab", "lab mode runs on AF_XDP; use backend = \"afxdp\""));
+            }
             for (k, v) in [("lab.namespace", &lab.namespace), ("lab.interface", &lab.interface), ("lab.peer", &lab.peer)] {
                 if v.is_empty() || v.len() > 15 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                     return Err(invalid(k, format!("{v:?}: 1 to 15 characters of [A-Za-z0-9_-]")));
@@ -379,10 +433,44 @@ impl Config {
         Ok(())
     }
 
+    fn check_dpdk_port(&self, i: usize, p: &PortConfig) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("ports[{i}].{k}");
+        let Some(dev) = &p.device else {
+            return Err(invalid(key("device"), "a DPDK port needs a device (e.g. \"net_ring0\")"));
+        };
+        if !p.interface.is_empty() {
+            return Err(invalid(key("interface"), "a DPDK port names a device, not an interface"));
+        }
+        let name = p.name();
+        if name.is_empty() || name.len() >= 64 || dev.contains('\0') {
+            return Err(invalid(key("device"), format!("{dev:?}: a device name of 1 to 63 characters, then ,key=value arguments")));
+        }
+        if p.queues.iter().enumerate().any(|(i, &q)| q as usize != i) {
+            return Err(invalid(key("queues"), "a DPDK port's queues are 0, 1, .. n-1, in order"));
+        }
+        if let Some(d) = &self.dpdk
+            && d.mbufs.is_some_and(|m| !(1024..=1 << 22).contains(&m))
+        {
+            return Err(invalid("dpdk.mbufs", "1024..=4194304"));
+        }
+        Ok(())
+    }
+
     /// Every (port index, queue) pair, in worker order.
     #[must_use]
     pub fn queues(&self) -> Vec<(usize, u32)> {
         self.ports.iter().enumerate().flat_map(|(i, p)| p.queues.iter().map(move |&q| (i, q))).collect()
+    }
+}
+
+impl PortConfig {
+    /// The port's name: its interface (AF_XDP) or its device's name without arguments (DPDK).
+    #[must_use]
+    pub fn name(&self) -> &str {
+        match &self.device {
+            Some(d) => d.split(',').next().unwrap_or_default(),
+            None => &self.interface,
+        }
     }
 }
 
@@ -464,6 +552,22 @@ mod tests {
         assert_eq!(GlobalValue::Int(-1).bytes(4).unwrap(), vec![0xff; 4]);
         assert!(GlobalValue::Int(0x1_0000).bytes(2).is_err());
         assert_eq!(GlobalValue::Text("hex:0a0b".into()).bytes(2).unwrap(), vec![10, 11]);
+    }
+
+    #[test]
+    fn dpdk_ports_name_a_device() {
+        let dpdk = "backend = \"dpdk\"\n[dpdk]\neal_args = [\"--no-pci\"]\n[program]\nobject = \"x.o\"\n";
+        let c = Config::parse(&format!("{dpdk}[[ports]]\ndevice = \"net_pcap0,rx_pcap=a.pcap\"\nqueues = [0, 1]\n")).unwrap();
+        assert_eq!((c.backend, c.ports[0].name()), (BackendKind::Dpdk, "net_pcap0"));
+        assert_eq!(c.dpdk.unwrap().eal_args, vec!["--no-pci"]);
+        let e = Config::parse(&format!("{dpdk}[[ports]]\ninterface = \"eth0\"\n")).unwrap_err().to_string();
+        assert!(e.contains("ports[0].device"), "{e}");
+        let e = Config::parse(&format!("{dpdk}[[ports]]\ndevice = \"net_ring0\"\nqueues = [1]\n")).unwrap_err().to_string();
+        assert!(e.contains("ports[0].queues"), "{e}");
+        let e = Config::parse(&format!("{MIN}device = \"net_ring0\"\n")).unwrap_err().to_string();
+        assert!(e.contains("ports[0].device"), "{e}");
+        let e = Config::parse(&format!("{dpdk}[[ports]]\ndevice = \"net_ring0\"\n[lab]\ninterface = \"net_ring0\"\n")).unwrap_err().to_string();
+        assert!(e.contains("lab"), "{e}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use xdp_vm::{Program, Xdp, create_maps};
 
 use crate::backend::queue::Queue as _;
 use crate::backend::{self, BackendError, Sink};
-use crate::config::{Config, ConfigError, PassAction};
+use crate::config::{BackendKind, Config, ConfigError, PassAction};
 use crate::control::server::{ControlError, ControlSocket};
 use crate::control::swap::{Loaded, ProgSlot};
 use crate::control::{self, Instance, WorkerView};
@@ -40,6 +40,17 @@ pub enum RunError {
     Lab(#[from] LabError),
     #[error(transparent)]
     Control(#[from] ControlError),
+    #[error("this dataplane was built without DPDK (pkg-config found no libdpdk at build time): backend = \"dpdk\" is unavailable")]
+    NoDpdk,
+    #[cfg(dpdk)]
+    #[error(transparent)]
+    Dpdk(#[from] backend::dpdk::DpdkError),
+    #[error("cannot read inject_pcap file {path}")]
+    Inject {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("config key metrics: cannot listen on {addr}")]
     Metrics {
         addr: String,
@@ -187,12 +198,11 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     let stop_workers = Arc::new(AtomicBool::new(false));
     let online = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut taps = Vec::new();
-    for pc in &cfg.ports {
-        let (port, sockets) = backend::open_port(pc)?;
-        let pass = match cfg.pass {
+    let mut pass_for = |name: &str| -> Result<PassTo, RunError> {
+        Ok(match cfg.pass {
             PassAction::Drop => PassTo::Drop,
             PassAction::Tap => {
-                let name = tap_name(&pc.interface);
+                let name = tap_name(name);
                 let f = backend::sys::open_tap(&name)
                     .map_err(|source| RunError::Tap { name: name.clone(), source })?;
                 let _ = std::process::Command::new("ip").args(["link", "set", &name, "up"]).status();
@@ -200,14 +210,96 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
                 taps.push(f.clone());
                 PassTo::Tap(f)
             }
-        };
+        })
+    };
+    let core_for = |slot: usize| {
+        if cfg.workers.cores.is_empty() {
+            Some(slot % online)
+        } else {
+            Some(cfg.workers.cores[slot % cfg.workers.cores.len()])
+        }
+    };
+    // Frames each finite replay (pcap) port delivers, and its workers: the run ends by itself
+    // once every such port is drained.
+    let mut finite: Vec<(u64, Vec<Arc<WorkerCounters>>)> = Vec::new();
+    #[cfg(dpdk)]
+    let mut dpdk_ports = Vec::new();
+    #[cfg(dpdk)]
+    let mut dpdk_workers = Vec::new();
+    if cfg.backend == BackendKind::Dpdk {
+        #[cfg(not(dpdk))]
+        return Err(RunError::NoDpdk);
+        #[cfg(dpdk)]
+        {
+            use backend::dpdk;
+            let (args, warning) = dpdk::plan(cfg);
+            // What can be checked before DPDK starts is (pcap files): a bad device string then
+            // costs no EAL start.
+            for pc in &cfg.ports {
+                dpdk::precheck(pc.device.as_deref().unwrap_or_default())?;
+            }
+            dpdk::init(&args)?;
+            let mbufs = cfg.dpdk.as_ref().and_then(|d| d.mbufs).unwrap_or(0);
+            for pc in &cfg.ports {
+                let (port, queues) = dpdk::open_port(pc, mbufs)?;
+                if let Some(path) = &pc.inject_pcap {
+                    let frames = dpdk::pcap_read(path)
+                        .map_err(|source| RunError::Inject { path: path.display().to_string(), source })?;
+                    let n = dpdk::inject(&port, &frames, pc.inject_copies as usize)?;
+                    let _ = writeln!(err, "dataplane: {}: {n} frame(s) injected", port.name);
+                }
+                let pass = pass_for(&port.name)?;
+                let mut cs = Vec::new();
+                for (queue_id, queue) in (0u32..).zip(queues) {
+                    let slot = workers.len() + dpdk_workers.len();
+                    let core = core_for(slot);
+                    let _ = writeln!(
+                        err,
+                        "dataplane: {} (dpdk port {}) queue {queue_id}: worker {slot} on cpu {}",
+                        port.name,
+                        port.port_id,
+                        core.unwrap_or(0)
+                    );
+                    let counters = Arc::new(WorkerCounters::default());
+                    cs.push(counters.clone());
+                    let label = format!("{}/q{queue_id}", port.name);
+                    views.push(WorkerView {
+                        label: label.clone(),
+                        interface: port.name.clone(),
+                        queue: queue_id,
+                        counters: counters.clone(),
+                    });
+                    dpdk_workers.push(Worker {
+                        label,
+                        queue,
+                        ifindex: port.ifindex,
+                        queue_id,
+                        slot,
+                        core,
+                        batch: pc.batch as usize,
+                        program: program.clone(),
+                        pass: pass.clone(),
+                        counters,
+                        stop: stop_workers.clone(),
+                        no_program: opts.no_program,
+                    });
+                }
+                if let Some(n) = port.finite_rx {
+                    finite.push((n, cs));
+                }
+                dpdk_ports.push(port);
+            }
+            if let Some(w) = warning {
+                let _ = writeln!(err, "{w}");
+            }
+        }
+    }
+    for pc in cfg.ports.iter().filter(|_| cfg.backend == BackendKind::Afxdp) {
+        let (port, sockets) = backend::open_port(pc)?;
+        let pass = pass_for(&pc.interface)?;
         for (queue, socket) in sockets {
             let slot = workers.len();
-            let core = if cfg.workers.cores.is_empty() {
-                Some(slot % online)
-            } else {
-                Some(cfg.workers.cores[slot % cfg.workers.cores.len()])
-            };
+            let core = core_for(slot);
             if slot == 0 && !socket.huge_pages() {
                 let _ = writeln!(err, "warning: no huge pages reserved; UMEM on 4 KiB pages");
             }
@@ -246,10 +338,18 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
         }
         ports.push(port);
     }
-    let counters: Vec<(String, Arc<WorkerCounters>)> =
+    #[cfg_attr(not(dpdk), expect(unused_mut, reason = "DPDK workers join the AF_XDP ones"))]
+    let mut counters: Vec<(String, Arc<WorkerCounters>)> =
         workers.iter().map(|w| (w.label.clone(), w.counters.clone())).collect();
-
-    let handles: Vec<_> = workers.into_iter().map(|w| std::thread::spawn(move || w.run())).collect();
+    // Each worker hands back its queue's count of frames still held (0 unless leaked).
+    #[cfg_attr(not(dpdk), expect(unused_mut, reason = "DPDK workers join the AF_XDP ones"))]
+    let mut handles: Vec<std::thread::JoinHandle<usize>> =
+        workers.into_iter().map(|w| std::thread::spawn(move || w.run().held())).collect();
+    #[cfg(dpdk)]
+    {
+        counters.extend(dpdk_workers.iter().map(|w| (w.label.clone(), w.counters.clone())));
+        handles.extend(dpdk_workers.into_iter().map(|w| std::thread::spawn(move || w.run().held())));
+    }
     let instance = Arc::new(Instance::new(cfg, opts.config_path.clone(), program.clone(), slots, views));
     let stop_control = Arc::new(AtomicBool::new(false));
     let _ = writeln!(err, "dataplane: control socket {}", control_socket.path().display());
@@ -284,7 +384,11 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     let mut prev: Vec<Snapshot> = vec![Snapshot::default(); counters.len()];
     let mut totals_hist = stats::new_histogram();
     let mut out = std::io::stdout();
-    while !stop.load(Ordering::Relaxed) && opts.duration.is_none_or(|d| start.elapsed() < d) {
+    let drained = || {
+        !finite.is_empty()
+            && finite.iter().all(|(n, cs)| cs.iter().map(|c| c.snapshot().rx).sum::<u64>() >= *n)
+    };
+    while !stop.load(Ordering::Relaxed) && opts.duration.is_none_or(|d| start.elapsed() < d) && !drained() {
         std::thread::sleep(Duration::from_millis(20));
         if control::sys::take_sighup() {
             match instance.reload() {
@@ -341,10 +445,10 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     stop_workers.store(true, Ordering::Relaxed);
     let mut leaked = 0;
     for h in handles {
-        if let Ok(queue) = h.join() {
+        if let Ok(held) = h.join() {
             // Frames still in the TX ring at exit were handed to the kernel; any held by us
             // would be a leak.
-            leaked += queue.held();
+            leaked += held;
         }
     }
     let seconds = start.elapsed().as_secs_f64();
@@ -381,6 +485,8 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
         let _ = writeln!(out, "maps: {}", serde_json::Value::Object(maps));
     }
     drop(ports);
+    #[cfg(dpdk)]
+    drop(dpdk_ports);
     drop(taps);
     drop(sink);
     drop(lab);
@@ -404,5 +510,11 @@ fn add(a: &Snapshot, b: &Snapshot) -> Snapshot {
 pub fn run_file(path: &Path, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Summary, RunError> {
     let cfg = Config::load(path)?;
     let opts = RunOptions { config_path: Some(path.to_path_buf()), ..opts.clone() };
-    run(&cfg, &opts, stop)
+    let result = run(&cfg, &opts, stop);
+    // DPDK can be initialised once per process: the command's run is the last.
+    #[cfg(dpdk)]
+    if cfg.backend == BackendKind::Dpdk {
+        backend::dpdk::cleanup();
+    }
+    result
 }

@@ -1,5 +1,6 @@
 //! Where packets come from and go to. Today: AF_XDP ([`afxdp`]) on any interface, with a
-//! small kernel-side program that redirects each configured queue into its socket. What a
+//! small kernel-side program that redirects each configured queue into its socket; and DPDK
+//! (`dpdk`, built when the build machine has DPDK) on physical and virtual devices. What a
 //! worker needs of any backend is [`queue::Queue`].
 //!
 //! A [`Port`] is one interface: the redirect program attached through a bpf link (so the kernel
@@ -11,6 +12,9 @@
 /// AF_XDP sockets, UMEM and rings: the shared `xsk` crate (pktgen sends through it too).
 pub use xsk::afxdp;
 mod afxdp_queue;
+#[cfg(dpdk)]
+#[expect(unsafe_code, reason = "DPDK's C API: EAL, ports, mbufs")]
+pub mod dpdk;
 pub mod queue;
 #[expect(unsafe_code, reason = "TUNSETIFF through a raw ioctl")]
 pub mod sys;
