@@ -110,7 +110,13 @@ fn huge_pages_free() -> bool {
 /// then (`--in-memory` cannot be combined with `--no-huge`); the second value says whether
 /// `--no-huge` was added.
 #[must_use]
-pub fn eal_args(cfg: &DpdkConfig, first_core: usize, mem_mb: usize, huge_free: bool, prefix: &str) -> (Vec<String>, bool) {
+pub fn eal_args(
+    cfg: &DpdkConfig,
+    first_core: usize,
+    mem_mb: usize,
+    huge_free: bool,
+    prefix: &str,
+) -> (Vec<String>, bool) {
     let given = |names: &[&str]| {
         cfg.eal_args.iter().any(|a| names.iter().any(|n| a == n || a.starts_with(&format!("{n}="))))
     };
@@ -248,7 +254,8 @@ pub fn init(args: &[String]) -> Result<(), DpdkError> {
         let base = if unsafe { libc::getuid() } == 0 {
             PathBuf::from("/var/run/dpdk")
         } else {
-            std::env::var_os("XDG_RUNTIME_DIR").map_or_else(|| PathBuf::from("/tmp/dpdk"), |d| PathBuf::from(d).join("dpdk"))
+            std::env::var_os("XDG_RUNTIME_DIR")
+                .map_or_else(|| PathBuf::from("/tmp/dpdk"), |d| PathBuf::from(d).join("dpdk"))
         };
         let dir = base.join(prefix);
         if !dir.exists() {
@@ -335,7 +342,8 @@ pub fn pcap_read(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
 }
 
 fn pcap_records(data: &[u8]) -> std::io::Result<Vec<&[u8]>> {
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a pcap file: {what}"));
+    let bad =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a pcap file: {what}"));
     let magic = data.get(..4).ok_or_else(|| bad("shorter than its header"))?;
     let le = match magic {
         [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
@@ -509,16 +517,23 @@ pub fn open_port(cfg: &PortConfig, mbufs: u32) -> Result<(Port, Vec<DpdkQueue>),
     let mut info = sys::rte_eth_dev_info::default();
     // SAFETY: a valid port id; DPDK writes the exclusively borrowed struct.
     let r = unsafe { sys::rte_eth_dev_info_get(port_id, &mut info) };
-    let setup = |step: &'static str, r: i32| DpdkError::Setup { name: name.clone(), step, reason: strerror(r) };
+    let setup =
+        |step: &'static str, r: i32| DpdkError::Setup { name: name.clone(), step, reason: strerror(r) };
     // From here the port exists: a `Port` value closes it on every error path.
     let nq = cfg.queues.len();
     let per_queue = cfg.rx_ring + cfg.tx_ring + 2 * cfg.batch;
-    let n = if mbufs > 0 { mbufs } else { (per_queue * nq as u32 + POOL_CACHE * 2 + 1024).next_power_of_two() - 1 };
+    let n = if mbufs > 0 {
+        mbufs
+    } else {
+        (per_queue * nq as u32 + POOL_CACHE * 2 + 1024).next_power_of_two() - 1
+    };
     let pool_name = CString::new(format!("dp_pool_{port_id}")).expect("no NUL");
     // SAFETY: a valid port id.
     let socket = unsafe { sys::rte_eth_dev_socket_id(port_id) };
     // SAFETY: a NUL-terminated name; sizes within DPDK's limits (priv a multiple of 8).
-    let pool = unsafe { sys::rte_pktmbuf_pool_create(pool_name.as_ptr(), n, POOL_CACHE, PRIV as u16, DATA_ROOM, socket) };
+    let pool = unsafe {
+        sys::rte_pktmbuf_pool_create(pool_name.as_ptr(), n, POOL_CACHE, PRIV as u16, DATA_ROOM, socket)
+    };
     let Some(pool) = NonNull::new(pool) else {
         // Close the probed device before reporting.
         let e = DpdkError::Setup { name: name.clone(), step: "mbuf pool", reason: strerror(rte_errno()) };
@@ -559,7 +574,8 @@ pub fn open_port(cfg: &PortConfig, mbufs: u32) -> Result<(Port, Vec<DpdkQueue>),
     if r != 0 {
         return Err(setup("configure", r));
     }
-    let (mut rxd, mut txd) = (cfg.rx_ring.min(u32::from(u16::MAX)) as u16, cfg.tx_ring.min(u32::from(u16::MAX)) as u16);
+    let (mut rxd, mut txd) =
+        (cfg.rx_ring.min(u32::from(u16::MAX)) as u16, cfg.tx_ring.min(u32::from(u16::MAX)) as u16);
     // SAFETY: a configured port and two u16s to adjust.
     let r = unsafe { sys::rte_eth_dev_adjust_nb_rx_tx_desc(port_id, &mut rxd, &mut txd) };
     if r != 0 {
@@ -774,7 +790,9 @@ impl Queue for DpdkQueue {
         // SAFETY: `frames` are held mbufs (transparent pointers); tx_burst takes the first
         // `sent` and leaves the rest to us. It does not write the array (the cast to *mut is
         // the C signature's).
-        let sent = usize::from(unsafe { sys::dp_tx_burst(self.port, self.queue, frames.as_ptr().cast_mut().cast(), n) });
+        let sent = usize::from(unsafe {
+            sys::dp_tx_burst(self.port, self.queue, frames.as_ptr().cast_mut().cast(), n)
+        });
         self.held -= sent;
         sent
     }
@@ -845,14 +863,16 @@ pub fn plan(cfg: &crate::config::Config) -> (Vec<String>, Option<String>) {
         .ports
         .iter()
         .map(|p| {
-            let n = dcfg.mbufs.unwrap_or((p.rx_ring + p.tx_ring + 2 * p.batch) * p.queues.len() as u32 + 1536);
+            let n =
+                dcfg.mbufs.unwrap_or((p.rx_ring + p.tx_ring + 2 * p.batch) * p.queues.len() as u32 + 1536);
             n as usize * (FRAME + 256)
         })
         .sum();
     let mem_mb = (per_port >> 20) * 2 + 128;
     let prefix = format!("dataplane{}", std::process::id());
     let (args, no_huge) = eal_args(&dcfg, first, mem_mb, huge_pages_free(), &prefix);
-    let warning = no_huge.then(|| "warning: no huge pages reserved; DPDK memory on 4 KiB pages (--no-huge)".to_string());
+    let warning = no_huge
+        .then(|| "warning: no huge pages reserved; DPDK memory on 4 KiB pages (--no-huge)".to_string());
     (args, warning)
 }
 
@@ -871,11 +891,13 @@ mod tests {
         let cfg = DpdkConfig { eal_args: vec!["--no-pci".into()], mbufs: None };
         let (a, no_huge) = eal_args(&cfg, 1, 300, false, "p");
         assert!(no_huge);
-        let want = ["--no-pci", "-l", "1", "--no-telemetry", "--log-level=*:warning", "--no-huge", "-m", "300"];
+        let want =
+            ["--no-pci", "-l", "1", "--no-telemetry", "--log-level=*:warning", "--no-huge", "-m", "300"];
         assert_eq!(a, [&want[..], &["--file-prefix=p", "--no-shconf"]].concat());
         let (a, _) = eal_args(&cfg, 1, 300, true, "p");
         assert_eq!(a, ["--no-pci", "-l", "1", "--no-telemetry", "--log-level=*:warning", "--in-memory"]);
-        let cfg = DpdkConfig { eal_args: vec!["-l".into(), "0-1".into(), "--file-prefix=x".into()], mbufs: None };
+        let cfg =
+            DpdkConfig { eal_args: vec!["-l".into(), "0-1".into(), "--file-prefix=x".into()], mbufs: None };
         let (a, no_huge) = eal_args(&cfg, 0, 300, true, "p");
         assert!(!no_huge);
         assert_eq!(a, ["-l", "0-1", "--file-prefix=x", "--no-telemetry", "--log-level=*:warning"]);
@@ -883,7 +905,10 @@ mod tests {
 
     #[test]
     fn device_arguments_and_finite_replays() {
-        assert_eq!(device_args("net_pcap0,rx_pcap=a,tx_pcap=b").collect::<Vec<_>>(), [("rx_pcap", "a"), ("tx_pcap", "b")]);
+        assert_eq!(
+            device_args("net_pcap0,rx_pcap=a,tx_pcap=b").collect::<Vec<_>>(),
+            [("rx_pcap", "a"), ("tx_pcap", "b")]
+        );
         assert_eq!(finite_rx("net_ring0").unwrap(), None);
         assert_eq!(finite_rx("net_pcap0,iface=lo").unwrap(), None);
         assert!(matches!(finite_rx("net_pcap0,rx_pcap=/nonexistent/x.pcap"), Err(DpdkError::Pcap { .. })));
