@@ -571,6 +571,12 @@ mod tests {
     }
 
     #[test]
+    fn shipped_dpdk_config_parses() {
+        let c = Config::parse(include_str!("../../configs/dpdk-pcap.toml")).unwrap();
+        assert_eq!((c.backend, c.ports[0].name()), (BackendKind::Dpdk, "net_pcap0"));
+    }
+
+    #[test]
     fn shipped_config_parses() {
         let text = include_str!("../../configs/xdp.toml");
         let c = Config::parse(text).unwrap();

@@ -71,7 +71,8 @@ fn config(object: &Path, device: &str, extra: &str) -> String {
 /// Runs the dataplane on `config` to its end: exit code, stdout, stderr; and checks that it
 /// left no DPDK runtime directory behind.
 fn run(dir: &Path, config: &str, args: &[&str]) -> (i32, String, String) {
-    let path = dir.join("config.toml");
+    // The file's stem names the instance (its control socket): unique per process and test.
+    let path = dir.join(format!("{}.toml", dir.file_name().unwrap().to_string_lossy()));
     std::fs::write(&path, config).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
         .arg("--config")
@@ -254,8 +255,8 @@ struct Running {
     stderr: mpsc::Receiver<String>,
 }
 
-fn start(dir: &Path, config: &str) -> Running {
-    let path = dir.join(format!("config-{}.toml", Instant::now().elapsed().as_nanos()));
+fn start(dir: &Path, tag: &str, config: &str) -> Running {
+    let path = dir.join(format!("{}-{tag}.toml", dir.file_name().unwrap().to_string_lossy()));
     std::fs::write(&path, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
         .arg("--config")
@@ -337,7 +338,7 @@ fn af_packet_on_a_veth_returns_what_af_xdp_returns() {
                 balancer.display().to_string()
             )
         };
-        let running = start(&dir, &cfg);
+        let running = start(&dir, backend, &cfg);
         let sock = lab.peer_socket().unwrap();
         let mut back = exchange(&sock, &frames);
         let (code, out) = running.stop();
@@ -372,6 +373,7 @@ fn bad_input_is_one_line_and_exit_2() {
     let counter = obj("xdp_counter.o");
     let pcap = dir.join("in.pcap");
     pktgen::write::write_pcap(&pcap, &[pktgen::craft::icmp_echo()]).unwrap();
+    std::fs::write(dir.join("not.pcap"), "not a capture").unwrap();
     let good = format!("net_pcap0,rx_pcap={},tx_pcap={}", pcap.display(), dir.join("out.pcap").display());
     let cases = [
         (
@@ -382,7 +384,7 @@ fn bad_input_is_one_line_and_exit_2() {
         ("no such vdev", config(&counter, "net_nosuch0", ""), "net_nosuch0"),
         ("bad vdev args", config(&counter, "net_ring0,nodeaction=x", ""), "net_ring0"),
         ("pcap missing", config(&counter, &good.replace("in.pcap", "missing.pcap"), ""), "missing.pcap"),
-        ("not a pcap", config(&counter, &good.replace("in.pcap", "config.toml"), ""), "not a pcap file"),
+        ("not a pcap", config(&counter, &good.replace("in.pcap", "not.pcap"), ""), "not a pcap file"),
         ("output dir missing", config(&counter, &good.replace("out.pcap", "nodir/out.pcap"), ""), "nodir"),
         ("queues", config(&counter, &good, "queues = [0, 1]"), "at most 1 queue"),
     ];
