@@ -3,7 +3,7 @@
 //! by round in one run.
 //!
 //! Set-up per program: a namespace and veth pair of our own; the peer end (in the namespace)
-//! sends the lab's frames flat out from one AF_PACKET thread and counts, in a native XDP sink on
+//! sends the lab's frames flat out from one pktgen sender thread (AF_XDP copy mode) and counts, in a native XDP sink on
 //! the peer, the frames that come back. A round attaches one contestant to the other end for a
 //! fixed window and reports returned frames per second. Programs: every `configs/bpf/*.c`
 //! object whose first program returns `XDP_TX` for the lab's traffic (xdp_counter, the

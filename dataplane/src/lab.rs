@@ -13,9 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pktgen::craft::{FrameSpec, L4, Vary};
+use pktgen::send::{Mode, SendConfig};
 
 use crate::backend::sys::{self, PacketSocket};
 
@@ -37,6 +38,8 @@ pub enum LabError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot start the traffic generator on {peer} in namespace {ns}: {reason}")]
+    Generator { ns: String, peer: String, reason: String },
     #[error("cannot open a packet socket on {peer} in namespace {ns}")]
     Socket {
         ns: String,
@@ -183,51 +186,46 @@ pub fn frames(flows: usize) -> Vec<Vec<u8>> {
     out
 }
 
-/// Sends `frames` round-robin on `sock` at `rate` frames per second (0: as fast as possible)
-/// until `stop`; counts into `sent`.
-pub fn generate(sock: &PacketSocket, frames: &[Vec<u8>], rate: u64, stop: &AtomicBool, sent: &AtomicU64) {
-    const BURST: usize = 32;
-    let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-    let mut burst: Vec<&[u8]> = Vec::with_capacity(BURST);
-    let start = Instant::now();
-    let mut total = 0u64;
-    let mut i = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        let n = if rate == 0 {
-            BURST
-        } else {
-            let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-            if due <= total {
-                std::thread::sleep(Duration::from_micros(200));
-                continue;
-            }
-            ((due - total) as usize).min(BURST)
-        };
-        burst.clear();
-        for _ in 0..n {
-            burst.push(refs[i % refs.len()]);
-            i += 1;
-        }
-        if let Ok(k) = sock.send_batch(&burst) {
-            total += k as u64;
-            sent.store(total, Ordering::Relaxed);
-        }
-    }
-}
-
 /// A running generator: its stop flag, its sent counter, its thread.
 pub type Generator = (Arc<AtomicBool>, Arc<AtomicU64>, std::thread::JoinHandle<()>);
 
-/// A generator thread for `lab`, stopped with the returned flag.
+/// A generator for `lab`: pktgen's sender on the peer end (AF_XDP, or AF_PACKET where AF_XDP
+/// cannot bind), sending [`frames`] round-robin at `rate` frames per second (0: as fast as the
+/// veth takes them) until the returned flag is set; a thread copies its count into the
+/// returned counter every 10 ms.
 ///
 /// # Errors
-/// When the peer socket cannot be opened.
+/// [`LabError::Generator`] when the namespace cannot be entered or the sender cannot start.
 pub fn spawn_generator(lab: &Lab, flows: usize, rate: u64) -> Result<Generator, LabError> {
-    let sock = lab.peer_socket()?;
+    let cfg = SendConfig {
+        iface: lab.peer.clone(),
+        frames: frames(flows),
+        rate: (rate > 0).then_some(rate),
+        duration: None,
+        count: None,
+        queues: 1,
+        threads: 1,
+        mode: Mode::Auto,
+        stamp: None,
+    };
+    let err =
+        |reason: String| LabError::Generator { ns: lab.namespace.clone(), peer: lab.peer.clone(), reason };
+    let running = lab
+        .in_namespace(move || pktgen::send::start(&cfg))
+        .map_err(|e| err(e.to_string()))?
+        .map_err(|e| err(e.to_string()))?;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let frames = frames(flows);
     let (s, c) = (stop.clone(), sent.clone());
-    let handle = std::thread::spawn(move || generate(&sock, &frames, rate, &s, &c));
+    let handle = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(10));
+            c.store(running.sent().0, Ordering::Relaxed);
+        }
+        running.stop();
+        if let Ok(t) = running.join() {
+            c.store(t.frames, Ordering::Relaxed);
+        }
+    });
     Ok((stop, sent, handle))
 }
