@@ -143,3 +143,56 @@ fn bad_input_exits_2_with_one_line() {
         assert!(!out_path.exists(), "{args:?} wrote a file");
     }
 }
+
+/// tcpdump, an independent parser, reads every kind pktgen crafts — ICMP, UDP and TCP over IPv4
+/// and IPv6, with and without a VLAN tag — and finds every checksum correct.
+#[test]
+fn tcpdump_reads_every_kind_with_correct_checksums() {
+    let which = Command::new("which").arg("tcpdump").output();
+    if !which.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipping the tcpdump check: `which tcpdump` found no tcpdump on PATH");
+        return;
+    }
+    let dir = temp_dir("tcpdump-kinds");
+    for kind in ["icmp", "udp", "tcp"] {
+        for ipv6 in [false, true] {
+            for vlan in [None, Some("42")] {
+                let path = dir.join(format!("{kind}-{ipv6}-{vlan:?}.pcap"));
+                let mut args = vec![kind, "--out", arg(&path), "--pcap"];
+                if kind == "icmp" {
+                    args.extend(["--count", "2"]);
+                } else {
+                    args.extend(["--flows", "2", "--size", "300"]);
+                }
+                if ipv6 {
+                    args.push("--ipv6");
+                }
+                if let Some(id) = vlan {
+                    args.extend(["--vlan", id]);
+                }
+                assert_quiet_success(&pktgen(&args));
+                let out =
+                    Command::new("tcpdump").args(["-r", arg(&path), "-e", "-nn", "-vv"]).output().unwrap();
+                assert!(out.status.success(), "tcpdump failed: {}", String::from_utf8_lossy(&out.stderr));
+                let text = String::from_utf8_lossy(&out.stdout);
+                let what = format!("{args:?}: tcpdump printed: {text}");
+                for flag in ["bad cksum", "bad udp cksum", "bad icmp6 cksum", "incorrect", "wrong icmp cksum"]
+                {
+                    assert!(!text.contains(flag), "{flag}: {what}");
+                }
+                let ok = match kind {
+                    "udp" => "[udp sum ok]",
+                    "tcp" => "(correct)",
+                    _ if ipv6 => "[icmp6 sum ok]",
+                    // tcpdump flags a wrong ICMPv4 checksum ("wrong icmp cksum") but prints
+                    // nothing for a right one.
+                    _ => "ICMP echo request",
+                };
+                assert_eq!(text.matches(ok).count(), 2, "{what}");
+                let l3 = if ipv6 { "ethertype IPv6" } else { "ethertype IPv4" };
+                assert_eq!(text.matches(l3).count(), 2, "{what}");
+                assert_eq!(text.matches("vlan 42").count(), if vlan.is_some() { 2 } else { 0 }, "{what}");
+            }
+        }
+    }
+}
