@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// A namespace holding veth `pa` <-> `pb`, both up, IPv6 off (so the kernel sends nothing of
+/// A namespace holding veth `pa` <-> `pb` (two queues each), both up, IPv6 off (so the kernel sends nothing of
 /// its own); deleted on drop, which also removes the pair.
 struct Netns(String);
 
@@ -17,7 +17,7 @@ impl Netns {
         ns.ip(&["netns", "add", &ns.0], false);
         for cmd in [
             "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-            "ip link add pa type veth peer name pb",
+            "ip link add pa numtxqueues 2 numrxqueues 2 type veth peer name pb numtxqueues 2 numrxqueues 2",
             "ip link set pa up",
             "ip link set pb up",
         ] {
@@ -75,7 +75,9 @@ fn u(v: &Value, key: &str) -> u64 {
 #[test]
 fn bench_accounts_for_every_frame_at_a_fixed_count() {
     let ns = Netns::new("count");
-    for (mode, template) in [("afxdp-copy", "udp"), ("afpacket", "icmp"), ("auto", "tcp")] {
+    for (mode, template, queues) in
+        [("afxdp-copy", "udp", "1"), ("afpacket", "icmp", "1"), ("auto", "tcp", "2")]
+    {
         let (tx0, rx0) = (ns.stat("pa", "tx_packets"), ns.stat("pb", "rx_packets"));
         let r = json(&ns.pktgen(&[
             "bench",
@@ -93,6 +95,8 @@ fn bench_accounts_for_every_frame_at_a_fixed_count() {
             "50k",
             "--mode",
             mode,
+            "--queues",
+            queues,
             "--json",
         ]));
         let (tx, rx) = (ns.stat("pa", "tx_packets") - tx0, ns.stat("pb", "rx_packets") - rx0);
@@ -167,7 +171,8 @@ fn bad_input_is_refused_with_one_line() {
         &run(&["bench", "--tx-iface", "pa", "--rx-iface", "nosuch1"]),
         "interface nosuch1 does not exist",
     );
-    assert_refused(&run(&["send", "--iface", "pa", "--queues", "2"]), "--queues 2: pa has 1 tx queue(s)");
+    assert_refused(&run(&["send", "--iface", "pa", "--queues", "3"]), "--queues 3: pa has 2 tx queue(s)");
+    assert_refused(&run(&["send", "--iface", "pa", "--queues", "1", "--threads", "2"]), "--threads 2");
     assert_refused(
         &ns.pktgen(&["send", "--iface", "pa", "--template", "udp", "--rate", "fast", "--count", "1"]),
         "not a rate",
