@@ -85,27 +85,105 @@ impl Ours {
     }
 }
 
-/// Whether userspace can read a map's contents through the bpf syscall: the kernel refuses
-/// lookups in XSKMAPs (`EOPNOTSUPP`), perf event arrays and ring buffers, and a program
-/// array's values are kernel program ids. Those maps are compared by their own tests.
-fn readable(def: &maps::MapDef) -> bool {
+/// One map's contents as the differential tests compare them.
+#[derive(Debug, PartialEq, Eq)]
+enum Contents {
+    /// Every entry, sorted by key.
+    Entries(Vec<maps::Entry>),
+    /// A queue's elements oldest first, a stack's newest first, a ring buffer's records in order.
+    Sequence(Vec<Vec<u8>>),
+    /// Not readable from userspace: the kernel refuses lookups in XSKMAPs (`EOPNOTSUPP`) and
+    /// perf event arrays, and a program array's values are kernel program ids. Those maps are
+    /// checked by their own tests.
+    Skipped,
+}
+
+/// The kernel's maps after a run. Queues and stacks are read by popping every element and
+/// pushing them back; ring buffers are drained (records consumed), so take one snapshot per run
+/// and compare each engine with it ([`our_contents`] drains ours the same way).
+fn kernel_contents(kern: &KernelProgram) -> Vec<(String, Contents)> {
     use maps::map_type as t;
-    !matches!(def.map_type, t::XSKMAP | t::PERF_EVENT_ARRAY | t::RINGBUF | t::PROG_ARRAY)
+    kern.maps()
+        .iter()
+        .map(|k| {
+            let c = match k.def().map_type {
+                t::XSKMAP | t::PERF_EVENT_ARRAY | t::PROG_ARRAY => Contents::Skipped,
+                t::RINGBUF => {
+                    Contents::Sequence(k.ringbuf_drain().expect("reading the kernel's ring buffer"))
+                }
+                t::QUEUE | t::STACK => {
+                    let mut seq = Vec::new();
+                    while let Some(v) = k.lookup_and_delete(&[]).expect("kernel pop") {
+                        seq.push(v.concat());
+                    }
+                    push_back(&seq, k.def().map_type == t::STACK, |v| {
+                        k.update(&[], v, 0).expect("kernel push");
+                    });
+                    Contents::Sequence(seq)
+                }
+                _ => Contents::Entries(
+                    k.entries().unwrap_or_else(|e| panic!("dumping kernel map {}: {e}", k.name())),
+                ),
+            };
+            (k.name().to_string(), c)
+        })
+        .collect()
+}
+
+/// Restores popped elements: a queue gets them back oldest first, a stack oldest (last popped)
+/// first.
+fn push_back(seq: &[Vec<u8>], stack: bool, mut push: impl FnMut(&[u8])) {
+    if stack {
+        seq.iter().rev().for_each(|v| push(v));
+    } else {
+        seq.iter().for_each(|v| push(v));
+    }
+}
+
+/// Our maps, read as [`kernel_contents`] reads the kernel's.
+fn our_contents(ours: &Ours) -> Vec<(String, Contents)> {
+    use maps::map_type as t;
+    ours.maps
+        .iter()
+        .map(|m| {
+            let c = match m.def().map_type {
+                t::XSKMAP | t::PERF_EVENT_ARRAY | t::PROG_ARRAY => Contents::Skipped,
+                t::RINGBUF => {
+                    let mut seq = Vec::new();
+                    m.ringbuf_consume(|r| seq.push(r.to_vec()));
+                    Contents::Sequence(seq)
+                }
+                t::QUEUE | t::STACK => {
+                    let mut seq = Vec::new();
+                    let mut buf = vec![0u8; m.def().value_size as usize];
+                    while m.pop(&mut buf).is_ok() {
+                        seq.push(buf.clone());
+                    }
+                    push_back(&seq, m.def().map_type == t::STACK, |v| m.push(v, 0).expect("our push"));
+                    Contents::Sequence(seq)
+                }
+                _ => {
+                    let mut e = m.entries();
+                    e.sort();
+                    Contents::Entries(e)
+                }
+            };
+            (m.name().to_string(), c)
+        })
+        .collect()
+}
+
+fn compare_contents(ctx: &str, want: &[(String, Contents)], ours: &Ours) {
+    let got = our_contents(ours);
+    assert_eq!(got.len(), want.len());
+    for ((name, g), (kname, w)) in got.iter().zip(want) {
+        assert_eq!(name, kname);
+        assert_eq!(g, w, "{ctx}: map {name} differs from the kernel's");
+    }
 }
 
 fn compare_maps(ctx: &str, kern: &KernelProgram, ours: &Ours) {
-    assert_eq!(kern.maps().len(), ours.maps.len());
-    for (k, o) in kern.maps().iter().zip(&ours.maps) {
-        assert_eq!(k.name(), o.name());
-        if !readable(k.def()) {
-            continue;
-        }
-        let mut want = k.entries().unwrap_or_else(|e| panic!("{ctx}: dumping kernel map {}: {e}", k.name()));
-        let mut got = o.entries();
-        want.sort();
-        got.sort();
-        assert_eq!(got, want, "{ctx}: map {} differs from the kernel's", o.name());
-    }
+    compare_contents(ctx, &kernel_contents(kern), ours);
 }
 
 #[test]
@@ -115,6 +193,7 @@ fn every_program_matches_the_kernel_on_every_frame() {
     let frames = pktgen::craft::test_frames();
     let mut programs = 0;
     let mut runs = 0;
+    let mut sequences = 0;
     for path in objects() {
         let bytes = std::fs::read(&path).expect("readable object");
         let obj = Object::parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -127,6 +206,11 @@ fn every_program_matches_the_kernel_on_every_frame() {
             for (frame_name, frame) in &frames {
                 for repeat in REPEATS {
                     let k = kern.test_run(frame, repeat).ok();
+                    let want = kernel_contents(&kern);
+                    sequences += want
+                        .iter()
+                        .map(|(_, c)| if let Contents::Sequence(s) = c { s.len() } else { 0 })
+                        .sum::<usize>();
                     for (engine, ours) in ENGINES.iter().zip(&mut ours) {
                         let ctx = format!("{name} on {frame_name} x{repeat} ({engine:?})");
                         let o = ours.test_run(frame, repeat);
@@ -144,15 +228,19 @@ fn every_program_matches_the_kernel_on_every_frame() {
                             }
                             _ => panic!("{ctx}: kernel ran it: {}, we ran it: {}", k.is_some(), o.is_some()),
                         }
-                        compare_maps(&ctx, &kern, ours);
+                        compare_contents(&ctx, &want, ours);
                         runs += 1;
                     }
                 }
             }
         }
     }
-    eprintln!("{programs} programs, {runs} differential runs (interpreter and JIT) equal to the kernel's");
+    eprintln!(
+        "{programs} programs, {runs} differential runs (interpreter and JIT) equal to the kernel's, \
+         {sequences} queue/stack elements and ring-buffer records compared"
+    );
     assert!(programs >= 10, "only {programs} XDP programs found");
+    assert!(sequences >= 100, "queues, stacks and ring buffers were compared: {sequences} elements");
 }
 
 fn pktgen_hex(b: &[u8]) -> String {
@@ -405,5 +493,66 @@ fn xskmap_redirect_records_the_socket() {
         assert_eq!((ret, target), (2, None), "{engine:?}: a miss");
         let (ret, _, _) = o.test_run_redirect(&frame(2, 1 << 3), 1).unwrap();
         assert_eq!(ret, 0, "{engine:?}: no broadcast on an XSKMAP");
+    }
+}
+
+/// `bpf_perf_event_output` into a slot with an output buffer: the kernel needs a
+/// `perf_event_open`ed `PERF_COUNT_SW_BPF_OUTPUT` event for that, so the samples are checked
+/// against the documented semantics on our side (the error paths, where the kernel's array is
+/// empty, are compared with the kernel by `every_program_matches_the_kernel_on_every_frame`):
+/// `BPF_F_CURRENT_CPU` writes into the worker's slot, the data first, then the packet bytes
+/// `BPF_F_CTXLEN_MASK` asks for.
+#[test]
+fn perf_event_output_writes_samples_to_the_current_slot() {
+    let path = Path::new(env!("BPF_OBJ_DIR")).join("perf_output.o");
+    let obj = Object::parse(&std::fs::read(&path).expect("built")).expect("parses");
+    let spec = obj.program(Some("perf_output")).expect("has the program");
+    let perf = obj.maps.iter().position(|m| m.name == "perf_out").expect("declared");
+    let results = obj.maps.iter().position(|m| m.name == "perf_results").expect("declared");
+    let frame: Vec<u8> = (0..60u8).collect();
+    for engine in ENGINES {
+        let mut o = Ours::load(&obj, spec, 2, engine);
+        o.maps[perf].perf_open(0, 4096, 1).expect("an output buffer for slot 0");
+        o.test_run(&frame, 1).expect("runs");
+        let ret = |i: u32| {
+            let v = o.maps[results].lookup_user(&i.to_le_bytes()).expect("result slot");
+            i64::from_le_bytes(v.try_into().expect("8 bytes"))
+        };
+        let errs = [0, 0, -libc::EFAULT, -libc::E2BIG, -libc::EINVAL, -libc::ENOENT];
+        for (i, want) in errs.into_iter().enumerate() {
+            assert_eq!(ret(i as u32), i64::from(want), "{engine:?}: call {i}");
+        }
+        let mut samples = Vec::new();
+        o.maps[perf].perf_consume(0, |s| samples.push(s.to_vec()));
+        let mut d = 60u32.to_le_bytes().to_vec();
+        d.extend(0xfeed_f00du32.to_le_bytes());
+        let mut with_packet = d.clone();
+        with_packet.extend(&frame);
+        assert_eq!(samples, vec![d, with_packet], "{engine:?}: samples in slot 0");
+    }
+}
+
+/// The ring buffer filled up: eight runs on a full-size frame without a consumer. Outputs of
+/// ~500 bytes then fail with `-EAGAIN` and reservations with NULL, in the kernel and here; the
+/// records that made it in, the query results and positions are the same.
+#[test]
+fn full_ring_buffer_matches_the_kernel() {
+    kernel::pin_current_thread(0).expect("pin to CPU 0");
+    let path = Path::new(env!("BPF_OBJ_DIR")).join("ringbuf.o");
+    let obj = Object::parse(&std::fs::read(&path).expect("built")).expect("parses");
+    let spec = obj.program(Some("ringbuf")).expect("has the program");
+    let results = obj.maps.iter().position(|m| m.name == "rb_results").expect("declared");
+    let kern = KernelProgram::load(&obj, spec).expect("the kernel loads ringbuf.o");
+    let frame = vec![0x5au8; 1514];
+    let k = kern.test_run(&frame, 8).expect("kernel run");
+    let k_results = kern.maps()[results].entries().expect("kernel results");
+    let eagain = (-i64::from(libc::EAGAIN)).to_le_bytes().to_vec();
+    assert_eq!(k_results[3].values[0], eagain, "the kernel's ring is full by the 8th output");
+    let want = kernel_contents(&kern);
+    for engine in ENGINES {
+        let mut o = Ours::load(&obj, spec, kernel::possible_cpus().unwrap(), engine);
+        let (ret, _) = o.test_run(&frame, 8).expect("runs");
+        assert_eq!(ret, k.retval);
+        compare_contents(&format!("full ring ({engine:?})"), &want, &o);
     }
 }

@@ -707,6 +707,15 @@ impl Map {
         }
     }
 
+    /// `bpf_ringbuf_query(map, flags)`; `None` for other map types.
+    #[inline]
+    pub fn ringbuf_query(&self, flags: u64) -> Option<u64> {
+        match &self.kind {
+            Kind::RingBuf(r) => Some(r.query(flags)),
+            _ => None,
+        }
+    }
+
     /// `PERF_EVENT_ARRAY`: gives slot `index` an output buffer of `size` bytes (a power of two,
     /// at least 64) and fills the slot with `id` — what `perf_event_open` and storing the event's
     /// fd in the map do for the kernel's. A slot keeps its first buffer.

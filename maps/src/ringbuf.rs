@@ -214,6 +214,18 @@ impl RingBuf {
         self.producer_pos.load(Ordering::Acquire) - self.consumer_pos.load(Ordering::Acquire)
     }
 
+    /// `bpf_ringbuf_query`: `BPF_RB_AVAIL_DATA` (0), `BPF_RB_RING_SIZE` (1), `BPF_RB_CONS_POS`
+    /// (2), `BPF_RB_PROD_POS` (3); 0 for any other flag, as the kernel.
+    pub(crate) fn query(&self, flags: u64) -> u64 {
+        match flags {
+            0 => self.avail(),
+            1 => self.size,
+            2 => self.consumer_pos.load(Ordering::Acquire),
+            3 => self.producer_pos.load(Ordering::Acquire),
+            _ => 0,
+        }
+    }
+
     pub(crate) fn wakeups(&self) -> u64 {
         self.wakeups.load(Ordering::Relaxed)
     }

@@ -90,6 +90,14 @@ pub trait Context {
         None
     }
 
+    /// The bytes `bpf_perf_event_output` may append from the context (its flags'
+    /// `BPF_F_CTXLEN_MASK`): the packet for XDP. `None` (the default): the context has none,
+    /// and such flags are invalid.
+    fn event_data<'s>(state: &'s Self::State<'_>) -> Option<&'s [u8]> {
+        let _ = state;
+        None
+    }
+
     /// How compiled code may read the field at offset `off` (`size` bytes) without calling
     /// [`Context::load`]: the same value, read straight from the state at
     /// [`Context::address`]. `None` (the default) leaves the load to [`Context::load`].
@@ -163,6 +171,10 @@ impl Context for Xdp {
 
     fn redirect_slot<'s>(state: &'s mut XdpBuff<'_>) -> Option<&'s mut Option<Redirect>> {
         Some(&mut state.redirect)
+    }
+
+    fn event_data<'s>(state: &'s XdpBuff<'_>) -> Option<&'s [u8]> {
+        Some(state.packet())
     }
 
     fn call(state: &mut XdpBuff<'_>, id: u32, args: &[u64; 5]) -> Option<u64> {

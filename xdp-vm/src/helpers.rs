@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::io::Write;
 
+pub(crate) mod map_ops;
 pub mod redirect;
 pub mod tracing;
 mod user_copy;
@@ -18,11 +19,20 @@ pub mod id {
     pub const GET_PRANDOM_U32: u32 = 7;
     pub const GET_SMP_PROCESSOR_ID: u32 = 8;
     pub const REDIRECT: u32 = 23;
+    pub const PERF_EVENT_OUTPUT: u32 = 25;
     pub const CSUM_DIFF: u32 = 28;
     pub const XDP_ADJUST_HEAD: u32 = 44;
     pub const REDIRECT_MAP: u32 = 51;
     pub const XDP_ADJUST_META: u32 = 54;
     pub const XDP_ADJUST_TAIL: u32 = 65;
+    pub const MAP_PUSH_ELEM: u32 = 87;
+    pub const MAP_POP_ELEM: u32 = 88;
+    pub const MAP_PEEK_ELEM: u32 = 89;
+    pub const RINGBUF_OUTPUT: u32 = 130;
+    pub const RINGBUF_RESERVE: u32 = 131;
+    pub const RINGBUF_SUBMIT: u32 = 132;
+    pub const RINGBUF_DISCARD: u32 = 133;
+    pub const RINGBUF_QUERY: u32 = 134;
     pub const TRACE_VPRINTK: u32 = 177;
     // Tracing (`helpers::tracing`).
     pub const PROBE_READ: u32 = 4;
@@ -47,11 +57,20 @@ pub const HELPERS: &[(u32, &str)] = &[
     (id::GET_PRANDOM_U32, "bpf_get_prandom_u32"),
     (id::GET_SMP_PROCESSOR_ID, "bpf_get_smp_processor_id"),
     (id::REDIRECT, "bpf_redirect"),
+    (id::PERF_EVENT_OUTPUT, "bpf_perf_event_output"),
     (id::CSUM_DIFF, "bpf_csum_diff"),
     (id::XDP_ADJUST_HEAD, "bpf_xdp_adjust_head"),
     (id::REDIRECT_MAP, "bpf_redirect_map"),
     (id::XDP_ADJUST_META, "bpf_xdp_adjust_meta"),
     (id::XDP_ADJUST_TAIL, "bpf_xdp_adjust_tail"),
+    (id::MAP_PUSH_ELEM, "bpf_map_push_elem"),
+    (id::MAP_POP_ELEM, "bpf_map_pop_elem"),
+    (id::MAP_PEEK_ELEM, "bpf_map_peek_elem"),
+    (id::RINGBUF_OUTPUT, "bpf_ringbuf_output"),
+    (id::RINGBUF_RESERVE, "bpf_ringbuf_reserve"),
+    (id::RINGBUF_SUBMIT, "bpf_ringbuf_submit"),
+    (id::RINGBUF_DISCARD, "bpf_ringbuf_discard"),
+    (id::RINGBUF_QUERY, "bpf_ringbuf_query"),
     (id::TRACE_VPRINTK, "bpf_trace_vprintk"),
 ];
 

@@ -11,7 +11,7 @@ use maps::Map;
 use std::sync::Arc;
 
 use crate::context::Context;
-use crate::helpers::{self, id};
+use crate::helpers::{self, id, map_ops};
 use crate::insn::*;
 use crate::memory::{AtomicOp, Memory, Region};
 use crate::program::{MAP_HANDLE_TAG, Program};
@@ -556,6 +556,33 @@ pub(crate) fn call_helper<C: Context>(
             .ok_or(arg_fault)?
         }
         h if helpers::tracing::handles(h) => helpers::tracing::call(h, regs, mem).ok_or(arg_fault)?,
+        id::MAP_PUSH_ELEM => {
+            map_ops::push(map_arg(maps, regs[1], pc)?, mem, regs[2], regs[3]).ok_or(arg_fault)?
+        }
+        id::MAP_POP_ELEM | id::MAP_PEEK_ELEM => {
+            let map = map_arg(maps, regs[1], pc)?;
+            map_ops::take(map, mem, regs[2], helper == id::MAP_POP_ELEM).ok_or(arg_fault)?
+        }
+        id::RINGBUF_OUTPUT => {
+            let map = map_arg(maps, regs[1], pc)?;
+            map_ops::ringbuf_output(map, mem, regs[2], regs[3], regs[4]).ok_or(arg_fault)?
+        }
+        id::RINGBUF_RESERVE => {
+            map_ops::ringbuf_reserve(map_arg(maps, regs[1], pc)?, regs[2], regs[3]).ok_or(arg_fault)?
+        }
+        id::RINGBUF_SUBMIT | id::RINGBUF_DISCARD => {
+            map_ops::ringbuf_commit(maps, regs[1], regs[2], helper == id::RINGBUF_DISCARD).ok_or(arg_fault)?
+        }
+        id::RINGBUF_QUERY => map_ops::ringbuf_query(map_arg(maps, regs[1], pc)?, regs[2]).ok_or(arg_fault)?,
+        id::PERF_EVENT_OUTPUT => {
+            if regs[1] != ctx {
+                return Err(arg_fault);
+            }
+            let map = map_arg(maps, regs[2], pc)?;
+            let ctx_data = C::event_data(state);
+            map_ops::perf_event_output(map, mem, ctx_data, slot, regs[3], regs[4], regs[5])
+                .ok_or(arg_fault)?
+        }
         id::REDIRECT => {
             let target = C::redirect_slot(state).ok_or(arg_fault)?;
             helpers::redirect::redirect(target, regs[1], regs[2])

@@ -169,6 +169,20 @@ impl Memory<'_> {
         true
     }
 
+    /// Copies `bytes` to `addr`; `false` (and nothing written) when not allowed.
+    pub(crate) fn write(&self, addr: u64, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return true;
+        }
+        if !self.check(addr, bytes.len(), true) {
+            return false;
+        }
+        // SAFETY: the destination range was checked to lie in one live, writable region;
+        // `bytes` is a distinct Rust buffer, so the ranges cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as usize as *mut u8, bytes.len()) };
+        true
+    }
+
     /// An atomic read-modify-write; returns the old value (zero-extended for 32 bits).
     pub(crate) fn atomic(&self, addr: u64, wide: bool, op: AtomicOp, operand: u64) -> Option<u64> {
         let size = if wide { 8 } else { 4 };

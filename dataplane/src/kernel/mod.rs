@@ -491,6 +491,16 @@ impl KernelMap {
         Ok(found.then(|| self.split_values(&buf)))
     }
 
+    /// A ring buffer's records (`BPF_MAP_TYPE_RINGBUF`), read and consumed through `mmap` as a
+    /// libbpf consumer would: in order, discarded ones skipped, up to the first still busy.
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::Syscall`] (`mmap`) when the map is no ring buffer or cannot be mapped.
+    pub fn ringbuf_drain(&self) -> Result<Vec<Vec<u8>>, KernelError> {
+        sys::ringbuf_drain(self.map.as_fd(), self.def.max_entries as usize).map_err(syscall("mmap"))
+    }
+
     fn split_values(&self, buf: &[u8]) -> Vec<Vec<u8>> {
         let size = self.def.value_size as usize;
         if is_percpu(self.def.map_type) {

@@ -411,6 +411,84 @@ pub(super) fn link_create_xdp(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) ->
     Ok(unsafe { owned(fd) })
 }
 
+/// Reads every record a ring-buffer map holds, as a libbpf consumer does through `mmap`: the
+/// consumer page (read-write) at offset 0, the producer page and the data pages (mapped twice
+/// in a row, so a record that wraps is contiguous) after it. Records come in order up to the
+/// first one still busy; discarded ones are skipped; the consumer position is advanced past
+/// everything read, as in the kernel's ring.
+pub(super) fn ringbuf_drain(map: BorrowedFd<'_>, size: usize) -> io::Result<Vec<Vec<u8>>> {
+    const BUSY: u32 = 1 << 31;
+    const DISCARD: u32 = 1 << 30;
+    // SAFETY: `sysconf` has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    if !size.is_power_of_two() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let fd = map.as_raw_fd();
+    // SAFETY: a fresh shared mapping of the ring's consumer page at an address of the kernel's
+    // choosing; it aliases no Rust object.
+    let cons_page = unsafe {
+        libc::mmap(std::ptr::null_mut(), page, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+    };
+    if cons_page == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    let prod_len = page + 2 * size;
+    // SAFETY: as above, read-only, for the producer page and the doubly mapped data.
+    let prod_page = unsafe {
+        libc::mmap(std::ptr::null_mut(), prod_len, libc::PROT_READ, libc::MAP_SHARED, fd, page as i64)
+    };
+    if prod_page == libc::MAP_FAILED {
+        let err = io::Error::last_os_error();
+        // SAFETY: unmapping the mapping made above, which nothing else refers to.
+        unsafe { libc::munmap(cons_page, page) };
+        return Err(err);
+    }
+    // SAFETY: both pages are mapped, page-aligned, and start with the kernel's `unsigned long`
+    // positions, which the kernel updates concurrently: they are only accessed as atomics.
+    let (cons_pos, prod_pos) = unsafe {
+        (
+            std::sync::atomic::AtomicU64::from_ptr(cons_page.cast::<u64>()),
+            std::sync::atomic::AtomicU64::from_ptr(prod_page.cast::<u64>()),
+        )
+    };
+    let data = prod_page.cast::<u8>().wrapping_add(page);
+    let mut records = Vec::new();
+    let mut cons = cons_pos.load(std::sync::atomic::Ordering::Acquire);
+    loop {
+        let prod = prod_pos.load(std::sync::atomic::Ordering::Acquire);
+        if cons >= prod {
+            break;
+        }
+        let off = (cons as usize) & (size - 1);
+        // SAFETY: `off < size` and the data is mapped for `2 * size` bytes; headers are 8-byte
+        // aligned u32s the kernel writes with release semantics.
+        let word = unsafe { std::sync::atomic::AtomicU32::from_ptr(data.add(off).cast::<u32>()) }
+            .load(std::sync::atomic::Ordering::Acquire);
+        if word & BUSY != 0 {
+            break;
+        }
+        let len = (word & !(BUSY | DISCARD)) as usize;
+        if word & DISCARD == 0 {
+            if off + 8 + len > 2 * size {
+                break;
+            }
+            // SAFETY: the record lies inside the double mapping (checked), and the kernel no
+            // longer writes a committed record.
+            let bytes = unsafe { std::slice::from_raw_parts(data.add(off + 8), len) };
+            records.push(bytes.to_vec());
+        }
+        cons += ((len + 8).next_multiple_of(8)) as u64;
+        cons_pos.store(cons, std::sync::atomic::Ordering::Release);
+    }
+    // SAFETY: unmapping the two mappings made above; no reference into them outlives this.
+    unsafe {
+        libc::munmap(prod_page, prod_len);
+        libc::munmap(cons_page, page);
+    }
+    Ok(records)
+}
+
 /// Restricts the calling thread to `cpu`.
 pub(super) fn pin_current_thread(cpu: usize) -> io::Result<()> {
     if cpu >= libc::CPU_SETSIZE as usize {

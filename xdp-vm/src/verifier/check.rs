@@ -112,6 +112,7 @@ fn fingerprint(state: &State, live: u16) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     state.frames.len().hash(&mut h);
+    state.refs.len().hash(&mut h);
     for (r, reg) in state.cur().regs.iter().enumerate() {
         if live & (1 << r) != 0 {
             (reg.kind, reg.off, reg.val, reg.range).hash(&mut h);
@@ -143,7 +144,7 @@ fn initial_state() -> State {
     let mut regs = [Reg::not_init(); 11];
     regs[1] = Reg::pointer(Kind::Ctx, 0);
     regs[10] = Reg::pointer(Kind::Stack(0), 0);
-    State { frames: vec![Frame { regs, stack: Vec::new(), callsite: 0, subprog: 0 }] }
+    State { frames: vec![Frame { regs, stack: Vec::new(), callsite: 0, subprog: 0 }], refs: Vec::new() }
 }
 
 /// What an access does to memory.
@@ -473,7 +474,11 @@ impl Verifier<'_> {
             (BPF_SUB, true, true) => {
                 let related = (d.kind.is_packet() || d.kind == Kind::PacketEnd)
                     && (src.kind.is_packet() || src.kind == Kind::PacketEnd)
-                    || d.kind == src.kind && !matches!(d.kind, Kind::MapValueOrNull(_) | Kind::MapPtr(_));
+                    || d.kind == src.kind
+                        && !matches!(
+                            d.kind,
+                            Kind::MapValueOrNull(_) | Kind::RingbufMemOrNull(_) | Kind::MapPtr(_)
+                        );
                 if !related {
                     return fail(
                         pc,
@@ -514,7 +519,7 @@ impl Verifier<'_> {
     fn ptr_add(&mut self, pc: usize, p: Reg, s: &Scalar, sub: bool) -> Res<Reg> {
         let kind = p.kind.name();
         match p.kind {
-            Kind::MapValueOrNull(_) => {
+            Kind::MapValueOrNull(_) | Kind::RingbufMemOrNull(_) => {
                 return fail(pc, ErrorKind::PointerArithmetic { kind, detail: "null-check it first" });
             }
             Kind::PacketEnd => return fail(pc, ErrorKind::PointerArithmetic { kind, detail: "" }),
@@ -762,7 +767,26 @@ impl Verifier<'_> {
                 self.note(pc, region::STACK, None);
                 self.stack_access(pc, st, regno, base, frame, off, size, access)
             }
-            Kind::MapValueOrNull(_) => fail(pc, ErrorKind::MaybeNull { reg: regno, kind: base.kind.name() }),
+            Kind::RingbufMem(len) => {
+                self.note(pc, region::MAP_VALUE, None);
+                let o = base.off + off;
+                let (min, max) = (o + base.val.smin.max(-MAX_VAR_OFF), o + base.val.smax.min(MAX_VAR_OFF));
+                if base.val.smin <= -MAX_VAR_OFF
+                    || base.val.smax >= MAX_VAR_OFF
+                    || min < 0
+                    || max + i64::from(size) > i64::from(len)
+                {
+                    return fail(pc, ErrorKind::RingbufBounds { reg: regno, min, max, size, len });
+                }
+                if write_val.is_some() {
+                    leak("a ring-buffer record")?;
+                    return Ok(Reg::not_init());
+                }
+                Ok(Reg::scalar(Scalar::unknown_bytes(size)))
+            }
+            Kind::MapValueOrNull(_) | Kind::RingbufMemOrNull(_) => {
+                fail(pc, ErrorKind::MaybeNull { reg: regno, kind: base.kind.name() })
+            }
             k => fail(pc, ErrorKind::NotMemory { reg: regno, kind: k.name() }),
         }
     }
@@ -993,7 +1017,7 @@ impl Verifier<'_> {
                     self.stack_readable(pc, st, regno, fr, lo, hi)
                 }
             }
-            Kind::Packet | Kind::PacketMeta | Kind::MapValue(_) => {
+            Kind::Packet | Kind::PacketMeta | Kind::MapValue(_) | Kind::RingbufMem(_) => {
                 if size == 0 {
                     return Ok(());
                 }
@@ -1006,7 +1030,9 @@ impl Verifier<'_> {
                 Ok(())
             }
             Kind::Scalar if reg.val.const_value() == Some(0) && size == 0 => Ok(()),
-            Kind::MapValueOrNull(_) => Err(arg_err("may be NULL; null-check it first".into())),
+            Kind::MapValueOrNull(_) | Kind::RingbufMemOrNull(_) => {
+                Err(arg_err("may be NULL; null-check it first".into()))
+            }
             k => Err(arg_err(format!("expected a pointer to memory, got {}", k.name()))),
         }
     }
@@ -1039,6 +1065,25 @@ impl Verifier<'_> {
                     id: self.new_id(),
                     range: 0,
                 }
+            }
+            helper::RINGBUF_RESERVE => {
+                // helper_args proved the size a constant.
+                let size = st.cur().regs[2].val.const_value().unwrap_or(0) as u32;
+                let id = self.new_id();
+                st.refs.push((id, pc));
+                Reg { kind: Kind::RingbufMemOrNull(size), off: 0, val: Scalar::konst(0), id, range: 0 }
+            }
+            helper::RINGBUF_SUBMIT | helper::RINGBUF_DISCARD => {
+                let id = st.cur().regs[1].id;
+                st.refs.retain(|&(r, _)| r != id);
+                // Every copy of the record pointer is dead (the kernel, for a privileged
+                // loader, turns them into unknown scalars; addresses never become data here).
+                st.for_each_reg(|r| {
+                    if r.id == id && matches!(r.kind, Kind::RingbufMem(_)) {
+                        *r = Reg::not_init();
+                    }
+                });
+                Reg::scalar(Scalar::unknown())
             }
             _ => Reg::scalar(Scalar::unknown()),
         };
@@ -1131,6 +1176,15 @@ impl Verifier<'_> {
             }
             this.helper_mem(pc, st, p, ptr, size.umax, true)
         };
+        // A (pointer, size) pair read by the helper where the size may be zero but the pointer
+        // must be one (`ARG_PTR_TO_MEM | MEM_RDONLY` with `ARG_CONST_SIZE_OR_ZERO`).
+        let mem_size_or_zero = |this: &mut Self, st: &mut State, p: u8| -> Res<()> {
+            let ptr = get(this, st, p)?;
+            if !ptr.kind.is_pointer() {
+                return Err(arg(p, format!("expected a pointer to memory, got {}", ptr.kind.name())));
+            }
+            mem_size(this, st, p, true)
+        };
         match id {
             helper::MAP_LOOKUP_ELEM | helper::MAP_UPDATE_ELEM | helper::MAP_DELETE_ELEM => {
                 let info = map(self, st)?.clone();
@@ -1195,6 +1249,85 @@ impl Verifier<'_> {
             helper::REDIRECT => {
                 scalar(self, st, 1)?;
                 scalar(self, st, 2)?;
+            }
+            helper::MAP_PUSH_ELEM | helper::MAP_POP_ELEM | helper::MAP_PEEK_ELEM => {
+                let info = map(self, st)?.clone();
+                use maps::map_type as t;
+                if !matches!(info.def.map_type, t::QUEUE | t::STACK) {
+                    return Err(arg(
+                        1,
+                        format!("map {} of type {} is not a queue or stack", info.name, info.def.map_type),
+                    ));
+                }
+                let value = get(self, st, 2)?;
+                let push = id == helper::MAP_PUSH_ELEM;
+                self.helper_mem(pc, st, 2, value, u64::from(info.def.value_size), !push)?;
+                if push {
+                    scalar(self, st, 3)?;
+                }
+            }
+            helper::RINGBUF_OUTPUT | helper::RINGBUF_RESERVE | helper::RINGBUF_QUERY => {
+                let info = map(self, st)?.clone();
+                if info.def.map_type != maps::map_type::RINGBUF {
+                    return Err(arg(
+                        1,
+                        format!("map {} of type {} is not a ring buffer", info.name, info.def.map_type),
+                    ));
+                }
+                match id {
+                    helper::RINGBUF_OUTPUT => {
+                        mem_size_or_zero(self, st, 2)?;
+                        scalar(self, st, 4)?;
+                    }
+                    helper::RINGBUF_RESERVE => {
+                        let size = scalar(self, st, 2)?;
+                        if size.const_value().is_none() {
+                            return Err(arg(2, "the record size is not a known constant".into()));
+                        }
+                        scalar(self, st, 3)?;
+                    }
+                    _ => {
+                        scalar(self, st, 2)?;
+                    }
+                }
+            }
+            helper::RINGBUF_SUBMIT | helper::RINGBUF_DISCARD => {
+                let rec = get(self, st, 1)?;
+                match rec.kind {
+                    Kind::RingbufMem(_) if rec.off == 0 && rec.val.const_value() == Some(0) => {}
+                    Kind::RingbufMem(_) => {
+                        return Err(arg(1, "a ring-buffer record must be released at offset 0".into()));
+                    }
+                    Kind::RingbufMemOrNull(_) => {
+                        return Err(arg(1, "may be NULL; null-check it first".into()));
+                    }
+                    k => {
+                        return Err(arg(1, format!("expected a ring-buffer record, got {}", k.name())));
+                    }
+                }
+                if !st.refs.iter().any(|&(r, _)| r == rec.id) {
+                    return Err(arg(1, "the record was already submitted or discarded".into()));
+                }
+                scalar(self, st, 2)?;
+            }
+            helper::PERF_EVENT_OUTPUT => {
+                let ctx = get(self, st, 1)?;
+                if ctx.kind != Kind::Ctx || ctx.off != 0 || ctx.val.const_value() != Some(0) {
+                    return Err(arg(1, format!("expected the context, got {}", ctx.kind.name())));
+                }
+                let r2 = get(self, st, 2)?;
+                let Kind::MapPtr(m) = r2.kind else {
+                    return Err(arg(2, format!("expected a map, got {}", r2.kind.name())));
+                };
+                let info = &self.maps[m as usize];
+                if info.def.map_type != maps::map_type::PERF_EVENT_ARRAY {
+                    return Err(arg(
+                        2,
+                        format!("map {} of type {} is not a perf event array", info.name, info.def.map_type),
+                    ));
+                }
+                scalar(self, st, 3)?;
+                mem_size_or_zero(self, st, 4)?;
             }
             helper::REDIRECT_MAP => {
                 let info = map(self, st)?;
@@ -1262,6 +1395,9 @@ impl Verifier<'_> {
             BPF_EXIT if !jmp32 => {
                 let r0 = self.reg(pc, st, 0)?;
                 if st.frames.len() == 1 {
+                    if let Some(&(id, insn)) = st.refs.first() {
+                        return fail(pc, ErrorKind::UnreleasedReference { id, insn });
+                    }
                     if r0.kind != Kind::Scalar {
                         return fail(pc, ErrorKind::BadReturn { kind: r0.kind.name() });
                     }
@@ -1323,7 +1459,7 @@ impl Verifier<'_> {
             }
             let c = if p_is_dst { cmp } else { cmp.swap() };
             if !matches!(c, Cmp::Eq | Cmp::Ne) {
-                if matches!(p.kind, Kind::MapValueOrNull(_)) {
+                if matches!(p.kind, Kind::MapValueOrNull(_) | Kind::RingbufMemOrNull(_)) {
                     return fail(
                         pc,
                         ErrorKind::PointerComparison { left: d.kind.name(), right: s.kind.name() },
@@ -1332,6 +1468,29 @@ impl Verifier<'_> {
                 return Ok(self.fork(st, [Some(st.clone()), Some(st.clone())], taken, fall));
             }
             let (null_edge, nonnull_edge) = if c == Cmp::Eq { (taken, fall) } else { (fall, taken) };
+            if let Kind::RingbufMemOrNull(len) = p.kind {
+                // NULL: no record was reserved, so the reference is gone; else a record.
+                let mut null = st.clone();
+                let mut nonnull = st.clone();
+                let id = p.id;
+                null.refs.retain(|&(r, _)| r != id);
+                null.for_each_reg(|r| {
+                    if r.kind == p.kind && r.id == id {
+                        *r = Reg::scalar(Scalar::konst(0));
+                    }
+                });
+                nonnull.for_each_reg(|r| {
+                    if r.kind == p.kind && r.id == id {
+                        r.kind = Kind::RingbufMem(len);
+                    }
+                });
+                let out = if null_edge == taken {
+                    [Some(null), Some(nonnull)]
+                } else {
+                    [Some(nonnull), Some(null)]
+                };
+                return Ok(self.fork(st, out, taken, fall));
+            }
             if let Kind::MapValueOrNull(m) = p.kind {
                 let mut null = st.clone();
                 let mut nonnull = st.clone();
@@ -1368,7 +1527,7 @@ impl Verifier<'_> {
             }
             return Ok(self.fork(st, out, taken, fall));
         }
-        if d.kind == s.kind && !matches!(d.kind, Kind::MapValueOrNull(_)) {
+        if d.kind == s.kind && !matches!(d.kind, Kind::MapValueOrNull(_) | Kind::RingbufMemOrNull(_)) {
             return Ok(self.fork(st, [Some(st.clone()), Some(st.clone())], taken, fall));
         }
         fail(pc, ErrorKind::PointerComparison { left: d.kind.name(), right: s.kind.name() })

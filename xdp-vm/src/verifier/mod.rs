@@ -268,6 +268,14 @@ pub enum ErrorKind {
         "invalid access to map value of {map} through r{reg}: offsets {min}..{max} size {size}, value is {value_size} bytes"
     )]
     MapValueBounds { reg: u8, map: String, min: i64, max: i64, size: u32, value_size: u32 },
+    #[error(
+        "invalid access to a ring-buffer record through r{reg}: offsets {min}..{max} size {size}, record is {len} bytes"
+    )]
+    RingbufBounds { reg: u8, min: i64, max: i64, size: u32, len: u32 },
+    #[error(
+        "unreleased reference id={id} alloc_insn={insn}: submit or discard the ring-buffer record on every path"
+    )]
+    UnreleasedReference { id: u32, insn: usize },
     #[error("write into read-only map {map}")]
     MapReadOnly { map: String },
     #[error("invalid context access: off={off} size={size}{}", if *write { " (write)" } else { "" })]

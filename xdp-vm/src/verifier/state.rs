@@ -25,6 +25,12 @@ pub(crate) enum Kind {
     MapValueOrNull(u32),
     /// The map itself (`lddw` of a map reference), an opaque handle for helpers.
     MapPtr(u32),
+    /// A ring-buffer record of `n` bytes from `bpf_ringbuf_reserve` (the kernel's
+    /// `PTR_TO_MEM | MEM_RINGBUF`), a reference that must be submitted or discarded; `Reg::id`
+    /// names the reference.
+    RingbufMem(u32),
+    /// What `bpf_ringbuf_reserve` returns: a record of `n` bytes or NULL.
+    RingbufMemOrNull(u32),
 }
 
 impl Kind {
@@ -40,6 +46,8 @@ impl Kind {
             Kind::MapValue(_) => "map_value",
             Kind::MapValueOrNull(_) => "map_value_or_null",
             Kind::MapPtr(_) => "map_ptr",
+            Kind::RingbufMem(_) => "ringbuf_mem",
+            Kind::RingbufMemOrNull(_) => "ringbuf_mem_or_null",
         }
     }
 
@@ -147,6 +155,9 @@ impl Frame {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct State {
     pub frames: Vec<Frame>,
+    /// Acquired references (ring-buffer records) not yet released: `(id, instruction that
+    /// acquired it)`. Each must be released before the program exits.
+    pub refs: Vec<(u32, usize)>,
 }
 
 impl State {
@@ -214,7 +225,7 @@ fn reg_covers(old: &Reg, cur: &Reg, ids: &mut IdMap) -> bool {
                 && old.val.contains(&cur.val)
                 && ids.check(old.id, cur.id)
         }
-        Kind::MapValueOrNull(_) => {
+        Kind::MapValueOrNull(_) | Kind::RingbufMem(_) | Kind::RingbufMemOrNull(_) => {
             old.off == cur.off && old.val.contains(&cur.val) && ids.check(old.id, cur.id)
         }
         _ => old.off == cur.off && old.val.contains(&cur.val),
@@ -234,10 +245,15 @@ pub(crate) fn covers(
     precise: (u16, u64),
     caller_live: &dyn Fn(usize) -> u16,
 ) -> bool {
-    if old.frames.len() != cur.frames.len() {
+    if old.frames.len() != cur.frames.len() || old.refs.len() != cur.refs.len() {
         return false;
     }
     let mut ids = IdMap::default();
+    for (o, c) in old.refs.iter().zip(&cur.refs) {
+        if !ids.check(o.0, c.0) {
+            return false;
+        }
+    }
     let n = old.frames.len();
     for (i, (fo, fc)) in old.frames.iter().zip(&cur.frames).enumerate() {
         if fo.callsite != fc.callsite || fo.subprog != fc.subprog {
