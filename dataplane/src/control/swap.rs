@@ -101,3 +101,70 @@ impl ProgSlot {
         old
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::WorkerCounters;
+    use std::sync::atomic::AtomicBool;
+    use xdp_vm::insn::Insn;
+
+    /// `r0 = ret; exit`.
+    fn loaded(id: u64, ret: i32) -> Arc<Loaded> {
+        let insns = [Insn::new(0xb7, 0, 0, 0, ret), Insn::new(0x95, 0, 0, 0, 0)];
+        let prog = Program::from_insns_verified("t", &insns, &[]).unwrap();
+        Arc::new(Loaded::new(id, prog, EngineKind::Jit, "t.o".into()).unwrap())
+    }
+
+    /// Workers spinning on the slot as the dataplane's do, while the control side publishes 19
+    /// programs: each worker's ids only grow and every run returns its program's own value (it
+    /// never runs an old program after a new one), and each old program is freed only after
+    /// every worker's epoch has passed it.
+    #[test]
+    fn workers_move_forward_and_old_programs_outlive_their_last_user() {
+        let slot = Arc::new(ProgSlot::new(loaded(1, 1)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters: Vec<Arc<WorkerCounters>> =
+            (0..3).map(|_| Arc::new(WorkerCounters::default())).collect();
+        let handles: Vec<_> = counters
+            .iter()
+            .map(|c| {
+                let (slot, stop, c) = (slot.clone(), stop.clone(), c.clone());
+                std::thread::spawn(move || {
+                    let mut cur = slot.current();
+                    c.adopt(cur.id);
+                    let mut seen = vec![cur.id];
+                    let mut buf = vec![0u8; 4096];
+                    while !stop.load(Ordering::Relaxed) {
+                        if slot.id() != cur.id {
+                            cur = slot.current();
+                            c.adopt(cur.id);
+                            seen.push(cur.id);
+                        }
+                        let mut ctx = xdp_vm::XdpBuff::new(&mut buf, 256, 64).unwrap();
+                        let r = cur.jit.as_ref().unwrap().run(&mut ctx, 0).unwrap();
+                        assert_eq!(r, cur.id, "program {} returned another program's value", cur.id);
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for id in 2..=20u64 {
+            let old = slot.publish(loaded(id, id as i32));
+            let weak = Arc::downgrade(&old);
+            drop(old);
+            // Until every worker shows the new epoch, some may hold the old program.
+            while !counters.iter().all(|c| c.prog_id.load(Ordering::Acquire) == id) {
+                std::thread::yield_now();
+            }
+            // Each worker let go of the old program before publishing the new id.
+            assert!(weak.upgrade().is_none(), "program {} outlived its last worker", id - 1);
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            let seen = h.join().unwrap();
+            assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+            assert_eq!(seen.last(), Some(&20));
+        }
+    }
+}
