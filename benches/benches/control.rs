@@ -1,0 +1,116 @@
+//! Does operating a running dataplane move its packet rate? One instance runs `xdp_counter` on
+//! a veth pair of our own (AF_XDP, JIT) while the peer sends flat out and counts, in a native
+//! XDP sink, the frames that come back. Windows alternate between idle (no control traffic)
+//! and a control client that runs `map dump pkt_len_count` (1,000 entries, DESIGN.md's JSON,
+//! through the control socket) back to back; the same run, the same instance, medians.
+//!
+//! `cargo bench -p benches --bench control` (as root): 5 rounds of 2 s per contestant;
+//! `-- --quick`: 2 rounds of 1 s.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dataplane::backend::{self, Sink};
+use dataplane::config::Config;
+use dataplane::control::{self, client, proto::DumpFormat, proto::Request};
+use dataplane::lab::{self, Lab};
+use dataplane::runtime::{self, RunOptions};
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Frames per second that came back to the peer over `window`, and dumps completed meanwhile.
+fn window(sink: &Sink, dumping: bool, name: &str, window: Duration) -> anyhow::Result<(f64, f64)> {
+    let stop = AtomicBool::new(false);
+    let dumps = AtomicU64::new(0);
+    std::thread::scope(|s| -> anyhow::Result<(f64, f64)> {
+        let h = dumping.then(|| {
+            s.spawn(|| -> anyhow::Result<()> {
+                let req = Request::MapDump { map: "pkt_len_count".into(), format: DumpFormat::Design };
+                while !stop.load(Ordering::Relaxed) {
+                    let v = client::call(&control::run_dir(), Some(name), &req)?;
+                    anyhow::ensure!(v.as_array().is_some_and(|a| a.len() >= 1000), "a short dump");
+                    dumps.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let (c0, d0) = (sink.count(), dumps.load(Ordering::Relaxed));
+        let t0 = Instant::now();
+        std::thread::sleep(window);
+        let secs = t0.elapsed().as_secs_f64();
+        let pps = (sink.count() - c0) as f64 / secs;
+        let dps = (dumps.load(Ordering::Relaxed) - d0) as f64 / secs;
+        stop.store(true, Ordering::Relaxed);
+        if let Some(h) = h {
+            h.join().map_err(|_| anyhow::anyhow!("the dump thread panicked"))??;
+        }
+        Ok((pps, dps))
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, win) = if quick { (2, Duration::from_secs(1)) } else { (5, Duration::from_secs(2)) };
+    let pid = std::process::id() % 100_000;
+    let (ns, a, b) = (format!("dpcb{pid}"), format!("dcb{pid}a"), format!("dcb{pid}b"));
+    let lab = Lab::create(&ns, &a, &b, 1)?;
+    let peer = b.clone();
+    let sink = lab
+        .in_namespace(move || -> anyhow::Result<Sink> {
+            let mut s = Sink::load(false)?;
+            s.attach(backend::sys::ifindex_here(&peer)?)?;
+            Ok(s)
+        })
+        .map_err(anyhow::Error::from)??;
+    let name = format!("bench-control-{pid}");
+    let object = std::path::Path::new(dataplane::BPF_OBJ_DIR).join("xdp_counter.o");
+    let cfg = Config::parse(&format!(
+        "name = {name:?}\n[program]\nobject = {:?}\n[[ports]]\ninterface = {a:?}\n[stats]\ninterval = 0\n",
+        object.display().to_string()
+    ))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let instance = std::thread::spawn(move || runtime::run(&cfg, &RunOptions::default(), &st));
+    std::thread::sleep(Duration::from_millis(500));
+    // 1,000 more entries, so a dump copies and renders a map of some size.
+    for k in 1000u32..2000 {
+        let req = Request::MapUpdate {
+            map: "pkt_len_count".into(),
+            key: dataplane::prog_run::hex(&k.to_le_bytes()),
+            value: "00000000".into(),
+            flags: 0,
+        };
+        client::call(&control::run_dir(), Some(&name), &req)?;
+    }
+    let (gen_stop, _sent, generator) = lab::spawn_generator(&lab, 16, 0)?;
+    let (mut idle, mut busy, mut dps) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..rounds {
+        // Alternate which contestant goes first.
+        for dumping in if r % 2 == 0 { [false, true] } else { [true, false] } {
+            let (pps, d) = window(&sink, dumping, &name, win)?;
+            if dumping {
+                busy.push(pps);
+                dps.push(d);
+            } else {
+                idle.push(pps);
+            }
+        }
+    }
+    gen_stop.store(true, Ordering::Relaxed);
+    let _ = generator.join();
+    stop.store(true, Ordering::Relaxed);
+    instance.join().map_err(|_| anyhow::anyhow!("the dataplane thread panicked"))??;
+    let (i, b, d) = (median(&mut idle), median(&mut busy), median(&mut dps));
+    println!("xdp_counter on AF_XDP (jit, copy mode), the peer sending flat out; {rounds} round(s) of {win:?} each, alternating");
+    println!("| control traffic | pps back (median) | rounds | vs idle |");
+    println!("|---|---|---|---|");
+    println!("| none (idle) | {i:.0} | {idle:.0?} | 1.00x |");
+    println!("| `map dump` (1,000 entries) in a loop, {d:.0} dumps/s | {b:.0} | {busy:.0?} | {:.3}x |", b / i.max(1.0));
+    drop(lab);
+    Ok(())
+}
