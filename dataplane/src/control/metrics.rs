@@ -32,10 +32,13 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("dp-metrics".into())
         .spawn(move || {
+            super::sys::lower_priority();
             while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => answer(s, &instance),
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                if !super::sys::wait_readable(&listener, Duration::from_millis(100)) {
+                    continue;
+                }
+                if let Ok((s, _)) = listener.accept() {
+                    answer(s, &instance);
                 }
             }
         })

@@ -478,12 +478,18 @@ impl Instance {
             self.interval_ms.store((new.stats.interval * 1000.0) as u64, Ordering::Relaxed);
             applied.push("stats");
         }
+        // Every key is named here (a new one fails to compile until it is sorted into
+        // applied or not).
+        let Config { name: _, metrics, backend, dpdk, program: _, ports, workers, stats: _, pass, lab } =
+            &new;
         for (what, same) in [
-            ("ports", new.ports == old.ports),
-            ("workers", new.workers == old.workers),
-            ("pass", new.pass == old.pass),
-            ("lab", new.lab == old.lab),
-            ("metrics", new.metrics == old.metrics),
+            ("ports", *ports == old.ports),
+            ("workers", *workers == old.workers),
+            ("pass", *pass == old.pass),
+            ("lab", *lab == old.lab),
+            ("metrics", *metrics == old.metrics),
+            ("backend", *backend == old.backend),
+            ("dpdk", *dpdk == old.dpdk),
         ] {
             if !same {
                 ignored.push(what);

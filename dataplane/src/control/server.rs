@@ -87,12 +87,12 @@ impl ControlSocket {
     /// Serves requests until `stop`.
     pub fn serve(&self, instance: &Instance, stop: &AtomicBool) {
         while !stop.load(Ordering::Relaxed) {
-            match self.listener.accept() {
-                Ok((stream, _)) => serve_connection(stream, instance, stop),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            // Asleep in poll(2) until a client connects (or 100 ms pass, to see `stop`).
+            if !sys::wait_readable(&self.listener, Duration::from_millis(100)) {
+                continue;
+            }
+            if let Ok((stream, _)) = self.listener.accept() {
+                serve_connection(stream, instance, stop);
             }
         }
     }
@@ -103,7 +103,11 @@ impl ControlSocket {
     pub fn spawn(self, instance: Arc<Instance>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
         std::thread::Builder::new()
             .name("dp-control".into())
-            .spawn(move || self.serve(&instance, &stop))
+            .spawn(move || {
+                // Control work never competes with the workers on equal terms.
+                sys::lower_priority();
+                self.serve(&instance, &stop);
+            })
             .expect("spawning a thread")
     }
 }

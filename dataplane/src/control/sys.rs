@@ -66,3 +66,24 @@ pub fn catch_sighup() -> io::Result<()> {
 pub fn take_sighup() -> bool {
     SIGHUP_SEEN.swap(false, Ordering::Relaxed)
 }
+
+/// Waits until `fd` is readable (a listener: a connection is waiting) or `timeout` passes.
+/// Returns whether it is readable.
+pub fn wait_readable(fd: &impl AsRawFd, timeout: std::time::Duration) -> bool {
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one live, exclusively borrowed pollfd and a count of 1; the fd is open (borrowed
+    // from its owner for the call).
+    let r = unsafe { libc::poll(&raw mut pfd, 1, ms) };
+    r > 0 && pfd.revents & libc::POLLIN != 0
+}
+
+/// Lowers the calling thread to nice 19, so control-plane work yields the CPU to the workers
+/// (and to anything else) wherever they share a core. Best effort.
+pub fn lower_priority() {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority on our own thread id (PRIO_PROCESS with a tid sets that thread's nice
+    // value on Linux); no memory is passed.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) };
+}
