@@ -14,9 +14,10 @@ impl Netns {
         let name = format!("pgt-{}-{test}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let ns = Self(name);
-        ns.ip(&["netns", "add", &ns.0], false);
+        let out = Command::new("ip").args(["netns", "add", &ns.0]).output().expect("run ip");
+        assert!(out.status.success(), "ip netns add: {}", String::from_utf8_lossy(&out.stderr));
         for cmd in [
-            "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
+            "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
             "ip link add pa numtxqueues 2 numrxqueues 2 type veth peer name pb numtxqueues 2 numrxqueues 2",
             "ip link set pa up",
             "ip link set pb up",
@@ -24,11 +25,6 @@ impl Netns {
             ns.exec(cmd);
         }
         ns
-    }
-
-    fn ip(&self, args: &[&str], _in_ns: bool) {
-        let out = Command::new("ip").args(args).output().expect("run ip");
-        assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     fn exec(&self, cmd: &str) {
