@@ -305,7 +305,11 @@ fn open(cfg: &SendConfig, ifindex: u32) -> Result<(Used, Option<String>, Vec<Eng
                     let why = format!("AF_XDP on {} queue {queue}: {source}", cfg.iface);
                     return Ok((Used::AfPacket, Some(why), open_packet(cfg, ifindex)?));
                 }
-                let mode = if cfg.mode == Mode::Auto { "an AF_XDP" } else { "a zero-copy/copy AF_XDP" };
+                let mode = match cfg.mode {
+                    Mode::AfXdpZeroCopy => "a zero-copy AF_XDP",
+                    Mode::AfXdpCopy => "a copy-mode AF_XDP",
+                    _ => "an AF_XDP",
+                };
                 return Err(SendError::Socket { mode, name: cfg.iface.clone(), queue, source });
             }
         }
@@ -468,12 +472,12 @@ impl Job {
         };
         'send: loop {
             account(&mut socks);
-            let Some(mut n) = self.allowance(&mut bucket, queued, stop) else { break 'send };
+            let Some(got) = self.allowance(&mut bucket, queued, stop) else { break 'send };
             // Round-robin over this thread's sockets.
             let idx = next % socks.len();
             let s = &mut socks[idx];
             next = next.wrapping_add(1);
-            n = n.min(s.ready.len() as u32);
+            let n = got.min(s.ready.len() as u32);
             descs.clear();
             for _ in 0..n {
                 let Some(addr) = s.ready.pop() else { break };
@@ -491,7 +495,8 @@ impl Job {
                 s.ready.push(d.addr);
             }
             if let Some(b) = &mut bucket {
-                b.refund(n - took as u32);
+                // Tokens for frames that did not go (no chunk back yet, or the ring was full).
+                b.refund(got - took as u32);
             }
             if self.stamps.is_some() && took < descs.len() {
                 // Unsent stamps are rewritten next time; their sequence numbers are skipped,

@@ -4,7 +4,9 @@
 //! A stamp is 16 bytes at the start of the L4 payload, little-endian:
 //! `cookie: u32` (random per run: frames of another run are not counted), `seq: u32` (unique per
 //! frame of a run), `sent_ns: u64` (the sender's [`clock_ns`] when it queued the frame). The L4
-//! checksum is updated incrementally (RFC 1624) so the stamped frame stays valid.
+//! checksum is updated incrementally (RFC 1624) so the stamped frame stays valid. Sequence
+//! numbers wrap after 2^32 frames (71 minutes at 1 Mpps); a bench longer than that would count
+//! the second lap as duplicates.
 
 use std::sync::OnceLock;
 use std::time::Instant;
