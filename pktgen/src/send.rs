@@ -343,7 +343,7 @@ struct XdpTx {
 
 impl XdpTx {
     fn open(ifindex: u32, queue: u32, zero_copy: Option<bool>, frames: &[Vec<u8>]) -> io::Result<Self> {
-        let sock = Socket::new(&SocketConfig {
+        let cfg = SocketConfig {
             ifindex,
             queue,
             frames: UMEM_FRAMES,
@@ -354,7 +354,18 @@ impl XdpTx {
             tx_ring: TX_RING,
             completion_ring: TX_RING,
             zero_copy,
-        })?;
+        };
+        // The kernel frees a closed socket's hold on its queue from a work queue, so binding the
+        // same queue right after another socket closed can meet EBUSY for a moment.
+        let until = Instant::now() + Duration::from_secs(1);
+        let sock = loop {
+            match Socket::new(&cfg) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         let mut tx = Self { sock, holds: vec![0; UMEM_FRAMES as usize], ready: Vec::new(), in_flight: 0 };
         let mut k = 0usize;
         while let Some(addr) = tx.sock.alloc() {
