@@ -20,7 +20,7 @@ use crate::control::{self, Instance, WorkerView};
 use crate::lab::{self, Lab, LabError};
 use crate::prog_run;
 use crate::stats::{self, Snapshot, WorkerCounters};
-use crate::worker::{EngineError, PassTo, Worker};
+use crate::worker::{Redirects, EngineError, PassTo, Worker};
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +282,8 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
                         counters,
                         stop: stop_workers.clone(),
                         no_program: opts.no_program,
+                        redirects: Arc::default(),
+                        inbox: None,
                     });
                 }
                 if let Some(n) = port.finite_rx {
@@ -327,6 +329,8 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
                 counters: Arc::new(WorkerCounters::default()),
                 stop: stop_workers.clone(),
                 no_program: opts.no_program,
+                redirects: Arc::default(),
+                inbox: None,
             });
             let w = &workers[workers.len() - 1];
             views.push(WorkerView {
@@ -337,6 +341,23 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
             });
         }
         ports.push(port);
+    }
+    // Every worker's inbox for frames other ports' programs redirect to its port.
+    let mut redirects = Redirects::default();
+    for w in &mut workers {
+        w.inbox = Some(redirects.inbox_for(w.ifindex));
+    }
+    #[cfg(dpdk)]
+    for w in &mut dpdk_workers {
+        w.inbox = Some(redirects.inbox_for(w.ifindex));
+    }
+    let redirects = Arc::new(redirects);
+    for w in &mut workers {
+        w.redirects = redirects.clone();
+    }
+    #[cfg(dpdk)]
+    for w in &mut dpdk_workers {
+        w.redirects = redirects.clone();
     }
     #[cfg_attr(not(dpdk), expect(unused_mut, reason = "DPDK workers join the AF_XDP ones"))]
     let mut counters: Vec<(String, Arc<WorkerCounters>)> =
@@ -503,6 +524,13 @@ fn add(a: &Snapshot, b: &Snapshot) -> Snapshot {
     }
 }
 
+/// Ends what lives for the whole process: DPDK's EAL (it starts with the first DPDK run and can
+/// start only once). Call after the last [`run`]; [`run_file`] does.
+pub fn shutdown() {
+    #[cfg(dpdk)]
+    backend::dpdk::cleanup();
+}
+
 /// Reads and runs a config file (the `dataplane --config` command).
 ///
 /// # Errors
@@ -512,9 +540,6 @@ pub fn run_file(path: &Path, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Resul
     let opts = RunOptions { config_path: Some(path.to_path_buf()), ..opts.clone() };
     let result = run(&cfg, &opts, stop);
     // DPDK can be initialised once per process: the command's run is the last.
-    #[cfg(dpdk)]
-    if cfg.backend == BackendKind::Dpdk {
-        backend::dpdk::cleanup();
-    }
+    shutdown();
     result
 }

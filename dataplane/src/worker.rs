@@ -5,17 +5,21 @@
 //! in place (the `XdpBuff` spans the frame's whole buffer, so `bpf_xdp_adjust_head` can grow the
 //! packet into the headroom), then act on the verdict: `XDP_TX` goes back out of the same queue
 //! from wherever the program left the packet start, `XDP_DROP` frees the frame, `XDP_PASS`
-//! writes it to the port's TAP device (or drops it, per config), `XDP_REDIRECT` is counted and
-//! dropped (no redirect helper exists in `xdp-vm` yet), `XDP_ABORTED` and faults are dropped,
+//! writes it to the port's TAP device (or drops it, per config), `XDP_REDIRECT` to an interface
+//! (`bpf_redirect`, or a `DEVMAP` entry) goes out of the same queue when that is the frame's own
+//! port and, copied, to a worker of the configured port with that interface index otherwise
+//! (its inbox: [`Redirects`]); redirects elsewhere (an `XSKMAP`, a broadcast, an interface
+//! that is not a port) are counted and dropped, as are `XDP_ABORTED` and faults,
 //! counted and logged at most once per second. Every frame is sent or released before the next
 //! batch.
 
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-use xdp_vm::context::{XdpBuff, action};
+use xdp_vm::context::{Redirect, XdpBuff, action};
 use xdp_vm::jit::{CompileError, JitProgram};
 use xdp_vm::{Fault, Interpreter, Program, Xdp};
 
@@ -105,6 +109,42 @@ pub struct Worker<Q> {
     pub stop: Arc<AtomicBool>,
     /// No program: every frame goes straight back out (`XDP_TX`), to measure the loop itself.
     pub no_program: bool,
+    /// Where `XDP_REDIRECT` frames for other ports go.
+    pub redirects: Arc<Redirects>,
+    /// Frames other workers redirected to this one's port, to send.
+    pub inbox: Option<Receiver<Vec<u8>>>,
+}
+
+/// Frames in flight from one worker to another port's worker before redirects are dropped.
+pub const INBOX_FRAMES: usize = 4096;
+
+/// The inboxes of every worker, by the interface index of its port: where a worker sends
+/// the frames its program redirects to another port.
+#[derive(Debug, Default)]
+pub struct Redirects {
+    ports: Vec<(u32, Vec<SyncSender<Vec<u8>>>)>,
+}
+
+impl Redirects {
+    /// A new inbox for a worker of the port with interface `ifindex`. Ports without an
+    /// interface index (0: a DPDK ring or pcap device) cannot be redirected to: their workers'
+    /// inboxes stay empty.
+    pub fn inbox_for(&mut self, ifindex: u32) -> Receiver<Vec<u8>> {
+        let (tx, rx) = sync_channel(INBOX_FRAMES);
+        if ifindex != 0 {
+            match self.ports.iter_mut().find(|(i, _)| *i == ifindex) {
+                Some((_, v)) => v.push(tx),
+                None => self.ports.push((ifindex, vec![tx])),
+            }
+        }
+        rx
+    }
+
+    /// The inbox of a worker of the port with interface `ifindex` (spread by `hash`).
+    fn inbox(&self, ifindex: u32, hash: usize) -> Option<&SyncSender<Vec<u8>>> {
+        let (_, v) = self.ports.iter().find(|(i, _)| *i == ifindex)?;
+        v.get(hash % v.len())
+    }
 }
 
 /// How often a worker merges its histogram and reads the device's drop counters.
@@ -164,8 +204,12 @@ impl<Q: Queue> Worker<Q> {
                 self.publish(&mut tally.totals, &mut hist);
                 last_publish = Instant::now();
             }
+            self.take_inbox(&mut tx, &mut tally);
             let n = self.queue.recv(&mut rx);
             if n == 0 {
+                if !tx.is_empty() {
+                    self.send(&mut tx, &mut tally);
+                }
                 idle = idle.saturating_add(1);
                 self.queue.idle(idle);
                 continue;
@@ -184,14 +228,7 @@ impl<Q: Queue> Worker<Q> {
                 tally.run_ns += batch_ns;
             }
             let _ = hist.record((batch_ns / n as u64).max(1));
-            let sent = self.queue.send(&tx);
-            tally.totals.tx += sent as u64;
-            for &f in &tx[sent..] {
-                tally.totals.drops[stats::DROP_TX_FULL] += 1;
-                self.queue.release(f);
-            }
-            tx.clear();
-            self.queue.flush();
+            self.send(&mut tx, &mut tally);
             self.counters.publish(&tally.totals);
             self.counters.publish_runs(tally.runs, tally.run_ns);
         }
@@ -247,7 +284,27 @@ impl<Q: Queue> Worker<Q> {
             }
             Ok(v) if v == u64::from(action::REDIRECT) => {
                 totals.verdicts[action::REDIRECT as usize] += 1;
-                totals.drops[stats::DROP_REDIRECT] += 1;
+                let to = match buff.redirect() {
+                    Some(Redirect::Ifindex(i) | Redirect::Dev { ifindex: i, .. }) => i,
+                    _ => 0,
+                };
+                if to != 0 && to == self.ifindex {
+                    // Out of the interface it came in on: as XDP_TX.
+                    let (start, len) = (buff.headroom(), buff.packet().len());
+                    if let Some(f) = self.queue.reframe(frame, start, len) {
+                        return Fate::Send(f);
+                    }
+                    totals.drops[stats::DROP_BAD_FRAME] += 1;
+                    return Fate::Release(frame);
+                }
+                match self.redirects.inbox(to, self.slot) {
+                    Some(inbox) => {
+                        if inbox.try_send(buff.packet().to_vec()).is_err() {
+                            totals.drops[stats::DROP_TX_FULL] += 1;
+                        }
+                    }
+                    None => totals.drops[stats::DROP_REDIRECT] += 1,
+                }
                 Fate::Release(frame)
             }
             Ok(v) => {
@@ -267,6 +324,32 @@ impl<Q: Queue> Worker<Q> {
                 totals.drops[stats::DROP_FAULT] += 1;
                 self.log_once_per_second(tally, || format!("program faulted: {fault}"));
                 Fate::Release(frame)
+            }
+        }
+    }
+
+    /// Sends the batch's frames; what the queue does not take is dropped and counted.
+    #[inline]
+    fn send(&mut self, tx: &mut Vec<Q::Frame>, tally: &mut Tally) {
+        let sent = self.queue.send(tx);
+        tally.totals.tx += sent as u64;
+        for &f in &tx[sent..] {
+            tally.totals.drops[stats::DROP_TX_FULL] += 1;
+            self.queue.release(f);
+        }
+        tx.clear();
+        self.queue.flush();
+    }
+
+    /// Takes up to a batch of frames other workers redirected here, as frames of this queue.
+    #[inline]
+    fn take_inbox(&mut self, tx: &mut Vec<Q::Frame>, tally: &mut Tally) {
+        let Some(inbox) = &self.inbox else { return };
+        for _ in 0..self.batch {
+            let Ok(packet) = inbox.try_recv() else { break };
+            match self.queue.alloc_copy(&packet) {
+                Some(f) => tx.push(f),
+                None => tally.totals.drops[stats::DROP_TX_FULL] += 1,
             }
         }
     }

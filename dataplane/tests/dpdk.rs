@@ -397,3 +397,62 @@ fn bad_input_is_one_line_and_exit_2() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `bpf_redirect` to another configured port, on both backends: frames sent into one veth pair
+/// leave through the other, unchanged, copied from the first port's worker to the second's.
+#[test]
+fn redirect_to_another_port_on_both_backends() {
+    if !ready() {
+        return;
+    }
+    let pid = std::process::id() % 10_000_000;
+    let one = Lab::create(&format!("drn{pid}"), &format!("dr{pid}a"), &format!("dr{pid}b"), 1).unwrap();
+    let two = Lab::create(&format!("dsn{pid}"), &format!("ds{pid}a"), &format!("ds{pid}b"), 1).unwrap();
+    let target = dataplane::backend::ifindex(&two.interface).unwrap();
+    let dir = tmp("redirect");
+    let object = obj("redirect_port.o");
+    let frames: Vec<Vec<u8>> = dataplane::lab::frames(16).into_iter().cycle().take(64).collect();
+    for backend in ["dpdk", "afxdp"] {
+        let ports = if backend == "dpdk" {
+            format!(
+                "backend = \"dpdk\"\n[dpdk]\neal_args = [\"--no-pci\"]\n[[ports]]\ndevice = \"net_af_packet0,iface={}\"\n\
+                 [[ports]]\ndevice = \"net_af_packet1,iface={}\"\n",
+                one.interface, two.interface
+            )
+        } else {
+            format!(
+                "[[ports]]\ninterface = {:?}\nfill_ring = 1024\numem_frames = 2048\n\
+                 [[ports]]\ninterface = {:?}\nfill_ring = 1024\numem_frames = 2048\n",
+                one.interface, two.interface
+            )
+        };
+        let cfg = format!(
+            "{ports}[program]\nobject = {:?}\n[program.globals]\ntarget_ifindex = {target}\n[stats]\ninterval = 0\n",
+            object.display().to_string()
+        );
+        let running = start(&dir, backend, &cfg);
+        let (tx, rx) = (one.peer_socket().unwrap(), two.peer_socket().unwrap());
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        for chunk in frames.chunks(16) {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            assert_eq!(tx.send_batch(&refs).unwrap(), chunk.len());
+            while let Some(n) = rx.recv(&mut buf, Duration::from_millis(200)).unwrap() {
+                got.push(buf[..n].to_vec());
+                if got.len() % 16 == 0 {
+                    break;
+                }
+            }
+        }
+        while let Some(n) = rx.recv(&mut buf, Duration::from_millis(300)).unwrap() {
+            got.push(buf[..n].to_vec());
+        }
+        let (code, out) = running.stop();
+        assert_eq!(code, 0, "{backend}: {out}");
+        got.retain(|f| frames.contains(f));
+        assert_eq!(got.len(), frames.len(), "{backend}: every frame came out of the other port\n{out}");
+        assert!(out.contains("redirect 64"), "{backend}: {out}");
+    }
+    drop((one, two));
+    let _ = std::fs::remove_dir_all(dir);
+}

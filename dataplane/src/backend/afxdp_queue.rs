@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use xdp_vm::context::XdpBuff;
+use xdp_vm::context::{XDP_PACKET_HEADROOM, XDP_TAILROOM, XdpBuff};
 
 use super::afxdp::{Desc, Socket};
 use super::queue::Queue;
@@ -40,6 +40,18 @@ impl Queue for Socket {
     #[inline]
     fn release(&mut self, frame: Desc) {
         Socket::release(self, frame.addr);
+    }
+
+    fn alloc_copy(&mut self, packet: &[u8]) -> Option<Desc> {
+        let base = self.alloc()?;
+        let (chunk, _) = self.frame_mut(base)?;
+        let at = XDP_PACKET_HEADROOM;
+        if at + packet.len() + XDP_TAILROOM > chunk.len() {
+            Socket::release(self, base);
+            return None;
+        }
+        chunk[at..at + packet.len()].copy_from_slice(packet);
+        Some(Desc { addr: base + at as u64, len: packet.len() as u32, options: 0 })
     }
 
     #[inline]

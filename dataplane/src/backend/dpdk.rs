@@ -803,6 +803,28 @@ impl Queue for DpdkQueue {
         self.free.push(frame.0);
     }
 
+    fn alloc_copy(&mut self, packet: &[u8]) -> Option<Mbuf> {
+        if packet.len() > FRAME - XDP_PACKET_HEADROOM - xdp_vm::context::XDP_TAILROOM {
+            return None;
+        }
+        let mut m: *mut sys::rte_mbuf = std::ptr::null_mut();
+        // SAFETY: our pool, one slot to write.
+        if unsafe { sys::dp_pktmbuf_alloc_bulk(self.pool.as_ptr(), &mut m, 1) } != 0 {
+            return None;
+        }
+        // SAFETY: a freshly allocated, reset mbuf of our pool (data_off 128, DATA_ROOM bytes of
+        // buffer): the packet fits after data_off (checked above); nobody else holds it.
+        unsafe {
+            let mb = &mut *m;
+            let dst = mb.buf_addr.cast::<u8>().add(usize::from(mb.data_off));
+            std::ptr::copy_nonoverlapping(packet.as_ptr(), dst, packet.len());
+            mb.data_len = packet.len() as u16;
+            mb.pkt_len = packet.len() as u32;
+        }
+        self.held += 1;
+        Some(Mbuf(m))
+    }
+
     #[inline]
     fn flush(&mut self) {
         if !self.free.is_empty() {

@@ -37,6 +37,11 @@ pub trait Queue: Send {
     /// Gives a received frame back (dropped).
     fn release(&mut self, frame: Self::Frame);
 
+    /// A frame of this queue's own holding a copy of `packet` (a frame another port's program
+    /// redirected here), held as a received frame is: to be sent or released. `None` when no
+    /// buffer is free or the packet does not fit one.
+    fn alloc_copy(&mut self, packet: &[u8]) -> Option<Self::Frame>;
+
     /// After a batch: push what [`Queue::send`] queued out (AF_XDP: kick the kernel when it
     /// asked for it). Default: nothing to do.
     fn flush(&mut self) {}
