@@ -237,7 +237,10 @@ impl HashTable {
         }
         if lru && def.map_flags & f::NO_PREALLOC != 0 {
             // htab_map_alloc_check: "LRU implementation is much complicated without preallocation".
-            return Err(MapError::NotSupported { name: name.to_owned(), reason: "LRU maps are always preallocated" });
+            return Err(MapError::NotSupported {
+                name: name.to_owned(),
+                reason: "LRU maps are always preallocated",
+            });
         }
         // BPF_F_NO_PREALLOC is accepted and ignored: preallocated maps have the same semantics
         // for everything a program or userspace can observe through this API.
@@ -508,6 +511,29 @@ impl HashTable {
             lru.touch(e);
         }
         Some(self.values.ptr(e as usize, slot))
+    }
+
+    /// The layout compiled code needs to look keys of at most 8 bytes up itself
+    /// ([`crate::HashWalk`]); `None` for LRU maps (a lookup also marks the element referenced)
+    /// and longer keys.
+    pub(crate) fn walk(&self) -> Option<crate::HashWalk> {
+        if self.key_size > 8 || self.lru.is_some() {
+            return None;
+        }
+        let (values, region_words, vwords) = self.values.layout();
+        Some(crate::HashWalk {
+            heads: self.heads.base_addr(),
+            mask: self.mask,
+            hash_init: self.seed ^ (self.key_size as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            elems: self.elems.base_addr(),
+            elem_bytes: self.ewords * 8,
+            capacity: self.capacity,
+            values,
+            value_stride: vwords * 8,
+            slot_stride: region_words * 8,
+            slots: self.slots,
+            per_cpu: self.per_cpu,
+        })
     }
 
     /// `slot`: `Some` from a program (that slot's value, or the spare of that slot for plain
@@ -833,6 +859,55 @@ mod tests {
         let def =
             MapDef { map_type: map_type::PERCPU_HASH, key_size: 4, value_size, max_entries, map_flags: 0 };
         Map::new("ph", def, slots).unwrap()
+    }
+
+    #[test]
+    fn hash_walk_describes_the_table() {
+        use super::{HashTable, Probe};
+        use crate::{HashWalk, Kind};
+        for (t, ks) in
+            [(map_type::HASH, 4u32), (map_type::HASH, 8), (map_type::HASH, 1), (map_type::PERCPU_HASH, 4)]
+        {
+            let m = Map::new(
+                "w",
+                MapDef { map_type: t, key_size: ks, value_size: 12, max_entries: 50, map_flags: 0 },
+                3,
+            )
+            .unwrap();
+            let w = m.hash_walk().expect("a word-keyed hash map");
+            assert_eq!(w.per_cpu, t == map_type::PERCPU_HASH);
+            assert_eq!(w.slots, if w.per_cpu { 3 } else { 1 });
+            let h: &HashTable = match &m.kind {
+                Kind::Hash(h) => h,
+                _ => unreachable!(),
+            };
+            for i in 0..40u64 {
+                let word = (i * 37) & if ks == 1 { 0xff } else { u64::MAX };
+                let key = &word.to_ne_bytes()[..ks as usize];
+                m.update(key, &[i as u8; 12], BPF_ANY, 0).unwrap();
+                let probe = Probe::One(word);
+                let hash = h.hash(probe);
+                assert_eq!(HashWalk::hash(w.hash_init, word), hash, "{t} {ks} {i}");
+                let b = (hash & w.mask) as usize;
+                assert_eq!(h.head(b).as_ptr() as usize, w.heads + 8 * b);
+                let e = h.find(probe, hash).expect("just inserted") as usize;
+                assert_eq!(h.link(e as u32).as_ptr() as usize, w.elems + e * w.elem_bytes);
+                assert_eq!(h.elems.word(e * h.ewords + 1).load(std::sync::atomic::Ordering::Relaxed), word);
+                assert!(e < w.capacity);
+                for slot in 0..w.slots {
+                    let p = m.lookup_word(word, slot).unwrap().as_ptr() as usize;
+                    assert_eq!(p, w.values + slot * w.slot_stride + e * w.value_stride);
+                }
+            }
+        }
+        let lru = Map::new(
+            "l",
+            MapDef { map_type: map_type::LRU_HASH, key_size: 4, value_size: 4, max_entries: 8, map_flags: 0 },
+            1,
+        )
+        .unwrap();
+        assert_eq!(lru.hash_walk(), None, "LRU lookups mark elements referenced");
+        assert_eq!(hash_map(12, 4, 4).hash_walk(), None, "keys over 8 bytes");
     }
 
     fn k(i: u32) -> [u8; 4] {

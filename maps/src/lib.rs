@@ -49,12 +49,12 @@ mod lock;
 mod lpm;
 mod queue;
 mod ringbuf;
-#[expect(unsafe_code, reason = "the one place that turns a fallible zeroed allocation into atomics")]
-mod slab;
 #[expect(unsafe_code, reason = "shm_open, mmap and the view of a mapping as atomics")]
 mod shm;
-pub mod store;
+#[expect(unsafe_code, reason = "the one place that turns a fallible zeroed allocation into atomics")]
+mod slab;
 mod slots;
+pub mod store;
 #[expect(unsafe_code, reason = "`Pod` is an unsafe trait, and values are viewed as bytes")]
 pub mod typed;
 mod values;
@@ -108,6 +108,76 @@ pub mod map_flags {
     pub const RDONLY_PROG: u32 = 1 << 7;
     pub const WRONLY_PROG: u32 = 1 << 8;
     pub const MMAPABLE: u32 = 1 << 10;
+}
+
+/// Where a hash map keeps its buckets, elements and values, and how it hashes, for code that
+/// looks keys up without calling [`Map::lookup_word`] (the JIT inlines this walk). The map's
+/// memory never moves or shrinks while the [`Map`] lives, so the addresses stay valid as long
+/// as the caller holds the map.
+///
+/// A lookup of key word `k` (the key's bytes zero-padded to 8, native-endian), as
+/// [`Map::lookup_word`] does it:
+/// 1. `hash = HashWalk::hash(hash_init, k)` (32 bits), bucket `b = hash & mask`;
+/// 2. `cur` = the low 32 bits of the `u64` at `heads + 8 * b` (an acquire load);
+/// 3. while bit 31 of `cur` is clear: `link` = the `u64` at `elems + cur * elem_bytes`
+///    (acquire); if `link >> 32 == hash` and the `u64` at `elems + cur * elem_bytes + 8` is `k`,
+///    the value is at `values + slot * slot_stride + cur * value_stride` (slot 0 for plain maps;
+///    a per-CPU map has `slots` slots and no value for a slot beyond them); else
+///    `cur = link as u32`;
+/// 4. the chain ends: if `cur == (1 << 31 | b)` the key is absent. Any other end (the walk
+///    crossed into another bucket through an element reused meanwhile), or more than `capacity`
+///    steps, means a concurrent update moved things: ask [`Map::lookup_word`], which retries
+///    and, if it must, locks the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashWalk {
+    /// Address of the bucket heads: one `u64` per bucket.
+    pub heads: usize,
+    /// Buckets minus one (a power of two minus one).
+    pub mask: u32,
+    /// The map's hash state before the key (its seed mixed with the key size).
+    pub hash_init: u64,
+    /// Address of element 0: per element a link word (`hash << 32 | next`), then the key word.
+    pub elems: usize,
+    /// Bytes per element.
+    pub elem_bytes: usize,
+    /// Elements in the map (a walk longer than this must restart).
+    pub capacity: usize,
+    /// Address of element 0's value in slot 0.
+    pub values: usize,
+    /// Bytes between consecutive elements' values.
+    pub value_stride: usize,
+    /// Bytes between one slot's values and the next slot's.
+    pub slot_stride: usize,
+    /// Value slots (1 for plain hash maps).
+    pub slots: usize,
+    /// Whether the value depends on the slot.
+    pub per_cpu: bool,
+}
+
+impl HashWalk {
+    /// Multiplier of the per-word mix.
+    pub const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+    /// The murmur3 `fmix64` multipliers.
+    pub const FMIX1: u64 = 0xff51_afd7_ed55_8ccd;
+    /// See [`HashWalk::FMIX1`].
+    pub const FMIX2: u64 = 0xc4ce_b9fe_1a85_ec53;
+    /// Bit 31 of a link: the chain ends here; the low bits name the bucket.
+    pub const NULLS: u32 = 1 << 31;
+
+    /// The 32-bit hash of key word `k` for a map whose [`HashWalk::hash_init`] is `init`: one
+    /// multiply-xorshift round, then murmur3's finaliser (what the map itself computes).
+    #[inline]
+    #[must_use]
+    pub fn hash(init: u64, k: u64) -> u32 {
+        let mut h = (init ^ k).wrapping_mul(Self::MIX);
+        h ^= h >> 29;
+        h ^= h >> 33;
+        h = h.wrapping_mul(Self::FMIX1);
+        h ^= h >> 33;
+        h = h.wrapping_mul(Self::FMIX2);
+        h ^= h >> 33;
+        h as u32
+    }
 }
 
 /// A map's definition, field for field as the kernel's `BPF_MAP_CREATE` takes it.
@@ -317,7 +387,9 @@ impl Map {
             });
         }
         let kind = match def.map_type {
-            map_type::ARRAY | map_type::PERCPU_ARRAY => Kind::Array(ArrayMap::new(name, &def, per_cpu, slots, mem)?),
+            map_type::ARRAY | map_type::PERCPU_ARRAY => {
+                Kind::Array(ArrayMap::new(name, &def, per_cpu, slots, mem)?)
+            }
             map_type::HASH | map_type::PERCPU_HASH | map_type::LRU_HASH | map_type::LRU_PERCPU_HASH => {
                 Kind::Hash(HashTable::new(name, &def, per_cpu, slots, mem)?)
             }
@@ -359,7 +431,10 @@ impl Map {
                             reason: "a map of maps needs an inner map template",
                         });
                     };
-                    Kind::HashOfMaps(HashTable::new(name, &hash_def, false, 1, &Mem::Heap)?, Inner::new(name, tpl)?)
+                    Kind::HashOfMaps(
+                        HashTable::new(name, &hash_def, false, 1, &Mem::Heap)?,
+                        Inner::new(name, tpl)?,
+                    )
                 }
             }
             other => return Err(MapError::UnsupportedType { map_type: other }),
@@ -416,6 +491,16 @@ impl Map {
     pub fn lookup_word(&self, key: u64, slot: usize) -> Option<NonNull<u8>> {
         match &self.kind {
             Kind::Hash(h) => h.lookup_word(key, slot),
+            _ => None,
+        }
+    }
+
+    /// The layout of a `HASH` or `PERCPU_HASH` map with keys of at most 8 bytes, for compiled
+    /// code that walks the buckets itself instead of calling [`Map::lookup_word`]. `None` for
+    /// every other map (LRU maps: a lookup also marks the element referenced).
+    pub fn hash_walk(&self) -> Option<HashWalk> {
+        match &self.kind {
+            Kind::Hash(h) => h.walk(),
             _ => None,
         }
     }
@@ -559,13 +644,11 @@ impl Map {
     /// Where a shared-memory reader finds this map's storage, if it lives in a shared region.
     pub(crate) fn shared_layout(&self) -> store::Layout {
         match &self.kind {
-            Kind::Array(a) => a
-                .shared_layout()
-                .map_or(store::Layout::Private, |(values, region_words, vwords)| store::Layout::Array {
-                    values,
-                    region_words,
-                    vwords,
-                }),
+            Kind::Array(a) => {
+                a.shared_layout().map_or(store::Layout::Private, |(values, region_words, vwords)| {
+                    store::Layout::Array { values, region_words, vwords }
+                })
+            }
             Kind::Hash(h) => h.shared_layout().map_or(store::Layout::Private, store::Layout::Hash),
             _ => store::Layout::Private,
         }

@@ -54,6 +54,11 @@ impl Values {
         Some((self.slab.shared_offset()?, self.region_words, self.vwords))
     }
 
+    /// `(address of value (0, 0), words per slot region, words per value)`.
+    pub(crate) fn layout(&self) -> (usize, usize, usize) {
+        (self.slab.base_addr(), self.region_words, self.vwords)
+    }
+
     /// Pointer to value `(elem, slot)`.
     #[inline]
     pub(crate) fn ptr(&self, elem: usize, slot: usize) -> NonNull<u8> {
