@@ -111,6 +111,22 @@ impl<C: Context> JitProgram<C> {
     /// [`CompileError`] when the host has no Cranelift backend, or for control flow the kernel's
     /// verifier would refuse too (a jump out of its function, a fall-through into a subprogram).
     pub fn compile(prog: &Program<C>) -> Result<Self, CompileError> {
+        Self::build(prog, None)
+    }
+
+    /// The machine code [`JitProgram::compile`] makes for `prog`, as Cranelift prints it: one
+    /// block per eBPF function, x86-64 (or the host's) assembly with Cranelift's block labels.
+    /// For reading what the JIT does with a program (`dataplane prog dump --jit`, benches).
+    ///
+    /// # Errors
+    /// As [`JitProgram::compile`].
+    pub fn disassemble(prog: &Program<C>) -> Result<String, CompileError> {
+        let mut text = String::new();
+        Self::build(prog, Some(&mut text))?;
+        Ok(text)
+    }
+
+    fn build(prog: &Program<C>, disasm: Option<&mut String>) -> Result<Self, CompileError> {
         let started = Instant::now();
         let isa_err = |reason: String| CompileError::Isa { reason };
         let mut flags = settings::builder();
@@ -135,6 +151,7 @@ impl<C: Context> JitProgram<C> {
             &infos,
             &Targets::of::<C>(),
             prog.verified(),
+            disasm,
         )?;
         let code = memory::Code::finalize(module, entry, size)?;
         Ok(Self {
@@ -289,7 +306,9 @@ fn map_info(map: &Arc<Map>, tables: &mut Vec<Box<[u64]>>) -> MapInfo {
                 _ => MapKind::Other,
             }
         }
-        _ if map.has_word_lookup() && matches!(def.key_size, 1 | 2 | 4 | 8) => MapKind::HashWord,
+        _ if !matches!(def.key_size, 1 | 2 | 4 | 8) => MapKind::Other,
+        _ if let Some(walk) = map.hash_walk() => MapKind::HashInline(walk),
+        _ if map.has_word_lookup() => MapKind::HashWord,
         _ => MapKind::Other,
     };
     MapInfo {

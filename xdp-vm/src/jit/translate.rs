@@ -51,6 +51,10 @@ pub(crate) enum MapKind {
     /// Hash map with a 1-, 2-, 4- or 8-byte key: lookups read the key word inline and call
     /// `Map::lookup_word`.
     HashWord,
+    /// `HASH` / `PERCPU_HASH` with a 1-, 2-, 4- or 8-byte key: lookups hash the key and walk
+    /// the bucket inline ([`maps::HashWalk`]); `Map::lookup_word` only when a concurrent update
+    /// moved the chain under the walk.
+    HashInline(maps::HashWalk),
     /// Anything else: lookups call `Map::lookup`.
     Other,
 }
@@ -83,6 +87,7 @@ pub(crate) fn translate<C: Context>(
     maps: &[MapInfo],
     targets: &Targets,
     verified: Option<&crate::verifier::Verified>,
+    mut disasm: Option<&mut String>,
 ) -> Result<(FuncId, usize), CompileError> {
     let funcs = functions(insns);
     let mut facts = Facts::analyze(insns, &funcs, maps.len());
@@ -108,6 +113,7 @@ pub(crate) fn translate<C: Context>(
     let mut size = 0;
     for (i, &(start, end)) in funcs.iter().enumerate() {
         ctx.func.signature = sig.clone();
+        ctx.set_disasm(disasm.is_some());
         let mut refs = HashMap::new();
         for (&s, &id) in &ids {
             refs.insert(s, module.declare_func_in_func(id, &mut ctx.func));
@@ -121,6 +127,10 @@ pub(crate) fn translate<C: Context>(
             .define_function(ids[&start], &mut ctx)
             .map_err(|e| CompileError::Codegen { reason: format!("{e:?}") })?;
         size += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+        if let Some(out) = disasm.as_deref_mut() {
+            let text = ctx.compiled_code().and_then(|c| c.vcode.as_deref()).unwrap_or("");
+            out.push_str(&format!("; function {i}: eBPF instructions {start}..{end}\n{text}\n"));
+        }
         module.clear_context(&mut ctx);
     }
     Ok((ids[&0], size))
@@ -190,9 +200,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             b.def_var(regs[r], zero);
         }
         b.def_var(regs[10], p[6]);
-        let pkt_start = b.ins().load(I64, MemFlagsData::trusted(), env, off::PKT_START);
-        let pkt_len = b.ins().load(I64, MemFlagsData::trusted(), env, off::PKT_LEN);
-        let stack_start = b.ins().load(I64, MemFlagsData::trusted(), env, off::STACK_START);
+        let pkt_start = b.ins().load(I64, MemFlagsData::trusted().with_readonly(), env, off::PKT_START);
+        let pkt_len = b.ins().load(I64, MemFlagsData::trusted().with_readonly(), env, off::PKT_LEN);
+        let stack_start = b.ins().load(I64, MemFlagsData::trusted().with_readonly(), env, off::STACK_START);
         let fault_block = b.create_block();
         Self {
             b,
@@ -843,7 +853,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         let map = facts[1].map_handle(self.maps.len()).map(|m| (m, self.maps[m]));
         match (helper, map) {
             (id::GET_SMP_PROCESSOR_ID, _) => {
-                return self.b.ins().load(I64, MemFlagsData::trusted(), env, off::SLOT);
+                return self.b.ins().load(I64, MemFlagsData::trusted().with_readonly(), env, off::SLOT);
             }
             (id::KTIME_GET_NS, _) => return self.call_addr(self.t.ktime_get_ns, &[]),
             (id::GET_PRANDOM_U32, _) => return self.call_addr(self.t.get_prandom_u32, &[]),
@@ -880,9 +890,10 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     /// `bpf_map_lookup_elem` on a known map; `key` is the fact about r2.
     fn lookup(&mut self, pc: usize, info: MapInfo, key: Fact) -> Value {
         let key_size = match info.kind {
-            MapKind::Array { .. } | MapKind::PerCpuArray { .. } | MapKind::HashWord => {
-                Some(i64::from(info.key_size))
-            }
+            MapKind::Array { .. }
+            | MapKind::PerCpuArray { .. }
+            | MapKind::HashWord
+            | MapKind::HashInline(_) => Some(i64::from(info.key_size)),
             MapKind::Other => None,
         };
         let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
@@ -899,7 +910,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 let idx = self.b.ins().uload32(flags(), kaddr, 0);
                 self.array_elem(idx, table, Some(slots), stride, info.max_entries)
             }
-            (MapKind::HashWord, Some(ks)) if key_in_frame(ks) => {
+            (MapKind::HashWord | MapKind::HashInline(_), Some(ks)) if key_in_frame(ks) => {
                 let word = match ks {
                     1 => self.b.ins().uload8(I64, flags(), kaddr, 0),
                     2 => self.b.ins().uload16(I64, flags(), kaddr, 0),
@@ -907,13 +918,17 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                     _ => self.b.ins().load(I64, flags(), kaddr, 0),
                 };
                 let m = self.b.ins().iconst(I64, info.addr as i64);
-                let slot = self.b.ins().load(I64, MemFlagsData::trusted(), env, off::SLOT);
-                self.call_addr(self.t.map_lookup_word, &[m, word, slot])
+                let slot = self.b.ins().load(I64, MemFlagsData::trusted().with_readonly(), env, off::SLOT);
+                match info.kind {
+                    MapKind::HashInline(w) => self.hash_walk(&w, m, word, slot),
+                    _ => self.call_addr(self.t.map_lookup_word, &[m, word, slot]),
+                }
             }
             _ => {
                 let m = self.b.ins().iconst(I64, info.addr as i64);
                 if key_in_frame(i64::from(info.key_size)) {
-                    let slot = self.b.ins().load(I64, MemFlagsData::trusted(), env, off::SLOT);
+                    let slot =
+                        self.b.ins().load(I64, MemFlagsData::trusted().with_readonly(), env, off::SLOT);
                     self.call_addr(self.t.map_lookup_stack_key, &[m, kaddr, slot])
                 } else {
                     let pcv = self.b.ins().iconst(I64, pc as i64);
@@ -923,6 +938,102 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 }
             }
         }
+    }
+
+    /// A hash lookup of key word `word` in slot `slot`, walking the bucket as
+    /// [`maps::HashWalk`] describes; `m` is the map, for the slow path.
+    fn hash_walk(&mut self, w: &maps::HashWalk, m: Value, word: Value, slot: Value) -> Value {
+        use maps::HashWalk;
+        let trusted = MemFlagsData::trusted();
+        // hash = fmix64(mix(init ^ word)) as u32
+        let h = self.b.ins().bxor_imm_u(word, w.hash_init as i64);
+        let h = self.b.ins().imul_imm_u(h, HashWalk::MIX as i64);
+        let t = self.b.ins().ushr_imm_u(h, 29);
+        let h = self.b.ins().bxor(h, t);
+        let t = self.b.ins().ushr_imm_u(h, 33);
+        let h = self.b.ins().bxor(h, t);
+        let h = self.b.ins().imul_imm_u(h, HashWalk::FMIX1 as i64);
+        let t = self.b.ins().ushr_imm_u(h, 33);
+        let h = self.b.ins().bxor(h, t);
+        let h = self.b.ins().imul_imm_u(h, HashWalk::FMIX2 as i64);
+        let t = self.b.ins().ushr_imm_u(h, 33);
+        let h = self.b.ins().bxor(h, t);
+        let hash = self.low32(h);
+        let bucket = self.b.ins().band_imm_u(h, i64::from(w.mask));
+        let end = self.b.ins().bor_imm_u(bucket, i64::from(HashWalk::NULLS));
+        let head_off = self.b.ins().ishl_imm_u(bucket, 3);
+        let head_addr = self.b.ins().iadd_imm_u(head_off, w.heads as i64);
+        let head = self.b.ins().atomic_load(I64, trusted, head_addr);
+        let first = self.low32(head);
+        let zero = self.b.ins().iconst(I64, 0);
+
+        let walk = self.b.create_block();
+        let cur = self.b.append_block_param(walk, I64);
+        let steps = self.b.append_block_param(walk, I64);
+        let step = self.b.create_block();
+        let cmp_key = self.b.create_block();
+        let next = self.b.create_block();
+        let chain_end = self.b.create_block();
+        let found = self.b.create_block();
+        let slow = self.b.create_block();
+        let join = self.b.create_block();
+        let result = self.b.append_block_param(join, I64);
+        self.b.ins().jump(walk, &[first.into(), zero.into()]);
+
+        self.b.switch_to_block(walk);
+        let nulls = self.b.ins().band_imm_u(cur, i64::from(HashWalk::NULLS));
+        self.b.ins().brif(nulls, chain_end, &[], step, &[]);
+
+        self.b.switch_to_block(step);
+        let e_off = self.b.ins().imul_imm_u(cur, w.elem_bytes as i64);
+        let e_addr = self.b.ins().iadd_imm_u(e_off, w.elems as i64);
+        let link = self.b.ins().atomic_load(I64, trusted, e_addr);
+        let link_hash = self.b.ins().ushr_imm_u(link, 32);
+        let same_hash = self.b.ins().icmp(IntCC::Equal, link_hash, hash);
+        self.b.ins().brif(same_hash, cmp_key, &[], next, &[]);
+
+        self.b.switch_to_block(cmp_key);
+        let key = self.b.ins().load(I64, trusted, e_addr, 8);
+        let same_key = self.b.ins().icmp(IntCC::Equal, key, word);
+        self.b.ins().brif(same_key, found, &[], next, &[]);
+
+        self.b.switch_to_block(next);
+        let succ = self.low32(link);
+        let steps1 = self.b.ins().iadd_imm_u(steps, 1);
+        let too_long = self.b.ins().icmp_imm_u(IntCC::UnsignedGreaterThan, steps1, w.capacity as i64);
+        self.b.ins().brif(too_long, slow, &[], walk, &[succ.into(), steps1.into()]);
+
+        self.b.switch_to_block(chain_end);
+        let absent = self.b.ins().icmp(IntCC::Equal, cur, end);
+        self.b.ins().brif(absent, join, &[zero.into()], slow, &[]);
+
+        self.b.switch_to_block(found);
+        let v_off = self.b.ins().imul_imm_u(cur, w.value_stride as i64);
+        let v = self.b.ins().iadd_imm_u(v_off, w.values as i64);
+        let v = if w.per_cpu {
+            // A slot beyond the map's has no value: NULL, as `Map::lookup_word` says.
+            let slot_ok = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, slot, w.slots as i64);
+            let s_off = self.b.ins().imul_imm_u(slot, w.slot_stride as i64);
+            let p = self.b.ins().iadd(v, s_off);
+            self.b.ins().select(slot_ok, p, zero)
+        } else {
+            v
+        };
+        self.b.ins().jump(join, &[v.into()]);
+
+        self.b.set_cold_block(slow);
+        self.b.switch_to_block(slow);
+        let r = self.call_addr(self.t.map_lookup_word, &[m, word, slot]);
+        self.b.ins().jump(join, &[r.into()]);
+
+        self.b.switch_to_block(join);
+        result
+    }
+
+    /// `v & 0xffff_ffff`, as a 32-bit move.
+    fn low32(&mut self, v: Value) -> Value {
+        let n = self.b.ins().ireduce(I32, v);
+        self.b.ins().uextend(I64, n)
     }
 
     /// `idx < max ? base(slot) + idx * stride : NULL`.
@@ -936,7 +1047,8 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 self.b.ins().select(in_range, p, zero)
             }
             Some(slots) => {
-                let slot = self.b.ins().load(I64, MemFlagsData::trusted(), self.env, off::SLOT);
+                let slot =
+                    self.b.ins().load(I64, MemFlagsData::trusted().with_readonly(), self.env, off::SLOT);
                 let slot_ok = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, slot, slots as i64);
                 let ok = self.b.ins().band(in_range, slot_ok);
                 // An out-of-range slot reads table[0] (never used: the result is NULL then).
