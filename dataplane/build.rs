@@ -1,4 +1,4 @@
-//! Compiles every eBPF C program of the project (`configs/bpf/*.c` and `dataplane/tests/bpf/*.c`)
+//! Compiles every eBPF C program of the project (`configs/bpf/*.c`, `configs/bpf/bench/*.c` and `dataplane/tests/bpf/*.c`)
 //! with `clang -O2 -g -target bpf` into `<target>/bpf/NAME.o` (`tests/bpf/unsafe/*.c`, programs the
 //! kernel refuses, into `<target>/bpf/unsafe/`), the place the README, the tests and
 //! the benchmarks load them from. Objects are build products, never committed.
@@ -25,9 +25,15 @@ fn main() {
 
     let clang = find_clang();
     let unsafe_out = out.join("unsafe");
-    std::fs::create_dir_all(&unsafe_out).unwrap_or_else(|e| panic!("cannot create {}: {e}", unsafe_out.display()));
+    std::fs::create_dir_all(&unsafe_out)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", unsafe_out.display()));
+    let bench_out = out.join("bench");
+    std::fs::create_dir_all(&bench_out)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", bench_out.display()));
     let dirs = [
         (root.join("configs/bpf"), &out),
+        // The benchmark suite's own programs (map-op loops and the like), into `<target>/bpf/bench/`.
+        (root.join("configs/bpf/bench"), &bench_out),
         (manifest.join("tests/bpf"), &out),
         // Programs the kernel refuses: tests expect both verifiers to reject them.
         (manifest.join("tests/bpf/unsafe"), &unsafe_out),
@@ -60,7 +66,9 @@ fn find_clang() -> String {
             return c.to_string();
         }
     }
-    panic!("no clang found to build the eBPF programs: run the README's set-up command (it installs clang-19)");
+    panic!(
+        "no clang found to build the eBPF programs: run the README's set-up command (it installs clang-19)"
+    );
 }
 
 fn compile(clang: &str, src: &Path, out_dir: &Path) {

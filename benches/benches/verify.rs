@@ -46,7 +46,7 @@ fn main() {
                 .collect()
         })
         .unwrap_or_default();
-    println!("{:32} {:>10} {:>12} {:>14}  {}", "program", "insns", "ours (ns)", "kernel load", "processed");
+    println!("{:32} {:>10} {:>12} {:>14}  processed", "program", "insns", "ours (ns)", "kernel load");
     let mut over = Vec::new();
     for path in objects(Path::new(dataplane::BPF_OBJ_DIR)) {
         let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

@@ -1,0 +1,239 @@
+//! Map operations (the seed's "run the map op 1000 times in one function", issue 5's table):
+//! `configs/bpf/bench/mapops.c`, one XDP program per map type (hash, array, per-CPU hash,
+//! per-CPU array) looping 1000 updates, lookups or deletes, run by the kernel through
+//! `BPF_PROG_TEST_RUN` and by our JIT on the same object. Then hash updates from one thread and
+//! from two at once (disjoint keys, CPUs 0 and 1), ours and the kernel's.
+//!
+//! Per-op figures: the kernel's own test-run timer (it excludes the syscall) over a batch, and
+//! our thread CPU time over the same number of runs, divided by 1000. Deletes need keys to
+//! delete, so each delete run follows an (untimed) update run that puts the keys back, and only
+//! the delete runs are timed, for both contestants.
+
+use std::sync::Barrier;
+use std::time::Instant;
+
+use dataplane::kernel::{self, KernelProgram};
+use dataplane::prog_run;
+use xdp_vm::context::{XDP_FRAME_SIZE, action};
+use xdp_vm::elf::Object;
+use xdp_vm::jit::{JitProgram, JitRunner};
+use xdp_vm::{Program, Xdp, XdpBuff, create_maps};
+
+use crate::{Better, Cell, Comparison, Mode, Row, Table, alternate, clock};
+
+/// Operations per program run.
+pub const OPS: f64 = 1000.0;
+
+const KERNEL: &str = "kernel (BPF_PROG_TEST_RUN)";
+const OURS: &str = "ours, JIT";
+
+/// The map-operation comparison.
+#[derive(Debug)]
+pub struct MapOps;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Update = 0,
+    Lookup = 1,
+    Delete = 2,
+}
+
+/// The frame that tells `mapops.c` what to do: first key, operation.
+#[must_use]
+pub fn frame(first: u32, op: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[..4].copy_from_slice(&first.to_le_bytes());
+    f[4] = op;
+    f
+}
+
+/// Our side of one map type: the compiled program and a frame buffer per thread.
+struct Ours {
+    jit: JitProgram<Xdp>,
+}
+
+impl Ours {
+    /// Runs the program once on `packet` with slot `slot`; CPU nanoseconds.
+    fn run(&self, runner: &mut JitRunner, buf: &mut [u8], packet: &[u8], slot: usize) -> anyhow::Result<u64> {
+        let mut buff = XdpBuff::load(buf, packet)?;
+        let t = clock::thread_cpu_ns();
+        let r = self.jit.run_on(runner, &mut buff, slot)?;
+        let ns = clock::thread_cpu_ns() - t;
+        anyhow::ensure!(r == u64::from(action::PASS), "mapops returned {r}");
+        Ok(ns)
+    }
+
+    /// `n` runs on the same frame; CPU ns for all.
+    fn batch(&self, runner: &mut JitRunner, buf: &mut [u8], packet: &[u8], n: u32, slot: usize) -> anyhow::Result<u64> {
+        let mut buff = XdpBuff::load(buf, packet)?;
+        let t = clock::thread_cpu_ns();
+        for _ in 0..n {
+            let r = self.jit.run_on(runner, &mut buff, slot)?;
+            anyhow::ensure!(r == u64::from(action::PASS), "mapops returned {r}");
+        }
+        Ok(clock::thread_cpu_ns() - t)
+    }
+}
+
+impl Comparison for MapOps {
+    fn name(&self) -> &'static str {
+        "mapops"
+    }
+
+    fn run(&self, mode: Mode) -> anyhow::Result<Vec<Table>> {
+        let reps: u32 = mode.pick(3, 200);
+        let rounds = mode.pick(3, 7);
+        kernel::pin_current_thread(0)?;
+        let path = crate::object("bench/mapops");
+        let obj = Object::parse(&std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)?;
+        let mut rows = Vec::new();
+        let mut scaling = Vec::new();
+        for (prog, label) in [
+            ("mapops_hash", "hash"),
+            ("mapops_array", "array"),
+            ("mapops_percpu_hash", "per-CPU hash"),
+            ("mapops_percpu_array", "per-CPU array"),
+        ] {
+            let spec = obj.program(Some(prog))?;
+            let kern = KernelProgram::load(&obj, spec)?;
+            let maps = create_maps(&obj, prog_run::cpu_slots())?;
+            let ours = Ours { jit: JitProgram::compile(&Program::<Xdp>::new(spec, &maps)?)? };
+            let mut runner = JitRunner::new();
+            let mut buf = vec![0u8; XDP_FRAME_SIZE];
+            let is_hash = label.ends_with("hash");
+            let ops: &[Op] = if is_hash { &[Op::Update, Op::Lookup, Op::Delete] } else { &[Op::Update, Op::Lookup] };
+            for &op in ops {
+                let packet = frame(0, op as u8);
+                let fill = frame(0, Op::Update as u8);
+                let samples = alternate(rounds, 2, |_, c| {
+                    let ns = if op == Op::Delete {
+                        // Put the keys back, untimed; time the delete run alone.
+                        let mut total = 0.0;
+                        for _ in 0..reps {
+                            if c == 0 {
+                                ours.run(&mut runner, &mut buf, &fill, 0)?;
+                                total += ours.run(&mut runner, &mut buf, &packet, 0)? as f64;
+                            } else {
+                                kern.test_run(&fill, 1)?;
+                                total += f64::from(kern.test_run(&packet, 1)?.duration_ns);
+                            }
+                        }
+                        total / f64::from(reps)
+                    } else if c == 0 {
+                        ours.batch(&mut runner, &mut buf, &packet, reps, 0)? as f64 / f64::from(reps)
+                    } else {
+                        f64::from(kern.test_run(&packet, reps)?.duration_ns)
+                    };
+                    Ok(ns / OPS)
+                })?;
+                let op_name = match op {
+                    Op::Update => "update",
+                    Op::Lookup => "lookup",
+                    Op::Delete => "delete",
+                };
+                rows.push(Row {
+                    label: format!("{label} {op_name}"),
+                    reference: KERNEL.into(),
+                    cells: vec![Cell::new(OURS, samples[0].clone()), Cell::new(KERNEL, samples[1].clone())],
+                });
+            }
+            if label == "hash" {
+                scaling = scaling_rows(&ours, &kern, mode)?;
+            }
+        }
+        Ok(vec![
+            Table {
+                id: "mapops".into(),
+                title: "Map operations: ns per operation (1000 per program run)".into(),
+                method: format!(
+                    "`configs/bpf/bench/mapops.c` (u32 keys 0..999, u64 values; 4096 entries), the same object in \
+                     the kernel and in our JIT, {reps} runs per round, {rounds} rounds alternating, CPU 0. Kernel: its \
+                     test-run timer; ours: thread CPU time. Deletes: each timed run follows an untimed update run \
+                     that puts the keys back. Reference: the kernel."
+                ),
+                row_header: "map / operation".into(),
+                unit: "ns/op".into(),
+                better: Better::Lower,
+                rows,
+            },
+            Table {
+                id: "mapops_scaling".into(),
+                title: "Hash updates from one and two threads".into(),
+                method: "The hash update program from one thread (CPU 0), then from two at once (CPUs 0 and 1, keys \
+                         0..999 and 2048..3047), ours and the kernel's, alternating; millions of updates per second \
+                         of wall time, all threads together. The note gives the two-thread rate over the one-thread \
+                         rate."
+                    .into(),
+                row_header: "threads".into(),
+                unit: "M updates/s".into(),
+                better: Better::Higher,
+                rows: scaling,
+            },
+        ])
+    }
+}
+
+/// Hash-update rates from 1 and 2 threads, ours and the kernel's.
+fn scaling_rows(ours: &Ours, kern: &KernelProgram, mode: Mode) -> anyhow::Result<Vec<Row>> {
+    let runs: u32 = mode.pick(20, 2000);
+    let rounds = mode.pick(2, 5);
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let threads_max = cpus.min(2);
+    // One closure per (contestant, threads): M updates per second.
+    let measure = |kernel_side: bool, threads: usize| -> anyhow::Result<f64> {
+        let barrier = Barrier::new(threads);
+        let elapsed = std::thread::scope(|s| -> anyhow::Result<f64> {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let barrier = &barrier;
+                    s.spawn(move || -> anyhow::Result<f64> {
+                        kernel::pin_current_thread(t)?;
+                        let packet = frame(2048 * t as u32, Op::Update as u8);
+                        let mut runner = JitRunner::new();
+                        let mut buf = vec![0u8; XDP_FRAME_SIZE];
+                        barrier.wait();
+                        let t0 = Instant::now();
+                        if kernel_side {
+                            kern.test_run(&packet, runs)?;
+                        } else {
+                            ours.batch(&mut runner, &mut buf, &packet, runs, t)?;
+                        }
+                        Ok(t0.elapsed().as_secs_f64())
+                    })
+                })
+                .collect();
+            let mut longest = 0f64;
+            for h in handles {
+                longest = longest.max(h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??);
+            }
+            Ok(longest)
+        })?;
+        Ok(threads as f64 * f64::from(runs) * OPS / elapsed / 1e6)
+    };
+    let mut rows = Vec::new();
+    let mut one = (0.0, 0.0);
+    for threads in 1..=threads_max {
+        let samples = alternate(rounds, 2, |_, c| measure(c == 1, threads))?;
+        let mut cells = vec![Cell::new(OURS, samples[0].clone()), Cell::new(KERNEL, samples[1].clone())];
+        let medians: Vec<f64> = cells.iter().map(|c| c.stats.map_or(0.0, |s| s.median)).collect();
+        if threads == 1 {
+            one = (medians[0], medians[1]);
+        } else {
+            for (cell, (m, base)) in cells.iter_mut().zip([(medians[0], one.0), (medians[1], one.1)]) {
+                if base > 0.0 {
+                    cell.note = format!("({:.2}x the one-thread rate)", m / base);
+                }
+            }
+        }
+        rows.push(Row { label: format!("{threads}"), reference: KERNEL.into(), cells });
+    }
+    kernel::pin_current_thread(0)?;
+    if threads_max < 2 {
+        rows.push(Row {
+            label: "2".into(),
+            reference: KERNEL.into(),
+            cells: vec![Cell::missing(OURS, "(one CPU: not measured)"), Cell::missing(KERNEL, "(one CPU: not measured)")],
+        });
+    }
+    Ok(rows)
+}
