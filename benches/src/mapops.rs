@@ -64,7 +64,14 @@ impl Ours {
     }
 
     /// `n` runs on the same frame; CPU ns for all.
-    fn batch(&self, runner: &mut JitRunner, buf: &mut [u8], packet: &[u8], n: u32, slot: usize) -> anyhow::Result<u64> {
+    fn batch(
+        &self,
+        runner: &mut JitRunner,
+        buf: &mut [u8],
+        packet: &[u8],
+        n: u32,
+        slot: usize,
+    ) -> anyhow::Result<u64> {
         let mut buff = XdpBuff::load(buf, packet)?;
         let t = clock::thread_cpu_ns();
         for _ in 0..n {
@@ -85,7 +92,8 @@ impl Comparison for MapOps {
         let rounds = mode.pick(3, 7);
         kernel::pin_current_thread(0)?;
         let path = crate::object("bench/mapops");
-        let obj = Object::parse(&std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)?;
+        let obj =
+            Object::parse(&std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)?;
         let mut rows = Vec::new();
         let mut scaling = Vec::new();
         for (prog, label) in [
@@ -101,7 +109,8 @@ impl Comparison for MapOps {
             let mut runner = JitRunner::new();
             let mut buf = vec![0u8; XDP_FRAME_SIZE];
             let is_hash = label.ends_with("hash");
-            let ops: &[Op] = if is_hash { &[Op::Update, Op::Lookup, Op::Delete] } else { &[Op::Update, Op::Lookup] };
+            let ops: &[Op] =
+                if is_hash { &[Op::Update, Op::Lookup, Op::Delete] } else { &[Op::Update, Op::Lookup] };
             for &op in ops {
                 let packet = frame(0, op as u8);
                 let fill = frame(0, Op::Update as u8);
@@ -232,7 +241,10 @@ fn scaling_rows(ours: &Ours, kern: &KernelProgram, mode: Mode) -> anyhow::Result
         rows.push(Row {
             label: "2".into(),
             reference: KERNEL.into(),
-            cells: vec![Cell::missing(OURS, "(one CPU: not measured)"), Cell::missing(KERNEL, "(one CPU: not measured)")],
+            cells: vec![
+                Cell::missing(OURS, "(one CPU: not measured)"),
+                Cell::missing(KERNEL, "(one CPU: not measured)"),
+            ],
         });
     }
     Ok(rows)

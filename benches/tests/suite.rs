@@ -19,7 +19,12 @@ fn quick_suite_runs_every_comparison() {
             // A row without its reference figure is one nobody could measure here (say, two
             // threads on one CPU): then no contestant has a figure either.
             if row.reference_stats().is_none() {
-                assert!(row.cells.iter().all(|c| c.stats.is_none()), "{} / {}: figures without the reference", t.id, row.label);
+                assert!(
+                    row.cells.iter().all(|c| c.stats.is_none()),
+                    "{} / {}: figures without the reference",
+                    t.id,
+                    row.label
+                );
             }
             for cell in &row.cells {
                 match cell.stats {
