@@ -59,6 +59,8 @@ pub enum RunError {
         #[source]
         source: xdp_vm::jit::CompileError,
     },
+    #[error("cannot initialise prog array {map} of {path}: {reason}")]
+    ProgArray { path: String, map: String, reason: String },
     #[error("program {name} faulted")]
     Fault {
         name: String,
@@ -163,13 +165,73 @@ pub fn xdp_program<'o>(
     Ok(spec)
 }
 
+/// The programs `bpf_tail_call` can reach from `spec`, as libbpf loads an object: when `obj` has
+/// a prog array, every XDP program of it is loaded against `maps` and linked
+/// ([`xdp_vm::link_tail_calls`]; a program's id is its index among the object's XDP programs),
+/// and each prog array gets the programs its `.values = { [i] = &prog }` initialiser names.
+/// Without a prog array, just `spec`. Returns the programs and `spec`'s index among them.
+///
+/// # Errors
+/// [`RunError::Load`] when a program fails to load (or to verify, with `verify`);
+/// [`RunError::ProgArray`] when a slot names a program that is not an XDP program of `obj`.
+pub fn load_linked(
+    path: &Path,
+    obj: &Object,
+    extras: &xdp_vm::elf::Extras,
+    maps: &[std::sync::Arc<maps::Map>],
+    spec: &ProgramSpec,
+    verify: bool,
+) -> Result<(Vec<Program<Xdp>>, usize), RunError> {
+    let load = |s: &ProgramSpec| {
+        let r = if verify { Program::<Xdp>::new(s, maps) } else { Program::<Xdp>::new_unverified(s, maps) };
+        r.map_err(|source| RunError::Load { name: s.name.clone(), source })
+    };
+    let has_prog_array = obj.maps.iter().any(|m| m.def.map_type == maps::map_type::PROG_ARRAY);
+    if !has_prog_array {
+        return Ok((vec![load(spec)?], 0));
+    }
+    let specs: Vec<&ProgramSpec> = obj.programs.iter().filter(|p| p.kind == ProgramKind::Xdp).collect();
+    let mut progs = specs.iter().map(|s| load(s)).collect::<Result<Vec<_>, _>>()?;
+    let index = specs.iter().position(|s| std::ptr::eq(*s, spec)).unwrap_or(0);
+    xdp_vm::link_tail_calls(&mut progs).map_err(|e| RunError::ProgArray {
+        path: path.display().to_string(),
+        map: "(linking)".into(),
+        reason: e.to_string(),
+    })?;
+    for (m, slots) in obj.maps.iter().zip(&extras.slots) {
+        if m.def.map_type != maps::map_type::PROG_ARRAY {
+            continue;
+        }
+        let bad = |reason: String| RunError::ProgArray {
+            path: path.display().to_string(),
+            map: m.name.clone(),
+            reason,
+        };
+        let live = maps.iter().find(|l| l.name() == m.name).ok_or_else(|| bad("map not created".into()))?;
+        for slot in slots {
+            let xdp_vm::elf::SlotTarget::Program(name) = &slot.target else {
+                return Err(bad(format!("slot {} holds a map", slot.index)));
+            };
+            let id = specs.iter().position(|s| &s.name == name).ok_or_else(|| {
+                bad(format!("slot {} names {name}, which is not an XDP program", slot.index))
+            })?;
+            live.update_user(&slot.index.to_ne_bytes(), &(id as u32).to_ne_bytes(), maps::BPF_ANY)
+                .map_err(|e| bad(format!("slot {}: {e}", slot.index)))?;
+        }
+    }
+    Ok((progs, index))
+}
+
 /// Runs the request.
 ///
 /// # Errors
 /// [`RunError`] for unreadable files, objects the loader or program check refuses, frames the
 /// kernel would refuse, and programs that fault.
 pub fn run(req: &RunRequest<'_>) -> Result<RunReport, RunError> {
-    let obj = read_object(req.object)?;
+    let bytes = std::fs::read(req.object)
+        .map_err(|source| RunError::Read { path: req.object.display().to_string(), source })?;
+    let (obj, extras) = Object::parse_with_extras(&bytes)
+        .map_err(|source| RunError::Object { path: req.object.display().to_string(), source })?;
     let spec = xdp_program(&obj, req.object, req.program)?;
     let packet = std::fs::read(req.data_in)
         .map_err(|source| RunError::Read { path: req.data_in.display().to_string(), source })?;
@@ -184,12 +246,8 @@ pub fn run(req: &RunRequest<'_>) -> Result<RunReport, RunError> {
 
     let load_err = |source| RunError::Load { name: spec.name.clone(), source };
     let maps = create_maps(&obj, slots).map_err(load_err)?;
-    let prog = if req.verify {
-        Program::<Xdp>::new(spec, &maps)
-    } else {
-        Program::<Xdp>::new_unverified(spec, &maps)
-    }
-    .map_err(load_err)?;
+    let (progs, index) = load_linked(req.object, &obj, &extras, &maps, spec, req.verify)?;
+    let prog = &progs[index];
 
     let mut frame = vec![0u8; XDP_FRAME_SIZE];
     let mut buff = XdpBuff::load(&mut frame, &packet)
@@ -204,13 +262,22 @@ pub fn run(req: &RunRequest<'_>) -> Result<RunReport, RunError> {
             let mut vm = Interpreter::new();
             let start = Instant::now();
             for _ in 0..repeat {
-                retval = vm.run(&prog, &mut buff, slot).map_err(fault)?;
+                retval = vm.run(prog, &mut buff, slot).map_err(fault)?;
             }
             start.elapsed()
         }
         Engine::Jit => {
-            let jit = JitProgram::compile(&prog)
-                .map_err(|source| RunError::Compile { name: spec.name.clone(), source })?;
+            let jits = progs
+                .iter()
+                .map(|p| {
+                    JitProgram::compile(p)
+                        .map(std::sync::Arc::new)
+                        .map_err(|source| RunError::Compile { name: p.name().to_string(), source })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            // Linking only fails for programs with different maps; these share one set.
+            let _ = xdp_vm::jit::link_tail_calls(&jits);
+            let jit = &jits[index];
             let start = Instant::now();
             for _ in 0..repeat {
                 retval = jit.run(&mut buff, slot).map_err(fault)?;

@@ -173,3 +173,34 @@ fn dump_prints_one_instruction_per_line_with_map_names() {
     assert_eq!(bad.status.code(), Some(2));
     stderr_line(&bad);
 }
+
+/// `prog run` on an object with a prog array: every XDP program of the object is loaded, the
+/// array filled from its `.values` initialiser, and `bpf_tail_call` reaches the program the
+/// slot names — `tail_entry` with slot 2 ends in `tail_tx` (XDP_TX), with an empty slot it
+/// falls through; both engines.
+#[test]
+fn prog_run_follows_tail_calls_into_the_objects_prog_array() {
+    for (slot, want) in [(2u8, 3), (1, 2), (3, 2), (0, 1)] {
+        let mut frame = vec![0x11u8; 60];
+        frame[14] = slot;
+        let data = scratch(&format!("tail{slot}.bin"));
+        std::fs::write(&data, &frame).unwrap();
+        for engine in ["interp", "jit"] {
+            let out = run(&[
+                "prog",
+                "run",
+                obj("tail_call").to_str().unwrap(),
+                "--program",
+                "tail_entry",
+                "--engine",
+                engine,
+                "--data-in",
+                data.to_str().unwrap(),
+                "--json",
+            ]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["retval"], want, "slot {slot} ({engine}): {v}");
+        }
+    }
+}

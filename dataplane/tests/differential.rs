@@ -556,3 +556,99 @@ fn full_ring_buffer_matches_the_kernel() {
         compare_contents(&format!("full ring ({engine:?})"), &want, &o);
     }
 }
+
+/// `bpf_tail_call` through a prog array that the object initialises (`__array(values, ...)`):
+/// the kernel gets the programs' fds in the slots, we get the programs' ids (their index in the
+/// object) and link the programs. Every slot and a few beyond the array from `tail_entry`, and
+/// `tail_count`'s self-call chain (33 tail calls, then the call falls through): the same
+/// return values and counters as the kernel, both engines.
+#[test]
+fn tail_calls_match_the_kernel() {
+    use xdp_vm::elf::SlotTarget;
+    kernel::pin_current_thread(0).expect("pin to CPU 0");
+    let slots = kernel::possible_cpus().expect("possible CPUs");
+    let path = Path::new(env!("BPF_OBJ_DIR")).join("tail_call.o");
+    let (obj, extras) = Object::parse_with_extras(&std::fs::read(&path).expect("built")).expect("parses");
+    let specs: Vec<&ProgramSpec> = obj.programs.iter().filter(|p| p.kind == ProgramKind::Xdp).collect();
+    let jumps = obj.maps.iter().position(|m| m.name == "jumps").expect("declared");
+    let init: Vec<(u32, usize)> = extras.slots[jumps]
+        .iter()
+        .map(|s| match &s.target {
+            SlotTarget::Program(name) => {
+                (s.index, specs.iter().position(|p| &p.name == name).expect("a program of the object"))
+            }
+            SlotTarget::Map(_) => panic!("a prog array holds programs"),
+        })
+        .collect();
+    assert_eq!(init.len(), 3, "the object initialises three slots");
+
+    let kern = KernelProgram::load_all(&obj, &specs).expect("the kernel loads tail_call.o");
+    for &(index, id) in &init {
+        use std::os::fd::{AsFd, AsRawFd};
+        let fd = kern[id].as_fd().as_raw_fd();
+        kern[0].maps()[jumps].update(&index.to_le_bytes(), &fd.to_le_bytes(), 0).expect("kernel prog array");
+    }
+    let entry = specs.iter().position(|p| p.name == "tail_entry").expect("has tail_entry");
+    let count = specs.iter().position(|p| p.name == "tail_count").expect("has tail_count");
+
+    for engine in ENGINES {
+        let maps = create_maps(&obj, slots).expect("maps");
+        let mut progs: Vec<Program<Xdp>> =
+            specs.iter().map(|s| Program::<Xdp>::new(s, &maps).expect("verifies")).collect();
+        xdp_vm::link_tail_calls(&mut progs).expect("one object");
+        for &(index, id) in &init {
+            maps[jumps]
+                .update_user(&index.to_le_bytes(), &(id as u32).to_le_bytes(), 0)
+                .expect("our prog array");
+        }
+        let jits: Vec<std::sync::Arc<JitProgram<Xdp>>> = if engine == Engine::Jit {
+            let j: Vec<_> = progs
+                .iter()
+                .map(|p| std::sync::Arc::new(JitProgram::compile(p).expect("compiles")))
+                .collect();
+            xdp_vm::jit::link_tail_calls(&j).expect("one object");
+            j
+        } else {
+            Vec::new()
+        };
+        let mut interp = Interpreter::new();
+        let mut run = |which: usize, data: &[u8]| -> u32 {
+            let mut frame = vec![0u8; XDP_FRAME_SIZE];
+            let mut buff = XdpBuff::load(&mut frame, data).expect("a valid frame");
+            buff.ingress_ifindex = 1;
+            let r = match engine {
+                Engine::Interp => interp.run(&progs[which], &mut buff, 0),
+                Engine::Jit => jits[which].run(&mut buff, 0),
+            };
+            r.unwrap_or_else(|f| panic!("{engine:?}: fault {f}")) as u32
+        };
+        // Kernel and ours start from the same counters: reset both.
+        for i in 0..8u32 {
+            kern[0].maps()[obj.maps.iter().position(|m| m.name == "tail_hits").unwrap()]
+                .update(&i.to_le_bytes(), &0u64.to_le_bytes(), 0)
+                .unwrap();
+        }
+        let ours =
+            Ours { maps: maps.clone(), prog: progs[entry].clone(), vm: Vm::Interp(Interpreter::new()) };
+        for selector in [0u8, 1, 2, 3, 4, 5, 6, 7, 200] {
+            let mut data = vec![0x11u8; 60];
+            data[14] = selector;
+            for which in [entry, count] {
+                let k = kern[which].test_run(&data, 1).expect("kernel run");
+                let ret = run(which, &data);
+                let ctx = format!("{} with slot {selector} ({engine:?})", specs[which].name);
+                assert_eq!(ret, k.retval, "{ctx}: return value");
+                compare_maps(&ctx, &kern[0], &ours);
+            }
+        }
+        let hits = maps[obj.maps.iter().position(|m| m.name == "tail_hits").unwrap()]
+            .lookup_user(&4u32.to_le_bytes())
+            .unwrap();
+        // tail_count runs 34 times per direct run (33 tail calls) and 33 times from slot 4.
+        assert_eq!(
+            u64::from_le_bytes(hits.try_into().unwrap()),
+            9 * 34 + 33,
+            "{engine:?}: the tail-call limit"
+        );
+    }
+}

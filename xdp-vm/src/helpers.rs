@@ -18,6 +18,7 @@ pub mod id {
     pub const TRACE_PRINTK: u32 = 6;
     pub const GET_PRANDOM_U32: u32 = 7;
     pub const GET_SMP_PROCESSOR_ID: u32 = 8;
+    pub const TAIL_CALL: u32 = 12;
     pub const REDIRECT: u32 = 23;
     pub const PERF_EVENT_OUTPUT: u32 = 25;
     pub const CSUM_DIFF: u32 = 28;
@@ -56,6 +57,7 @@ pub const HELPERS: &[(u32, &str)] = &[
     (id::TRACE_PRINTK, "bpf_trace_printk"),
     (id::GET_PRANDOM_U32, "bpf_get_prandom_u32"),
     (id::GET_SMP_PROCESSOR_ID, "bpf_get_smp_processor_id"),
+    (id::TAIL_CALL, "bpf_tail_call"),
     (id::REDIRECT, "bpf_redirect"),
     (id::PERF_EVENT_OUTPUT, "bpf_perf_event_output"),
     (id::CSUM_DIFF, "bpf_csum_diff"),

@@ -37,6 +37,8 @@ pub enum Fault {
         "instruction {pc}: more than {MAX_BACKWARD_JUMPS} backward jumps; the program does not terminate"
     )]
     LoopLimit { pc: usize },
+    #[error("instruction {pc}: bpf_tail_call from a subprogram is not supported")]
+    TailCallInSubprogram { pc: usize },
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -93,7 +95,17 @@ impl Interpreter {
         regs[1] = ctx;
         // Frame 0 is the top 512 bytes; each call moves r10 down by one frame.
         regs[10] = (stack_start + STACK_WORDS * 8) as u64;
-        run_loop::<C>(prog.words(), prog.maps(), &mem, &mut self.frames, &mut regs, state, ctx, slot)
+        let tails = prog.tail_words();
+        run_loop::<C>(prog.words(), tails, prog.maps(), &mem, &mut self.frames, &mut regs, state, ctx, slot)
+    }
+}
+
+/// The map a map handle names, if it is one.
+pub(crate) fn map_handle(maps: &[Arc<Map>], value: u64) -> Option<&Map> {
+    if value & !0xffff_ffff == MAP_HANDLE_TAG {
+        maps.get((value & 0xffff_ffff) as usize).map(|m| &**m)
+    } else {
+        None
     }
 }
 
@@ -130,6 +142,7 @@ impl helpers::StrReader for Strings<'_, '_> {
 #[inline(never)]
 fn run_loop<C: Context>(
     words: &[u64],
+    tails: &[Arc<[u64]>],
     maps: &[Arc<Map>],
     mem: &Memory<'_>,
     frames: &mut [Frame; MAX_CALL_FRAMES],
@@ -143,6 +156,8 @@ fn run_loop<C: Context>(
     let mut depth = 0usize;
     let mut backward = 0u64;
     let mut pc = 0usize;
+    let mut words = words;
+    let mut tail_calls = 0u32;
     loop {
         // One instruction, as the little-endian word of `struct bpf_insn`: fields are decoded
         // from the register by each arm, so nothing is kept live across the match.
@@ -457,6 +472,21 @@ fn run_loop<C: Context>(
                     depth += 1;
                     regs[10] -= STACK_SIZE as u64;
                     pc = pc.wrapping_add(imm!() as isize as usize);
+                } else if imm!() as u32 == id::TAIL_CALL {
+                    if depth > 0 {
+                        return Err(Fault::TailCallInSubprogram { pc: cur });
+                    }
+                    if regs[1] != ctx {
+                        return Err(Fault::HelperArgument { pc: cur, helper: id::TAIL_CALL });
+                    }
+                    let map = map_arg(maps, regs[2], cur)?;
+                    if let Some(target) = tail_target(map, regs[3], &mut tail_calls, tails) {
+                        // The kernel's tail call: the target starts over on this frame with
+                        // r1 = ctx; nothing returns here.
+                        words = target;
+                        pc = 0;
+                        regs[10] = regs_in[10];
+                    }
                 } else {
                     regs[0] = call_helper::<C>(imm!() as u32, &regs, maps, mem, state, ctx, slot, cur)?;
                 }
@@ -475,6 +505,28 @@ fn run_loop<C: Context>(
             code => unreachable!("opcode {code:#04x} passed the load-time check"),
         }
     }
+}
+
+/// `bpf_tail_call(ctx, map, index)` after the argument checks, as the kernel's interpreter
+/// does it: an index beyond the array or a spent budget (`MAX_TAIL_CALL_CNT`) fails; otherwise
+/// the count goes up, even when the slot then turns out to be empty. The target's words, when
+/// there is one to run.
+pub(crate) fn tail_target<'t>(
+    map: &Map,
+    index: u64,
+    count: &mut u32,
+    tails: &'t [Arc<[u64]>],
+) -> Option<&'t [u64]> {
+    let index = index as u32;
+    if map.def().map_type != maps::map_type::PROG_ARRAY || index >= map.def().max_entries {
+        return None;
+    }
+    if *count >= maps::MAX_TAIL_CALL_CNT {
+        return None;
+    }
+    *count += 1;
+    let id = map.prog_id(index)?;
+    tails.get(id as usize).map(|w| &w[..])
 }
 
 #[expect(clippy::too_many_arguments, reason = "the interpreter's run state, passed through")]

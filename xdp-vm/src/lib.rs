@@ -20,4 +20,4 @@ pub mod verifier;
 
 pub use context::{Context, Redirect, Xdp, XdpBuff};
 pub use interp::{Fault, Interpreter};
-pub use program::{LoadError, Program, create_maps};
+pub use program::{LinkError, LoadError, Program, create_maps, link_tail_calls};

@@ -112,7 +112,10 @@ pub struct Program<C: Context> {
     name: String,
     insns: Vec<Insn>,
     /// The same instructions as little-endian words, the form the interpreter decodes fastest.
-    words: Vec<u64>,
+    words: Arc<[u64]>,
+    /// `bpf_tail_call` targets by program id (the value a prog array holds), set by
+    /// [`link_tail_calls`]: the words of every program of the same object.
+    tails: Arc<[Arc<[u64]>]>,
     maps: Vec<Arc<Map>>,
     /// What the verifier proved; `None` for a program loaded unverified.
     verified: Option<Arc<Verified>>,
@@ -125,6 +128,7 @@ impl<C: Context> Clone for Program<C> {
             name: self.name.clone(),
             insns: self.insns.clone(),
             words: self.words.clone(),
+            tails: self.tails.clone(),
             maps: self.maps.clone(),
             verified: self.verified.clone(),
             _context: PhantomData,
@@ -208,11 +212,12 @@ impl<C: Context> Program<C> {
         if !last_ok {
             return Err(LoadError::FallsOffEnd);
         }
-        let words = out.iter().map(|i| u64::from_le_bytes(i.to_bytes())).collect();
+        let words: Arc<[u64]> = out.iter().map(|i| u64::from_le_bytes(i.to_bytes())).collect();
         Ok(Self {
             name: name.to_string(),
             insns: out,
             words,
+            tails: Arc::from(Vec::new()),
             maps: maps.to_vec(),
             verified: None,
             _context: PhantomData,
@@ -235,6 +240,11 @@ impl<C: Context> Program<C> {
         &self.words
     }
 
+    /// The `bpf_tail_call` targets by program id (see [`link_tail_calls`]).
+    pub(crate) fn tail_words(&self) -> &[Arc<[u64]>] {
+        &self.tails
+    }
+
     /// The maps the program can reach (the object's, in order).
     #[must_use]
     pub fn maps(&self) -> &[Arc<Map>] {
@@ -246,6 +256,36 @@ impl<C: Context> Program<C> {
     pub fn verified(&self) -> Option<&Verified> {
         self.verified.as_deref()
     }
+}
+
+/// Why programs cannot be linked for tail calls.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("program {name} does not use the same maps as {first}: tail calls stay inside one object")]
+    ForeignMaps { name: String, first: String },
+}
+
+/// Links the programs of one object for `bpf_tail_call`: a prog array slot holding id `i`
+/// runs `progs[i]` (the id is the program's index in the slice, which the loader puts in prog
+/// arrays). All programs must have been bound to the same maps (one [`create_maps`] call).
+///
+/// # Errors
+/// [`LinkError::ForeignMaps`] when a program's maps are not the first program's.
+pub fn link_tail_calls<C: Context>(progs: &mut [Program<C>]) -> Result<(), LinkError> {
+    if let Some(first) = progs.first() {
+        for p in progs.iter() {
+            let same = p.maps.len() == first.maps.len()
+                && p.maps.iter().zip(&first.maps).all(|(a, b)| Arc::ptr_eq(a, b));
+            if !same {
+                return Err(LinkError::ForeignMaps { name: p.name.clone(), first: first.name.clone() });
+            }
+        }
+    }
+    let tails: Arc<[Arc<[u64]>]> = progs.iter().map(|p| p.words.clone()).collect();
+    for p in progs.iter_mut() {
+        p.tails = tails.clone();
+    }
+    Ok(())
 }
 
 /// What the verifier needs of live maps: definitions, and the contents of read-only global data

@@ -103,7 +103,8 @@ pub struct TestRun {
 #[derive(Debug)]
 pub struct KernelProgram {
     fd: OwnedFd,
-    maps: Vec<KernelMap>,
+    /// Shared by the programs [`KernelProgram::load_all`] loads together.
+    maps: std::sync::Arc<Vec<KernelMap>>,
     log: String,
 }
 
@@ -122,6 +123,28 @@ impl KernelProgram {
     /// [`KernelError::Syscall`] when a map cannot be created or written (or the load fails
     /// without a log, e.g. without privilege); the other variants for malformed input.
     pub fn load(obj: &Object, prog: &ProgramSpec) -> Result<Self, KernelError> {
+        let maps = obj.maps.iter().map(KernelMap::create).collect::<Result<Vec<_>, _>>()?;
+        Self::load_with(obj, prog, std::sync::Arc::new(maps))
+    }
+
+    /// Loads several programs of `obj` against one set of maps, as libbpf loads an object: what
+    /// one program writes into a map the others see, and a prog array can hold them all for
+    /// `bpf_tail_call` (fill it with [`KernelMap::update`] and each program's fd).
+    ///
+    /// # Errors
+    ///
+    /// As [`KernelProgram::load`], for the first program that fails.
+    pub fn load_all(obj: &Object, progs: &[&ProgramSpec]) -> Result<Vec<Self>, KernelError> {
+        let maps =
+            std::sync::Arc::new(obj.maps.iter().map(KernelMap::create).collect::<Result<Vec<_>, _>>()?);
+        progs.iter().map(|p| Self::load_with(obj, p, maps.clone())).collect()
+    }
+
+    fn load_with(
+        obj: &Object,
+        prog: &ProgramSpec,
+        maps: std::sync::Arc<Vec<KernelMap>>,
+    ) -> Result<Self, KernelError> {
         let prog_type = match prog.kind {
             ProgramKind::Xdp => prog_type::XDP,
             ProgramKind::Uprobe { .. } | ProgramKind::Uretprobe { .. } => prog_type::KPROBE,
@@ -133,7 +156,6 @@ impl KernelProgram {
             }
         };
         let license = CString::new(obj.license.as_str()).map_err(|_| KernelError::BadLicense)?;
-        let maps = obj.maps.iter().map(KernelMap::create).collect::<Result<Vec<_>, _>>()?;
         let insns = relocate(&prog.insns, &maps)?;
         let load = sys::ProgLoad {
             prog_type,

@@ -40,6 +40,13 @@ pub(crate) struct Env<'a> {
     pub backward: u64,
     /// Non-zero once `fault` is set: generated code checks it after every fallible call.
     pub faulted: u64,
+    /// Tail calls made so far in this run (at most `MAX_TAIL_CALL_CNT`).
+    pub tail_calls: u64,
+    /// Non-zero once a tail call ran its target: the caller returns the target's `r0`.
+    pub tail_done: u64,
+    /// The tail-call targets (`*const Vec<Weak<JitProgram<C>>>`), type-erased; null when the
+    /// program was never linked.
+    pub tails: *const (),
     /// The context state (`*mut C::State<'_>`), type-erased.
     pub state: *mut (),
     pub maps: &'a [Arc<Map>],
@@ -56,6 +63,7 @@ pub(crate) mod off {
     pub const DEPTH: i32 = offset_of!(Env<'static>, depth) as i32;
     pub const BACKWARD: i32 = offset_of!(Env<'static>, backward) as i32;
     pub const FAULTED: i32 = offset_of!(Env<'static>, faulted) as i32;
+    pub const TAIL_DONE: i32 = offset_of!(Env<'static>, tail_done) as i32;
 }
 
 impl Env<'_> {
@@ -186,6 +194,58 @@ pub(crate) extern "C" fn helper<C: Context>(
     }
 }
 
+/// `bpf_tail_call(ctx, map, index)`: when the prog array slot names a linked program, runs it
+/// on this run's environment and stack (the caller is finished: it returns what the target
+/// returns, see `Env::tail_done`) and returns its `r0`; otherwise 0 and the caller goes on. The
+/// count and the checks are the interpreter's (`interp::tail_target`).
+pub(crate) extern "C" fn tail_call<C: Context>(
+    e: *mut Env<'_>,
+    r1: u64,
+    map: u64,
+    index: u64,
+    pc: u64,
+) -> u64 {
+    // SAFETY: module invariant.
+    let e = unsafe { env(e) };
+    let pc = pc as usize;
+    if e.depth != 0 {
+        return e.fail(Fault::TailCallInSubprogram { pc });
+    }
+    if r1 != e.ctx {
+        return e.fail(Fault::HelperArgument { pc, helper: helpers::id::TAIL_CALL });
+    }
+    let m = match crate::interp::map_handle(e.maps, map) {
+        Some(m) => m,
+        None => return e.fail(Fault::NotAMap { pc, value: map }),
+    };
+    let tails: &[std::sync::Weak<super::JitProgram<C>>] = if e.tails.is_null() {
+        &[]
+    } else {
+        // SAFETY: `tails` is set by `JitProgram::run_with` from the running program's own
+        // linked target list, which the program (borrowed for the whole run) keeps alive.
+        unsafe { &*e.tails.cast::<Vec<std::sync::Weak<super::JitProgram<C>>>>() }
+    };
+    let mut count = e.tail_calls as u32;
+    let index = index as u32;
+    let def = m.def();
+    if def.map_type != maps::map_type::PROG_ARRAY
+        || index >= def.max_entries
+        || count >= maps::MAX_TAIL_CALL_CNT
+    {
+        return 0;
+    }
+    count += 1;
+    e.tail_calls = u64::from(count);
+    let Some(target) =
+        m.prog_id(index).and_then(|id| tails.get(id as usize)).and_then(std::sync::Weak::upgrade)
+    else {
+        return 0;
+    };
+    let r0 = target.code.call_nested(e, r1);
+    e.tail_done = 1;
+    r0
+}
+
 /// Recovers a map compiled into the code.
 ///
 /// # Safety
@@ -290,6 +350,7 @@ pub(crate) struct Targets {
     pub map_update: u64,
     pub map_delete: u64,
     pub raise: u64,
+    pub tail_call: u64,
     pub ktime_get_ns: u64,
     pub get_prandom_u32: u64,
 }
@@ -311,6 +372,7 @@ impl Targets {
             map_update: map_update as F6 as usize as u64,
             map_delete: map_delete as F4 as usize as u64,
             raise: raise as extern "C" fn(*mut Env<'static>, u64, u64) -> u64 as usize as u64,
+            tail_call: tail_call::<C> as F5 as usize as u64,
             ktime_get_ns: ktime_get_ns as extern "C" fn() -> u64 as usize as u64,
             get_prandom_u32: get_prandom_u32 as extern "C" fn() -> u64 as usize as u64,
         }

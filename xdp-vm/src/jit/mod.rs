@@ -62,7 +62,7 @@ mod memory;
 mod translate;
 
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use cranelift_codegen::settings::{self, Configurable};
@@ -71,7 +71,7 @@ use maps::{Map, map_flags, map_type};
 
 use crate::context::Context;
 use crate::interp::Fault;
-use crate::program::Program;
+use crate::program::{LinkError, Program};
 use call::{Env, Targets};
 use translate::{MapInfo, MapKind};
 
@@ -101,6 +101,9 @@ pub struct JitProgram<C: Context> {
     /// Per-CPU array slot bases the code reads (`MapKind::PerCpuArray::table`).
     _tables: Vec<Box<[u64]>>,
     compile_time: Duration,
+    /// `bpf_tail_call` targets by program id, set once by [`link_tail_calls`]; weak, so programs
+    /// that call each other do not keep each other alive.
+    tails: OnceLock<Vec<Weak<JitProgram<C>>>>,
     _context: PhantomData<fn() -> C>,
 }
 
@@ -160,6 +163,7 @@ impl<C: Context> JitProgram<C> {
             maps,
             _tables: tables,
             compile_time: started.elapsed(),
+            tails: OnceLock::new(),
             _context: PhantomData,
         })
     }
@@ -210,6 +214,9 @@ impl<C: Context> JitProgram<C> {
             depth: 0,
             backward: 0,
             faulted: 0,
+            tail_calls: 0,
+            tail_done: 0,
+            tails: self.tails.get().map_or(std::ptr::null(), |t| std::ptr::from_ref(t).cast()),
             state: std::ptr::from_mut(state).cast(),
             maps: &self.maps,
             fault: None,
@@ -244,6 +251,31 @@ impl<C: Context> JitProgram<C> {
     pub fn maps(&self) -> &[Arc<Map>] {
         &self.maps
     }
+}
+
+/// Links compiled programs of one object for `bpf_tail_call`, as
+/// [`crate::program::link_tail_calls`] does for the interpreter: a prog array slot holding id
+/// `i` runs `progs[i]`. A tail call is a call into the target's code on the same stack, at
+/// most `MAX_TAIL_CALL_CNT` deep, whose result the caller returns.
+///
+/// # Errors
+/// [`LinkError::ForeignMaps`] when the programs do not share their maps; a program already
+/// linked keeps its first links.
+pub fn link_tail_calls<C: Context>(progs: &[Arc<JitProgram<C>>]) -> Result<(), LinkError> {
+    if let Some(first) = progs.first() {
+        for p in progs {
+            let same = p.maps.len() == first.maps.len()
+                && p.maps.iter().zip(&first.maps).all(|(a, b)| Arc::ptr_eq(a, b));
+            if !same {
+                return Err(LinkError::ForeignMaps { name: p.name.clone(), first: first.name.clone() });
+            }
+        }
+    }
+    let weak: Vec<Weak<JitProgram<C>>> = progs.iter().map(Arc::downgrade).collect();
+    for p in progs {
+        let _ = p.tails.set(weak.clone());
+    }
+    Ok(())
 }
 
 /// What one worker keeps between runs of compiled programs: the 4 KiB program stack, so a run

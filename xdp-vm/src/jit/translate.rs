@@ -527,6 +527,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                     self.check_fault();
                     self.set(0, r0);
                 }
+                BPF_CALL if imm as u32 == id::TAIL_CALL => self.tail_call(pc),
                 BPF_CALL => {
                     let r0 = self.helper_call(pc, imm as u32);
                     self.set(0, r0);
@@ -843,6 +844,23 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 if wide { old } else { self.b.ins().uextend(I64, old) }
             }
         }
+    }
+
+    /// `bpf_tail_call`: a call into the target's compiled code (`call::tail_call`); when it
+    /// ran, this function returns the target's `r0`, else execution goes on after the call.
+    fn tail_call(&mut self, pc: usize) {
+        let env = self.env;
+        let (r1, r2, r3) = (self.get(1), self.get(2), self.get(3));
+        let pcv = self.b.ins().iconst(I64, pc as i64);
+        let r0 = self.call_addr(self.t.tail_call, &[env, r1, r2, r3, pcv]);
+        self.check_fault();
+        let done = self.b.ins().load(I64, MemFlagsData::trusted(), env, off::TAIL_DONE);
+        let (ret, cont) = (self.b.create_block(), self.b.create_block());
+        self.b.ins().brif(done, ret, &[], cont, &[]);
+        self.b.switch_to_block(ret);
+        self.b.ins().return_(&[r0]);
+        self.b.switch_to_block(cont);
+        self.set(0, r0);
     }
 
     /// A helper call; returns r0. Map helpers on a map known at compile time, and the cheap

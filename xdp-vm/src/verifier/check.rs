@@ -1085,6 +1085,7 @@ impl Verifier<'_> {
                 });
                 Reg::scalar(Scalar::unknown())
             }
+            helper::TAIL_CALL => Reg::not_init(),
             _ => Reg::scalar(Scalar::unknown()),
         };
         let changes_packet =
@@ -1249,6 +1250,30 @@ impl Verifier<'_> {
             helper::REDIRECT => {
                 scalar(self, st, 1)?;
                 scalar(self, st, 2)?;
+            }
+            helper::TAIL_CALL => {
+                let ctx = get(self, st, 1)?;
+                if ctx.kind != Kind::Ctx || ctx.off != 0 || ctx.val.const_value() != Some(0) {
+                    return Err(arg(1, format!("expected the context, got {}", ctx.kind.name())));
+                }
+                let r2 = get(self, st, 2)?;
+                let Kind::MapPtr(m) = r2.kind else {
+                    return Err(arg(2, format!("expected a map, got {}", r2.kind.name())));
+                };
+                let info = &self.maps[m as usize];
+                if info.def.map_type != maps::map_type::PROG_ARRAY {
+                    return Err(arg(
+                        2,
+                        format!("map {} of type {} is not a program array", info.name, info.def.map_type),
+                    ));
+                }
+                scalar(self, st, 3)?;
+                if st.frames.len() > 1 {
+                    return Err(arg(1, "tail calls from subprograms are not supported here".into()));
+                }
+                if let Some(&(id, insn)) = st.refs.first() {
+                    return fail(pc, ErrorKind::UnreleasedReference { id, insn });
+                }
             }
             helper::MAP_PUSH_ELEM | helper::MAP_POP_ELEM | helper::MAP_PEEK_ELEM => {
                 let info = map(self, st)?.clone();
