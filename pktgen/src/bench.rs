@@ -170,7 +170,8 @@ fn receive(
     Ok(RxResult { duplicates, drops, hist })
 }
 
-/// Runs a bench: `cfg` says what to send (its `stamp` is set here), `rx_iface` where to count.
+/// Runs a bench: `cfg` says what to send (its `stamp` is set here), `rx_iface` where to count;
+/// sending stops early when `interrupt` is set (Ctrl-C), and what was sent is still counted.
 /// `on_start` learns the mode once the sockets are open; `each_second` sees every per-second
 /// interval as it ends (for live output).
 ///
@@ -179,6 +180,7 @@ fn receive(
 pub fn run(
     mut cfg: SendConfig,
     rx_iface: &str,
+    interrupt: &AtomicBool,
     on_start: impl FnOnce(Used, Option<&str>),
     mut each_second: impl FnMut(&Interval),
 ) -> Result<BenchReport, BenchError> {
@@ -241,6 +243,9 @@ pub fn run(
         last = (at, tx, rxc);
     };
     while !running.finished() {
+        if interrupt.load(Ordering::Relaxed) {
+            running.stop();
+        }
         std::thread::sleep(Duration::from_millis(5));
         let now = Instant::now();
         if now >= tick {

@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::bail;
@@ -459,6 +460,15 @@ fn send_config(iface: &str, source: &Source, pace: &Pace, stamped: bool) -> anyh
     })
 }
 
+/// Set by Ctrl-C (or SIGTERM) during `send` and `bench`: the run stops and still reports.
+fn interrupt() -> &'static AtomicBool {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    // Without a handler (another one is installed, or none can be), Ctrl-C just ends the
+    // process, which closes the sockets: nothing is left behind either way.
+    let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed));
+    &STOP
+}
+
 fn gbps(g: f64) -> String {
     format!("{g:.3} Gbit/s")
 }
@@ -482,7 +492,7 @@ fn send(args: SendArgs) -> anyhow::Result<()> {
             );
         }
     };
-    let report: SendReport = sender::run(&cfg, on_start, |iv: &TxInterval| {
+    let report: SendReport = sender::run(&cfg, interrupt(), on_start, |iv: &TxInterval| {
         if !json {
             println!("{:>8.2}s  sent {:>10}  {:>12.0} pps  {}", iv.t_s, iv.sent, iv.pps, gbps(iv.gbps));
         }
@@ -520,7 +530,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
             );
         }
     };
-    let r: BenchReport = bench_run::run(cfg, &args.rx_iface, on_start, |iv: &Interval| {
+    let r: BenchReport = bench_run::run(cfg, &args.rx_iface, interrupt(), on_start, |iv: &Interval| {
         if !json {
             println!(
                 "{:>8.2}s  sent {:>10} ({:>11.0} pps, {})  received {:>10} ({:>11.0} pps, {})",

@@ -618,13 +618,14 @@ pub struct SendReport {
     pub seconds: Vec<TxInterval>,
 }
 
-/// Sends `cfg` to the end, calling `on_start` with the mode used (and why `auto` fell back, if
+/// Sends `cfg` to the end (or until `interrupt` is set: Ctrl-C), calling `on_start` with the mode used (and why `auto` fell back, if
 /// it did) once the sockets are open, and `each_second` as each second ends.
 ///
 /// # Errors
 /// As [`start`] and [`Running::join`].
 pub fn run(
     cfg: &SendConfig,
+    interrupt: &AtomicBool,
     on_start: impl FnOnce(Used, Option<&str>),
     mut each_second: impl FnMut(&TxInterval),
 ) -> Result<SendReport, SendError> {
@@ -647,6 +648,9 @@ pub fn run(
     };
     let mut tick = start_at + Duration::from_secs(1);
     while !running.finished() {
+        if interrupt.load(Ordering::Relaxed) {
+            running.stop();
+        }
         std::thread::sleep(Duration::from_millis(5));
         let now = Instant::now();
         if now >= tick {
