@@ -72,6 +72,7 @@ fn every_unsafe_program_is_rejected_by_the_kernel_and_by_ours() {
     let objs = objects(&dir);
     assert!(objs.len() >= 40, "expected the unsafe corpus, found {} objects", objs.len());
     let mut problems = Vec::new();
+    let mut same_text = 0;
     for path in &objs {
         let bytes = std::fs::read(path).expect("readable object");
         let (obj, extras) = match Object::parse_with_extras(&bytes) {
@@ -82,8 +83,10 @@ fn every_unsafe_program_is_rejected_by_the_kernel_and_by_ours() {
             }
         };
         let spec = obj.program(None).expect("one program");
+        let mut kernel_log = String::new();
         let kernel = match KernelProgram::load(&obj, spec) {
             Err(KernelError::Rejected { log }) => {
+                kernel_log.clone_from(&log);
                 let last = log
                     .lines()
                     .rev()
@@ -103,11 +106,28 @@ fn every_unsafe_program_is_rejected_by_the_kernel_and_by_ours() {
                 problems.push(format!("{}: ours ACCEPTS it", name(path)));
                 "accepted".to_string()
             }
-            Err(log) => format!("rejected: {}", log.lines().next().unwrap_or("")),
+            Err(log) => {
+                // Our log's second line is the instruction as the kernel's log prints it
+                // (`  7: r1 = *(u64 *)(r0 +0)` against the kernel's `7: (79) r1 = ...`).
+                let shown = log.lines().nth(1).and_then(|l| l.trim().split_once(": "));
+                if let Some((n, text)) = shown
+                    && kernel_log.lines().any(|k| k.starts_with(&format!("{n}: (")) && k.ends_with(text))
+                {
+                    same_text += 1;
+                }
+                format!("rejected: {}", log.lines().next().unwrap_or(""))
+            }
         };
         eprintln!("{:28} kernel {kernel}\n{:28} ours   {verdict}", name(path), "");
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+    eprintln!(
+        "{same_text} of {} rejections show the instruction exactly as the kernel's log does",
+        objs.len()
+    );
+    // Map references print by name here and by address in the kernel, and the two verifiers
+    // do not always stop at the same instruction: most, not all, lines agree.
+    assert!(same_text * 2 >= objs.len(), "only {same_text} disassembled instructions match the kernel's log");
 }
 
 /// Raw bytecode faults clang cannot emit; the kernel refuses each (see `kernel_oracle.rs` for

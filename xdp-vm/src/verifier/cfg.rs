@@ -24,7 +24,7 @@ pub(crate) struct Cfg {
 }
 
 fn err(insn: usize, kind: ErrorKind) -> VerifierError {
-    VerifierError { insn, kind, line: None }
+    VerifierError { insn, kind, line: None, text: None }
 }
 
 /// Where control may go after `pc` (without following calls); `None` for a jump target that

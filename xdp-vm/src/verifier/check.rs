@@ -60,7 +60,7 @@ struct Verifier<'a> {
 }
 
 fn fail<T>(insn: usize, kind: ErrorKind) -> Res<T> {
-    Err(VerifierError { insn, kind, line: None })
+    Err(VerifierError { insn, kind, line: None, text: None })
 }
 
 pub(crate) fn run(
@@ -992,6 +992,7 @@ impl Verifier<'_> {
             insn: pc,
             kind: ErrorKind::HelperArg { helper: "", arg: regno, reason },
             line: None,
+            text: None,
         };
         let size_i = i64::try_from(size).map_err(|_| arg_err("size too large".into()))?;
         match reg.kind {
@@ -1118,6 +1119,7 @@ impl Verifier<'_> {
             insn: pc,
             kind: ErrorKind::HelperArg { helper: name, arg: a, reason },
             line: None,
+            text: None,
         };
         let get = |this: &Self, st: &State, a: u8| this.reg(pc, st, a);
         let scalar = |this: &Self, st: &State, a: u8| -> Res<Scalar> {

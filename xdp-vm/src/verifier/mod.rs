@@ -184,7 +184,10 @@ pub struct VerifierError {
     pub insn: usize,
     pub kind: ErrorKind,
     /// Its source line, when the object has `.BTF.ext` line info.
-    pub line: Option<SourceLine>,
+    pub line: Option<Box<SourceLine>>,
+    /// The instruction as `bpftool prog dump xlated` prints it (`r1 = *(u64 *)(r0 +0)`), when
+    /// it exists (set by [`verify`]).
+    pub text: Option<String>,
 }
 
 impl VerifierError {
@@ -192,6 +195,9 @@ impl VerifierError {
     #[must_use]
     pub fn log(&self) -> String {
         let mut s = format!("instruction {}: {}\n", self.insn, self.kind);
+        if let Some(t) = &self.text {
+            s.push_str(&format!("  {}: {t}\n", self.insn));
+        }
         if let Some(l) = &self.line {
             s.push_str(&format!("  --> {}:{}:{}\n", l.file, l.line, l.column));
             if !l.text.is_empty() {
@@ -204,7 +210,7 @@ impl VerifierError {
     /// Attaches the source line of the instruction from `.BTF.ext` line info.
     #[must_use]
     pub fn with_lines(mut self, lines: &[crate::elf::LineInfo]) -> Self {
-        self.line = crate::elf::line_for(lines, self.insn);
+        self.line = crate::elf::line_for(lines, self.insn).map(Box::new);
         self
     }
 }
@@ -329,8 +335,16 @@ pub fn verify_with(
     prog_type: ProgramType,
     options: &Options,
 ) -> Result<Verified, VerifierError> {
-    let cfg = cfg::analyze(insns)?;
-    check::run(insns, maps, prog_type, options, &cfg)
+    let with_text = |mut e: VerifierError| {
+        if let Some(&insn) = insns.get(e.insn) {
+            let name = |i: usize| maps.get(i).map(|m| m.name.clone());
+            let text = crate::disasm::format_insn(insn, insns.get(e.insn + 1).copied(), &name);
+            e.text = Some(text);
+        }
+        e
+    };
+    let cfg = cfg::analyze(insns).map_err(with_text)?;
+    check::run(insns, maps, prog_type, options, &cfg).map_err(with_text)
 }
 
 impl fmt::Display for CtxField {
