@@ -496,12 +496,55 @@ fn xskmap_redirect_records_the_socket() {
     }
 }
 
-/// `bpf_perf_event_output` into a slot with an output buffer: the kernel needs a
-/// `perf_event_open`ed `PERF_COUNT_SW_BPF_OUTPUT` event for that, so the samples are checked
-/// against the documented semantics on our side (the error paths, where the kernel's array is
-/// empty, are compared with the kernel by `every_program_matches_the_kernel_on_every_frame`):
-/// `BPF_F_CURRENT_CPU` writes into the worker's slot, the data first, then the packet bytes
-/// `BPF_F_CTXLEN_MASK` asks for.
+/// `bpf_perf_event_output` into a slot with an output buffer, against the kernel: its slot 0
+/// holds a `perf_event_open`ed `PERF_COUNT_SW_BPF_OUTPUT` event on CPU 0 (read through its
+/// mmapped ring), ours a buffer from `Map::perf_open`. The same return values for every call
+/// (`BPF_F_CURRENT_CPU`, the packet appended, too many packet bytes, an index out of range,
+/// unknown flags, an empty slot) and the same samples: the data first, then the packet bytes
+/// `BPF_F_CTXLEN_MASK` asks for (the kernel pads each raw sample with zeroes to 8 bytes).
+#[test]
+fn perf_event_output_matches_the_kernel() {
+    kernel::pin_current_thread(0).expect("pin to CPU 0");
+    let path = Path::new(env!("BPF_OBJ_DIR")).join("perf_output.o");
+    let obj = Object::parse(&std::fs::read(&path).expect("built")).expect("parses");
+    let spec = obj.program(Some("perf_output")).expect("has the program");
+    let perf = obj.maps.iter().position(|m| m.name == "perf_out").expect("declared");
+    let kern = KernelProgram::load(&obj, spec).expect("the kernel loads perf_output.o");
+    let event = kernel::PerfOutput::open(0, 8).expect("perf_event_open of a BPF output event on CPU 0");
+    kern.maps()[perf].update(&0u32.to_le_bytes(), &event.raw_fd().to_le_bytes(), 0).expect("fd into slot 0");
+    let mut frames: Vec<Vec<u8>> = vec![(0..60u8).collect(), vec![0xab; 98], vec![7; 1514]];
+    frames.push(pktgen::craft::icmp_echo());
+    let mut ours: Vec<Ours> =
+        ENGINES.iter().map(|&e| Ours::load(&obj, spec, kernel::possible_cpus().unwrap(), e)).collect();
+    for o in &ours {
+        o.maps[perf].perf_open(0, 1 << 16, 1).expect("an output buffer for slot 0");
+    }
+    let mut samples = 0;
+    for frame in &frames {
+        let k = kern.test_run(frame, 1).expect("kernel run");
+        let (k_samples, lost) = event.drain();
+        assert_eq!(lost, 0, "the kernel lost samples");
+        samples += k_samples.len();
+        let want = kernel_contents(&kern);
+        for (engine, o) in ENGINES.iter().zip(&mut ours) {
+            let ctx = format!("{}-byte frame ({engine:?})", frame.len());
+            let (ret, _) = o.test_run(frame, 1).expect("runs");
+            assert_eq!(ret, k.retval, "{ctx}");
+            compare_contents(&ctx, &want, o);
+            let mut mine = Vec::new();
+            o.maps[perf].perf_consume(0, |s| mine.push(s.to_vec()));
+            assert_eq!(mine.len(), k_samples.len(), "{ctx}: samples");
+            for (m, k) in mine.iter().zip(&k_samples) {
+                assert_eq!(&k[..m.len()], &m[..], "{ctx}: sample data");
+                assert!(k[m.len()..].iter().all(|&b| b == 0) && k.len() - m.len() < 8, "{ctx}: padding");
+            }
+        }
+    }
+    assert_eq!(samples, 2 * frames.len(), "two samples per run reached the kernel's event");
+}
+
+/// The same program on our side alone, spelled out: `BPF_F_CURRENT_CPU` writes into the
+/// worker's slot, the data first, then the packet bytes `BPF_F_CTXLEN_MASK` asks for.
 #[test]
 fn perf_event_output_writes_samples_to_the_current_slot() {
     let path = Path::new(env!("BPF_OBJ_DIR")).join("perf_output.o");

@@ -543,6 +543,48 @@ fn round8(n: u32) -> usize {
     (n as usize).div_ceil(8) * 8
 }
 
+/// A perf event for `bpf_perf_event_output`: a `PERF_COUNT_SW_BPF_OUTPUT` event on one CPU
+/// with its ring buffer mapped, as `perf` or libbpf's `perf_buffer` opens it. Put
+/// [`PerfOutput::fd`] into a perf event array slot; samples a program outputs on that CPU are
+/// then read back with [`PerfOutput::drain`].
+pub struct PerfOutput(sys::PerfOutput);
+
+impl std::fmt::Debug for PerfOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerfOutput").finish_non_exhaustive()
+    }
+}
+
+impl PerfOutput {
+    /// Opens the event on `cpu` with a ring of `pages` pages.
+    ///
+    /// # Errors
+    ///
+    /// [`KernelError::Syscall`] when `perf_event_open` or `mmap` fails (no privilege, no such
+    /// CPU).
+    pub fn open(cpu: u32, pages: usize) -> Result<Self, KernelError> {
+        let cpu = i32::try_from(cpu).map_err(|_| KernelError::Syscall {
+            cmd: "perf_event_open",
+            source: io::Error::from_raw_os_error(libc::EINVAL),
+        })?;
+        sys::PerfOutput::open(cpu, pages).map(Self).map_err(syscall("perf_event_open"))
+    }
+
+    /// The event's fd, the value a perf event array slot takes.
+    #[must_use]
+    pub fn raw_fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.0.fd().as_raw_fd()
+    }
+
+    /// The raw data of the samples written since the last drain, in order, each padded to the
+    /// kernel's 8-byte record alignment; and the number of samples the kernel lost.
+    #[must_use]
+    pub fn drain(&self) -> (Vec<Vec<u8>>, u64) {
+        self.0.drain()
+    }
+}
+
 /// The number of possible CPUs, from `/sys/devices/system/cpu/possible` (e.g. `0-1` -> 2): the
 /// count the kernel sizes per-CPU map values by.
 ///

@@ -489,6 +489,125 @@ pub(super) fn ringbuf_drain(map: BorrowedFd<'_>, size: usize) -> io::Result<Vec<
     Ok(records)
 }
 
+/// A `PERF_COUNT_SW_BPF_OUTPUT` event on one CPU with its ring mapped: what a perf event array
+/// slot needs for `bpf_perf_event_output` to reach userspace.
+pub(super) struct PerfOutput {
+    fd: OwnedFd,
+    base: *mut libc::c_void,
+    len: usize,
+    page: usize,
+}
+
+impl PerfOutput {
+    /// `perf_event_open` of a software BPF-output event on `cpu` (any process), sampling raw
+    /// data, woken on every sample; then `mmap` of its ring (`1 + pages` pages, `pages` a power
+    /// of two).
+    pub(super) fn open(cpu: i32, pages: usize) -> io::Result<Self> {
+        const PERF_TYPE_SOFTWARE: u32 = 1;
+        const PERF_COUNT_SW_BPF_OUTPUT: u64 = 10;
+        const PERF_SAMPLE_RAW: u64 = 1 << 10;
+        const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+        // `struct perf_event_attr` up to PERF_ATTR_SIZE_VER5 (112 bytes), as little-endian
+        // words: type and size, config, sample_period, sample_type, read_format, the flag
+        // bits, wakeup_events; the rest zero.
+        let mut attr = [0u64; 14];
+        attr[0] = u64::from(PERF_TYPE_SOFTWARE) | (112u64 << 32);
+        attr[1] = PERF_COUNT_SW_BPF_OUTPUT;
+        attr[2] = 1;
+        attr[3] = PERF_SAMPLE_RAW;
+        attr[6] = 1; // wakeup_events
+        // SAFETY: `attr` is a 112-byte perf_event_attr the kernel only reads (its declared size).
+        let fd = unsafe {
+            libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), -1i32, cpu, -1i32, PERF_FLAG_FD_CLOEXEC)
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a successful perf_event_open returns a new fd owned by nobody yet.
+        let fd = unsafe { owned(fd) };
+        // SAFETY: `sysconf` has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let len = page * (1 + pages.next_power_of_two());
+        // SAFETY: a fresh shared mapping of the event's ring at an address of the kernel's
+        // choosing; it aliases no Rust object.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { fd, base, len, page })
+    }
+
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The raw data of every `PERF_RECORD_SAMPLE` in the ring, in order (the kernel pads each
+    /// to 8 bytes; the padding is included), and the count of samples it reported lost.
+    pub(super) fn drain(&self) -> (Vec<Vec<u8>>, u64) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        const PERF_RECORD_LOST: u32 = 2;
+        const PERF_RECORD_SAMPLE: u32 = 9;
+        // SAFETY: the metadata page is mapped; `data_head` (offset 1024) and `data_tail` (1032)
+        // are 8-byte aligned u64s shared with the kernel, only accessed as atomics.
+        let (head, tail) = unsafe {
+            let meta = self.base.cast::<u8>();
+            (AtomicU64::from_ptr(meta.add(1024).cast()), AtomicU64::from_ptr(meta.add(1032).cast()))
+        };
+        let size = (self.len - self.page) as u64;
+        // SAFETY: the data area follows the metadata page inside the mapping.
+        let data = unsafe { self.base.cast::<u8>().add(self.page) };
+        let read = |pos: u64, out: &mut [u8]| {
+            for (i, b) in out.iter_mut().enumerate() {
+                // SAFETY: the index is reduced modulo the data area's size.
+                *b = unsafe { *data.add(((pos + i as u64) % size) as usize) };
+            }
+        };
+        let end = head.load(Ordering::Acquire);
+        let mut pos = tail.load(Ordering::Relaxed);
+        let (mut samples, mut lost) = (Vec::new(), 0);
+        while pos < end {
+            let mut hdr = [0u8; 8];
+            read(pos, &mut hdr);
+            let kind = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+            let len = u64::from(u16::from_ne_bytes([hdr[6], hdr[7]]));
+            if len < 8 {
+                break;
+            }
+            if kind == PERF_RECORD_SAMPLE && len >= 12 {
+                let mut raw_len = [0u8; 4];
+                read(pos + 8, &mut raw_len);
+                let n = u32::from_ne_bytes(raw_len) as usize;
+                let mut raw = vec![0u8; n.min(len as usize - 12)];
+                read(pos + 12, &mut raw);
+                samples.push(raw);
+            } else if kind == PERF_RECORD_LOST && len >= 24 {
+                let mut n = [0u8; 8];
+                read(pos + 16, &mut n);
+                lost += u64::from_ne_bytes(n);
+            }
+            pos += len;
+        }
+        tail.store(pos, Ordering::Release);
+        (samples, lost)
+    }
+}
+
+impl Drop for PerfOutput {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the mapping `open` made; nothing refers into it any more.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
 /// Restricts the calling thread to `cpu`.
 pub(super) fn pin_current_thread(cpu: usize) -> io::Result<()> {
     if cpu >= libc::CPU_SETSIZE as usize {
