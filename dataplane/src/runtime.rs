@@ -115,6 +115,16 @@ pub fn load_program(cfg: &Config, slots: usize) -> Result<(Object, Program<Xdp>)
             .map_err(|e| RunError::Global { name: name.clone(), reason: e.to_string() })?;
     }
     let spec = prog_run::xdp_program(&obj, path, cfg.program.name.as_deref())?.clone();
+    // Workers run one program: its tail calls would find no targets and fall through, where
+    // the kernel (and `prog run`) would run them. Refused rather than run differently.
+    if let Some(m) = obj.maps.iter().find(|m| m.def.map_type == maps::map_type::PROG_ARRAY) {
+        return Err(prog_run::RunError::ProgArray {
+            path: path.display().to_string(),
+            map: m.name.clone(),
+            reason: "the dataplane runtime does not run tail calls yet (`dataplane prog run` does)".into(),
+        }
+        .into());
+    }
     let load_err = |source| prog_run::RunError::Load { name: spec.name.clone(), source };
     let maps = create_maps(&obj, slots).map_err(load_err)?;
     let prog = Program::new(&spec, &maps).map_err(load_err)?;

@@ -269,4 +269,5 @@ fn bad_input_fails_with_one_line_and_leaves_nothing_attached() {
     fails_cleanly("e4", &port_config(Path::new("/etc/hostname"), &a, ""), Some(&a), "/etc/hostname");
     fails_cleanly("e5", &port_config(&counter, &a, "rx_rnig = 64"), Some(&a), "ports[0]");
     fails_cleanly("e6", &port_config(&counter, &a, "attach = \"driver\"").replacen("attach = \"native\"\n", "", 1), Some(&a), "ports[0].attach");
+    fails_cleanly("e7", &port_config(&obj("tail_call.o"), &a, ""), Some(&a), "does not run tail calls");
 }
