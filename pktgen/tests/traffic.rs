@@ -257,3 +257,69 @@ fn a_pcap_file_is_sent_in_turn_and_ctrl_c_still_reports() {
     let sent = u(&r, "sent");
     assert!(sent > 0 && sent < 30 * 10_000 / 2, "stopped early: {r}");
 }
+
+/// Compiles a one-line XDP program returning `verdict` with clang (which `.ci/setup` installs)
+/// into `dir`, for `ip link set ... xdp obj`.
+fn xdp_object(dir: &std::path::Path, verdict: &str) -> std::path::PathBuf {
+    let src = dir.join(format!("{verdict}.c"));
+    let obj = dir.join(format!("{verdict}.o"));
+    std::fs::write(
+        &src,
+        format!(
+            "#define SEC(n) __attribute__((section(n), used))\n\
+             SEC(\"xdp\") int prog(void *ctx) {{ return {verdict}; }}\n\
+             char _license[] SEC(\"license\") = \"GPL\";\n"
+        ),
+    )
+    .unwrap();
+    let clang = ["clang-19", "clang"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("clang (installed by .ci/setup)");
+    let out = Command::new(clang)
+        .args(["-O2", "-target", "bpf", "-c"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&obj)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "clang: {}", String::from_utf8_lossy(&out.stderr));
+    obj
+}
+
+#[test]
+fn frames_reflected_back_to_the_sending_interface_are_counted_with_their_round_trip() {
+    let ns = Netns::new("rtt");
+    let dir = std::env::temp_dir().join(format!("pgt-{}-rtt", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // pb sends every frame back (XDP_TX = 3); on a veth that needs an XDP program on the
+    // receiving end too, so pa passes them to the stack (XDP_PASS = 2), where pktgen counts.
+    let tx = xdp_object(&dir, "3");
+    let pass = xdp_object(&dir, "2");
+    ns.exec(&format!("ip link set dev pb xdp obj {} sec xdp", tx.display()));
+    ns.exec(&format!("ip link set dev pa xdp obj {} sec xdp", pass.display()));
+    let r = json(&ns.pktgen(&[
+        "bench",
+        "--tx-iface",
+        "pa",
+        "--rx-iface",
+        "pa",
+        "--template",
+        "udp",
+        "--count",
+        "10000",
+        "--rate",
+        "50k",
+        "--json",
+    ]));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (sent, received) = (u(&r, "sent"), u(&r, "received"));
+    assert_eq!(sent, 10_000, "{r}");
+    assert_eq!(received + u(&r, "lost"), sent, "{r}");
+    // The oracle: pa's rx_packets, every frame that came back to pa since the pair was made.
+    assert_eq!(received + u(&r, "receiver_drops"), ns.stat("pa", "rx_packets"), "{r}");
+    assert!(received > 0, "{r}");
+    let lat = &r["latency"];
+    assert_eq!(u(lat, "samples"), received, "one round trip per frame back: {r}");
+    assert!(u(lat, "min_ns") > 0 && u(lat, "p50_ns") <= u(lat, "p999_ns"), "{r}");
+}
