@@ -510,8 +510,8 @@ impl Job {
                 b.refund(got - took as u32);
             }
             if self.stamps.is_some() && took < descs.len() {
-                // Unsent stamps are rewritten next time; their sequence numbers are skipped,
-                // which the receiver never sees, so renumber from the first unsent.
+                // Frames that did not go give their sequence numbers back: the next ones sent
+                // take them, so the numbers the receiver sees have no gaps of ours.
                 seq = seq.wrapping_sub(self.seq_step * (descs.len() - took) as u32);
             }
             s.in_flight += took as u64;
