@@ -12,12 +12,28 @@ fn pktgen(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pktgen")).args(args).output().expect("run pktgen")
 }
 
-/// A fresh directory per test, so tests can run in parallel.
-fn temp_dir(test: &str) -> PathBuf {
+/// A fresh directory per test, so tests can run in parallel; removed when the test ends (also
+/// when it fails).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(test: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("pktgen-cli-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 fn arg(path: &Path) -> &str {
