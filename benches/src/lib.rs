@@ -16,7 +16,9 @@
 #![deny(unsafe_code)]
 
 pub mod clock;
+pub mod embed;
 pub mod mapops;
+pub mod rbpf_peer;
 pub mod replay;
 pub mod report;
 
@@ -58,7 +60,7 @@ pub trait Comparison {
 /// Every comparison, in report order.
 #[must_use]
 pub fn comparisons() -> Vec<Box<dyn Comparison>> {
-    vec![Box::new(replay::Replay), Box::new(mapops::MapOps)]
+    vec![Box::new(replay::Replay), Box::new(mapops::MapOps), Box::new(embed::Embed)]
 }
 
 /// Which way a unit improves.
@@ -116,10 +118,11 @@ impl Cell {
     /// A cell for a contestant that cannot run the workload, and why.
     #[must_use]
     pub fn missing(contestant: &str, why: &str) -> Self {
-        Self { contestant: contestant.to_string(), samples: Vec::new(), stats: None, note: why.to_string() }
+        let note = why.split_whitespace().collect::<Vec<_>>().join(" ");
+        Self { contestant: contestant.to_string(), samples: Vec::new(), stats: None, note }
     }
 
-    /// The same cell with a note.
+    /// The same cell with a note (one line).
     #[must_use]
     pub fn with_note(mut self, note: impl Into<String>) -> Self {
         self.note = note.into();

@@ -88,7 +88,7 @@ impl Comparison for MapOps {
     }
 
     fn run(&self, mode: Mode) -> anyhow::Result<Vec<Table>> {
-        let reps: u32 = mode.pick(3, 200);
+        let reps: u32 = mode.pick(3, 1000);
         let rounds = mode.pick(3, 7);
         kernel::pin_current_thread(0)?;
         let path = crate::object("bench/mapops");

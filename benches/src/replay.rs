@@ -42,6 +42,14 @@ impl Comparison for Replay {
             rows.push(replay_row(&path, &name, &frame, repeat, rounds)?);
             compile_rows.push(compile_row(&path, &name, mode.pick(3, 21))?);
         }
+        // The seed program without its atomic add, for rbpf (which has no atomics).
+        rows.push(replay_row(
+            &crate::object("bench/xdp_counter_plain"),
+            "xdp_counter_plain",
+            &frame,
+            repeat,
+            rounds,
+        )?);
         Ok(vec![
             Table {
                 id: "replay".into(),
@@ -99,6 +107,45 @@ const INTERP: &str = "ours, interpreter";
 const JIT: &str = "ours, JIT";
 const KERNEL: &str = "kernel";
 const NATIVE: &str = "plain Rust, same map store";
+const RBPF_INTERP: &str = "rbpf 0.4.1 interpreter";
+const RBPF_JIT: &str = "rbpf 0.4.1 JIT";
+
+/// rbpf for `prog`, checked to compute what our JIT computes on `frame` (return value and output
+/// packet) in its interpreter and then its JIT; otherwise why not.
+fn rbpf_for(prog: &Program<Xdp>, frame: &[u8]) -> Result<crate::rbpf_peer::Rbpf, String> {
+    let helpers: std::collections::BTreeSet<i32> =
+        prog.insns().iter().filter(|i| i.code == 0x85 && i.src == 0).map(|i| i.imm).collect();
+    if let Some(h) = helpers.iter().find(|&&h| h != 1 && h != 2) {
+        return Err(format!("(not run: calls helper {h}; rbpf gets map lookup and update only)"));
+    }
+    if prog.insns().iter().any(|i| i.code == 0xdb || i.code == 0xc3) {
+        return Err(
+            "(cannot run: atomic add — rbpf's verifier refuses XADD, its JIT has it unimplemented!())".into(),
+        );
+    }
+    // Our JIT's answer on a fresh copy, to check rbpf's against.
+    let ours = {
+        let jit = JitProgram::compile(prog).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; XDP_FRAME_SIZE];
+        let mut buff = XdpBuff::load(&mut buf, frame).map_err(|e| e.to_string())?;
+        buff.ingress_ifindex = 1;
+        let r = jit.run(&mut buff, 0).map_err(|e| e.to_string())?;
+        (r, buff.packet().to_vec())
+    };
+    for jit in [false, true] {
+        let mut rb = crate::rbpf_peer::Rbpf::new(prog, frame).map_err(|e| format!("(refused: {e})"))?;
+        let r = if jit { rb.jit() } else { rb.interpret() }.map_err(|e| format!("(failed: {e})"))?;
+        let got = (r, rb.packet(frame.len()).to_vec());
+        if got != ours {
+            return Err(format!(
+                "(wrong result from rbpf's {}: returned {})",
+                if jit { "JIT" } else { "interpreter" },
+                got.0
+            ));
+        }
+    }
+    crate::rbpf_peer::Rbpf::new(prog, frame).map_err(|e| format!("(refused: {e})"))
+}
 
 fn replay_row(
     path: &std::path::Path,
@@ -136,6 +183,11 @@ fn replay_row(
     if native.is_some() {
         names.push(NATIVE);
     }
+    let (rbpf_prog, _) = setup()?;
+    let mut rbpf = rbpf_for(&rbpf_prog, frame);
+    if rbpf.is_ok() {
+        names.extend([RBPF_INTERP, RBPF_JIT]);
+    }
     let mut reported = Vec::new();
     let samples = alternate(rounds, names.len(), |_, c| {
         let mut fault = None;
@@ -156,6 +208,22 @@ fn replay_row(
                 reported.push(f64::from(run.duration_ns));
                 (clock::thread_cpu_ns() - c0) as f64 / f64::from(repeat)
             }
+            RBPF_INTERP | RBPF_JIT => {
+                let rb = rbpf.as_mut().expect("rbpf contestants only when it runs");
+                let jit = names[c] == RBPF_JIT;
+                // The interpreter is slow: a tenth of the runs.
+                let n = if jit { u64::from(repeat) } else { u64::from(repeat / 10).max(1) };
+                let mut err = None;
+                let ns = cpu_ns_per(n, || {
+                    if let Err(e) = if jit { rb.jit() } else { rb.interpret() } {
+                        err = Some(e);
+                    }
+                });
+                if let Some(e) = err {
+                    return Err(e);
+                }
+                ns
+            }
             _ => {
                 let map = native.as_ref().expect("native row only for xdp_counter");
                 cpu_ns_per(u64::from(repeat), || {
@@ -169,6 +237,16 @@ fn replay_row(
         Ok(ns)
     })?;
     let mut cells: Vec<Cell> = names.iter().zip(samples).map(|(n, s)| Cell::new(n, s)).collect();
+    if let Err(why) = &rbpf {
+        cells.push(Cell::missing(RBPF_INTERP, why));
+        cells.push(Cell::missing(RBPF_JIT, why));
+    }
+    let median = |n: &str| cells.iter().find(|c| c.contestant == n).and_then(|c| c.stats).map(|s| s.median);
+    if let (Some(ours), Some(theirs)) = (median(JIT), median(RBPF_JIT))
+        && let Some(cell) = cells.iter_mut().find(|c| c.contestant == JIT)
+    {
+        cell.note = format!("({:.2}x rbpf's JIT)", theirs / ours);
+    }
     if let Some(k) = cells.iter_mut().find(|c| c.contestant == KERNEL)
         && let Some(r) = Stats::of(&reported)
     {
