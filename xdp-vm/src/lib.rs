@@ -3,6 +3,18 @@
 //! The layers run one way: [`elf`] parses an object into maps and linked programs without
 //! touching the kernel; [`program`] binds a program to live maps after checking its structure;
 //! [`interp`] runs it on a [`context`].
+//!
+//! # Embedding
+//!
+//! The crate is a runtime for Rust programs too: parse an object ([`elf::Object::parse`]),
+//! create its maps ([`create_maps`], one per-CPU slot per thread that will run it), bind and
+//! verify a program ([`Program::new`]), compile it once ([`jit::JitProgram::compile`]; the result
+//! is `Send + Sync`), then call it from any thread on a context ([`XdpBuff`]) with that thread's
+//! slot — [`jit::JitProgram::run`], or `run_on` with a per-thread [`jit::JitRunner`] in a loop.
+//! The maps are shared by every caller and readable from Rust (`Map::lookup_user`). The `jit`
+//! module has a self-contained example; `examples/embed.rs` does it with a clang-built object
+//! from several threads (`cargo run --release -p xdp-vm --example embed -- target/bpf/xdp_counter.o`),
+//! and the benchmark suite reports its cost per call beside the kernel's.
 
 #![deny(unsafe_code)]
 
