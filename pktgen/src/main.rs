@@ -460,6 +460,31 @@ fn send_config(iface: &str, source: &Source, pace: &Pace, stamped: bool) -> anyh
     })
 }
 
+/// `println!` that ignores a closed stdout (`pktgen send | head`) instead of panicking: the run
+/// goes on and ends as asked.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// Where a frame goes: its destination MAC, and IP address when it has one.
+fn describe(frame: &[u8]) -> String {
+    let mac = |m: &[u8]| m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    let dst = mac(&frame[..6.min(frame.len())]);
+    let ip = match etherparse::SlicedPacket::from_ethernet(frame).ok().and_then(|p| p.net) {
+        Some(etherparse::NetSlice::Ipv4(ip)) => {
+            format!(" {} > {}", ip.header().source_addr(), ip.header().destination_addr())
+        }
+        Some(etherparse::NetSlice::Ipv6(ip)) => {
+            format!(" {} > {}", ip.header().source_addr(), ip.header().destination_addr())
+        }
+        None => String::new(),
+    };
+    format!("to {dst},{ip}, {} bytes", frame.len())
+}
+
 /// Set by Ctrl-C (or SIGTERM) during `send` and `bench`: the run stops and still reports.
 fn interrupt() -> &'static AtomicBool {
     static STOP: AtomicBool = AtomicBool::new(false);
@@ -479,9 +504,9 @@ fn send(args: SendArgs) -> anyhow::Result<()> {
     let on_start = |mode: Used, fallback: Option<&str>| {
         if !json {
             if let Some(why) = fallback {
-                println!("falling back to AF_PACKET: {why}");
+                say!("falling back to AF_PACKET: {why}");
             }
-            println!(
+            say!(
                 "sending on {} in mode {} ({} queue(s), {} thread(s), {} frame(s) in turn, rate {})",
                 cfg.iface,
                 mode.name(),
@@ -490,17 +515,18 @@ fn send(args: SendArgs) -> anyhow::Result<()> {
                 cfg.frames.len(),
                 cfg.rate.map_or("max".to_string(), |r| format!("{r} pps"))
             );
+            say!("first frame: {}", describe(&cfg.frames[0]));
         }
     };
     let report: SendReport = sender::run(&cfg, interrupt(), on_start, |iv: &TxInterval| {
         if !json {
-            println!("{:>8.2}s  sent {:>10}  {:>12.0} pps  {}", iv.t_s, iv.sent, iv.pps, gbps(iv.gbps));
+            say!("{:>8.2}s  sent {:>10}  {:>12.0} pps  {}", iv.t_s, iv.sent, iv.pps, gbps(iv.gbps));
         }
     })?;
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        say!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
+        say!(
             "mode {}: sent {} frames ({} bytes) in {:.3} s: {:.0} pps, {}",
             report.mode,
             report.sent,
@@ -517,22 +543,24 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let cfg = send_config(&args.tx_iface, &args.source, &args.pace, true)?;
     let json = args.pace.json;
     let (tx_iface, rate, queues, threads) = (cfg.iface.clone(), cfg.rate, cfg.queues, cfg.threads);
+    let first = describe(&cfg.frames[0]);
     let on_start = |mode: Used, fallback: Option<&str>| {
         if !json {
             if let Some(why) = fallback {
-                println!("falling back to AF_PACKET: {why}");
+                say!("falling back to AF_PACKET: {why}");
             }
-            println!(
+            say!(
                 "bench: sending on {tx_iface} in mode {}, counting on {} ({queues} queue(s), {threads} thread(s), rate {})",
                 mode.name(),
                 args.rx_iface,
                 rate.map_or("max".to_string(), |r| format!("{r} pps"))
             );
+            say!("first frame: {first}");
         }
     };
     let r: BenchReport = bench_run::run(cfg, &args.rx_iface, interrupt(), on_start, |iv: &Interval| {
         if !json {
-            println!(
+            say!(
                 "{:>8.2}s  sent {:>10} ({:>11.0} pps, {})  received {:>10} ({:>11.0} pps, {})",
                 iv.t_s,
                 iv.sent,
@@ -545,14 +573,19 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
     })?;
     if json {
-        println!("{}", serde_json::to_string(&r)?);
+        say!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
-    println!(
+    say!(
         "mode {}: sent {}, received {}, lost {} ({} dropped by the receiving socket), duplicates {}",
-        r.mode, r.sent, r.received, r.lost, r.receiver_drops, r.duplicates
+        r.mode,
+        r.sent,
+        r.received,
+        r.lost,
+        r.receiver_drops,
+        r.duplicates
     );
-    println!(
+    say!(
         "over {:.3} s: tx {:.0} pps, {}; rx {:.0} pps, {}",
         r.elapsed_s,
         r.tx_pps,
@@ -561,7 +594,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         gbps(r.rx_gbps)
     );
     let l = &r.latency;
-    println!(
+    say!(
         "latency ({} samples): min {:.1} us, p50 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us",
         l.samples,
         l.min_ns as f64 / 1e3,
