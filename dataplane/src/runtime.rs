@@ -231,6 +231,7 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     };
     // Frames each finite replay (pcap) port delivers, and its workers: the run ends by itself
     // once every such port is drained.
+    #[cfg_attr(not(dpdk), expect(unused_mut, reason = "only DPDK ports replay pcap files"))]
     let mut finite: Vec<(u64, Vec<Arc<WorkerCounters>>)> = Vec::new();
     #[cfg(dpdk)]
     let mut dpdk_ports = Vec::new();
