@@ -1,0 +1,222 @@
+//! The DPDK backend, two tables from one run:
+//!
+//! 1. Pure engine cost on `net_ring`: a loopback ring device returns what the worker sends, so
+//!    512 injected copies of the seed's ICMP frame circulate through one pinned worker (rx burst,
+//!    program, tx burst) with no I/O at all. Packets per second of that worker for each shipped
+//!    program whose verdict keeps the frame in the loop (`XDP_TX`), and for no program at all
+//!    (the worker loop alone: goal under 10 ns per packet); for every program, the worker's time
+//!    per frame between RX and TX (p50), which programs that drop or pass also give.
+//! 2. The same veth pair, the peer sending flat out from its namespace and counting what comes
+//!    back in a native XDP sink: the DPDK backend on `net_af_packet`, the AF_XDP backend and the
+//!    kernel's native XDP, the same object, alternating round by round; medians.
+//!
+//! `cargo bench -p benches --bench dpdk` (as root): 3 rounds of 3 s; `-- --quick`: 1 round of
+//! 1 s.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dataplane::backend::{self, Sink};
+use dataplane::config::Config;
+use dataplane::kernel::{KernelProgram, XdpMode};
+use dataplane::lab::{self, Lab};
+use dataplane::runtime::{self, RunOptions, Summary};
+use xdp_vm::elf::{Object, ProgramKind, ProgramSpec};
+use xdp_vm::insn::Insn;
+
+fn tx_only() -> Object {
+    Object {
+        license: "GPL".into(),
+        maps: vec![],
+        programs: vec![ProgramSpec {
+            name: "tx_only".into(),
+            section: "xdp".into(),
+            kind: ProgramKind::Xdp,
+            insns: vec![Insn::new(0xb7, 0, 0, 0, 3), Insn::new(0x95, 0, 0, 0, 0)],
+        }],
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs `cfg` in this process (the EAL stays up between runs) until `window` passes.
+fn run_for(cfg: &str, no_program: bool, window: Duration) -> anyhow::Result<Summary> {
+    let cfg = Config::parse(cfg)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = RunOptions { duration: Some(window), no_program, config_path: None };
+    Ok(runtime::run(&cfg, &opts, &stop)?)
+}
+
+fn name() -> String {
+    format!("dpbench{}", std::process::id())
+}
+
+/// CPU time this process has used (every thread), seconds.
+fn cpu_seconds() -> f64 {
+    benches::clock::process_cpu_ns() as f64 * 1e-9
+}
+
+/// One round on `net_ring`: packets per second of wall time, packets per CPU second (the
+/// process's: the busy-polling worker's, plus the control thread's few wake-ups), and the
+/// worker's ns per frame (p50).
+fn ring_round(
+    object: &Path,
+    no_program: bool,
+    pcap: &Path,
+    window: Duration,
+) -> anyhow::Result<(f64, f64, u64)> {
+    let cfg = format!(
+        "name = {:?}\nbackend = \"dpdk\"\n[dpdk]\neal_args = [\"--no-pci\"]\n[program]\nobject = {:?}\n\
+         [[ports]]\ndevice = \"net_ring0\"\ninject_pcap = {:?}\ninject_copies = 512\nbatch = 32\n\
+         [workers]\ncores = [1]\n[stats]\ninterval = 0\n",
+        name(),
+        object.display().to_string(),
+        pcap.display().to_string()
+    );
+    let cpu0 = cpu_seconds();
+    let s = run_for(&cfg, no_program, window)?;
+    let cpu = (cpu_seconds() - cpu0).max(1e-9);
+    Ok((s.totals.rx as f64 / s.seconds, s.totals.rx as f64 / cpu, s.frame_ns.0))
+}
+
+struct Veth {
+    lab: Lab,
+    sink: Sink,
+}
+
+fn veth(tag: &str) -> anyhow::Result<Veth> {
+    let pid = std::process::id() % 100_000;
+    let (ns, a, b) = (format!("dpd{pid}{tag}"), format!("dd{pid}{tag}a"), format!("dd{pid}{tag}b"));
+    let lab = Lab::create(&ns, &a, &b, 1)?;
+    let peer = b.clone();
+    let sink = lab
+        .in_namespace(move || -> anyhow::Result<Sink> {
+            let mut s = Sink::load(false)?;
+            s.attach(backend::sys::ifindex_here(&peer)?)?;
+            Ok(s)
+        })
+        .map_err(anyhow::Error::from)??;
+    Ok(Veth { lab, sink })
+}
+
+/// Frames per second back at the peer over `window`, traffic flowing.
+fn measure(v: &Veth, window: Duration) -> anyhow::Result<f64> {
+    let (stop, _sent, h) = lab::spawn_generator(&v.lab, 16, 0)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let c0 = v.sink.count();
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let pps = (v.sink.count() - c0) as f64 / t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = h.join();
+    Ok(pps)
+}
+
+fn kernel_round(v: &Veth, obj: &Object, window: Duration) -> anyhow::Result<f64> {
+    let prog = KernelProgram::load(obj, &obj.programs[0])?;
+    let idx = backend::ifindex(&v.lab.interface).ok_or_else(|| anyhow::anyhow!("no interface"))?;
+    let _link = prog.attach_xdp(idx, XdpMode::Native)?;
+    measure(v, window)
+}
+
+/// Ours on the veth: the DPDK backend (`net_af_packet`) or AF_XDP.
+fn our_round(v: &Veth, dpdk: bool, object: &Path, no_program: bool, window: Duration) -> anyhow::Result<f64> {
+    let port = if dpdk {
+        format!(
+            "backend = \"dpdk\"\n[dpdk]\neal_args = [\"--no-pci\"]\n[[ports]]\ndevice = \"net_af_packet0,iface={}\"\nbatch = 32\n",
+            v.lab.interface
+        )
+    } else {
+        format!("[[ports]]\ninterface = {:?}\n", v.lab.interface)
+    };
+    let cfg = Config::parse(&format!(
+        "name = {:?}\n{port}[program]\nobject = {:?}\n[workers]\ncores = [1]\n[stats]\ninterval = 0\n",
+        name(),
+        object.display().to_string()
+    ))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = RunOptions { duration: None, no_program, config_path: None };
+    let st = stop.clone();
+    let h = std::thread::spawn(move || runtime::run(&cfg, &opts, &st));
+    std::thread::sleep(Duration::from_millis(500));
+    let pps = measure(v, window);
+    stop.store(true, Ordering::Relaxed);
+    h.join().map_err(|_| anyhow::anyhow!("dataplane thread panicked"))??;
+    pps
+}
+
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, window) = if quick { (1, Duration::from_secs(1)) } else { (3, Duration::from_secs(3)) };
+    let dir = PathBuf::from(dataplane::BPF_OBJ_DIR);
+    let pcap = std::env::temp_dir().join(format!("dpbench-{}.pcap", std::process::id()));
+    pktgen::write::write_pcap(&pcap, &[pktgen::craft::icmp_echo()])?;
+    let counter = dir.join("xdp_counter.o");
+
+    // 1. net_ring.
+    let mut ring: Vec<(String, PathBuf, bool)> =
+        vec![("no program (worker loop)".into(), counter.clone(), true)];
+    for name in ["xdp_counter", "xdp_balancer", "xdp_firewall"] {
+        ring.push((name.into(), dir.join(format!("{name}.o")), false));
+    }
+    println!("DPDK net_ring, one worker on cpu 1, 512 frames circulating, {rounds} round(s) of {window:?}");
+    println!("| program | Mpps (wall) | Mpps per CPU second | ns per packet (CPU) | worker ns/frame p50 |");
+    println!("|---|---|---|---|---|");
+    for (name, path, no_program) in &ring {
+        let (mut pps, mut cpu, mut ns) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let (p, c, n) = ring_round(path, *no_program, &pcap, window)?;
+            pps.push(p);
+            cpu.push(c);
+            ns.push(n as f64);
+        }
+        let (p, c, n) = (median(&mut pps), median(&mut cpu), median(&mut ns));
+        // A program that drops or passes empties the loop after one pass: no rate to report.
+        if p > 1e5 {
+            println!("| {name} | {:.2} | {:.2} | {:.1} | {n:.0} |", p / 1e6, c / 1e6, 1e9 / c);
+        } else {
+            println!("| {name} | - (not XDP_TX: frames leave the loop) | - | - | {n:.0} |");
+        }
+    }
+
+    // 2. The same veth: DPDK (net_af_packet), AF_XDP, kernel native XDP.
+    let mut cases: Vec<(String, PathBuf, bool, Object)> = Vec::new();
+    for name in ["xdp_counter", "xdp_balancer"] {
+        let path = dir.join(format!("{name}.o"));
+        let obj = Object::parse(&std::fs::read(&path)?)?;
+        cases.push((name.into(), path, false, obj));
+    }
+    cases.push(("no program (worker loop)".into(), counter, true, tx_only()));
+    println!();
+    println!("pps back through one veth pair, {rounds} round(s) of {window:?}, alternating; medians");
+    println!(
+        "| program | DPDK net_af_packet | AF_XDP (copy mode) | kernel native XDP | DPDK / kernel | AF_XDP / kernel |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (i, (name, path, no_program, obj)) in cases.iter().enumerate() {
+        let v = veth(&i.to_string())?;
+        let (mut d, mut a, mut k) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            d.push(our_round(&v, true, path, *no_program, window)?);
+            a.push(our_round(&v, false, path, *no_program, window)?);
+            k.push(kernel_round(&v, obj, window)?);
+        }
+        let (d, a, k) = (median(&mut d), median(&mut a), median(&mut k));
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2}x |",
+            d,
+            a,
+            k,
+            d / k.max(1.0),
+            a / k.max(1.0)
+        );
+    }
+    let _ = std::fs::remove_file(pcap);
+    runtime::shutdown();
+    Ok(())
+}
