@@ -445,6 +445,7 @@ pub struct Port {
     /// Frames a finite replay (pcap) delivers, after which the port is drained.
     pub finite_rx: Option<u64>,
     started: bool,
+    queues: u16,
     device: *mut sys::rte_device,
     pool: Pool,
 }
@@ -470,6 +471,25 @@ impl Port {
 
 impl Drop for Port {
     fn drop(&mut self) {
+        // Frames still waiting in the device go back to the pool before it is freed: a ring
+        // device (net_ring) keeps its rings past close and would otherwise hand the next port
+        // of that name mbufs of a freed pool. Bounded: a pcap file is not read to its end.
+        if self.started {
+            let mut burst = [std::ptr::null_mut::<sys::rte_mbuf>(); 32];
+            for q in 0..self.queues {
+                for _ in 0..128 {
+                    // SAFETY: the port is started and its workers have stopped (joined before
+                    // ports are dropped), so this thread is the queue's only poller; `burst` has
+                    // room for 32 pointers.
+                    let n = unsafe { sys::dp_rx_burst(self.port_id, q, burst.as_mut_ptr(), 32) };
+                    if n == 0 {
+                        break;
+                    }
+                    // SAFETY: the `n` mbufs just received are ours, freed once.
+                    unsafe { sys::rte_pktmbuf_free_bulk(burst.as_mut_ptr(), u32::from(n)) };
+                }
+            }
+        }
         // SAFETY: the port is open (or configured) and its workers have stopped (they are
         // joined before ports are dropped); stop, close and remove are each called once.
         unsafe {
@@ -552,6 +572,7 @@ pub fn open_port(cfg: &PortConfig, mbufs: u32) -> Result<(Port, Vec<DpdkQueue>),
         ifindex: info.if_index,
         finite_rx,
         started: false,
+        queues: 0,
         device: info.device,
         pool: Pool(pool),
     };
@@ -602,6 +623,7 @@ pub fn open_port(cfg: &PortConfig, mbufs: u32) -> Result<(Port, Vec<DpdkQueue>),
         return Err(setup("start", r));
     }
     port.started = true;
+    port.queues = nq as u16;
     // Not every device can (pcap files, rings): not an error.
     // SAFETY: a started port.
     let _ = unsafe { sys::rte_eth_promiscuous_enable(port_id) };
