@@ -456,3 +456,33 @@ fn redirect_to_another_port_on_both_backends() {
     drop((one, two));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Two queues, two workers: a pcap device with one file per RX queue; each worker replays its
+/// own file into its own output, and the run ends once both are drained.
+#[test]
+fn two_queues_two_workers() {
+    if !ready() {
+        return;
+    }
+    let dir = tmp("queues");
+    let icmp = pktgen::craft::icmp_echo();
+    let (a, b) = (vec![icmp.clone(); 300], vec![icmp; 500]);
+    pktgen::write::write_pcap(dir.join("a.pcap"), &a).unwrap();
+    pktgen::write::write_pcap(dir.join("b.pcap"), &b).unwrap();
+    let d = dir.display();
+    let device =
+        format!("net_pcap0,rx_pcap={d}/a.pcap,rx_pcap={d}/b.pcap,tx_pcap={d}/oa.pcap,tx_pcap={d}/ob.pcap");
+    let (code, out, err) =
+        run(&dir, &config(&obj("xdp_counter.o"), &device, "queues = [0, 1]"), &["--duration", "60"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("net_pcap0/q0: rx 300 tx 300") && out.contains("net_pcap0/q1: rx 500 tx 500"),
+        "{out}"
+    );
+    assert_eq!(pktgen::write::read_pcap(dir.join("oa.pcap")).unwrap().len(), 300);
+    assert_eq!(pktgen::write::read_pcap(dir.join("ob.pcap")).unwrap().len(), 500);
+    // Both workers counted into the one map: 800 frames of 98 bytes.
+    let maps = maps_json(&out);
+    assert_eq!(maps["pkt_len_count"], serde_json::json!([{"key": "62000000", "value": "20030000"}]));
+    let _ = std::fs::remove_dir_all(dir);
+}
