@@ -481,8 +481,13 @@ fn two_queues_two_workers() {
     );
     assert_eq!(pktgen::write::read_pcap(dir.join("oa.pcap")).unwrap().len(), 300);
     assert_eq!(pktgen::write::read_pcap(dir.join("ob.pcap")).unwrap().len(), 500);
-    // Both workers counted into the one map: 800 frames of 98 bytes.
+    // Both workers counted into the one map: 800 frames of 98 bytes, less at most one. The
+    // program inserts a length's first count with BPF_NOEXIST after a lookup miss: when both
+    // workers miss at once, one insert fails and that frame goes uncounted — as it would in the
+    // kernel on two CPUs.
     let maps = maps_json(&out);
-    assert_eq!(maps["pkt_len_count"], serde_json::json!([{"key": "62000000", "value": "20030000"}]));
+    let value = maps["pkt_len_count"][0]["value"].as_str().unwrap();
+    let count = u32::from_le_bytes(u32::from_str_radix(value, 16).unwrap().to_be_bytes());
+    assert!((799..=800).contains(&count), "{maps}");
     let _ = std::fs::remove_dir_all(dir);
 }
