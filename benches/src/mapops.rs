@@ -186,7 +186,8 @@ impl Comparison for MapOps {
 fn scaling_rows(ours: &Ours, kern: &KernelProgram, mode: Mode) -> anyhow::Result<Vec<Row>> {
     let runs: u32 = mode.pick(20, 2000);
     let rounds = mode.pick(2, 5);
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    // Online CPUs (not `available_parallelism`, which says 1 once this thread is pinned).
+    let cpus = crate::report::online_cpus();
     let threads_max = cpus.min(2);
     // One closure per (contestant, threads): M updates per second.
     let measure = |kernel_side: bool, threads: usize| -> anyhow::Result<f64> {

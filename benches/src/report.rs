@@ -30,11 +30,18 @@ impl Machine {
             .to_string();
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown".into(), |s| s.trim().to_string());
-        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let cpus = online_cpus();
         let secs =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Self { cpu, cpus, kernel, date: utc(secs), mode: format!("{mode:?}").to_lowercase() }
     }
+}
+
+/// CPUs online (`processor` lines of `/proc/cpuinfo`; whatever this thread's affinity is).
+#[must_use]
+pub fn online_cpus() -> usize {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .map_or(1, |s| s.lines().filter(|l| l.starts_with("processor")).count().max(1))
 }
 
 /// `YYYY-MM-DD HH:MM` for Unix time `secs` (UTC).
@@ -126,10 +133,11 @@ pub fn svg(machine: &Machine, tables: &[Table]) -> String {
         for row in &t.rows {
             for cell in row.cells.iter().filter(|c| c.contestant != row.reference) {
                 if let Some(r) = row.ratio(cell, t.better) {
-                    bars.push((
-                        format!("{}: {} — {} vs {}", t.id, row.label, cell.contestant, row.reference),
-                        r,
-                    ));
+                    let mut label = format!("{}: {} — {}", t.id, row.label, cell.contestant);
+                    if label.chars().count() > 84 {
+                        label = label.chars().take(83).collect::<String>() + "…";
+                    }
+                    bars.push((label, r));
                 }
             }
         }

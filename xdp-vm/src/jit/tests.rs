@@ -426,3 +426,35 @@ fn disassembly_shows_the_machine_code() {
     assert!(text.contains("function 0"), "{text}");
     assert!(text.contains("ret"), "{text}");
 }
+
+/// Inline array updates against the interpreter: flags `BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`,
+/// `BPF_F_LOCK` and junk, indexes in and out of range, plain and per-CPU, value sizes with a
+/// tail; the return value and every map's contents must agree.
+#[test]
+fn inline_array_updates_match_the_interpreter() {
+    for t in [map_type::ARRAY, map_type::PERCPU_ARRAY] {
+        for value_size in [8u32, 12, 3] {
+            for flags in [0, 1, 2, 4, 7] {
+                for key in [0, 2, 3, -1] {
+                    let p = [
+                        i(0x62, 10, 0, -4, key),
+                        i(0x7a, 10, 0, -24, 0x1122_3344),
+                        i(0x7a, 10, 0, -16, -0x5566_7788),
+                        i(0xbf, 2, 10, 0, 0),
+                        i(0x07, 2, 0, 0, -4),
+                        i(0xbf, 3, 10, 0, 0),
+                        i(0x07, 3, 0, 0, -24),
+                        i(0xb7, 4, 0, 0, flags),
+                        i(0x18, 1, BPF_PSEUDO_MAP_IDX, 0, 0),
+                        i(0, 0, 0, 0, 0),
+                        i(0x85, 0, 0, 0, 2),
+                        EXIT,
+                    ];
+                    for slot in [0, 2] {
+                        both_with(&p, &map_of(t, 4, value_size, 3), slot).unwrap();
+                    }
+                }
+            }
+        }
+    }
+}

@@ -877,6 +877,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             (id::GET_PRANDOM_U32, _) => return self.call_addr(self.t.get_prandom_u32, &[]),
             (id::MAP_LOOKUP_ELEM, Some((_, info))) => return self.lookup(pc, info, facts[2]),
             (id::MAP_UPDATE_ELEM, Some((_, info))) => {
+                if let Some(r) = self.array_update(pc, info, facts[2], facts[3]) {
+                    return r;
+                }
                 let m = self.b.ins().iconst(I64, info.addr as i64);
                 let (k, v, fl) = (self.get(2), self.get(3), self.get(4));
                 let pcv = self.b.ins().iconst(I64, pc as i64);
@@ -956,6 +959,68 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 }
             }
         }
+    }
+
+    /// `bpf_map_update_elem` on an array or per-CPU array with the key and the value in the
+    /// current stack frame: for flags `BPF_ANY` or `BPF_EXIST` and an index in range, the value
+    /// is copied in place inline (an array element always exists); anything else — other flags,
+    /// an index out of range — goes to `Map::update` for the kernel's error. `None` when the
+    /// map or the arguments do not allow it.
+    fn array_update(&mut self, pc: usize, info: MapInfo, key: Fact, value: Fact) -> Option<Value> {
+        let (base, per_cpu, stride) = match info.kind {
+            MapKind::Array { base, stride } => (base, None, stride),
+            MapKind::PerCpuArray { table, slots, stride } => (table, Some(slots), stride),
+            _ => return None,
+        };
+        let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
+        let in_frame = |f: Fact, size: i64| matches!(f, Fact::Fp(k) if k >= low && k <= -size);
+        if info.read_only
+            || info.key_size != 4
+            || !in_frame(key, 4)
+            || !in_frame(value, i64::from(info.value_size))
+        {
+            return None;
+        }
+        let env = self.env;
+        let (kaddr, vaddr, fl) = (self.get(2), self.get(3), self.get(4));
+        let idx = self.b.ins().uload32(flags(), kaddr, 0);
+        // `array_elem` gives NULL for an index (or slot) out of range.
+        let dst = self.array_elem(idx, base, per_cpu, stride, info.max_entries);
+        let either = self.b.ins().bor_imm_s(fl, maps::BPF_EXIST as i64);
+        let flags_ok = self.b.ins().icmp_imm_s(IntCC::Equal, either, maps::BPF_EXIST as i64);
+        let nonnull = self.b.ins().icmp_imm_s(IntCC::NotEqual, dst, 0);
+        let ok = self.b.ins().band(flags_ok, nonnull);
+        let (fast, slow, join) = (self.b.create_block(), self.b.create_block(), self.b.create_block());
+        let result = self.b.append_block_param(join, I64);
+        self.b.ins().brif(ok, fast, &[], slow, &[]);
+
+        self.b.switch_to_block(fast);
+        let mut at = 0i32;
+        let size = info.value_size as i32;
+        while at < size {
+            let (ty, n) = match size - at {
+                8.. => (I64, 8),
+                4..=7 => (I32, 4),
+                2..=3 => (I16, 2),
+                _ => (I8, 1),
+            };
+            let v = self.b.ins().load(ty, flags(), vaddr, at);
+            self.b.ins().store(flags(), v, dst, at);
+            at += n;
+        }
+        let zero = self.b.ins().iconst(I64, 0);
+        self.b.ins().jump(join, &[zero.into()]);
+
+        self.b.set_cold_block(slow);
+        self.b.switch_to_block(slow);
+        let m = self.b.ins().iconst(I64, info.addr as i64);
+        let pcv = self.b.ins().iconst(I64, pc as i64);
+        let r = self.call_addr(self.t.map_update, &[env, m, kaddr, vaddr, fl, pcv]);
+        self.check_fault();
+        self.b.ins().jump(join, &[r.into()]);
+
+        self.b.switch_to_block(join);
+        Some(result)
     }
 
     /// A hash lookup of key word `word` in slot `slot`, walking the bucket as
