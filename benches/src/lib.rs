@@ -17,6 +17,7 @@
 
 pub mod clock;
 pub mod embed;
+pub mod helpers;
 pub mod mapops;
 pub mod rbpf_peer;
 pub mod replay;
@@ -60,7 +61,12 @@ pub trait Comparison {
 /// Every comparison, in report order.
 #[must_use]
 pub fn comparisons() -> Vec<Box<dyn Comparison>> {
-    vec![Box::new(replay::Replay), Box::new(mapops::MapOps), Box::new(embed::Embed)]
+    vec![
+        Box::new(replay::Replay),
+        Box::new(mapops::MapOps),
+        Box::new(embed::Embed),
+        Box::new(helpers::Helpers),
+    ]
 }
 
 /// Which way a unit improves.
