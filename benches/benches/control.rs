@@ -4,7 +4,11 @@
 //! and a control client that runs `map dump pkt_len_count` (1,000 entries, DESIGN.md's JSON,
 //! through the control socket) back to back; the same run, the same instance, medians.
 //!
-//! `cargo bench -p benches --bench control` (as root): 5 rounds of 2 s per contestant;
+//! Besides the medians of each contestant it reports the median of the per-round ratios (each
+//! dumping window against the idle window next to it), which drift in the machine's load
+//! affects least.
+//!
+//! `cargo bench -p benches --bench control` (as root): 12 rounds of 1 s per contestant;
 //! `-- --quick`: 2 rounds of 1 s.
 
 use std::sync::Arc;
@@ -69,7 +73,7 @@ fn window(sink: &Sink, dumping: bool, name: &str, window: Duration) -> anyhow::R
 
 fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (rounds, win) = if quick { (2, Duration::from_secs(1)) } else { (5, Duration::from_secs(2)) };
+    let (rounds, win) = if quick { (2, Duration::from_secs(1)) } else { (12, Duration::from_secs(1)) };
     let pid = std::process::id() % 100_000;
     let (ns, a, b) = (format!("dpcb{pid}"), format!("dcb{pid}a"), format!("dcb{pid}b"));
     let lab = Lab::create(&ns, &a, &b, 1)?;
@@ -122,6 +126,9 @@ fn main() -> anyhow::Result<()> {
     let _ = generator.join();
     stop.store(true, Ordering::Relaxed);
     instance.join().map_err(|_| anyhow::anyhow!("the dataplane thread panicked"))??;
+    let mut ratio: Vec<f64> = idle.iter().zip(&busy).map(|(i, b)| b / i.max(1.0)).collect();
+    let mut ratio_ns: Vec<f64> = idle_ns.iter().zip(&busy_ns).map(|(i, b)| b / i.max(1e-9)).collect();
+    let (r, rns) = (median(&mut ratio), median(&mut ratio_ns));
     let (i, b, d) = (median(&mut idle), median(&mut busy), median(&mut dps));
     let (ins, bns) = (median(&mut idle_ns), median(&mut busy_ns));
     println!(
@@ -137,6 +144,7 @@ fn main() -> anyhow::Result<()> {
         b / i.max(1.0),
         bns / ins.max(1e-9)
     );
+    println!("median of per-round ratios (dumping / idle): pps {r:.3}x, worker ns/frame {rns:.3}x");
     drop(lab);
     Ok(())
 }

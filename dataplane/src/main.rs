@@ -241,6 +241,13 @@ fn run(cli: Cli) -> anyhow::Result<Option<ExitCode>> {
                 join(&v["kept_maps"]),
                 join(&v["new_maps"])
             )?;
+            if v["globals_not_in_object"].as_array().is_some_and(|a| !a.is_empty()) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "warning: config [program.globals] not in the new object, not applied: {}",
+                    join(&v["globals_not_in_object"])
+                );
+            }
             Ok(None)
         }
         Command::Map(cmd) => map_command(cmd),
