@@ -165,27 +165,23 @@ fn fails(args: &[&str], env: &[(&str, &str)]) -> String {
     err
 }
 
-/// Sends `frames` from the peer, paced, and collects what comes back (up to `frames.len()`).
+/// Sends `frames` from the peer 16 at a time, each group only once the previous one is back
+/// (or 1 s has passed), and collects what comes back. At most 16 frames are ever in flight, so
+/// the peer socket's receive buffer cannot overflow however slowly this thread is scheduled.
 fn exchange(sock: &PacketSocket, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut back = Vec::new();
     let mut buf = vec![0u8; 4096];
     for chunk in frames.chunks(16) {
         let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
         assert_eq!(sock.send_batch(&refs).unwrap(), chunk.len());
-        while back.len() < frames.len() {
-            match sock
-                .recv(&mut buf, Duration::from_millis(if back.len() + 16 > frames.len() { 300 } else { 2 }))
-                .unwrap()
-            {
+        let want = back.len() + chunk.len();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while back.len() < want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match sock.recv(&mut buf, left).unwrap() {
                 Some(n) => back.push(buf[..n].to_vec()),
                 None => break,
             }
-        }
-    }
-    while back.len() < frames.len() {
-        match sock.recv(&mut buf, Duration::from_millis(500)).unwrap() {
-            Some(n) => back.push(buf[..n].to_vec()),
-            None => break,
         }
     }
     back
@@ -290,7 +286,7 @@ fn prog_list_grows_and_map_dump_equals_the_traffic() {
         }
         t.join().unwrap()
     });
-    assert_eq!(back.len(), 1000, "every frame came back");
+    assert_eq!(back.len(), 1000, "every frame came back: {}", ok(&["stats", "--json", "--name", &name]));
     assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
     assert!(!seen.is_empty());
     let dump = json(&["map", "dump", "pkt_len_count", "--name", &name]);

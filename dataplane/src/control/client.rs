@@ -99,9 +99,15 @@ pub fn call(dir: &Path, name: Option<&str>, req: &Request) -> Result<Value, Clie
     let io = |source| ClientError::Io { path: path.clone(), source };
     // A replacement compiles and waits for every worker; the rest answer in milliseconds.
     stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io)?;
-    (&stream).write_all(proto::request_line(req).as_bytes()).map_err(io)?;
+    // A server that refuses the peer answers at once and closes, so the write may fail
+    // (EPIPE) with its reply already waiting: read that before reporting the write's error.
+    let sent = (&stream).write_all(proto::request_line(req).as_bytes());
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line).map_err(io)?;
+    let read = BufReader::new(&stream).read_line(&mut line);
+    if line.is_empty() {
+        sent.map_err(io)?;
+        read.map_err(io)?;
+    }
     if line.is_empty() {
         return Err(ClientError::Refused("the instance closed the connection without a reply".into()));
     }
