@@ -69,6 +69,46 @@ pub struct Config {
     pub pass: PassAction,
     /// Run in a namespace and veth pair of our own, with generated traffic.
     pub lab: Option<LabConfig>,
+    /// Tracing programs attached to the dataplane's probe sites or functions.
+    #[serde(default)]
+    pub trace: Vec<TraceConfig>,
+}
+
+/// `[[trace]]`: a uprobe or uretprobe program attached to a probe site (`site:rx`) or a
+/// function symbol of the dataplane, with the maps to print at exit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConfig {
+    /// The clang-built object (the `[program]` object shares its maps with the XDP program).
+    pub object: PathBuf,
+    /// The program in the object (default: its first uprobe/uretprobe program).
+    pub program: Option<String>,
+    /// `site:NAME` or a function name (default: the program's section, `uprobe/TARGET`).
+    pub target: Option<String>,
+    /// Maps printed at exit, bpftrace-style.
+    #[serde(default)]
+    pub print: Vec<PrintConfig>,
+}
+
+/// `[[trace.print]]`: one map and how to print it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrintConfig {
+    pub map: String,
+    pub kind: PrintKind,
+    /// `lhist` bounds and bucket width.
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    pub step: Option<i64>,
+}
+
+/// bpftrace's aggregations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrintKind {
+    Count,
+    Hist,
+    Lhist,
 }
 
 /// `[program]`.
@@ -411,6 +451,26 @@ impl Config {
                 return Err(invalid(format!("program.globals.{name}"), "an integer or \"hex:<bytes>\""));
             }
         }
+        for (i, t) in self.trace.iter().enumerate() {
+            for (j, p) in t.print.iter().enumerate() {
+                let key = |k: &str| format!("trace[{i}].print[{j}].{k}");
+                match (p.kind, p.min, p.max, p.step) {
+                    (PrintKind::Lhist, Some(min), Some(max), Some(step)) => {
+                        if step <= 0 || min >= max || (max - min) / step > 100_000 {
+                            return Err(invalid(
+                                key("step"),
+                                "lhist needs min < max and 0 < step, at most 100000 buckets",
+                            ));
+                        }
+                    }
+                    (PrintKind::Lhist, ..) => {
+                        return Err(invalid(key("kind"), "lhist needs min, max and step"));
+                    }
+                    (_, None, None, None) => {}
+                    _ => return Err(invalid(key("min"), "min, max and step are for lhist only")),
+                }
+            }
+        }
         if self.backend != BackendKind::Dpdk && self.dpdk.is_some() {
             return Err(invalid("dpdk", "a [dpdk] section needs backend = \"dpdk\""));
         }
@@ -424,7 +484,10 @@ impl Config {
                 }
             }
             if !self.ports.iter().any(|p| p.interface == lab.interface) {
-                return Err(invalid("lab.interface", format!("{} is not one of the [[ports]]", lab.interface)));
+                return Err(invalid(
+                    "lab.interface",
+                    format!("{} is not one of the [[ports]]", lab.interface),
+                ));
             }
             if !(1..=4096).contains(&lab.flows) {
                 return Err(invalid("lab.flows", "1..=4096"));
@@ -516,7 +579,10 @@ mod tests {
     fn defaults() {
         let c = Config::parse(MIN).unwrap();
         let p = &c.ports[0];
-        assert_eq!((p.queues.clone(), p.attach, p.zero_copy, p.batch), (vec![0], AttachMode::Native, ZeroCopy::Auto, 64));
+        assert_eq!(
+            (p.queues.clone(), p.attach, p.zero_copy, p.batch),
+            (vec![0], AttachMode::Native, ZeroCopy::Auto, 64)
+        );
         assert_eq!(c.pass, PassAction::Drop);
         assert_eq!(c.program.engine, EngineKind::Jit);
         assert!(c.lab.is_none());

@@ -17,4 +17,5 @@ pub mod lab;
 pub mod prog_run;
 pub mod runtime;
 pub mod stats;
+pub mod uprobe;
 pub mod worker;

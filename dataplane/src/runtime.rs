@@ -57,6 +57,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Trace(#[from] crate::uprobe::trace::TraceError),
     #[error("cannot create TAP device {name} for XDP_PASS")]
     Tap {
         name: String,
@@ -166,6 +168,9 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
         ),
         None => None,
     };
+    // Tracing programs attach before any interface is touched: a refusal leaves nothing behind.
+    let trace_slots = slots.max(crate::kernel::possible_cpus().unwrap_or(slots));
+    let mut traces = crate::uprobe::trace::start(&cfg.trace, trace_slots, &cfg.program.object, prog.maps())?;
 
     let lab = match &cfg.lab {
         Some(l) => {
@@ -507,6 +512,8 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     if let Some((sent, back)) = summary.lab {
         let _ = writeln!(out, "summary: lab: sent {sent} frames from the peer, {back} came back");
     }
+    traces.detach();
+    let _ = write!(out, "{}", traces.render());
     if instance.maps_at_exit() {
         let mut maps = serde_json::Map::new();
         // The maps of the program running at exit (a replacement may have brought new ones).

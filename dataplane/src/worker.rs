@@ -194,6 +194,7 @@ impl<Q: Queue> Worker<Q> {
         if let Some(core) = self.core {
             core_affinity::set_for_current(core_affinity::CoreId { id: core });
         }
+        crate::uprobe::set_slot(self.slot);
         let mut rx = vec![Q::Frame::default(); self.batch];
         let mut tx: Vec<Q::Frame> = Vec::with_capacity(self.batch);
         let mut tally = Tally::default();
@@ -232,6 +233,12 @@ impl<Q: Queue> Worker<Q> {
             }
             idle = 0;
             tally.totals.rx += n as u64;
+            crate::uprobe::site::batch(
+                u64::from(self.ifindex),
+                u64::from(self.queue_id),
+                n as u64,
+                self.slot as u64,
+            );
             batches = batches.wrapping_add(1);
             let start = batches.is_multiple_of(TIME_EVERY).then(Instant::now);
             for &frame in &rx[..n] {
@@ -279,7 +286,10 @@ impl<Q: Queue> Worker<Q> {
         buff.ingress_ifindex = self.ifindex;
         buff.rx_queue_index = self.queue_id;
         tally.runs += 1;
+        let (ifindex, queue, slot) = (u64::from(self.ifindex), u64::from(self.queue_id), self.slot as u64);
+        crate::uprobe::site::rx(ifindex, queue, buff.packet().len() as u64, slot);
         let verdict = cur.engine.run(&cur.loaded.prog, &mut buff, self.slot);
+        crate::uprobe::site::verdict(ifindex, queue, verdict.as_ref().map_or(u64::MAX, |v| *v), slot);
         match verdict {
             Ok(v) if v == u64::from(action::TX) => {
                 totals.verdicts[action::TX as usize] += 1;

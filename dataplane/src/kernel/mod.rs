@@ -28,6 +28,9 @@
 #[expect(unsafe_code, reason = "the raw bpf(2) and sched_setaffinity(2) calls")]
 mod sys;
 
+mod perf;
+pub use perf::UprobeLink;
+
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -1,0 +1,670 @@
+//! Everything unsafe the uprobe subsystem does, in one place: the register-saving entry and
+//! return stubs, the handlers they call, writing to our own code, stopping the other threads,
+//! trampoline memory, and the per-thread shadow stack of uretprobes.
+//!
+//! Invariants this module keeps:
+//! - A [`Probe`] is leaked (`&'static`) and never freed, nor is its trampoline page, so code that
+//!   a thread is executing (a stub, a trampoline, the displaced instructions) stays valid forever.
+//! - [`Probe::attached`] is either null or an `Arc<Attached>` turned into a raw pointer. A hit
+//!   reads it between two writes of its thread's generation counter (odd while inside);
+//!   [`publish`] swaps it, runs a `membarrier`, and drops the old one only once every thread
+//!   that was inside a hit then has left it (a grace period, as RCU, checked without waiting). A
+//!   uretprobe hit keeps its own `Arc` until the function returns.
+//! - Code is only written with every other thread stopped in a signal handler at an address
+//!   outside the bytes being replaced ([`patch_function`]), or, for a probe site, by one aligned
+//!   8-byte store that replaces one whole instruction ([`patch_site`]); both end with
+//!   `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)`, so every thread serializes its
+//!   instruction stream before the patch call returns.
+#![expect(unsafe_code, reason = "code patching, register stubs, signal handlers: the named unsafe module")]
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering, compiler_fence};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use xdp_vm::context::{PtRegs, TraceState};
+use xdp_vm::jit::JitRunner;
+
+use super::{Attached, Probe, ProbeKind};
+
+/// Bytes the stubs reserve: xmm0-15 (256) then `struct pt_regs` (168).
+const FRAME: usize = 424;
+
+macro_rules! save_regs {
+    () => {
+        concat!(
+            "movaps [rsp + 0], xmm0\n",
+            "movaps [rsp + 16], xmm1\n",
+            "movaps [rsp + 32], xmm2\n",
+            "movaps [rsp + 48], xmm3\n",
+            "movaps [rsp + 64], xmm4\n",
+            "movaps [rsp + 80], xmm5\n",
+            "movaps [rsp + 96], xmm6\n",
+            "movaps [rsp + 112], xmm7\n",
+            "movaps [rsp + 128], xmm8\n",
+            "movaps [rsp + 144], xmm9\n",
+            "movaps [rsp + 160], xmm10\n",
+            "movaps [rsp + 176], xmm11\n",
+            "movaps [rsp + 192], xmm12\n",
+            "movaps [rsp + 208], xmm13\n",
+            "movaps [rsp + 224], xmm14\n",
+            "movaps [rsp + 240], xmm15\n",
+            "mov [rsp + 256], r15\n",
+            "mov [rsp + 264], r14\n",
+            "mov [rsp + 272], r13\n",
+            "mov [rsp + 280], r12\n",
+            "mov [rsp + 288], rbp\n",
+            "mov [rsp + 296], rbx\n",
+            "mov [rsp + 304], r11\n",
+            "mov [rsp + 312], r10\n",
+            "mov [rsp + 320], r9\n",
+            "mov [rsp + 328], r8\n",
+            "mov [rsp + 336], rax\n",
+            "mov [rsp + 344], rcx\n",
+            "mov [rsp + 352], rdx\n",
+            "mov [rsp + 360], rsi\n",
+            "mov [rsp + 368], rdi\n",
+            "mov qword ptr [rsp + 376], -1\n",
+            "mov qword ptr [rsp + 384], 0\n",
+            "mov qword ptr [rsp + 392], 0x33\n",
+            "pushfq\n",
+            "pop rax\n",
+            "mov [rsp + 400], rax\n",
+            "mov qword ptr [rsp + 416], 0x2b\n",
+        )
+    };
+}
+
+macro_rules! restore_regs {
+    () => {
+        concat!(
+            "movaps xmm0, [rsp + 0]\n",
+            "movaps xmm1, [rsp + 16]\n",
+            "movaps xmm2, [rsp + 32]\n",
+            "movaps xmm3, [rsp + 48]\n",
+            "movaps xmm4, [rsp + 64]\n",
+            "movaps xmm5, [rsp + 80]\n",
+            "movaps xmm6, [rsp + 96]\n",
+            "movaps xmm7, [rsp + 112]\n",
+            "movaps xmm8, [rsp + 128]\n",
+            "movaps xmm9, [rsp + 144]\n",
+            "movaps xmm10, [rsp + 160]\n",
+            "movaps xmm11, [rsp + 176]\n",
+            "movaps xmm12, [rsp + 192]\n",
+            "movaps xmm13, [rsp + 208]\n",
+            "movaps xmm14, [rsp + 224]\n",
+            "movaps xmm15, [rsp + 240]\n",
+            "mov r15, [rsp + 256]\n",
+            "mov r14, [rsp + 264]\n",
+            "mov r13, [rsp + 272]\n",
+            "mov r12, [rsp + 280]\n",
+            "mov rbp, [rsp + 288]\n",
+            "mov rbx, [rsp + 296]\n",
+            "mov r11, [rsp + 304]\n",
+            "mov r10, [rsp + 312]\n",
+            "mov r9, [rsp + 320]\n",
+            "mov r8, [rsp + 328]\n",
+            "mov rax, [rsp + 336]\n",
+            "mov rcx, [rsp + 344]\n",
+            "mov rdx, [rsp + 352]\n",
+            "mov rsi, [rsp + 360]\n",
+            "mov rdi, [rsp + 368]\n",
+        )
+    };
+}
+
+// The entry stub. A trampoline enters it with `push [probe]; call [dp_uprobe_entry]`, so at
+// entry: [rsp] = return into the trampoline, [rsp + 8] = the probe, [rsp + 16] = what was on top
+// of the stack at the probed instruction (at a function's entry: its return address). The stack
+// is 8 mod 16 there (a function entry's alignment, and a probe site's after its `call`).
+// Flags are not preserved: at a function entry they are dead (SysV), and a probe site's `asm!`
+// does not claim `preserves_flags`.
+//
+// The return stub: a function whose return address was swapped returns here, with its return
+// values in rax/rdx/xmm0/xmm1 (preserved). The handler gives back the real return address.
+std::arch::global_asm!(
+    ".pushsection .text.dp_uprobe,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl dp_uprobe_entry",
+    ".hidden dp_uprobe_entry",
+    "dp_uprobe_entry:",
+    "sub rsp, 424",
+    save_regs!(),
+    "lea rax, [rsp + 440]",
+    "mov [rsp + 408], rax",
+    "lea rdi, [rsp + 256]",
+    "mov rsi, [rsp + 432]",
+    "call {entry}",
+    restore_regs!(),
+    "add rsp, 424",
+    "ret 8",
+    ".p2align 4",
+    ".globl dp_uprobe_return",
+    ".hidden dp_uprobe_return",
+    "dp_uprobe_return:",
+    "push rax",
+    "sub rsp, 424",
+    save_regs!(),
+    "lea rax, [rsp + 432]",
+    "mov [rsp + 408], rax",
+    "lea rdi, [rsp + 256]",
+    "call {ret}",
+    "mov [rsp + 424], rax",
+    restore_regs!(),
+    "add rsp, 424",
+    "ret",
+    ".popsection",
+    entry = sym on_entry,
+    ret = sym on_return,
+);
+
+const _: () = assert!(FRAME == 256 + std::mem::size_of::<PtRegs>());
+
+unsafe extern "C" {
+    fn dp_uprobe_entry();
+    fn dp_uprobe_return();
+}
+
+/// Address of the entry stub, for trampolines.
+pub(super) fn entry_stub() -> u64 {
+    dp_uprobe_entry as *const () as u64
+}
+
+/// Address of the return stub.
+pub(super) fn return_stub() -> u64 {
+    dp_uprobe_return as *const () as u64
+}
+
+// ---- Hits
+
+/// One thread's generation counter: odd while the thread is inside a hit. On its own cache
+/// line, written only by its thread.
+#[repr(align(64))]
+struct ThreadGen(AtomicU64);
+
+static THREADS: Mutex<Vec<&'static ThreadGen>> = Mutex::new(Vec::new());
+
+/// A uretprobe waiting for its function to return.
+struct Pending {
+    /// The real return address.
+    ret: u64,
+    /// The stack pointer after the return (where the return address was, plus 8).
+    sp_after: u64,
+    probe: &'static Probe,
+    attached: Arc<Attached>,
+}
+
+thread_local! {
+    static GEN: Cell<Option<&'static ThreadGen>> = const { Cell::new(None) };
+    static IN_HIT: Cell<bool> = const { Cell::new(false) };
+    static RUNNER: RefCell<Option<JitRunner>> = const { RefCell::new(None) };
+    static SHADOW: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
+    static SLOT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Sets the per-CPU map slot that programs run from this thread use (a worker's slot);
+/// without it, the CPU the hit runs on.
+pub(super) fn set_slot(slot: usize) {
+    SLOT.with(|s| s.set(Some(slot)));
+}
+
+fn slot() -> usize {
+    SLOT.with(Cell::get).unwrap_or_else(xdp_vm::sys::current_cpu)
+}
+
+fn thread_gen() -> &'static ThreadGen {
+    GEN.with(|g| {
+        if let Some(t) = g.get() {
+            return t;
+        }
+        let t: &'static ThreadGen = Box::leak(Box::new(ThreadGen(AtomicU64::new(0))));
+        THREADS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(t);
+        g.set(Some(t));
+        t
+    })
+}
+
+/// Runs `progs` on one hit.
+fn run_all(progs: &[Arc<xdp_vm::jit::JitProgram<xdp_vm::context::Uprobe>>], regs: &PtRegs, func_ip: u64) {
+    let slot = slot();
+    RUNNER.with(|r| {
+        let mut r = r.borrow_mut();
+        let runner = r.get_or_insert_with(JitRunner::new);
+        for p in progs {
+            let mut st = TraceState::new(regs, func_ip);
+            // A faulting program stops; the traced code goes on, as with the kernel's.
+            let _ = p.run_on(runner, &mut st, slot);
+        }
+    });
+}
+
+extern "C" fn on_entry(regs: *mut PtRegs, probe: *const Probe) {
+    // SAFETY: the entry stub passes its own frame's `pt_regs`, live and unaliased for this
+    // call, and the probe pointer its trampoline holds, a leaked `&'static Probe`.
+    let (regs, probe) = unsafe { (&mut *regs, &*probe) };
+    if IN_HIT.with(|h| h.replace(true)) {
+        return;
+    }
+    regs.ip = probe.func_ip;
+    if probe.kind == ProbeKind::Site {
+        // The site's `call` pushed a return address the probed code never saw.
+        regs.sp += 8;
+    }
+    let g = thread_gen();
+    let n = g.0.load(Ordering::Relaxed);
+    g.0.store(n + 1, Ordering::Relaxed);
+    // Paired with the membarrier in `publish`: the odd count is visible before the load below.
+    compiler_fence(Ordering::SeqCst);
+    let ptr = probe.attached.load(Ordering::Acquire);
+    if !ptr.is_null() {
+        // SAFETY: a non-null `attached` is a live `Arc<Attached>` for as long as this thread's
+        // count is odd (module invariant: `publish` waits for it before dropping).
+        let att = unsafe { &*ptr };
+        run_all(&att.entry, regs, probe.func_ip);
+        if !att.ret.is_empty() && probe.kind == ProbeKind::Function {
+            // SAFETY: as above; one more strong count for the pending return.
+            let keep = unsafe {
+                Arc::increment_strong_count(ptr);
+                Arc::from_raw(ptr)
+            };
+            let slot_addr = regs.sp;
+            // SAFETY: at a function's entry `sp` points at its return address, on this
+            // thread's stack, below every live frame of the caller; swapping it is what makes
+            // the function return into the return stub.
+            let ret = unsafe {
+                let p = slot_addr as usize as *mut u64;
+                let ret = p.read();
+                p.write(return_stub());
+                ret
+            };
+            SHADOW.with(|s| {
+                s.borrow_mut().push(Pending { ret, sp_after: slot_addr + 8, probe, attached: keep });
+            });
+        }
+    }
+    g.0.store(n + 2, Ordering::Release);
+    IN_HIT.with(|h| h.set(false));
+}
+
+extern "C" fn on_return(regs: *mut PtRegs) -> u64 {
+    // SAFETY: the return stub passes its own frame's `pt_regs`.
+    let regs = unsafe { &mut *regs };
+    let popped = SHADOW.with(|s| {
+        let mut s = s.borrow_mut();
+        // Frames a longjmp skipped never returned: drop their entries.
+        while let Some(p) = s.pop() {
+            if p.sp_after == regs.sp {
+                return Some(p);
+            }
+        }
+        None
+    });
+    let Some(p) = popped else {
+        // No return address to go back to: the only safe thing left is to stop.
+        eprintln!("dataplane: uretprobe return without a pending call; aborting");
+        std::process::abort();
+    };
+    if !IN_HIT.with(|h| h.replace(true)) {
+        regs.ip = p.ret;
+        run_all(&p.attached.ret, regs, p.probe.func_ip);
+        IN_HIT.with(|h| h.set(false));
+    }
+    p.ret
+}
+
+/// Programs replaced while some thread was inside a hit that may still use them: freed once
+/// every such thread has left that hit (its count moved on).
+struct Retired {
+    ptr: usize,
+    waiting: Vec<(&'static ThreadGen, u64)>,
+}
+
+static RETIRED: Mutex<Vec<Retired>> = Mutex::new(Vec::new());
+
+/// Makes `new` (or nothing) the probe's programs. No hit that starts after this returns runs
+/// the previous ones; they are freed as soon as no thread can still be running them (at once,
+/// or at a later call, without waiting for slow threads).
+pub(super) fn publish(probe: &Probe, new: Option<Arc<Attached>>) -> io::Result<()> {
+    let raw = new.map_or(std::ptr::null_mut(), |a| Arc::into_raw(a).cast_mut());
+    let old = probe.attached.swap(raw, Ordering::SeqCst);
+    let mut retired = RETIRED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !old.is_null() {
+        // After this every thread's odd count from a hit that loaded `old` is visible here.
+        membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)?;
+        let waiting: Vec<(&'static ThreadGen, u64)> = THREADS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|t| (*t, t.0.load(Ordering::Acquire)))
+            .filter(|(_, n)| n % 2 == 1)
+            .collect();
+        retired.push(Retired { ptr: old as usize, waiting });
+    }
+    retired.retain_mut(|r| {
+        r.waiting.retain(|(t, n)| t.0.load(Ordering::Acquire) == *n);
+        if r.waiting.is_empty() {
+            // SAFETY: `ptr` came from `Arc::into_raw` (module invariant) and no hit can still
+            // see it: every hit that could have loaded it has finished (its thread's count
+            // moved on), later ones load the newer pointer.
+            drop(unsafe { Arc::from_raw(r.ptr as *const Attached) });
+            false
+        } else {
+            true
+        }
+    });
+    Ok(())
+}
+
+// ---- membarrier
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 5;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: libc::c_int = 1 << 6;
+
+fn membarrier(cmd: libc::c_int) -> io::Result<()> {
+    static REGISTERED: OnceLock<Result<(), i32>> = OnceLock::new();
+    let reg = REGISTERED.get_or_init(|| {
+        for c in
+            [MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE]
+        {
+            // SAFETY: membarrier takes (cmd, flags, cpu_id) integers and touches no memory.
+            if unsafe { libc::syscall(libc::SYS_membarrier, c, 0, 0) } != 0 {
+                return Err(io::Error::last_os_error().raw_os_error().unwrap_or(0));
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = reg {
+        return Err(io::Error::from_raw_os_error(*e));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+// ---- Our own image
+
+/// The run-time address of the executable's entry point (`AT_ENTRY`).
+pub(super) fn runtime_entry() -> u64 {
+    // SAFETY: getauxval reads the auxiliary vector the kernel gave the process; no arguments
+    // are pointers.
+    unsafe { libc::getauxval(libc::AT_ENTRY) }
+}
+
+/// The `len` bytes of code at `addr` as they are now in memory.
+///
+/// Only called on addresses inside the executable's text (symbols and notes of
+/// `/proc/self/exe` moved by the load bias), which is mapped for the life of the process.
+pub(super) fn code_bytes(addr: u64, len: usize) -> Vec<u8> {
+    // SAFETY: see above; text is readable, and it only changes under `patch_*`, which hold
+    // the control lock the callers hold too.
+    unsafe { std::slice::from_raw_parts(addr as usize as *const u8, len) }.to_vec()
+}
+
+// ---- Trampoline memory
+
+const PAGE: u64 = 4096;
+
+/// Maps one page within ±1 GiB of `near`, writes `code` into it (placed at the returned
+/// address, which the caller chose `code` for, see `build`), and makes it read-execute. The page
+/// is never unmapped.
+pub(super) fn alloc_trampoline(
+    near: u64,
+    build: impl Fn(u64) -> Result<Vec<u8>, String>,
+) -> Result<u64, String> {
+    const RANGE: u64 = 1 << 30;
+    let base = near & !(PAGE - 1);
+    for i in 1..(RANGE / (16 * PAGE)) {
+        for addr in [base.wrapping_sub(i * 16 * PAGE), base.wrapping_add(i * 16 * PAGE)] {
+            // SAFETY: an anonymous private mapping at a hint, refused (not replaced) where
+            // anything is mapped already.
+            let p = unsafe {
+                libc::mmap(
+                    addr as usize as *mut libc::c_void,
+                    PAGE as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                continue;
+            }
+            if p as u64 != addr {
+                // Old kernels treat the flag as a hint; not near enough is no use.
+                // SAFETY: unmapping the page just mapped, which nothing else refers to.
+                unsafe { libc::munmap(p, PAGE as usize) };
+                continue;
+            }
+            let code = match build(addr) {
+                Ok(c) if c.len() as u64 <= PAGE => c,
+                Ok(_) => {
+                    // SAFETY: as above.
+                    unsafe { libc::munmap(p, PAGE as usize) };
+                    return Err("trampoline longer than a page".into());
+                }
+                Err(e) => {
+                    // SAFETY: as above.
+                    unsafe { libc::munmap(p, PAGE as usize) };
+                    return Err(e);
+                }
+            };
+            // SAFETY: the page is ours, writable, and `code` fits in it; it becomes read-execute
+            // before its address is handed out, never writable and executable at once.
+            unsafe {
+                std::ptr::copy_nonoverlapping(code.as_ptr(), p.cast::<u8>(), code.len());
+                if libc::mprotect(p, PAGE as usize, libc::PROT_READ | libc::PROT_EXEC) != 0 {
+                    return Err(format!("mprotect: {}", io::Error::last_os_error()));
+                }
+            }
+            return Ok(addr);
+        }
+    }
+    Err("no free page within 1 GiB of the target for a trampoline".into())
+}
+
+// ---- Writing code
+
+/// Writes `bytes` at `addr` in our text: the pages become writable for the copy (keeping
+/// execute, since other threads may be running code on them) and read-execute again.
+///
+/// # Safety
+/// No thread executes `addr..addr + bytes.len()` during the write, or the write is one aligned
+/// 8-byte store of whole instructions (`atomic`).
+unsafe fn write_code(addr: u64, bytes: &[u8], atomic: bool) -> io::Result<()> {
+    let start = addr & !(PAGE - 1);
+    let end = (addr + bytes.len() as u64).next_multiple_of(PAGE);
+    let len = (end - start) as usize;
+    let p = start as usize as *mut libc::c_void;
+    // SAFETY: the range is part of our executable's text mapping (callers pass probe
+    // addresses); adding write permission to a private mapping copies the pages on write.
+    if unsafe { libc::mprotect(p, len, libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if atomic {
+        debug_assert!(addr.is_multiple_of(8) && bytes.len() == 8);
+        let word = u64::from_le_bytes(bytes.try_into().unwrap_or([0x90; 8]));
+        // SAFETY: `addr` is 8-byte aligned and now writable (above); other threads execute
+        // either the old or the new instruction, as the caller guarantees.
+        unsafe { AtomicU64::from_ptr(addr as usize as *mut u64).store(word, Ordering::SeqCst) };
+    } else {
+        // SAFETY: writable (above), and no thread executes it (caller).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as usize as *mut u8, bytes.len()) };
+    }
+    // SAFETY: as above, back to what the text mapping was.
+    if unsafe { libc::mprotect(p, len, libc::PROT_READ | libc::PROT_EXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE)
+}
+
+/// Flips a toggle: a probe site in our text, or a function trampoline's entry. `word` is the
+/// whole aligned 8-byte word holding the 5-byte instruction (a NOP, or a `call`/`jmp`) and the
+/// 3 bytes after it, unchanged.
+pub(super) fn toggle(addr: u64, word: [u8; 8]) -> io::Result<()> {
+    if !addr.is_multiple_of(8) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "probe site is not 8-byte aligned"));
+    }
+    // SAFETY: one aligned 8-byte store replacing the 5-byte instruction at `addr` (an aligned
+    // word never crosses a cache line) and rewriting the 3 bytes after it with what they hold;
+    // nothing branches into the replaced instruction's other bytes: a site's asm is that one
+    // instruction, a trampoline's toggle is only entered at its first byte.
+    unsafe { write_code(addr, &word, true) }
+}
+
+// ---- Stopping the world
+
+static STOP_GEN: AtomicU64 = AtomicU64::new(0);
+static ARRIVED: AtomicUsize = AtomicUsize::new(0);
+const MAX_THREADS: usize = 4096;
+static STOPPED: [(AtomicU64, AtomicU64); MAX_THREADS] =
+    [const { (AtomicU64::new(0), AtomicU64::new(0)) }; MAX_THREADS];
+
+fn stop_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 4
+}
+
+extern "C" fn on_stop(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    let round = STOP_GEN.load(Ordering::Acquire);
+    if round % 2 == 0 {
+        // A late signal of a round that is over.
+        return;
+    }
+    // SAFETY: the kernel passes a valid `ucontext_t` to an `SA_SIGINFO` handler.
+    let rip = unsafe { (*uc.cast::<libc::ucontext_t>()).uc_mcontext.gregs[libc::REG_RIP as usize] } as u64;
+    let tid = u64::from(xdp_vm::sys::gettid());
+    let i = ARRIVED.fetch_add(1, Ordering::AcqRel);
+    if let Some((t, r)) = STOPPED.get(i) {
+        r.store(rip, Ordering::Relaxed);
+        t.store(tid, Ordering::Release);
+    }
+    let started = Instant::now();
+    // Parked: sleep (nanosleep is async-signal-safe), so the patching thread and the threads
+    // still to stop get the CPUs.
+    while STOP_GEN.load(Ordering::Acquire) == round {
+        std::thread::sleep(Duration::from_micros(20));
+        if started.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+    }
+}
+
+fn install_stop_handler() -> io::Result<()> {
+    static INSTALLED: OnceLock<Result<(), i32>> = OnceLock::new();
+    let r = INSTALLED.get_or_init(|| {
+        // SAFETY: plain data, zero is a valid empty value.
+        let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+        act.sa_sigaction =
+            on_stop as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) as usize;
+        act.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        // SAFETY: `act` is initialised; the handler only uses atomics and reads its ucontext.
+        let rc = unsafe {
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(stop_signal(), &act, std::ptr::null_mut())
+        };
+        if rc != 0 { Err(io::Error::last_os_error().raw_os_error().unwrap_or(0)) } else { Ok(()) }
+    });
+    r.map_err(io::Error::from_raw_os_error)
+}
+
+/// Why a function could not be patched now.
+#[derive(Debug)]
+pub(super) enum StopError {
+    /// A thread kept executing inside the bytes to replace.
+    Busy,
+    /// Threads did not stop (they block the signal, or are stuck).
+    NoStop {
+        stopped: usize,
+        expected: usize,
+    },
+    Io(io::Error),
+}
+
+/// Writes `bytes` at `addr` (the first instructions of a function) with every other thread of
+/// the process stopped at an address outside `addr + 1 .. addr + bytes.len()`.
+pub(super) fn patch_function(addr: u64, bytes: &[u8]) -> Result<(), StopError> {
+    install_stop_handler().map_err(StopError::Io)?;
+    let me = xdp_vm::sys::gettid();
+    let pid = std::process::id() as libc::pid_t;
+    let inside = |rip: u64| rip > addr && rip < addr + bytes.len() as u64;
+    for _attempt in 0..200 {
+        let tids: Vec<u32> = std::fs::read_dir("/proc/self/task")
+            .map_err(StopError::Io)?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|&t| t != me)
+            .collect();
+        let mut seen = vec![false; tids.len()];
+        // Nothing below allocates until the threads are released: a stopped thread may hold
+        // the allocator's lock.
+        ARRIVED.store(0, Ordering::Release);
+        STOP_GEN.fetch_add(1, Ordering::AcqRel);
+        let mut expected = 0usize;
+        for (i, &t) in tids.iter().enumerate() {
+            // SAFETY: tgkill sends a signal to one of our own threads; no memory is passed.
+            let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid, t as libc::pid_t, stop_signal()) };
+            if rc == 0 {
+                expected += 1;
+            } else {
+                seen[i] = true; // Gone already.
+            }
+        }
+        let started = Instant::now();
+        let mut stopped;
+        loop {
+            let arrived = ARRIVED.load(Ordering::Acquire).min(MAX_THREADS);
+            stopped = 0;
+            for (t, _) in &STOPPED[..arrived] {
+                let tid = t.load(Ordering::Acquire) as u32;
+                if let Some(i) = tids.iter().position(|&x| x == tid) {
+                    if !seen[i] {
+                        seen[i] = true;
+                    }
+                }
+            }
+            for s in &seen {
+                stopped += usize::from(*s);
+            }
+            if stopped == tids.len() || started.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+            // Sleep rather than spin: a thread to stop may be waiting for this CPU.
+            std::thread::sleep(Duration::from_micros(10));
+        }
+        let arrived = ARRIVED.load(Ordering::Acquire).min(MAX_THREADS);
+        let busy = STOPPED[..arrived].iter().any(|(_, r)| inside(r.load(Ordering::Relaxed)));
+        let result = if stopped < tids.len() {
+            Err(StopError::NoStop { stopped, expected })
+        } else if busy {
+            Err(StopError::Busy)
+        } else {
+            // SAFETY: every other thread is parked in `on_stop` at an address outside the
+            // replaced bytes (checked above) and resumes only after the write and the
+            // core-serializing membarrier.
+            unsafe { write_code(addr, bytes, false) }.map_err(StopError::Io)
+        };
+        for (t, _) in &STOPPED[..arrived] {
+            t.store(0, Ordering::Relaxed);
+        }
+        STOP_GEN.fetch_add(1, Ordering::AcqRel);
+        match result {
+            Err(StopError::Busy) => std::thread::sleep(Duration::from_micros(50)),
+            other => return other,
+        }
+    }
+    Err(StopError::Busy)
+}
+
+/// Leaks a probe: it lives as long as the process (module invariant).
+pub(super) fn leak(probe: Probe) -> &'static Probe {
+    Box::leak(Box::new(probe))
+}
+
+/// An empty `attached` slot.
+pub(super) fn no_programs() -> AtomicPtr<Attached> {
+    AtomicPtr::new(std::ptr::null_mut())
+}

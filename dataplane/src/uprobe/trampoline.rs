@@ -1,0 +1,214 @@
+//! Trampoline code: what runs when a probe fires, built as bytes for the address it will live
+//! at (no `unsafe` here; `patch` maps and writes it).
+//!
+//! A function probe's trampoline, at `T` (page-aligned):
+//!
+//! ```text
+//! T+0   0f 1f 44 00 00  nop                      the switch: on (this NOP) or off (jmp T+20)
+//! T+5   0f 1f 00        nop
+//! T+8   ff 35 rel32     push qword [probe]        the handler's argument
+//! T+14  ff 15 rel32     call qword [entry stub]   saves registers, runs the programs, `ret 8`
+//! T+20  ...             the function's first instructions, relocated for T+20 (iced-x86)
+//!       ff 25 rel32     jmp qword [resume]        back to the first byte not displaced
+//!       (data)          probe, entry stub, resume: 8 bytes each
+//! ```
+//!
+//! and the function's first 5 bytes become `jmp rel32 T`, once (with the other threads stopped);
+//! attaching and detaching afterwards flip the switch, one aligned 8-byte store, as a probe site
+//! is flipped. A probe site's trampoline is `push`, `call` and `ret`: the site's `call` returns
+//! behind its 5-byte instruction.
+
+use iced_x86::{
+    BlockEncoder, BlockEncoderOptions, Decoder, DecoderOptions, FlowControl, Instruction, InstructionBlock,
+    OpKind,
+};
+
+/// Bytes a `jmp rel32` / `call rel32` takes: what a probe replaces.
+pub const PATCH_LEN: usize = 5;
+
+/// The first instructions of a function, to be displaced into a trampoline.
+#[derive(Debug, Clone)]
+pub struct Displaced {
+    pub instructions: Vec<Instruction>,
+    /// Bytes they take (at least [`PATCH_LEN`]).
+    pub len: usize,
+}
+
+/// Decides which instructions of the function at `addr` (whose whole code is `code`) a probe
+/// displaces, and refuses what cannot be relocated safely.
+///
+/// # Errors
+/// A reason: the function is shorter than a jump, ends (or jumps away) within the bytes to
+/// replace, something branches into those bytes, or an instruction cannot be decoded.
+pub fn displace(addr: u64, code: &[u8]) -> Result<Displaced, String> {
+    if code.len() < PATCH_LEN {
+        return Err(format!(
+            "the function is {} bytes long, shorter than the {PATCH_LEN}-byte jump",
+            code.len()
+        ));
+    }
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    let mut all = Vec::new();
+    while decoder.can_decode() {
+        let insn = decoder.decode();
+        if insn.is_invalid() {
+            if all.iter().map(Instruction::len).sum::<usize>() < PATCH_LEN {
+                return Err(format!("cannot decode the instruction at +{:#x}", insn.ip() - addr));
+            }
+            break; // Data or padding after the code: only the displaced part must decode.
+        }
+        all.push(insn);
+    }
+    let mut len = 0;
+    let mut displaced = Vec::new();
+    for insn in &all {
+        if len >= PATCH_LEN {
+            break;
+        }
+        let ends = matches!(
+            insn.flow_control(),
+            FlowControl::Return
+                | FlowControl::UnconditionalBranch
+                | FlowControl::IndirectBranch
+                | FlowControl::Interrupt
+                | FlowControl::Exception
+        );
+        len += insn.len();
+        displaced.push(*insn);
+        if ends && len < PATCH_LEN {
+            return Err(format!(
+                "the function is too short: it leaves at +{:#x}, inside the {PATCH_LEN} bytes a probe replaces",
+                insn.ip() - addr
+            ));
+        }
+        if matches!(insn.flow_control(), FlowControl::Interrupt | FlowControl::Exception) {
+            return Err(format!(
+                "instruction at +{:#x} ({:?}) cannot be relocated",
+                insn.ip() - addr,
+                insn.mnemonic()
+            ));
+        }
+    }
+    let inside = |t: u64| t > addr && t < addr + len as u64;
+    for insn in &all {
+        let target = match insn.op0_kind() {
+            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
+                Some(insn.near_branch_target())
+            }
+            _ => None,
+        };
+        let rip_rel = insn.is_ip_rel_memory_operand().then(|| insn.ip_rel_memory_address());
+        if let Some(t) = target.or(rip_rel).filter(|&t| inside(t)) {
+            return Err(format!(
+                "the instruction at +{:#x} ({:?}) refers to +{:#x}, inside the {len} bytes a probe replaces",
+                insn.ip() - addr,
+                insn.mnemonic(),
+                t - addr
+            ));
+        }
+    }
+    Ok(Displaced { instructions: displaced, len })
+}
+
+fn rel32(from_next: u64, to: u64) -> Result<[u8; 4], String> {
+    let d = to.wrapping_sub(from_next) as i64;
+    i32::try_from(d).map(i32::to_le_bytes).map_err(|_| format!("{to:#x} is out of reach of {from_next:#x}"))
+}
+
+/// `ff /6`, `ff /2`, `ff /4` with a RIP-relative operand: push, call, jmp through memory.
+fn indirect(out: &mut Vec<u8>, modrm: u8, at: u64, data: u64) -> Result<(), String> {
+    out.extend_from_slice(&[0xff, modrm]);
+    let next = at + out.len() as u64 + 4;
+    out.extend_from_slice(&rel32(next, data)?);
+    Ok(())
+}
+
+const PUSH_RIP: u8 = 0x35;
+const CALL_RIP: u8 = 0x15;
+const JMP_RIP: u8 = 0x25;
+
+/// A function probe's trampoline at `at` (see the module doc).
+///
+/// # Errors
+/// When a displaced instruction cannot be encoded at the new address.
+pub fn function(at: u64, func: u64, d: &Displaced, probe: u64, entry_stub: u64) -> Result<Vec<u8>, String> {
+    let block = InstructionBlock::new(&d.instructions, at + 20);
+    let relocated = BlockEncoder::encode(64, block, BlockEncoderOptions::NONE)
+        .map_err(|e| format!("cannot relocate the first instructions: {e}"))?
+        .code_buffer;
+    // Data at a fixed place after the code: 20 + relocated + 6, rounded up to 8.
+    let data = (20 + relocated.len() + 6).next_multiple_of(8) as u64;
+    let mut out = Vec::with_capacity(data as usize + 24);
+    out.extend_from_slice(&SWITCH_ON);
+    indirect(&mut out, PUSH_RIP, at, at + data)?;
+    indirect(&mut out, CALL_RIP, at, at + data + 8)?;
+    out.extend_from_slice(&relocated);
+    indirect(&mut out, JMP_RIP, at, at + data + 16)?;
+    out.resize(data as usize, 0xcc);
+    for v in [probe, entry_stub, func + d.len as u64] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// A probe site's trampoline at `at`.
+///
+/// # Errors
+/// Never in practice (the data is next to the code).
+pub fn site(at: u64, probe: u64, entry_stub: u64) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(32);
+    indirect(&mut out, PUSH_RIP, at, at + 16)?;
+    indirect(&mut out, CALL_RIP, at, at + 24)?;
+    out.push(0xc3);
+    out.resize(16, 0xcc);
+    out.extend_from_slice(&probe.to_le_bytes());
+    out.extend_from_slice(&entry_stub.to_le_bytes());
+    Ok(out)
+}
+
+/// `jmp rel32` (or `call rel32` for a site) from `from` to `to`.
+///
+/// # Errors
+/// When `to` is more than 2 GiB away.
+pub fn branch(opcode: u8, from: u64, to: u64) -> Result<[u8; PATCH_LEN], String> {
+    let r = rel32(from + PATCH_LEN as u64, to)?;
+    Ok([opcode, r[0], r[1], r[2], r[3]])
+}
+
+/// A function trampoline's first 8 bytes when its programs run: a 5-byte and a 3-byte NOP.
+pub const SWITCH_ON: [u8; 8] = [0x0f, 0x1f, 0x44, 0x00, 0x00, 0x0f, 0x1f, 0x00];
+/// ... and when they do not: `jmp T+20` (the relocated instructions), then the 3-byte NOP.
+pub const SWITCH_OFF: [u8; 8] = [0xe9, 15, 0, 0, 0, 0x0f, 0x1f, 0x00];
+
+/// `jmp rel32`.
+pub const JMP: u8 = 0xe9;
+/// `call rel32`.
+pub const CALL: u8 = 0xe8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn displaces_whole_instructions_and_refuses_what_cannot_move() {
+        // push rbp; mov rbp, rsp; mov eax, edi; pop rbp; ret
+        let code = [0x55, 0x48, 0x89, 0xe5, 0x89, 0xf8, 0x5d, 0xc3];
+        let d = displace(0x1000, &code).unwrap();
+        assert_eq!((d.instructions.len(), d.len), (3, 6));
+        // lea rax, [rip + 0x100]; ret: RIP-relative, relocated by the encoder.
+        let code = [0x48, 0x8d, 0x05, 0x00, 0x01, 0x00, 0x00, 0xc3];
+        let d = displace(0x1000, &code).unwrap();
+        let t = function(0x2000, 0x1000, &d, 1, 2).unwrap();
+        let moved = Decoder::with_ip(64, &t[20..], 0x2014, DecoderOptions::NONE).decode();
+        assert_eq!(moved.ip_rel_memory_address(), 0x1107, "still points at the same byte");
+        // xor eax, eax; ret: too short.
+        assert!(displace(0x1000, &[0x31, 0xc0, 0xc3, 0xcc, 0xcc, 0xcc]).unwrap_err().contains("too short"));
+        assert!(displace(0x1000, &[0xc3]).unwrap_err().contains("shorter"));
+        // test edi, edi; je +1 (into the patched bytes); nop; ret...
+        let code = [0x85, 0xff, 0x74, 0x00, 0x90, 0x90, 0xc3];
+        assert!(displace(0x1000, &code).unwrap_err().contains("refers to +0x4"));
+        let code = [0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0xeb, 0xf9];
+        let err = displace(0x1000, &code).unwrap_err();
+        assert!(err.contains("refers to +0x1"), "{err}");
+    }
+}

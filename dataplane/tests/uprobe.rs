@@ -1,0 +1,285 @@
+//! Userspace uprobes on this test process, against the real thing where it runs: arguments and
+//! return values seen by programs equal the real ones (for functions with different prologues,
+//! one starting with a RIP-relative load), attach/detach churn under concurrent calls, bad
+//! pointers, probe sites, a map shared with an XDP program, refusals naming their target, and a
+//! kernel uprobe (perf_event_open + BPF_PROG_TYPE_KPROBE) on the same function seeing the same
+//! arguments.
+#![allow(unsafe_code, reason = "naked target functions with exact prologues")]
+
+use std::arch::naked_asm;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use dataplane::uprobe::{self, Target, TraceProgram, UprobeError};
+use maps::Map;
+use xdp_vm::elf::Object;
+
+/// Classic frame: `push rbp; mov rbp, rsp; ...` — returns b + c.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn uprobe_target_frame(_a: u64, _b: u64, _c: u64, _d: u64, _e: u64, _f: u64) -> u64 {
+    naked_asm!("push rbp", "mov rbp, rsp", "lea rax, [rsi + rdx]", "pop rbp", "ret")
+}
+
+static BASE: u64 = 1000;
+
+/// RIP-relative first instruction — returns BASE + b.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn uprobe_target_riprel(_a: u64, _b: u64, _c: u64, _d: u64, _e: u64, _f: u64) -> u64 {
+    naked_asm!("mov rax, qword ptr [rip + {base}]", "add rax, rsi", "ret", base = sym BASE)
+}
+
+/// Exactly five bytes: `lea rax, [rsi + rdx]; ret` — returns b + c.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn uprobe_target_tiny(_a: u64, _b: u64, _c: u64, _d: u64, _e: u64, _f: u64) -> u64 {
+    naked_asm!("lea rax, [rsi + rdx]", "ret")
+}
+
+/// Too short for a jump: `xor eax, eax; ret`.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn uprobe_target_too_short() -> u64 {
+    naked_asm!("xor eax, eax", "ret")
+}
+
+/// A loop whose branch goes back into the first five bytes.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn uprobe_target_loop(_n: u64) -> u64 {
+    naked_asm!("xor eax, eax", "2:", "inc rax", "dec rdi", "jnz 2b", "ret")
+}
+
+/// Whatever rustc makes of it (a debug build's prologue in tests).
+#[inline(never)]
+#[unsafe(no_mangle)]
+extern "C" fn uprobe_target_rust(a: u64, b: u64, c: u64, d: u64, e: u64, f: u64) -> u64 {
+    black_box(a ^ d ^ e ^ f);
+    b.wrapping_add(c)
+}
+
+type Target6 = extern "C" fn(u64, u64, u64, u64, u64, u64) -> u64;
+
+fn call(f: Target6, args: [u64; 6]) -> u64 {
+    black_box(f)(args[0], args[1], args[2], args[3], args[4], args[5])
+}
+
+// Slots of `seen` (tests/bpf/uprobe_args.c).
+const ARG1: u32 = 0;
+const ENTRIES: u32 = 6;
+const EXITS: u32 = 7;
+const RC: u32 = 8;
+const FUNC_IP: u32 = 9;
+const RET_FUNC_IP: u32 = 10;
+const READ_RET: u32 = 11;
+const READ_VAL: u32 = 12;
+const PID_TGID: u32 = 13;
+
+struct Loaded {
+    obj: Object,
+    maps: Vec<Arc<Map>>,
+}
+
+fn loaded() -> Loaded {
+    let path = format!("{}/uprobe_args.o", dataplane::BPF_OBJ_DIR);
+    let obj = Object::parse(&std::fs::read(&path).expect("built by build.rs")).unwrap();
+    let slots = dataplane::kernel::possible_cpus().unwrap();
+    let maps = xdp_vm::create_maps(&obj, slots).unwrap();
+    Loaded { obj, maps }
+}
+
+impl Loaded {
+    fn prog(&self, name: &str) -> TraceProgram {
+        TraceProgram::load(self.obj.program(Some(name)).unwrap(), &self.maps).unwrap()
+    }
+
+    fn map(&self, name: &str) -> &Map {
+        &self.maps[self.obj.map_index(name).unwrap()]
+    }
+
+    fn get(&self, map: &str, k: u32) -> u64 {
+        let v = self.map(map).lookup_user(&k.to_le_bytes()).unwrap();
+        u64::from_le_bytes(v[..8].try_into().unwrap())
+    }
+
+    fn seen(&self, k: u32) -> u64 {
+        self.get("seen", k)
+    }
+}
+
+fn func(name: &str) -> Target {
+    Target::Function(name.to_string())
+}
+
+#[test]
+fn programs_see_the_real_arguments_and_return_values() {
+    let l = loaded();
+    let (entry, exit) = (l.prog("on_entry"), l.prog("on_exit"));
+    let cases: [(&str, Target6, u64); 4] = [
+        ("uprobe_target_frame", uprobe_target_frame, 0),
+        ("uprobe_target_riprel", uprobe_target_riprel, BASE),
+        ("uprobe_target_tiny", uprobe_target_tiny, 0),
+        ("uprobe_target_rust", uprobe_target_rust, 0),
+    ];
+    for (i, (name, f, base)) in cases.into_iter().enumerate() {
+        let args = [11, 20 + i as u64, 3, 0xdead_beef, u64::MAX, 1 << 40];
+        let expected = if base != 0 { base + args[1] } else { args[1] + args[2] };
+        assert_eq!(call(f, args), expected, "{name} unprobed");
+        let att = uprobe::attach(&func(name), &[&entry, &exit]).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let before = (l.seen(ENTRIES), l.seen(EXITS));
+        assert_eq!(call(f, args), expected, "{name} probed returns what it returned before");
+        for (k, a) in args.iter().enumerate() {
+            assert_eq!(l.seen(ARG1 + k as u32), *a, "{name} argument {}", k + 1);
+        }
+        assert_eq!(l.seen(RC), expected, "{name} return value");
+        assert_eq!(l.seen(FUNC_IP), f as usize as u64, "{name} bpf_get_func_ip at entry");
+        assert_eq!(l.seen(RET_FUNC_IP), f as usize as u64, "{name} bpf_get_func_ip at return");
+        assert_eq!(l.seen(PID_TGID) >> 32, u64::from(std::process::id()));
+        assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (before.0 + 1, before.1 + 1), "{name} hits");
+        att.detach().unwrap();
+        assert_eq!(call(f, args), expected, "{name} after detach");
+        assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (before.0 + 1, before.1 + 1), "{name}: detached");
+    }
+}
+
+#[test]
+fn a_bad_pointer_read_is_an_error_and_the_process_lives() {
+    let l = loaded();
+    let read = l.prog("read_arg");
+    let _att = uprobe::attach(&func("uprobe_target_frame"), &[&read]).unwrap();
+    for bad in [16u64, 0xdead_0000_0000, u64::MAX - 7] {
+        assert_eq!(call(uprobe_target_frame, [bad, 1, 2, 0, 0, 0]), 3);
+        assert_eq!(l.seen(READ_RET) as i64, -14, "-EFAULT for {bad:#x}");
+        assert_eq!(l.seen(READ_VAL), 0, "the destination is zeroed");
+    }
+    let value = 0x0123_4567_89ab_cdefu64;
+    call(uprobe_target_frame, [std::ptr::from_ref(&value) as u64, 1, 2, 0, 0, 0]);
+    assert_eq!((l.seen(READ_RET), l.seen(READ_VAL)), (0, value));
+}
+
+#[test]
+fn attach_and_detach_10000_times_while_two_threads_call() {
+    let l = loaded();
+    let (entry, exit) = (l.prog("count_entry"), l.prog("count_exit"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ncallers: u64 = std::env::var("UPROBE_CALLERS").ok().and_then(|s| s.parse().ok()).unwrap_or(2);
+    let callers: Vec<_> = (0..ncallers)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    assert_eq!(call(uprobe_target_frame, [t, n, 1, 0, 0, 0]), n + 1);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let rounds: usize = std::env::var("UPROBE_CHURN").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let started = std::time::Instant::now();
+    for _ in 0..rounds {
+        let att = uprobe::attach(&func("uprobe_target_frame"), &[&entry, &exit]).unwrap();
+        att.detach().unwrap();
+    }
+    eprintln!("{rounds} attach/detach in {:?}", started.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    let calls: u64 = callers.into_iter().map(|c| c.join().unwrap()).sum();
+    let (entries, exits) = (l.seen(ENTRIES), l.seen(EXITS));
+    eprintln!("{calls} calls, {entries} entry hits, {exits} exit hits");
+    assert!(entries > 0, "the probes were hit");
+    assert_eq!(entries, exits, "every entry hit has its exit hit");
+}
+
+#[test]
+fn probe_sites_pass_their_arguments() {
+    let l = loaded();
+    let entry = l.prog("on_entry");
+    let att = uprobe::attach(&Target::parse("site:rx"), &[&entry]).unwrap();
+    dataplane::uprobe::site::rx(7, 1, 98, 3);
+    assert_eq!([l.seen(ARG1), l.seen(ARG1 + 1), l.seen(ARG1 + 2), l.seen(ARG1 + 3)], [7, 1, 98, 3]);
+    assert_eq!(l.seen(ENTRIES), 1);
+    att.detach().unwrap();
+    dataplane::uprobe::site::rx(7, 1, 98, 3);
+    assert_eq!(l.seen(ENTRIES), 1, "a detached site is a NOP again");
+}
+
+#[test]
+fn bad_input_is_refused_with_the_target_named() {
+    let l = loaded();
+    let (entry, exit) = (l.prog("on_entry"), l.prog("on_exit"));
+    let err = |t: &str, progs: &[&TraceProgram]| uprobe::attach(&Target::parse(t), progs).unwrap_err();
+    let e = err("no_such_function_anywhere", &[&entry]);
+    assert!(matches!(e, UprobeError::UnknownSymbol { .. }), "{e}");
+    assert!(e.to_string().contains("no_such_function_anywhere"), "{e}");
+    for name in ["uprobe_target_too_short", "uprobe_target_loop"] {
+        let e = err(name, &[&entry]);
+        assert!(matches!(e, UprobeError::Unpatchable { .. }), "{e}");
+        assert!(e.to_string().contains(name), "{e}");
+    }
+    assert_eq!(call(uprobe_target_frame, [0, 1, 2, 0, 0, 0]), 3, "nothing was patched");
+    assert!(uprobe_target_loop(3) == 3 && uprobe_target_too_short() == 0);
+    let e = err("site:nope", &[&entry]);
+    assert!(e.to_string().contains("nope"), "{e}");
+    let e = err("site:rx", &[&exit]);
+    assert!(matches!(e, UprobeError::RetprobeOnSite { .. }), "{e}");
+    let xdp = l.obj.program(Some("xdp_side")).unwrap();
+    let e = TraceProgram::load(xdp, &l.maps).unwrap_err();
+    assert!(matches!(e, UprobeError::WrongProgramType { .. }), "{e}");
+    assert!(e.to_string().contains("xdp_side"), "{e}");
+}
+
+#[test]
+fn a_tracing_map_is_shared_with_an_xdp_program() {
+    use xdp_vm::context::{XDP_FRAME_SIZE, XdpBuff};
+    let l = loaded();
+    let xdp = xdp_vm::Program::<xdp_vm::Xdp>::new(l.obj.program(Some("xdp_side")).unwrap(), &l.maps).unwrap();
+    let xdp = xdp_vm::jit::JitProgram::compile(&xdp).unwrap();
+    let run_xdp = || {
+        let mut frame = vec![0u8; XDP_FRAME_SIZE];
+        let mut buff = XdpBuff::load(&mut frame, &[0u8; 60]).unwrap();
+        xdp.run(&mut buff, 0).unwrap()
+    };
+    let probe = l.prog("probe_side");
+    let _att = uprobe::attach(&func("uprobe_target_frame"), &[&probe]).unwrap();
+    for _ in 0..3 {
+        run_xdp();
+    }
+    for _ in 0..2 {
+        call(uprobe_target_frame, [0; 6]);
+    }
+    run_xdp();
+    // XDP_RUNS, PROBE_RUNS, XDP_SAW_PROBE, PROBE_SAW_XDP
+    let got: Vec<u64> = (0..4).map(|k| l.get("shared", k)).collect();
+    assert_eq!(got, [4, 2, 2, 3]);
+}
+
+#[test]
+fn the_kernels_uprobe_sees_the_same_arguments() {
+    let l = loaded();
+    let spec = l.obj.program(Some("on_entry")).unwrap();
+    let kernel = dataplane::kernel::KernelProgram::load(&l.obj, spec).unwrap();
+    let image = uprobe::symbols::image().unwrap();
+    let f = &image.functions("uprobe_target_rust")[0];
+    let exe = std::env::current_exe().unwrap();
+    let args = [5, 6, 7, 8, 9, 10];
+    let link = kernel.attach_uprobe(&exe, f.file_offset.unwrap(), false).unwrap();
+    assert_eq!(call(uprobe_target_rust, args), 13);
+    drop(link);
+    let kmap = kernel.map("seen").unwrap();
+    let kernel_saw: Vec<u64> = (0..6u32)
+        .map(|k| {
+            let v = kmap.lookup(&k.to_le_bytes()).unwrap().unwrap();
+            u64::from_le_bytes(v[0][..8].try_into().unwrap())
+        })
+        .collect();
+    assert_eq!(kernel_saw, args, "the kernel's uprobe");
+    let entry = l.prog("on_entry");
+    let att = uprobe::attach(&func("uprobe_target_rust"), &[&entry]).unwrap();
+    assert_eq!(call(uprobe_target_rust, args), 13);
+    att.detach().unwrap();
+    let ours: Vec<u64> = (0..6u32).map(|k| l.seen(k)).collect();
+    assert_eq!(ours, kernel_saw, "ours and the kernel's");
+}
