@@ -3,14 +3,17 @@
 //!
 //! Contestants, alternated round by round (pinned to CPU 0): the function unprobed (the
 //! baseline every figure is relative to); our symbol patch (uprobe) and uretprobe; our probe
-//! site (`site:rx`, against the disabled site); the kernel's uprobe and uretprobe on the same
-//! function (`perf_event_open` uprobe PMU + `BPF_PROG_TYPE_KPROBE`). Programs: `sum` (`return
+//! site (`site:rx`, against the disabled site); the kernel's uprobe and uretprobe
+//! (`perf_event_open` uprobe PMU + `BPF_PROG_TYPE_KPROBE`) on a twin of the function (same
+//! code; see `uprobe_bench_target_kernel`). Programs: `sum` (`return
 //! PT_REGS_PARM2 + PT_REGS_PARM3`, the seed's `return b + c`) and `counter` (a map lookup and an
 //! atomic add); all from `dataplane/tests/bpf/uprobe_args.c`, the same object for both sides.
 //! Then `bpf_probe_read_user` alone: `read_user4` minus `read_user1`, over three reads.
 //!
 //! `cargo bench -p benches --bench uprobe` (`-- --quick` for a short run). Figures: median
 //! over rounds of (ns per call with the probe - ns per call without), min..max in brackets.
+
+#![allow(unsafe_code, reason = "the assembly targets the probes find by name")]
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -21,16 +24,40 @@ use dataplane::kernel::KernelProgram;
 use dataplane::uprobe::{self, Target, TraceProgram};
 use xdp_vm::elf::Object;
 
-#[inline(never)]
-#[unsafe(no_mangle)]
-extern "C" fn uprobe_bench_target(a: u64, b: u64, c: u64) -> u64 {
-    black_box(a);
-    b.wrapping_add(c)
+// The target, `return b + c` as two instructions, and a twin for the kernel's probes, each alone
+// in its own page: a kernel uprobe must not share a page with code we patched (what it restores
+// when it detaches is not ours to predict), and once we have patched a function its first bytes
+// stay a jump to our trampoline. Same code, same call loop.
+std::arch::global_asm!(
+    ".pushsection .text.uprobe_bench_target,\"ax\",@progbits",
+    ".p2align 12",
+    ".globl uprobe_bench_target",
+    ".type uprobe_bench_target,@function",
+    "uprobe_bench_target:",
+    "lea rax, [rsi + rdx]",
+    "ret",
+    ".size uprobe_bench_target, . - uprobe_bench_target",
+    ".p2align 12",
+    ".globl uprobe_bench_target_kernel",
+    ".type uprobe_bench_target_kernel,@function",
+    "uprobe_bench_target_kernel:",
+    "lea rax, [rsi + rdx]",
+    "ret",
+    ".size uprobe_bench_target_kernel, . - uprobe_bench_target_kernel",
+    ".p2align 12",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    safe fn uprobe_bench_target(a: u64, b: u64, c: u64) -> u64;
+    safe fn uprobe_bench_target_kernel(a: u64, b: u64, c: u64) -> u64;
 }
 
+type Fun = extern "C" fn(u64, u64, u64) -> u64;
+
 #[inline(never)]
-fn call_loop(n: u64) -> f64 {
-    let f: extern "C" fn(u64, u64, u64) -> u64 = black_box(uprobe_bench_target);
+fn call_loop(f: Fun, n: u64) -> f64 {
+    let f: Fun = black_box(f);
     let x = 0u64;
     let p = std::ptr::from_ref(&x) as u64;
     let t = Instant::now();
@@ -45,6 +72,16 @@ fn site_loop(n: u64) -> f64 {
     let t = Instant::now();
     for i in 0..n {
         dataplane::uprobe::site::rx(black_box(1), 0, i, 0);
+    }
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// `site_loop` without the site: what the disabled NOP costs is the difference.
+#[inline(never)]
+fn empty_loop(n: u64) -> f64 {
+    let t = Instant::now();
+    for i in 0..n {
+        black_box((black_box(1u64), 0u64, i, 0u64));
     }
     t.elapsed().as_nanos() as f64 / n as f64
 }
@@ -89,8 +126,9 @@ fn main() -> anyhow::Result<()> {
     };
     let exe: PathBuf = std::env::current_exe()?;
     let image = uprobe::symbols::image().map_err(anyhow::Error::msg)?;
-    let offset =
-        image.functions("uprobe_bench_target")[0].file_offset.ok_or_else(|| anyhow::anyhow!("no offset"))?;
+    let offset = image.functions("uprobe_bench_target_kernel")[0]
+        .file_offset
+        .ok_or_else(|| anyhow::anyhow!("no file offset for uprobe_bench_target_kernel"))?;
     let target = Target::Function("uprobe_bench_target".into());
     let kernel_progs: Vec<(&str, Arc<KernelProgram>)> = ["sum", "counter"]
         .iter()
@@ -113,9 +151,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let mut read_cost = Vec::new();
+    let mut site_off = Vec::new();
     let mut base_ns = Vec::new();
 
-    for round in 0..rounds {
+    for _ in 0..rounds {
         for c in &mut cs {
             let kernel_side = matches!(c.side, Side::KernelUprobe | Side::KernelUretprobe);
             let n = if kernel_side { n_kernel } else { n_ours };
@@ -131,36 +170,34 @@ fn main() -> anyhow::Result<()> {
                 Side::OursUprobe | Side::OursUretprobe => {
                     let mut p = ours(c.prog)?;
                     p.ret = c.side == Side::OursUretprobe;
-                    let base = call_loop(n);
+                    let base = call_loop(uprobe_bench_target, n);
                     let att = uprobe::attach(&target, &[&p])?;
-                    let probed = call_loop(n);
+                    let probed = call_loop(uprobe_bench_target, n);
                     att.detach()?;
                     (base, probed)
                 }
                 Side::KernelUprobe | Side::KernelUretprobe => {
                     let Some((_, k)) = kernel_progs.iter().find(|(n, _)| *n == c.prog) else { continue };
-                    let base = call_loop(n);
+                    let base = call_loop(uprobe_bench_target_kernel, n);
                     let link = k.attach_uprobe(&exe, offset, c.side == Side::KernelUretprobe)?;
-                    let probed = call_loop(n);
+                    let probed = call_loop(uprobe_bench_target_kernel, n);
                     drop(link);
                     (base, probed)
                 }
             };
-            if round == 0 && c.side == Side::OursUprobe && c.prog == "sum" {
-                base_ns.push(base);
-            }
             c.added.push(probed - base);
         }
         // probe_read_user: read_user4 - read_user1, per read.
         let (r1, r4) = (ours("read_user1")?, ours("read_user4")?);
         let att = uprobe::attach(&target, &[&r1])?;
-        let t1 = call_loop(n_ours);
+        let t1 = call_loop(uprobe_bench_target, n_ours);
         att.detach()?;
         let att = uprobe::attach(&target, &[&r4])?;
-        let t4 = call_loop(n_ours);
+        let t4 = call_loop(uprobe_bench_target, n_ours);
         att.detach()?;
         read_cost.push((t4 - t1) / 3.0);
-        base_ns.push(call_loop(n_ours));
+        site_off.push(site_loop(n_ours) - empty_loop(n_ours));
+        base_ns.push(call_loop(uprobe_bench_target, n_ours));
     }
 
     let (b, _, _) = stats(&mut base_ns);
@@ -189,6 +226,8 @@ fn main() -> anyhow::Result<()> {
         let ratio = rival.map_or_else(|| "-".into(), |k| format!("{:.0}x", k / m.max(0.1)));
         println!("{label:44} {:>10.1} ({lo:.1}..{hi:.1}) {ratio:>12}", m);
     }
+    let (m, lo, hi) = stats(&mut site_off);
+    println!("{:44} {:>10.1} ({lo:.1}..{hi:.1})", "probe site disabled (NOP), vs no site", m);
     let (m, lo, hi) = stats(&mut read_cost);
     println!("{:44} {:>10.1} ({lo:.1}..{hi:.1})", "bpf_probe_read_user (8 bytes), ns per call", m);
     Ok(())

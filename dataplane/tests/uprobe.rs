@@ -283,3 +283,36 @@ fn the_kernels_uprobe_sees_the_same_arguments() {
     let ours: Vec<u64> = (0..6u32).map(|k| l.seen(k)).collect();
     assert_eq!(ours, kernel_saw, "ours and the kernel's");
 }
+
+#[test]
+fn a_bad_trace_entry_is_one_line_and_exit_2_before_any_interface() {
+    let obj = format!("{}/uprobe_args.o", dataplane::BPF_OBJ_DIR);
+    let counter = format!("{}/xdp_counter.o", dataplane::BPF_OBJ_DIR);
+    let cases = [
+        ("no_such_function_anywhere", "on_entry", "no_such_function_anywhere"),
+        ("site:nope", "on_entry", "nope"),
+        ("uprobe_target_frame", "xdp_side", "xdp_side"),
+    ];
+    for (i, (target, program, named)) in cases.into_iter().enumerate() {
+        let dir = std::env::temp_dir().join(format!("uprobe-cfg-{}-{i}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("trace.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[program]\nobject = \"{counter}\"\n[[ports]]\ninterface = \"dp-nosuch{i}\"\n\
+                 [[trace]]\nobject = \"{obj}\"\nprogram = \"{program}\"\ntarget = \"{target}\"\n"
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dataplane"))
+            .args(["--config", cfg.to_str().unwrap(), "--duration", "1"])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{target}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{target}: one line: {stderr}");
+        assert!(stderr.contains(named), "{target}: names {named}: {stderr}");
+    }
+}

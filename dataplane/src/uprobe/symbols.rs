@@ -72,7 +72,18 @@ fn read(runtime_entry: u64) -> Result<Image, String> {
         let mut sites = Vec::new();
         if let Some(sec) = file.section_by_name(".note.stapsdt") {
             let data = sec.data().map_err(|e| format!("reading .note.stapsdt: {e}"))?;
-            sites = parse_notes(data, bias);
+            // Notes of code the linker dropped (unused functions) keep an address relative to
+            // the dropped section: keep only those inside the code that is there.
+            let code: Vec<(u64, u64)> = file
+                .sections()
+                .filter(|s| s.kind() == object::SectionKind::Text)
+                .map(|s| (s.address(), s.address() + s.size()))
+                .collect();
+            sites = parse_notes(data, 0)
+                .into_iter()
+                .filter(|n| code.iter().any(|&(lo, hi)| n.addr >= lo && n.addr + 5 <= hi))
+                .map(|n| SiteNote { addr: n.addr.wrapping_add(bias), ..n })
+                .collect();
         }
         (bias, sites, functions)
     };
