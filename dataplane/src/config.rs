@@ -76,7 +76,7 @@ pub struct Config {
 
 /// `[[trace]]`: a uprobe or uretprobe program attached to a probe site (`site:rx`) or a
 /// function symbol of the dataplane, with the maps to print at exit.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TraceConfig {
     /// The clang-built object (the `[program]` object shares its maps with the XDP program).
@@ -91,7 +91,7 @@ pub struct TraceConfig {
 }
 
 /// `[[trace.print]]`: one map and how to print it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrintConfig {
     pub map: String,

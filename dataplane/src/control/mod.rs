@@ -480,7 +480,7 @@ impl Instance {
         }
         // Every key is named here (a new one fails to compile until it is sorted into
         // applied or not).
-        let Config { name: _, metrics, backend, dpdk, program: _, ports, workers, stats: _, pass, lab } =
+        let Config { name: _, metrics, backend, dpdk, program: _, ports, workers, stats: _, pass, lab, trace } =
             &new;
         for (what, same) in [
             ("ports", *ports == old.ports),
@@ -490,6 +490,7 @@ impl Instance {
             ("metrics", *metrics == old.metrics),
             ("backend", *backend == old.backend),
             ("dpdk", *dpdk == old.dpdk),
+            ("trace", *trace == old.trace),
         ] {
             if !same {
                 ignored.push(what);

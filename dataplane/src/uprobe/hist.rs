@@ -76,7 +76,7 @@ fn short(n: u64) -> String {
 }
 
 fn bar(count: u64, max: u64) -> String {
-    let w = if max == 0 { 0 } else { count * BAR / max };
+    let w = (count * BAR).checked_div(max).unwrap_or(0);
     format!("|{}{}|", "@".repeat(w as usize), " ".repeat((BAR - w) as usize))
 }
 

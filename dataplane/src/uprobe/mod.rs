@@ -193,13 +193,16 @@ impl TraceProgram {
     }
 }
 
+/// One attached program: (attachment id, uretprobe?, program).
+type Entry = (u64, bool, Arc<JitProgram<Uprobe>>);
+
 #[derive(Default)]
 struct Registry {
     probes: HashMap<u64, &'static Probe>,
     /// Targets resolved before, to their probe addresses.
     resolved: HashMap<Target, Vec<u64>>,
     /// Per probe address: (attachment id, uretprobe?, program).
-    programs: HashMap<u64, Vec<(u64, bool, Arc<JitProgram<Uprobe>>)>>,
+    programs: HashMap<u64, Vec<Entry>>,
     next_id: u64,
 }
 
@@ -306,7 +309,7 @@ fn resolve(
     Ok(probes)
 }
 
-fn snapshot(list: &[(u64, bool, Arc<JitProgram<Uprobe>>)]) -> Arc<Attached> {
+fn snapshot(list: &[Entry]) -> Arc<Attached> {
     let mut a = Attached::default();
     for (_, ret, p) in list {
         if *ret { a.ret.push(p.clone()) } else { a.entry.push(p.clone()) }

@@ -337,7 +337,7 @@ pub(super) fn publish(probe: &Probe, new: Option<Arc<Attached>>) -> io::Result<(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
             .map(|t| (*t, t.0.load(Ordering::Acquire)))
-            .filter(|(_, n)| n % 2 == 1)
+            .filter(|(_, n)| !n.is_multiple_of(2))
             .collect();
         retired.push(Retired { ptr: old as usize, waiting });
     }
@@ -531,7 +531,7 @@ fn stop_signal() -> libc::c_int {
 
 extern "C" fn on_stop(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
     let round = STOP_GEN.load(Ordering::Acquire);
-    if round % 2 == 0 {
+    if round.is_multiple_of(2) {
         // A late signal of a round that is over.
         return;
     }
@@ -621,9 +621,7 @@ pub(super) fn patch_function(addr: u64, bytes: &[u8]) -> Result<(), StopError> {
             for (t, _) in &STOPPED[..arrived] {
                 let tid = t.load(Ordering::Acquire) as u32;
                 if let Some(i) = tids.iter().position(|&x| x == tid) {
-                    if !seen[i] {
-                        seen[i] = true;
-                    }
+                    seen[i] = true;
                 }
             }
             for s in &seen {
