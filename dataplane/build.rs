@@ -11,7 +11,9 @@ use std::process::Command;
 fn main() {
     // The DPDK backend: with the `dpdk` feature and DPDK found by dpdk-sys's build.
     println!("cargo::rustc-check-cfg=cfg(dpdk)");
-    if std::env::var_os("CARGO_FEATURE_DPDK").is_some() && std::env::var("DEP_RTE_EAL_FOUND").as_deref() == Ok("1") {
+    if std::env::var_os("CARGO_FEATURE_DPDK").is_some()
+        && std::env::var("DEP_RTE_EAL_FOUND").as_deref() == Ok("1")
+    {
         println!("cargo:rustc-cfg=dpdk");
     }
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

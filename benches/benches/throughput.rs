@@ -80,7 +80,8 @@ fn kernel_round(s: &Setup, obj: &Object, window: Duration) -> anyhow::Result<f64
 }
 
 fn our_round(s: &Setup, object: Option<&Path>, window: Duration) -> anyhow::Result<(f64, (u64, u64))> {
-    let object = object.map_or_else(|| PathBuf::from(dataplane::BPF_OBJ_DIR).join("xdp_counter.o"), Path::to_path_buf);
+    let object =
+        object.map_or_else(|| PathBuf::from(dataplane::BPF_OBJ_DIR).join("xdp_counter.o"), Path::to_path_buf);
     let cfg = Config::parse(&format!(
         "[program]\nobject = {:?}\n[[ports]]\ninterface = {:?}\n[stats]\ninterval = 0\n",
         object.display().to_string(),
@@ -88,7 +89,10 @@ fn our_round(s: &Setup, object: Option<&Path>, window: Duration) -> anyhow::Resu
     ))?;
     let stop = Arc::new(AtomicBool::new(false));
     let opts = RunOptions { duration: None, no_program: false, config_path: None };
-    let opts = RunOptions { no_program: object.ends_with("xdp_counter.o") && NO_PROGRAM.load(Ordering::Relaxed), ..opts };
+    let opts = RunOptions {
+        no_program: object.ends_with("xdp_counter.o") && NO_PROGRAM.load(Ordering::Relaxed),
+        ..opts
+    };
     let st = stop.clone();
     let h = std::thread::spawn(move || runtime::run(&cfg, &opts, &st));
     std::thread::sleep(Duration::from_millis(500));
@@ -117,7 +121,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     cases.push(("no program (worker loop)".into(), None, tx_only()));
-    println!("pps back through a veth pair, {rounds} round(s) of {window:?}, ours (AF_XDP, jit, copy mode) vs kernel native XDP");
+    println!(
+        "pps back through a veth pair, {rounds} round(s) of {window:?}, ours (AF_XDP, jit, copy mode) vs kernel native XDP"
+    );
     println!("| program | ours | kernel native XDP | ours / kernel | ours, worker ns/frame p50 |");
     println!("|---|---|---|---|---|");
     for (i, (name, path, obj)) in cases.iter().enumerate() {

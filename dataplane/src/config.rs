@@ -344,7 +344,9 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         let mut cfg = Self::parse(&text).map_err(|e| match e {
-            ConfigError::Syntax { message, .. } => ConfigError::Syntax { path: path.display().to_string(), message },
+            ConfigError::Syntax { message, .. } => {
+                ConfigError::Syntax { path: path.display().to_string(), message }
+            }
             other => other,
         })?;
         if cfg.name.is_empty() {
@@ -478,8 +480,15 @@ impl Config {
             if self.backend == BackendKind::Dpdk {
                 return Err(invalid("lab", "lab mode runs on AF_XDP; use backend = \"afxdp\""));
             }
-            for (k, v) in [("lab.namespace", &lab.namespace), ("lab.interface", &lab.interface), ("lab.peer", &lab.peer)] {
-                if v.is_empty() || v.len() > 15 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            for (k, v) in [
+                ("lab.namespace", &lab.namespace),
+                ("lab.interface", &lab.interface),
+                ("lab.peer", &lab.peer),
+            ] {
+                if v.is_empty()
+                    || v.len() > 15
+                    || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
                     return Err(invalid(k, format!("{v:?}: 1 to 15 characters of [A-Za-z0-9_-]")));
                 }
             }
@@ -506,7 +515,10 @@ impl Config {
         }
         let name = p.name();
         if name.is_empty() || name.len() >= 64 || dev.contains('\0') {
-            return Err(invalid(key("device"), format!("{dev:?}: a device name of 1 to 63 characters, then ,key=value arguments")));
+            return Err(invalid(
+                key("device"),
+                format!("{dev:?}: a device name of 1 to 63 characters, then ,key=value arguments"),
+            ));
         }
         if p.queues.iter().enumerate().any(|(i, &q)| q as usize != i) {
             return Err(invalid(key("queues"), "a DPDK port's queues are 0, 1, .. n-1, in order"));
@@ -623,16 +635,25 @@ mod tests {
     #[test]
     fn dpdk_ports_name_a_device() {
         let dpdk = "backend = \"dpdk\"\n[dpdk]\neal_args = [\"--no-pci\"]\n[program]\nobject = \"x.o\"\n";
-        let c = Config::parse(&format!("{dpdk}[[ports]]\ndevice = \"net_pcap0,rx_pcap=a.pcap\"\nqueues = [0, 1]\n")).unwrap();
+        let c = Config::parse(&format!(
+            "{dpdk}[[ports]]\ndevice = \"net_pcap0,rx_pcap=a.pcap\"\nqueues = [0, 1]\n"
+        ))
+        .unwrap();
         assert_eq!((c.backend, c.ports[0].name()), (BackendKind::Dpdk, "net_pcap0"));
         assert_eq!(c.dpdk.unwrap().eal_args, vec!["--no-pci"]);
         let e = Config::parse(&format!("{dpdk}[[ports]]\ninterface = \"eth0\"\n")).unwrap_err().to_string();
         assert!(e.contains("ports[0].device"), "{e}");
-        let e = Config::parse(&format!("{dpdk}[[ports]]\ndevice = \"net_ring0\"\nqueues = [1]\n")).unwrap_err().to_string();
+        let e = Config::parse(&format!("{dpdk}[[ports]]\ndevice = \"net_ring0\"\nqueues = [1]\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ports[0].queues"), "{e}");
         let e = Config::parse(&format!("{MIN}device = \"net_ring0\"\n")).unwrap_err().to_string();
         assert!(e.contains("ports[0].device"), "{e}");
-        let e = Config::parse(&format!("{dpdk}[[ports]]\ndevice = \"net_ring0\"\n[lab]\ninterface = \"net_ring0\"\n")).unwrap_err().to_string();
+        let e = Config::parse(&format!(
+            "{dpdk}[[ports]]\ndevice = \"net_ring0\"\n[lab]\ninterface = \"net_ring0\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("lab"), "{e}");
     }
 

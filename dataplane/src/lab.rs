@@ -96,17 +96,41 @@ impl Lab {
         let marker = Path::new(MARKER_DIR).join(format!("lab-{}-{namespace}", std::process::id()));
         std::fs::write(&marker, format!("{}\n{namespace}\n{interface}\n", std::process::id()))
             .map_err(|source| LabError::Marker { path: marker.display().to_string(), source })?;
-        let lab = Self { namespace: namespace.into(), interface: interface.into(), peer: peer.into(), marker };
+        let lab =
+            Self { namespace: namespace.into(), interface: interface.into(), peer: peer.into(), marker };
         let q = queues.max(1).to_string();
         ip(&["netns", "add", namespace])?;
         ip(&[
-            "link", "add", interface, "numrxqueues", &q, "numtxqueues", &q, "type", "veth", "peer", "name", peer,
-            "numrxqueues", &q, "numtxqueues", &q, "netns", namespace,
+            "link",
+            "add",
+            interface,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "numrxqueues",
+            &q,
+            "numtxqueues",
+            &q,
+            "netns",
+            namespace,
         ])?;
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{interface}/disable_ipv6"), "1");
         let _ = run(
             "ip",
-            &["netns", "exec", namespace, "sh", "-c", &format!("echo 1 > /proc/sys/net/ipv6/conf/{peer}/disable_ipv6")],
+            &[
+                "netns",
+                "exec",
+                namespace,
+                "sh",
+                "-c",
+                &format!("echo 1 > /proc/sys/net/ipv6/conf/{peer}/disable_ipv6"),
+            ],
         );
         ip(&["link", "set", interface, "up"])?;
         ip(&["-n", namespace, "link", "set", peer, "up"])?;
@@ -120,7 +144,9 @@ impl Lab {
     pub fn peer_socket(&self) -> Result<PacketSocket, LabError> {
         let peer = self.peer.clone();
         let err = |source| LabError::Socket { ns: self.namespace.clone(), peer: self.peer.clone(), source };
-        sys::in_netns(&self.namespace, move || PacketSocket::open(sys::ifindex_here(&peer)?)).map_err(err)?.map_err(err)
+        sys::in_netns(&self.namespace, move || PacketSocket::open(sys::ifindex_here(&peer)?))
+            .map_err(err)?
+            .map_err(err)
     }
 
     /// Runs `f` in a thread inside the namespace.

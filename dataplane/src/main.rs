@@ -208,7 +208,9 @@ fn main() -> ExitCode {
 
 /// `Some(code)` when a command's exit code is its answer (`prog verify`).
 fn run(cli: Cli) -> anyhow::Result<Option<ExitCode>> {
-    let Some(command) = cli.command else { return run_config(cli.config.as_deref(), cli.duration).map(|()| None) };
+    let Some(command) = cli.command else {
+        return run_config(cli.config.as_deref(), cli.duration).map(|()| None);
+    };
     match command {
         Command::Run => run_config(cli.config.as_deref(), cli.duration).map(|()| None),
         Command::Prog(ProgCommand::Verify { object, program }) => {
@@ -265,7 +267,16 @@ fn run(cli: Cli) -> anyhow::Result<Option<ExitCode>> {
             std::io::stdout().lock().write_all(text.as_bytes())?;
             Ok(None)
         }
-        Command::Prog(ProgCommand::Run { object, data_in, data_out, repeat, program, engine, json, no_verify }) => {
+        Command::Prog(ProgCommand::Run {
+            object,
+            data_in,
+            data_out,
+            repeat,
+            program,
+            engine,
+            json,
+            no_verify,
+        }) => {
             if no_verify {
                 let _ = writeln!(
                     std::io::stderr(),
@@ -362,7 +373,8 @@ fn run_config(config: Option<&std::path::Path>, duration: Option<f64>) -> anyhow
     };
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("cannot install the Ctrl-C handler")?;
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("cannot install the Ctrl-C handler")?;
     // After the Ctrl-C handler, which (with its `termination` feature) claims SIGHUP too:
     // SIGHUP re-reads the config instead of stopping.
     control::sys::catch_sighup().context("cannot install the SIGHUP handler")?;

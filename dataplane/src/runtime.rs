@@ -20,7 +20,7 @@ use crate::control::{self, Instance, WorkerView};
 use crate::lab::{self, Lab, LabError};
 use crate::prog_run;
 use crate::stats::{self, Snapshot, WorkerCounters};
-use crate::worker::{Redirects, EngineError, PassTo, Worker};
+use crate::worker::{EngineError, PassTo, Redirects, Worker};
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,9 @@ pub enum RunError {
     Lab(#[from] LabError),
     #[error(transparent)]
     Control(#[from] ControlError),
-    #[error("this dataplane was built without DPDK (pkg-config found no libdpdk at build time): backend = \"dpdk\" is unavailable")]
+    #[error(
+        "this dataplane was built without DPDK (pkg-config found no libdpdk at build time): backend = \"dpdk\" is unavailable"
+    )]
     NoDpdk,
     #[cfg(dpdk)]
     #[error(transparent)]

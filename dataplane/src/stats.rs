@@ -152,11 +152,7 @@ impl Snapshot {
 #[must_use]
 pub fn line(label: &str, d: &Snapshot, secs: f64, hist: &Histogram<u64>) -> String {
     let secs = secs.max(1e-9);
-    let mut s = format!(
-        "{label}: rx {} tx {} |",
-        rate(d.rx as f64 / secs),
-        rate(d.tx as f64 / secs)
-    );
+    let mut s = format!("{label}: rx {} tx {} |", rate(d.rx as f64 / secs), rate(d.tx as f64 / secs));
     for (name, v) in VERDICTS.iter().zip(d.verdicts) {
         let _ = write!(s, " {name} {v}");
     }
@@ -213,7 +209,10 @@ mod tests {
         let mut h = new_histogram();
         h.record(40).unwrap();
         let text = line("eth1/q0", &c.snapshot().since(&Snapshot::default()), 1.0, &h);
-        assert!(text.starts_with("eth1/q0: rx 2.00 Mpps tx 1.50 Mpps | aborted 0 drop 0 pass 0 tx 1500000"), "{text}");
+        assert!(
+            text.starts_with("eth1/q0: rx 2.00 Mpps tx 1.50 Mpps | aborted 0 drop 0 pass 0 tx 1500000"),
+            "{text}"
+        );
         assert!(text.contains("drops aborted 7"), "{text}");
         assert!(text.contains("p50 40"), "{text}");
     }

@@ -68,7 +68,9 @@ fn start(config: &Path, args: &[&str]) -> Running {
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("the dataplane never got ready");
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the dataplane never got ready");
         if line.contains("ready") {
             break;
         }
@@ -108,7 +110,10 @@ fn exchange(sock: &PacketSocket, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
         assert_eq!(sock.send_batch(&refs).unwrap(), chunk.len());
         // Moderate rate: drain what came back before sending more.
         while back.len() < frames.len() {
-            match sock.recv(&mut buf, Duration::from_millis(if back.len() + 16 > frames.len() { 300 } else { 2 })).unwrap() {
+            match sock
+                .recv(&mut buf, Duration::from_millis(if back.len() + 16 > frames.len() { 300 } else { 2 }))
+                .unwrap()
+            {
                 Some(n) => back.push(buf[..n].to_vec()),
                 None => break,
             }
@@ -258,16 +263,31 @@ fn bad_input_fails_with_one_line_and_leaves_nothing_attached() {
     let (ns, a, b) = names("e");
     let _lab = Lab::create(&ns, &a, &b, 1).unwrap();
     let counter = obj("xdp_counter.o");
-    fails_cleanly("e1", &port_config(&counter, "dtnosuchif0", ""), None, "interface dtnosuchif0 does not exist");
+    fails_cleanly(
+        "e1",
+        &port_config(&counter, "dtnosuchif0", ""),
+        None,
+        "interface dtnosuchif0 does not exist",
+    );
     fails_cleanly(
         "e2",
         &port_config(&counter, &a, "").replace("queues = [0]", "queues = [3]"),
         Some(&a),
         "queue 3 is out of range",
     );
-    fails_cleanly("e3", &port_config(&obj("unsafe/unknown_helper.o"), &a, ""), Some(&a), "cannot load program");
+    fails_cleanly(
+        "e3",
+        &port_config(&obj("unsafe/unknown_helper.o"), &a, ""),
+        Some(&a),
+        "cannot load program",
+    );
     fails_cleanly("e4", &port_config(Path::new("/etc/hostname"), &a, ""), Some(&a), "/etc/hostname");
     fails_cleanly("e5", &port_config(&counter, &a, "rx_rnig = 64"), Some(&a), "ports[0]");
-    fails_cleanly("e6", &port_config(&counter, &a, "attach = \"driver\"").replacen("attach = \"native\"\n", "", 1), Some(&a), "ports[0].attach");
+    fails_cleanly(
+        "e6",
+        &port_config(&counter, &a, "attach = \"driver\"").replacen("attach = \"native\"\n", "", 1),
+        Some(&a),
+        "ports[0].attach",
+    );
     fails_cleanly("e7", &port_config(&obj("tail_call.o"), &a, ""), Some(&a), "does not run tail calls");
 }

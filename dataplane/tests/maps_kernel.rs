@@ -111,7 +111,16 @@ fn lpm_trie_matches_the_kernel() {
         for step in 0..600 {
             let r = xorshift(&mut rng);
             // Addresses from a small pool so prefixes nest, lengths 0..=33 (33 is invalid).
-            let pool = [[10, 0, 0, 0], [10, 1, 0, 0], [10, 1, 2, 0], [192, 168, 0, 0], [192, 168, 128, 7], [0, 0, 0, 0], [255, 255, 255, 255], [10, 129, 0, 0]];
+            let pool = [
+                [10, 0, 0, 0],
+                [10, 1, 0, 0],
+                [10, 1, 2, 0],
+                [192, 168, 0, 0],
+                [192, 168, 128, 7],
+                [0, 0, 0, 0],
+                [255, 255, 255, 255],
+                [10, 129, 0, 0],
+            ];
             let ip = pool[(r % 8) as usize];
             let len = ((r >> 8) % 34) as u32;
             let key = [&len.to_ne_bytes()[..], &ip].concat();
@@ -119,7 +128,10 @@ fn lpm_trie_matches_the_kernel() {
             let value = (step as u32).to_ne_bytes();
             match (r >> 24) % 4 {
                 0 | 1 => {
-                    let (a, b) = (kerr(&k.update(&key, &value, flags)), ourerr(&ours.update_user(&key, &value, flags)));
+                    let (a, b) = (
+                        kerr(&k.update(&key, &value, flags)),
+                        ourerr(&ours.update_user(&key, &value, flags)),
+                    );
                     assert_eq!(a, b, "seed {seed} step {step}: update {len}/{ip:?} flags {flags}");
                 }
                 2 => {
@@ -128,7 +140,11 @@ fn lpm_trie_matches_the_kernel() {
                 }
                 _ => {
                     let a = k.lookup(&key).unwrap().map(|v| v[0].clone());
-                    assert_eq!(a, ours.lookup_user(&key).ok(), "seed {seed} step {step}: lookup {len}/{ip:?}");
+                    assert_eq!(
+                        a,
+                        ours.lookup_user(&key).ok(),
+                        "seed {seed} step {step}: lookup {len}/{ip:?}"
+                    );
                 }
             }
         }
@@ -190,7 +206,8 @@ fn lru_hash_matches_the_kernel_without_pressure() {
         let d = def(t, 4, 8, 1024, 0);
         pin_current_thread(0).unwrap();
         let k = KernelMap::create_standalone("lru", d).unwrap();
-        let slots = if t == map_type::LRU_PERCPU_HASH { dataplane::kernel::possible_cpus().unwrap() } else { 1 };
+        let slots =
+            if t == map_type::LRU_PERCPU_HASH { dataplane::kernel::possible_cpus().unwrap() } else { 1 };
         let ours = Map::new("lru", d, slots).unwrap();
         let mut rng = 0xabcd_u64 + u64::from(t);
         for step in 0..1500u64 {
@@ -201,10 +218,17 @@ fn lru_hash_matches_the_kernel_without_pressure() {
             let value: Vec<u8> = one.repeat(slots);
             match (r >> 16) % 3 {
                 0 => {
-                    let (a, b) = (kerr(&k.update(&key, &value, flags)), ourerr(&ours.update_user(&key, &value, flags)));
+                    let (a, b) = (
+                        kerr(&k.update(&key, &value, flags)),
+                        ourerr(&ours.update_user(&key, &value, flags)),
+                    );
                     assert_eq!(a, b, "type {t} step {step}: update flags {flags}");
                 }
-                1 => assert_eq!(kerr(&k.delete(&key)), ourerr(&ours.delete(&key)), "type {t} step {step}: delete"),
+                1 => assert_eq!(
+                    kerr(&k.delete(&key)),
+                    ourerr(&ours.delete(&key)),
+                    "type {t} step {step}: delete"
+                ),
                 _ => {
                     let a = k.lookup(&key).unwrap().map(|v| v.concat());
                     assert_eq!(a, ours.lookup_user(&key).ok(), "type {t} step {step}: lookup");
@@ -253,8 +277,14 @@ fn devmaps_match_the_kernel() {
             let flags = [BPF_ANY, BPF_NOEXIST, BPF_EXIST, 5][((r >> 16) % 4) as usize];
             match (r >> 24) % 3 {
                 0 => {
-                    let (a, b) = (kerr(&k.update(&key, &value, flags)), ourerr(&ours.update_user(&key, &value, flags)));
-                    assert_eq!(a, b, "type {t}/{value_size} step {step}: update ifindex {ifindex} flags {flags}");
+                    let (a, b) = (
+                        kerr(&k.update(&key, &value, flags)),
+                        ourerr(&ours.update_user(&key, &value, flags)),
+                    );
+                    assert_eq!(
+                        a, b,
+                        "type {t}/{value_size} step {step}: update ifindex {ifindex} flags {flags}"
+                    );
                 }
                 1 => assert_eq!(
                     kerr(&k.delete(&key)),

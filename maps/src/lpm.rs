@@ -85,7 +85,8 @@ impl LpmTrie {
         if def.map_flags & f::NO_PREALLOC == 0 {
             return Err(invalid("LPM tries need BPF_F_NO_PREALLOC"));
         }
-        if def.map_flags & !(f::NO_PREALLOC | f::NUMA_NODE | f::ACCESS_MASK) != 0 || !access_ok(def.map_flags) {
+        if def.map_flags & !(f::NO_PREALLOC | f::NUMA_NODE | f::ACCESS_MASK) != 0 || !access_ok(def.map_flags)
+        {
             return Err(invalid("unknown map flags for an LPM trie"));
         }
         if def.key_size < 5 || def.key_size > 4 + DATA_SIZE_MAX {
@@ -99,7 +100,8 @@ impl LpmTrie {
         let nwords = 2 + data_size.div_ceil(8);
         let capacity = (def.max_entries as usize).checked_mul(2).and_then(|n| n.checked_add(1));
         let capacity = capacity.filter(|&n| n < NIL as usize).ok_or_else(|| oom(usize::MAX))?;
-        let nodes = capacity.checked_mul(nwords).and_then(Slab::zeroed).ok_or_else(|| oom(capacity * nwords * 8))?;
+        let nodes =
+            capacity.checked_mul(nwords).and_then(Slab::zeroed).ok_or_else(|| oom(capacity * nwords * 8))?;
         let values = Values::new(def.value_size as usize, capacity, 1).map_err(oom)?;
         let mut free = VecDeque::new();
         free.try_reserve_exact(capacity).map_err(|_| oom(capacity * 4))?;
@@ -328,7 +330,14 @@ impl LpmTrie {
     }
 
     /// Links the filled node `new` in; returns the node it replaced, if any.
-    fn insert(&self, w: &mut Writer, new: u32, prefixlen: u32, data: &[u8], flags: u64) -> Result<Option<u32>, OpError> {
+    fn insert(
+        &self,
+        w: &mut Writer,
+        new: u32,
+        prefixlen: u32,
+        data: &[u8],
+        flags: u64,
+    ) -> Result<Option<u32>, OpError> {
         let mut slot = Slot::Root;
         let mut matchlen = 0;
         let mut node = self.get(slot);
@@ -423,7 +432,8 @@ impl LpmTrie {
             return Ok(());
         }
         if parent != NIL && self.flags(parent) & FLAG_IM != 0 && c0 == NIL && c1 == NIL {
-            let sibling = if self.child(parent, 0) == node { self.child(parent, 1) } else { self.child(parent, 0) };
+            let sibling =
+                if self.child(parent, 0) == node { self.child(parent, 1) } else { self.child(parent, 0) };
             self.set(trim2, sibling);
             self.end();
             w.free.push_back(parent);

@@ -52,12 +52,15 @@ impl QueueStack {
             return Err(invalid("unknown map flags for a queue or stack"));
         }
         if def.value_size > KMALLOC_MAX_SIZE {
-            return Err(MapError::TooBig { name: name.to_owned(), reason: "value_size over KMALLOC_MAX_SIZE" });
+            return Err(MapError::TooBig {
+                name: name.to_owned(),
+                reason: "value_size over KMALLOC_MAX_SIZE",
+            });
         }
-        let size = def.max_entries.checked_add(1).ok_or_else(|| MapError::TooBig {
-            name: name.to_owned(),
-            reason: "max_entries + 1 overflows",
-        })?;
+        let size = def
+            .max_entries
+            .checked_add(1)
+            .ok_or_else(|| MapError::TooBig { name: name.to_owned(), reason: "max_entries + 1 overflows" })?;
         let values = Values::new(def.value_size as usize, size as usize, 1)
             .map_err(|bytes| MapError::OutOfMemory { name: name.to_owned(), bytes })?;
         Ok(QueueStack {

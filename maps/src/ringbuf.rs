@@ -233,8 +233,6 @@ impl RingBuf {
     /// Whether `[addr, addr + len)` is inside the data area (record bytes a program may touch).
     pub(crate) fn contains(&self, addr: usize, len: usize) -> bool {
         let base = self.data.base_addr();
-        len != 0
-            && addr >= base
-            && addr.checked_add(len).is_some_and(|end| end <= base + self.data.len() * 8)
+        len != 0 && addr >= base && addr.checked_add(len).is_some_and(|end| end <= base + self.data.len() * 8)
     }
 }

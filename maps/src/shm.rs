@@ -44,7 +44,10 @@ unsafe impl Sync for Region {}
 
 fn shm_name(name: &str) -> io::Result<CString> {
     if name.is_empty() || name.contains('/') || name.len() > 200 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "shared map store names are one path component"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "shared map store names are one path component",
+        ));
     }
     CString::new(format!("/{name}")).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))
 }
@@ -123,7 +126,8 @@ impl Region {
         // SAFETY: `cpath` is a valid NUL-terminated path.
         unsafe { libc::unlink(cpath.as_ptr()) };
         // SAFETY: as above; O_EXCL makes this a new file only we opened.
-        let fd = own(unsafe { libc::open(cpath.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o644) })?;
+        let fd =
+            own(unsafe { libc::open(cpath.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o644) })?;
         let unlink = Unlink::Path(path);
         // hugetlbfs files are mapped with MAP_HUGETLB implied; without reserved pages the mmap
         // (or the first touch) fails, so touch every page now while a fallback is still possible.

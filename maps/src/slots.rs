@@ -167,7 +167,9 @@ impl SlotArray {
         }
         let inner = match (t, inner) {
             (map_type::ARRAY_OF_MAPS, Some(tpl)) => Some(Inner::new(name, tpl)?),
-            (map_type::ARRAY_OF_MAPS, None) => return Err(invalid("a map of maps needs an inner map template")),
+            (map_type::ARRAY_OF_MAPS, None) => {
+                return Err(invalid("a map of maps needs an inner map template"));
+            }
             _ => None,
         };
         let n = def.max_entries as usize;
@@ -346,7 +348,13 @@ impl SlotArray {
     /// `bpf_perf_event_output`: one sample of `data` then `ctx` into the buffer of the slot the
     /// flags' index names (`BPF_F_CURRENT_CPU`: `slot`).
     #[inline]
-    pub(crate) fn perf_output(&self, flags: u64, slot: usize, data: &[u8], ctx: &[u8]) -> Result<(), OpError> {
+    pub(crate) fn perf_output(
+        &self,
+        flags: u64,
+        slot: usize,
+        data: &[u8],
+        ctx: &[u8],
+    ) -> Result<(), OpError> {
         let perf = self.perf.as_ref().ok_or(OpError::Invalid)?;
         if flags & !(BPF_F_INDEX_MASK | BPF_F_CTXLEN_MASK) != 0 {
             return Err(OpError::Invalid);

@@ -193,7 +193,9 @@ impl MapStore {
         e[6].store(pair(def.map_flags, map.slots() as u64), Ordering::Relaxed);
         let fields: [usize; 9] = match map.shared_layout() {
             Layout::Private => [0; 9],
-            Layout::Array { values, region_words, vwords } => [1, values, region_words, vwords, 0, 0, 0, 0, 0],
+            Layout::Array { values, region_words, vwords } => {
+                [1, values, region_words, vwords, 0, 0, 0, 0, 0]
+            }
             Layout::Hash(h) => {
                 [2, h.values, h.region_words, h.vwords, h.heads, h.n_buckets, h.elems, h.ewords, h.capacity]
             }
@@ -223,7 +225,11 @@ impl MapStore {
     /// [`StoreError::Io`] when there is no such region; [`StoreError::BadMagic`] /
     /// [`StoreError::Version`] when it is not a store this code can read.
     pub fn open_shared(name: &str) -> Result<SharedView, StoreError> {
-        let region = Region::open(name).map_err(|source| StoreError::Io { op: "open", name: name.to_owned(), source })?;
+        let region = Region::open(name).map_err(|source| StoreError::Io {
+            op: "open",
+            name: name.to_owned(),
+            source,
+        })?;
         let words = region.words();
         if words[0].load(Ordering::Relaxed) != MAGIC || words.len() < DATA {
             return Err(StoreError::BadMagic { name: name.to_owned() });
@@ -375,7 +381,10 @@ mod tests {
 
         let view = MapStore::open_shared(&name).unwrap();
         let names: Vec<_> = view.maps().into_iter().map(|m| (m.name, m.readable)).collect();
-        assert_eq!(names, [("arr".into(), true), ("flows".into(), true), ("pc".into(), true), ("q".into(), false)]);
+        assert_eq!(
+            names,
+            [("arr".into(), true), ("flows".into(), true), ("pc".into(), true), ("q".into(), false)]
+        );
         assert_eq!(view.entries("arr").unwrap(), arr.entries());
         let sorted = |mut v: Vec<Entry>| {
             v.sort();
@@ -392,7 +401,11 @@ mod tests {
         assert!(view.entries("arr").is_some(), "the maps keep the region alive");
         drop((arr, h, pc, q));
         assert!(MapStore::open_shared(&name).is_err(), "the creator removes the name");
-        assert_eq!(view.entries("arr").unwrap()[0].values[0], 5u64.to_ne_bytes(), "a reader keeps its mapping");
+        assert_eq!(
+            view.entries("arr").unwrap()[0].values[0],
+            5u64.to_ne_bytes(),
+            "a reader keeps its mapping"
+        );
     }
 
     #[test]
@@ -400,7 +413,13 @@ mod tests {
     fn full_region_and_bad_names() {
         let name = unique("full");
         let (store, _) = MapStore::create_shared(&name, 0).unwrap();
-        let big = MapDef { map_type: map_type::ARRAY, key_size: 4, value_size: 8, max_entries: 1 << 20, map_flags: 0 };
+        let big = MapDef {
+            map_type: map_type::ARRAY,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 1 << 20,
+            map_flags: 0,
+        };
         assert!(matches!(store.create_map("big", big, 1), Err(MapError::OutOfMemory { .. })));
         assert!(MapStore::create_shared("a/b", 4096).is_err());
         assert!(MapStore::open_shared(&unique("missing")).is_err());

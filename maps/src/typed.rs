@@ -74,7 +74,12 @@ fn check(map: &Map, types: &[u32], key: usize, value: usize) -> Result<(), Typed
     }
     for (what, expected, actual) in [("key", key, d.key_size), ("value", value, d.value_size)] {
         if actual as usize != expected {
-            return Err(TypedError::Size { map: map.name().to_owned(), what, expected, actual: actual as usize });
+            return Err(TypedError::Size {
+                map: map.name().to_owned(),
+                what,
+                expected,
+                actual: actual as usize,
+            });
         }
     }
     Ok(())

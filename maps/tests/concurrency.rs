@@ -129,7 +129,8 @@ fn percpu_slots_count_exactly() {
 fn lru_counts_are_exact_without_pressure() {
     // Room for every key plus each thread's fresh element: nothing is evicted, so an LRU map must
     // keep counts as exactly as a hash map.
-    let def = MapDef { map_type: map_type::LRU_HASH, key_size: 4, value_size: 8, max_entries: 128, map_flags: 0 };
+    let def =
+        MapDef { map_type: map_type::LRU_HASH, key_size: 4, value_size: 8, max_entries: 128, map_flags: 0 };
     let map = Map::new("lru", def, THREADS).unwrap();
     std::thread::scope(|s| {
         for t in 0..THREADS {
@@ -163,7 +164,8 @@ fn lru_under_pressure_never_shows_a_foreign_value() {
     // A tiny LRU map and many keys: evictions all the time. Each thread writes only its own keys,
     // with values naming the thread, so whatever a lookup finds must be that thread's last write
     // or nothing.
-    let def = MapDef { map_type: map_type::LRU_HASH, key_size: 4, value_size: 8, max_entries: 8, map_flags: 0 };
+    let def =
+        MapDef { map_type: map_type::LRU_HASH, key_size: 4, value_size: 8, max_entries: 8, map_flags: 0 };
     let map = Map::new("lru", def, THREADS).unwrap();
     std::thread::scope(|s| {
         for t in 0..THREADS {
@@ -192,7 +194,8 @@ fn lru_under_pressure_never_shows_a_foreign_value() {
 
 #[test]
 fn lpm_lookups_never_miss_a_covering_prefix() {
-    let def = MapDef { map_type: map_type::LPM_TRIE, key_size: 8, value_size: 8, max_entries: 64, map_flags: 1 };
+    let def =
+        MapDef { map_type: map_type::LPM_TRIE, key_size: 8, value_size: 8, max_entries: 64, map_flags: 1 };
     let map = Map::new("lpm", def, 1).unwrap();
     let key = |len: u32, ip: [u8; 4]| [&len.to_ne_bytes()[..], &ip].concat();
     map.update(&key(8, [10, 0, 0, 0]), &8u64.to_ne_bytes(), BPF_ANY, 0).unwrap();
@@ -236,7 +239,8 @@ fn lpm_lookups_never_miss_a_covering_prefix() {
 fn ringbuf_producers_and_a_consumer() {
     const PRODUCERS: usize = 3;
     let per = if cfg!(miri) { 40 } else { 20_000u32 };
-    let def = MapDef { map_type: map_type::RINGBUF, key_size: 0, value_size: 0, max_entries: 4096, map_flags: 0 };
+    let def =
+        MapDef { map_type: map_type::RINGBUF, key_size: 0, value_size: 0, max_entries: 4096, map_flags: 0 };
     let map = Map::new("rb", def, 1).unwrap();
     let done = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {

@@ -45,8 +45,10 @@ struct Model {
 impl Model {
     fn new(def: MapDef, slots: usize) -> Model {
         let array = matches!(def.map_type, map_type::ARRAY | map_type::PERCPU_ARRAY);
-        let per_cpu =
-            matches!(def.map_type, map_type::PERCPU_ARRAY | map_type::PERCPU_HASH | map_type::LRU_PERCPU_HASH);
+        let per_cpu = matches!(
+            def.map_type,
+            map_type::PERCPU_ARRAY | map_type::PERCPU_HASH | map_type::LRU_PERCPU_HASH
+        );
         let slots = if per_cpu { slots } else { 1 };
         let mut entries = BTreeMap::new();
         if array {

@@ -44,16 +44,29 @@ fn another_process_reads_the_maps_while_they_change() {
     let name = format!("maps-xproc-{}", std::process::id());
     let (store, _huge) = MapStore::create_shared(&name, 4 << 20).unwrap();
     let counter = store
-        .create_map("counter", MapDef { map_type: map_type::ARRAY, key_size: 4, value_size: 8, max_entries: 1, map_flags: 0 }, 1)
+        .create_map(
+            "counter",
+            MapDef { map_type: map_type::ARRAY, key_size: 4, value_size: 8, max_entries: 1, map_flags: 0 },
+            1,
+        )
         .unwrap();
     let flows = store
-        .create_map("flows", MapDef { map_type: map_type::HASH, key_size: 8, value_size: 8, max_entries: 64, map_flags: 0 }, 2)
+        .create_map(
+            "flows",
+            MapDef { map_type: map_type::HASH, key_size: 8, value_size: 8, max_entries: 64, map_flags: 0 },
+            2,
+        )
         .unwrap();
     for i in 0..40u64 {
         flows.update(&i.to_ne_bytes(), &i.to_ne_bytes(), BPF_ANY, 0).unwrap();
     }
     let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "another_process_reads_the_maps_while_they_change", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "another_process_reads_the_maps_while_they_change",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &name)
         .stdout(std::process::Stdio::piped())
         .spawn()

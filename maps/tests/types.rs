@@ -2,7 +2,10 @@
 //! stack, ring buffer, and the slot maps (program arrays, devmaps, xskmaps, maps of maps, perf
 //! event arrays), each against a plain reference model of the kernel's rules.
 
-#![expect(unsafe_code, reason = "writes a ring buffer record through the pointer `ringbuf_reserve` hands to programs")]
+#![expect(
+    unsafe_code,
+    reason = "writes a ring buffer record through the pointer `ringbuf_reserve` hands to programs"
+)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -56,8 +59,11 @@ fn run_lru(map_type: u32, ops: Vec<LruOp>) -> Result<(), TestCaseError> {
                 };
                 // As in the kernel, a full map evicts before the flags are checked, and the victim
                 // may be this very key: then NOEXIST succeeds and EXIST finds nothing.
-                let evicted_itself = full && present && got != want && (
-                    (flags == BPF_NOEXIST && got == Ok(())) || (flags == BPF_EXIST && got == Err(OpError::NotFound)));
+                let evicted_itself = full
+                    && present
+                    && got != want
+                    && ((flags == BPF_NOEXIST && got == Ok(()))
+                        || (flags == BPF_EXIST && got == Err(OpError::NotFound)));
                 prop_assert!(got == want || evicted_itself, "{:?}: {:?}, expected {:?}", op, got, want);
                 if got.is_ok() {
                     last.insert(k, [val; 8]);
@@ -139,7 +145,15 @@ fn masked(len: u32, data: [u8; LPM_DATA]) -> u16 {
 
 fn lpm_ops() -> impl Strategy<Value = Vec<LpmOp>> {
     // Few distinct data patterns and lengths, so prefixes nest and collide.
-    let data = prop::sample::select(vec![[0x00, 0x00], [0x80, 0x00], [0xc0, 0xa8], [0xc0, 0xa9], [0xc0, 0x00], [0xff, 0xff], [0x0f, 0x01]]);
+    let data = prop::sample::select(vec![
+        [0x00, 0x00],
+        [0x80, 0x00],
+        [0xc0, 0xa8],
+        [0xc0, 0xa9],
+        [0xc0, 0x00],
+        [0xff, 0xff],
+        [0x0f, 0x01],
+    ]);
     let len = prop_oneof![0u32..=16, Just(17)];
     let flags = prop::sample::select(vec![BPF_ANY, BPF_ANY, BPF_NOEXIST, BPF_EXIST, 3]);
     let op = prop_oneof![
@@ -246,7 +260,12 @@ fn lpm_definition_and_kernel_example() {
     let order: Vec<_> = m.entries().into_iter().map(|e| e.key).collect();
     assert_eq!(
         order,
-        [key(24, [192, 168, 0, 0]), key(24, [192, 168, 1, 0]), key(24, [192, 168, 128, 0]), key(16, [192, 168, 0, 0])]
+        [
+            key(24, [192, 168, 0, 0]),
+            key(24, [192, 168, 1, 0]),
+            key(24, [192, 168, 128, 0]),
+            key(16, [192, 168, 0, 0])
+        ]
     );
     // A lookup pointer is value memory of the map.
     let p = m.lookup(&key(32, [192, 168, 128, 1]), 0).unwrap();
@@ -476,7 +495,10 @@ fn prog_array_slots() {
 #[test]
 fn devmap_xskmap_and_devmap_hash() {
     let dm = Map::new("dm", def(map_type::DEVMAP, 4, 8, 4, 0), 1).unwrap();
-    assert_eq!(dm.update_user(&0u32.to_ne_bytes(), &[3, 0, 0, 0, 0, 0, 0, 0], BPF_NOEXIST), Err(OpError::Exists));
+    assert_eq!(
+        dm.update_user(&0u32.to_ne_bytes(), &[3, 0, 0, 0, 0, 0, 0, 0], BPF_NOEXIST),
+        Err(OpError::Exists)
+    );
     dm.update_user(&0u32.to_ne_bytes(), &[3, 0, 0, 0, 0, 0, 0, 0], BPF_ANY).unwrap();
     assert_eq!(dm.redirect_target(0), Some(3));
     let p = dm.lookup(&0u32.to_ne_bytes(), 0).unwrap();
@@ -525,7 +547,11 @@ fn maps_of_maps() {
     assert_eq!(hom.set_inner_map(&[1; 8], h, BPF_NOEXIST), Err(OpError::Exists));
     assert!(hom.inner_map(&[1; 8]).is_some_and(|m| m.name() == "h"));
     assert!(hom.inner_map(&[2; 8]).is_none());
-    assert_eq!(hom.update_user(&[1; 8], &[0; 4], BPF_ANY), Err(OpError::Invalid), "inner maps go in by handle");
+    assert_eq!(
+        hom.update_user(&[1; 8], &[0; 4], BPF_ANY),
+        Err(OpError::Invalid),
+        "inner maps go in by handle"
+    );
 }
 
 #[test]
@@ -572,7 +598,8 @@ fn every_type_is_creatable() {
         (map_type::ARRAY_OF_MAPS, 4, 4, 4, 0),
         (map_type::HASH_OF_MAPS, 4, 4, 4, 0),
     ] {
-        let m = Map::with_inner("m", def(t, k, v, n, f), 2, inner).unwrap_or_else(|e| panic!("type {t}: {e}"));
+        let m =
+            Map::with_inner("m", def(t, k, v, n, f), 2, inner).unwrap_or_else(|e| panic!("type {t}: {e}"));
         assert_eq!(m.def().map_type, t);
         assert!(m.array_base().is_none());
     }

@@ -71,7 +71,8 @@ pub fn ifindex(name: &str) -> Option<u32> {
 pub fn rx_queues(name: &str) -> u32 {
     std::fs::read_dir(Path::new("/sys/class/net").join(name).join("queues"))
         .map(|d| {
-            d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count() as u32
+            d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count()
+                as u32
         })
         .unwrap_or(1)
 }
@@ -88,8 +89,18 @@ pub fn redirect_object(queues: u32) -> Object {
         Insn::new(0x85, 0, 0, 0, 51), // call bpf_redirect_map
         Insn::new(0x95, 0, 0, 0, 0),  // exit
     ];
-    let def = MapDef { map_type: map_type::XSKMAP, key_size: 4, value_size: 4, max_entries: queues.max(1), map_flags: 0 };
-    one_program_object("dp_xsk_redirect", insns, MapSpec { name: "xsks".into(), def, kind: MapKind::Regular, data: vec![], vars: vec![] })
+    let def = MapDef {
+        map_type: map_type::XSKMAP,
+        key_size: 4,
+        value_size: 4,
+        max_entries: queues.max(1),
+        map_flags: 0,
+    };
+    one_program_object(
+        "dp_xsk_redirect",
+        insns,
+        MapSpec { name: "xsks".into(), def, kind: MapKind::Regular, data: vec![], vars: vec![] },
+    )
 }
 
 /// A sink for the far end of a lab or benchmark veth: counts frames in a per-CPU array (key 0)
@@ -98,28 +109,38 @@ pub fn redirect_object(queues: u32) -> Object {
 pub fn sink_object(pass: bool) -> Object {
     let verdict = if pass { 2 } else { 1 };
     let insns = vec![
-        Insn::new(0x62, 10, 0, -4, 0),  // *(u32 *)(r10 - 4) = 0
-        Insn::new(0xbf, 2, 10, 0, 0),   // r2 = r10
-        Insn::new(0x07, 2, 0, 0, -4),   // r2 += -4
+        Insn::new(0x62, 10, 0, -4, 0),                // *(u32 *)(r10 - 4) = 0
+        Insn::new(0xbf, 2, 10, 0, 0),                 // r2 = r10
+        Insn::new(0x07, 2, 0, 0, -4),                 // r2 += -4
         Insn::new(0x18, 1, BPF_PSEUDO_MAP_IDX, 0, 0), // r1 = map[count]
         Insn::new(0, 0, 0, 0, 0),
-        Insn::new(0x85, 0, 0, 0, 1),    // call bpf_map_lookup_elem
-        Insn::new(0x15, 0, 0, 3, 0),    // if r0 == 0 goto +3
-        Insn::new(0x79, 1, 0, 0, 0),    // r1 = *(u64 *)(r0 + 0)
-        Insn::new(0x07, 1, 0, 0, 1),    // r1 += 1
-        Insn::new(0x7b, 0, 1, 0, 0),    // *(u64 *)(r0 + 0) = r1
+        Insn::new(0x85, 0, 0, 0, 1),       // call bpf_map_lookup_elem
+        Insn::new(0x15, 0, 0, 3, 0),       // if r0 == 0 goto +3
+        Insn::new(0x79, 1, 0, 0, 0),       // r1 = *(u64 *)(r0 + 0)
+        Insn::new(0x07, 1, 0, 0, 1),       // r1 += 1
+        Insn::new(0x7b, 0, 1, 0, 0),       // *(u64 *)(r0 + 0) = r1
         Insn::new(0xb7, 0, 0, 0, verdict), // r0 = verdict
-        Insn::new(0x95, 0, 0, 0, 0),    // exit
+        Insn::new(0x95, 0, 0, 0, 0),       // exit
     ];
-    let def = MapDef { map_type: map_type::PERCPU_ARRAY, key_size: 4, value_size: 8, max_entries: 1, map_flags: 0 };
-    one_program_object("dp_sink", insns, MapSpec { name: "count".into(), def, kind: MapKind::Regular, data: vec![], vars: vec![] })
+    let def =
+        MapDef { map_type: map_type::PERCPU_ARRAY, key_size: 4, value_size: 8, max_entries: 1, map_flags: 0 };
+    one_program_object(
+        "dp_sink",
+        insns,
+        MapSpec { name: "count".into(), def, kind: MapKind::Regular, data: vec![], vars: vec![] },
+    )
 }
 
 fn one_program_object(name: &str, insns: Vec<Insn>, map: MapSpec) -> Object {
     Object {
         license: "GPL".into(),
         maps: vec![map],
-        programs: vec![ProgramSpec { name: name.into(), section: "xdp".into(), kind: ProgramKind::Xdp, insns }],
+        programs: vec![ProgramSpec {
+            name: name.into(),
+            section: "xdp".into(),
+            kind: ProgramKind::Xdp,
+            insns,
+        }],
     }
 }
 
@@ -204,7 +225,11 @@ pub fn open_port(cfg: &PortConfig) -> Result<(Port, Vec<(u32, afxdp::Socket)>), 
                 ZeroCopy::Off => Some(false),
             },
         };
-        let sock = afxdp::Socket::new(&sc).map_err(|source| BackendError::Socket { name: name.clone(), queue, source })?;
+        let sock = afxdp::Socket::new(&sc).map_err(|source| BackendError::Socket {
+            name: name.clone(),
+            queue,
+            source,
+        })?;
         use std::os::fd::{AsFd, AsRawFd};
         let fd = sock.as_fd().as_raw_fd() as u32;
         redirect.maps()[0]
@@ -216,9 +241,11 @@ pub fn open_port(cfg: &PortConfig) -> Result<(Port, Vec<(u32, afxdp::Socket)>), 
         AttachMode::Native => XdpMode::Native,
         AttachMode::Skb => XdpMode::Skb,
     };
-    let link = redirect
-        .attach_xdp(ifindex, mode)
-        .map_err(|source| BackendError::Attach { name: name.clone(), mode: cfg.attach, source })?;
+    let link = redirect.attach_xdp(ifindex, mode).map_err(|source| BackendError::Attach {
+        name: name.clone(),
+        mode: cfg.attach,
+        source,
+    })?;
     Ok((Port { name, ifindex, mode: cfg.attach, _link: link, _redirect: redirect }, sockets))
 }
 

@@ -28,7 +28,11 @@ pub fn open_tap(name: &str) -> io::Result<File> {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
-    let mut req = IfReqFlags { name: [0; IFNAMSIZ], flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short, _pad: [0; 22] };
+    let mut req = IfReqFlags {
+        name: [0; IFNAMSIZ],
+        flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
+        _pad: [0; 22],
+    };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: TUNSETIFF reads (and writes back the name into) a `struct ifreq`, of which
     // `IfReqFlags` has the layout (16-byte name, short flags, padding to 40 bytes); it is live

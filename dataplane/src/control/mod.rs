@@ -480,8 +480,19 @@ impl Instance {
         }
         // Every key is named here (a new one fails to compile until it is sorted into
         // applied or not).
-        let Config { name: _, metrics, backend, dpdk, program: _, ports, workers, stats: _, pass, lab, trace } =
-            &new;
+        let Config {
+            name: _,
+            metrics,
+            backend,
+            dpdk,
+            program: _,
+            ports,
+            workers,
+            stats: _,
+            pass,
+            lab,
+            trace,
+        } = &new;
         for (what, same) in [
             ("ports", *ports == old.ports),
             ("workers", *workers == old.workers),
