@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A configuration problem, naming the key it is about.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +91,7 @@ pub struct TraceConfig {
 }
 
 /// `[[trace.print]]`: one map and how to print it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PrintConfig {
     pub map: String,
@@ -103,7 +103,7 @@ pub struct PrintConfig {
 }
 
 /// bpftrace's aggregations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PrintKind {
     Count,

@@ -45,6 +45,88 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Attach a uprobe program to a running instance's probe site (or function) until Ctrl-C
+    /// or --duration, then print its maps bpftrace-style and detach.
+    Trace {
+        /// The clang-built object.
+        object: PathBuf,
+        /// Probe site (`rx`, `batch`, `verdict`, ...; or `site:NAME`) or function name.
+        #[arg(long = "target")]
+        site: String,
+        /// The program in the object (default: its first uprobe/uretprobe program).
+        #[arg(long)]
+        program: Option<String>,
+        /// How to print a map: `MAP:count`, `MAP:hist` or `MAP:lhist:MIN:MAX:STEP` (repeatable;
+        /// default: every map, an 8-byte key as a hist, else a count).
+        #[arg(long, value_parser = parse_print)]
+        print: Vec<dataplane::config::PrintConfig>,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+fn parse_print(s: &str) -> Result<dataplane::config::PrintConfig, String> {
+    use dataplane::config::{PrintConfig, PrintKind};
+    let parts: Vec<&str> = s.split(':').collect();
+    let num = |t: &str| t.parse::<i64>().map_err(|_| format!("{s:?}: {t:?} is not an integer"));
+    let (kind, bounds) = match parts.as_slice() {
+        [_, "count"] => (PrintKind::Count, None),
+        [_, "hist"] => (PrintKind::Hist, None),
+        [_, "lhist", min, max, step] => (PrintKind::Lhist, Some((num(min)?, num(max)?, num(step)?))),
+        _ => return Err(format!("{s:?}: expected MAP:count, MAP:hist or MAP:lhist:MIN:MAX:STEP")),
+    };
+    if let Some((min, max, step)) = bounds
+        && (step <= 0 || max <= min)
+    {
+        return Err(format!("{s:?}: lhist needs MIN < MAX and STEP > 0"));
+    }
+    Ok(PrintConfig {
+        map: parts[0].to_string(),
+        kind,
+        min: bounds.map(|b| b.0),
+        max: bounds.map(|b| b.1),
+        step: bounds.map(|b| b.2),
+    })
+}
+
+/// `dataplane trace`: attach, wait for Ctrl-C or `duration`, print, detach (the instance also
+/// detaches when this process dies and its connection closes).
+fn trace_command(
+    target: &Target,
+    object: &std::path::Path,
+    program: Option<String>,
+    site: String,
+    print: Vec<dataplane::config::PrintConfig>,
+    duration: Option<f64>,
+) -> anyhow::Result<Option<ExitCode>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if let Some(d) = duration
+        && !(d.is_finite() && d >= 0.0)
+    {
+        anyhow::bail!("--duration {d}: expected a non-negative number of seconds");
+    }
+    // The instance resolves the path in its own working directory: send it absolute.
+    let object = std::path::absolute(object).with_context(|| format!("{}", object.display()))?;
+    let mut session = client::Session::open(&control::run_dir(), target.name.as_deref())?;
+    let v = session.call(&Request::TraceAttach { object, program, target: site.clone(), print })?;
+    let id = v["id"].as_u64().context("malformed trace_attach reply: no id")?;
+    writeln!(
+        std::io::stderr(),
+        "tracing {site} (trace {id}); {}",
+        if duration.is_some() { "printing at the end of --duration" } else { "Ctrl-C to print and detach" }
+    )?;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("installing the Ctrl-C handler")?;
+    let started = std::time::Instant::now();
+    let limit = duration.map(std::time::Duration::from_secs_f64);
+    while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| started.elapsed() < l) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let v = session.call(&Request::TraceDetach { id })?;
+    std::io::stdout().lock().write_all(v["text"].as_str().unwrap_or("").as_bytes())?;
+    Ok(None)
 }
 
 /// Which running instance a client command talks to.
@@ -253,6 +335,9 @@ fn run(cli: Cli) -> anyhow::Result<Option<ExitCode>> {
             Ok(None)
         }
         Command::Map(cmd) => map_command(cmd),
+        Command::Trace { object, site, program, print, target } => {
+            trace_command(&target, &object, program, site, print, cli.duration)
+        }
         Command::Stats { target, json } => {
             let v = ask(&target, &Request::Stats)?;
             print_value(&v, json, client::render_stats)

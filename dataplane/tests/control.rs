@@ -823,3 +823,107 @@ fn client_commands_without_an_instance_fail_in_one_line() {
     let e = fails(&["map", "update", "m", "00"], &env);
     assert!(e.contains("VALUE") || e.contains("value"), "{e}");
 }
+
+/// The frames the instance has taken in all (its published counters).
+fn rx_total(name: &str) -> u64 {
+    let s = json(&["stats", "--name", name, "--json"]);
+    s["queues"].as_array().unwrap().iter().map(|q| q["rx"].as_u64().unwrap()).sum()
+}
+
+/// The counts of every bucket line of a bpftrace-style hist/lhist print.
+fn bucket_sum(text: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with('[') || l.starts_with('('))
+        .map(|l| {
+            let upto = l.find('|').unwrap_or(l.len());
+            l[..upto].split_whitespace().last().unwrap().parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn trace_attaches_to_a_running_instance_counts_its_frames_and_detaches_under_traffic() {
+    if !is_root() {
+        return;
+    }
+    let (ns, a, b) = names("t");
+    let lab = Lab::create(&ns, &a, &b, 1).unwrap();
+    let body = port_config(&obj("xdp_counter.o"), &a, "")
+        .replace("fill_ring = 1024\numem_frames = 2048", "fill_ring = 4096\numem_frames = 8192");
+    let cfg = write_config("t", &body);
+    let _cleanup = Cleanup(vec![cfg.clone()]);
+    let run = start(&cfg, &[]);
+    let name = instance("t");
+    let hist_obj = obj("rx_cpu_hist.o");
+    let hist = hist_obj.to_str().unwrap();
+    let tx_sock = lab.peer_socket().unwrap();
+    let rx_sock = lab.peer_socket().unwrap();
+    let icmp = pktgen::craft::icmp_echo();
+    let stop = AtomicBool::new(false);
+    let sent = AtomicU64::new(0);
+    let ttls = Mutex::new(Vec::new());
+    let (mut printed, mut window) = (String::new(), 0);
+    std::thread::scope(|s| {
+        s.spawn(|| collect(&rx_sock, &stop, &ttls));
+        s.spawn(|| pace(&tx_sock, &icmp, 2000, &stop, &sent));
+        std::thread::sleep(Duration::from_millis(200));
+        let before = rx_total(&name);
+        printed = ok(&[
+            "trace",
+            hist,
+            "--target",
+            "rx",
+            "--name",
+            &name,
+            "--duration",
+            "1",
+            "--print",
+            "rx_cpu:lhist:0:128:1",
+        ]);
+        // The worker publishes its counters once per batch: let the last one land.
+        std::thread::sleep(Duration::from_millis(100));
+        window = rx_total(&name) - before;
+        // Attach and detach 20 times in a row under traffic (each with its own connection).
+        for _ in 0..20 {
+            ok(&["trace", hist, "--target", "site:rx", "--name", &name, "--duration", "0"]);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let counted = bucket_sum(&printed);
+    assert!(printed.starts_with(&format!("@[{a}]:")), "{printed}");
+    assert!(counted > 0 && counted <= window, "traced {counted} frames of the {window} received:\n{printed}");
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent > 1000, "{sent}");
+    assert_eq!(ttls.into_inner().unwrap().len() as u64, sent, "every frame sent came back");
+
+    // Bad site, a program that is no uprobe, a missing object: one line, exit 2.
+    assert!(
+        fails(&["trace", hist, "--target", "nosuch", "--name", &name], &[])
+            .contains("unknown probe site nosuch")
+    );
+    let xdp = obj("xdp_counter.o");
+    let e = fails(&["trace", xdp.to_str().unwrap(), "--target", "rx", "--name", &name], &[]);
+    assert!(e.contains("no uprobe or uretprobe program"), "{e}");
+    let e = fails(&["trace", "/nonexistent.o", "--target", "rx", "--name", &name], &[]);
+    assert!(e.contains("/nonexistent.o"), "{e}");
+
+    // A client killed while attached: the instance detaches when its connection closes, and
+    // serves the next attach at once.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+        .args(["trace", hist, "--target", "rx", "--name", &name])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("tracing rx"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ok(&["trace", hist, "--target", "rx", "--name", &name, "--duration", "0"]);
+    let (code, out) = run.stop();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("umem frames held at exit: 0"), "{out}");
+    drop(lab);
+}

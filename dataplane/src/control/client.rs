@@ -208,3 +208,45 @@ pub fn render_stats(v: &Value) -> String {
     }
     out
 }
+
+/// A connection that keeps its state on the instance (`dataplane trace`): the traces it
+/// attaches live until it detaches them or the connection closes.
+#[derive(Debug)]
+pub struct Session {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+    path: String,
+}
+
+impl Session {
+    /// Connects to instance `name`, or to the only running one.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn open(dir: &Path, name: Option<&str>) -> Result<Self, ClientError> {
+        let (_, stream) = connect(dir, name)?;
+        let path = dir.display().to_string();
+        let io = |source| ClientError::Io { path: path.clone(), source };
+        stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(io)?;
+        let reader = BufReader::new(stream.try_clone().map_err(io)?);
+        Ok(Self { stream, reader, path })
+    }
+
+    /// Sends `req` and returns its result.
+    ///
+    /// # Errors
+    /// [`ClientError`]; the instance's refusal as [`ClientError::Refused`].
+    pub fn call(&mut self, req: &Request) -> Result<Value, ClientError> {
+        let path = self.path.clone();
+        let io = |source| ClientError::Io { path: path.clone(), source };
+        let sent = (&self.stream).write_all(proto::request_line(req).as_bytes());
+        let mut line = String::new();
+        let read = self.reader.read_line(&mut line);
+        if line.is_empty() {
+            sent.map_err(io)?;
+            read.map_err(io)?;
+            return Err(ClientError::Refused("the instance closed the connection without a reply".into()));
+        }
+        proto::parse_reply(&line).map_err(ClientError::Refused)
+    }
+}

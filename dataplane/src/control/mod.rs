@@ -181,6 +181,9 @@ impl Instance {
                 self.replace(object, program.as_deref(), engine, &globals)
             }
             Request::Reload => self.reload(),
+            Request::TraceAttach { .. } | Request::TracePrint { .. } | Request::TraceDetach { .. } => {
+                Err("trace requests are served per connection (the control socket), not here".into())
+            }
         }
     }
 

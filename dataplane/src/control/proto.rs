@@ -5,7 +5,10 @@
 //! `{"map_dump": {"map": "pkt_len_count", "format": "design"}}`,
 //! `{"map_lookup": {"map": M, "key": HEX}}`, `{"map_update": {"map": M, "key": HEX, "value": HEX,
 //! "flags": 0}}`, `{"map_delete": {"map": M, "key": HEX}}`,
-//! `{"prog_replace": {"object": PATH, "program": NAME-or-null}}`.
+//! `{"prog_replace": {"object": PATH, "program": NAME-or-null}}`,
+//! `{"trace_attach": {"object": PATH, "program": NAME-or-null, "target": "rx"}}` (optional
+//! `"print": [{"map": M, "kind": "lhist", "min": 0, "max": 128, "step": 1}]`),
+//! `{"trace_print": {"id": N}}`, `{"trace_detach": {"id": N}}`.
 //!
 //! Response: `{"version": 1, "ok": true, "result": ...}` or `{"version": 1, "ok": false,
 //! "error": "one line"}`. Unknown keys, a wrong version, bad hex and lines over
@@ -63,6 +66,25 @@ pub enum Request {
     Stats,
     /// Re-read the config file (as SIGHUP does).
     Reload,
+    /// Load a uprobe program with maps of its own and attach it to `target` (`rx` or
+    /// `site:rx`, or a function name); answers `{"id": N}`. The trace belongs to the
+    /// connection: it is detached when the connection closes.
+    TraceAttach {
+        object: PathBuf,
+        program: Option<String>,
+        target: String,
+        /// How to print its maps (default: every map, an 8-byte key as a `hist`, else `count`).
+        #[serde(default)]
+        print: Vec<crate::config::PrintConfig>,
+    },
+    /// The trace's maps printed bpftrace-style: `{"id": N, "text": "..."}`.
+    TracePrint {
+        id: u64,
+    },
+    /// Detach the trace and print its maps a last time (as `trace_print`).
+    TraceDetach {
+        id: u64,
+    },
 }
 
 /// How `map dump` renders entries.
@@ -196,6 +218,20 @@ mod tests {
             Request::MapDelete { map: "m".into(), key: "01".into() },
             Request::Stats,
             Request::Reload,
+            Request::TraceAttach {
+                object: "/t.o".into(),
+                program: None,
+                target: "rx".into(),
+                print: vec![crate::config::PrintConfig {
+                    map: "m".into(),
+                    kind: crate::config::PrintKind::Lhist,
+                    min: Some(0),
+                    max: Some(128),
+                    step: Some(1),
+                }],
+            },
+            Request::TracePrint { id: 1 },
+            Request::TraceDetach { id: 1 },
         ];
         for r in all {
             assert_eq!(parse_request(request_line(&r).as_bytes()), Ok(r));

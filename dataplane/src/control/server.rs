@@ -1,12 +1,14 @@
-//! The control socket's server side: one thread, one connection at a time, one request line
-//! and one reply line at a time ([`super::proto`]), root peers only.
+//! The control socket's server side: a thread per connection (at most [`MAX_CONNECTIONS`] at
+//! once), one request line and one reply line at a time ([`super::proto`]), root peers only.
+//! Traces attached on a connection (`trace_attach`) belong to it: they are detached when it
+//! closes, however it closes.
 
 use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::proto::{self, MAX_LINE};
@@ -86,15 +88,38 @@ impl ControlSocket {
 
     /// Serves requests until `stop`.
     pub fn serve(&self, instance: &Instance, stop: &AtomicBool) {
-        while !stop.load(Ordering::Relaxed) {
-            // Asleep in poll(2) until a client connects (or 100 ms pass, to see `stop`).
-            if !sys::wait_readable(&self.listener, Duration::from_millis(100)) {
-                continue;
+        let open = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            while !stop.load(Ordering::Relaxed) {
+                // Asleep in poll(2) until a client connects (or 100 ms pass, to see `stop`).
+                if !sys::wait_readable(&self.listener, Duration::from_millis(100)) {
+                    continue;
+                }
+                let Ok((stream, _)) = self.listener.accept() else { continue };
+                if open.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+                    let _ = stream.set_nonblocking(false);
+                    let _ = (&stream).write_all(
+                        proto::reply_line(&Err(format!(
+                            "too many control connections ({MAX_CONNECTIONS} open); try again"
+                        )))
+                        .as_bytes(),
+                    );
+                    continue;
+                }
+                open.fetch_add(1, Ordering::AcqRel);
+                let open = &open;
+                let spawned = std::thread::Builder::new().name("dp-control-conn".into()).spawn_scoped(
+                    scope,
+                    move || {
+                        serve_connection(stream, instance, stop);
+                        open.fetch_sub(1, Ordering::AcqRel);
+                    },
+                );
+                if spawned.is_err() {
+                    open.fetch_sub(1, Ordering::AcqRel);
+                }
             }
-            if let Ok((stream, _)) = self.listener.accept() {
-                serve_connection(stream, instance, stop);
-            }
-        }
+        });
     }
 
     /// Serves requests on a thread of its own until `stop`; the socket file goes when the thread
@@ -118,8 +143,88 @@ impl Drop for ControlSocket {
     }
 }
 
-/// How long a connection may sit between two request lines.
+/// How long a connection without a trace may sit between two request lines.
 const IDLE: Duration = Duration::from_secs(5);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// The traces one connection attached, by id.
+#[derive(Default)]
+struct ConnTraces {
+    live: std::collections::BTreeMap<u64, crate::uprobe::trace::Live>,
+}
+
+/// Trace ids, unique over the instance's life.
+static NEXT_TRACE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s.replace('\n', " ")
+}
+
+impl ConnTraces {
+    fn handle(
+        &mut self,
+        req: &proto::Request,
+        instance: &Instance,
+    ) -> Option<Result<serde_json::Value, String>> {
+        use proto::Request;
+        Some(match req {
+            Request::TraceAttach { object, program, target, print } => {
+                let target = if target.contains(':') { target.clone() } else { format!("site:{target}") };
+                let cfg = crate::config::TraceConfig {
+                    object: object.clone(),
+                    program: program.clone(),
+                    target: Some(target),
+                    print: print.clone(),
+                };
+                let slots =
+                    instance.cpu_slots.max(crate::kernel::possible_cpus().unwrap_or(instance.cpu_slots));
+                match crate::uprobe::trace::Live::attach(&cfg, slots) {
+                    Ok(live) => {
+                        let id = NEXT_TRACE.fetch_add(1, Ordering::Relaxed);
+                        self.live.insert(id, live);
+                        Ok(serde_json::json!({"id": id}))
+                    }
+                    Err(e) => Err(chain(&e).replacen("trace[0]: ", "", 1)),
+                }
+            }
+            Request::TracePrint { id } => match self.live.get(id) {
+                Some(live) => Ok(serde_json::json!({"id": id, "text": live.render()})),
+                None => Err(format!("no trace {id} on this connection")),
+            },
+            Request::TraceDetach { id } => match self.live.get_mut(id) {
+                Some(live) => match live.detach() {
+                    Ok(()) => {
+                        let text = live.render();
+                        self.live.remove(id);
+                        Ok(serde_json::json!({"id": id, "text": text}))
+                    }
+                    Err(e) => Err(chain(&e)),
+                },
+                None => Err(format!("no trace {id} on this connection")),
+            },
+            _ => return None,
+        })
+    }
+}
+
+impl Drop for ConnTraces {
+    fn drop(&mut self) {
+        for (id, live) in &mut self.live {
+            if let Err(e) = live.detach() {
+                eprintln!("dataplane: detaching trace {id} of a closed connection: {}", chain(&e));
+            }
+        }
+    }
+}
 
 fn serve_connection(stream: UnixStream, instance: &Instance, stop: &AtomicBool) {
     let _ = stream.set_nonblocking(false);
@@ -141,20 +246,31 @@ fn serve_connection(stream: UnixStream, instance: &Instance, stop: &AtomicBool) 
             return;
         }
     }
+    // Dropped (every trace detached) whenever this function returns.
+    let mut traces = ConnTraces::default();
     let mut reader = BufReader::new(&stream);
     let mut line = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        line.clear();
         // At most MAX_LINE + 1 bytes per line: a longer one is refused, not buffered.
         match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return,
+            // A connection holding a trace may sit idle as long as its client lives; a
+            // partial line read so far stays in `line`.
+            Err(e)
+                if !traces.live.is_empty()
+                    && matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                continue;
+            }
+            Err(_) => return,
             Ok(_) => {}
         }
         let too_long = line.len() > MAX_LINE;
         let reply = match proto::parse_request(&line) {
-            Ok(req) => instance.handle(&req),
+            Ok(req) => traces.handle(&req, instance).unwrap_or_else(|| instance.handle(&req)),
             Err(e) => Err(e.to_string()),
         };
+        line.clear();
         if out.write_all(proto::reply_line(&reply).as_bytes()).is_err() || too_long {
             // The rest of an over-long line cannot be told from a next request: close.
             return;
