@@ -922,6 +922,26 @@ fn trace_attaches_to_a_running_instance_counts_its_frames_and_detaches_under_tra
     child.kill().unwrap();
     child.wait().unwrap();
     ok(&["trace", hist, "--target", "rx", "--name", &name, "--duration", "0"]);
+
+    // The wire requests themselves: trace_print while attached, another connection's id is
+    // unknown, and a trace left attached goes with its connection.
+    let sock = Path::new("/run/dataplane").join(format!("{name}.sock"));
+    let mut conn = UnixStream::connect(&sock).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut ask = |req: &str| {
+        conn.write_all(format!("{{\"version\":1,\"request\":{req}}}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()
+    };
+    let attach = format!("{{\"trace_attach\":{{\"object\":{hist:?},\"program\":null,\"target\":\"rx\"}}}}");
+    let id = ask(&attach)["result"]["id"].as_u64().unwrap();
+    let printed = ask(&format!("{{\"trace_print\":{{\"id\":{id}}}}}"));
+    assert_eq!(printed["ok"], true, "{printed}");
+    assert!(printed["result"]["text"].is_string(), "{printed}");
+    let other = ask(&format!("{{\"trace_detach\":{{\"id\":{}}}}}", id + 1000));
+    assert!(other["error"].as_str().unwrap().contains("no trace"), "{other}");
+    drop(conn);
     let (code, out) = run.stop();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("umem frames held at exit: 0"), "{out}");
