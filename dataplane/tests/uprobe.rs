@@ -144,6 +144,29 @@ fn programs_see_the_real_arguments_and_return_values() {
     }
 }
 
+/// tests/bpf/uprobe_core.c: a local pt_regs of only `si, di` (offsets 0 and 8), read through
+/// PT_REGS_PARM*_CORE, a plain `ctx->si` and bpf_core_field_exists/size; the loader's CO-RE
+/// relocations must land them on the kernel layout's di (112) and si (104).
+#[test]
+fn core_reads_over_a_reordered_local_pt_regs_see_the_real_arguments() {
+    let path = format!("{}/uprobe_core.o", dataplane::BPF_OBJ_DIR);
+    let obj = Object::parse(&std::fs::read(&path).expect("built by build.rs")).unwrap();
+    let maps = xdp_vm::create_maps(&obj, dataplane::kernel::possible_cpus().unwrap()).unwrap();
+    let prog = TraceProgram::load(obj.program(Some("core_args")).unwrap(), &maps).unwrap();
+    let seen = &maps[obj.map_index("seen").unwrap()];
+    let get =
+        |k: u32| u64::from_le_bytes(seen.lookup_user(&k.to_le_bytes()).unwrap()[..8].try_into().unwrap());
+    let att = uprobe::attach(&func("uprobe_target_frame"), &[&prog]).unwrap();
+    let args = [0x1111_2222_3333_4444, 0x5555_6666_7777_8888, 3, 4, 5, 6];
+    assert_eq!(call(uprobe_target_frame, args), args[1] + args[2]);
+    att.detach().unwrap();
+    assert_eq!(get(0), args[0], "PT_REGS_PARM1_CORE");
+    assert_eq!(get(1), args[1], "PT_REGS_PARM2_CORE");
+    assert_eq!(get(2), args[1], "ctx->si");
+    assert_eq!(get(3), 1, "bpf_core_field_exists(ctx->si)");
+    assert_eq!(get(4), 8, "bpf_core_field_size(ctx->si)");
+}
+
 #[test]
 fn a_bad_pointer_read_is_an_error_and_the_process_lives() {
     let l = loaded();

@@ -26,6 +26,7 @@ mod lines;
 mod parse;
 mod reloc;
 
+mod core_relo;
 #[cfg(test)]
 mod fuzz;
 
@@ -65,6 +66,8 @@ pub enum ElfError {
     UnknownSymbol { index: usize },
     #[error("unsupported relocation in {section} at offset {offset}: {kind}")]
     UnsupportedRelocation { section: String, offset: u64, kind: String },
+    #[error("CO-RE relocation at instruction {insn} of {section}: {reason}")]
+    CoreRelocation { section: String, insn: usize, reason: String },
     #[error("lddw at instruction {insn} of {section} has no second slot")]
     TruncatedLddw { section: String, insn: usize },
     #[error("call at instruction {insn} of {section} to unknown function {name}")]

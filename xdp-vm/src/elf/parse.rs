@@ -224,6 +224,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<(Object, Extras), ElfError> {
         (Some(ext), Some(Ok(b))) => ext.data().map(|d| super::lines::parse(d, b)).unwrap_or_default(),
         _ => HashMap::new(),
     };
+    apply_core_relocations(&mut cx, btf.as_ref())?;
     let mut programs = Vec::new();
     let mut exec: Vec<usize> = cx.insns.keys().copied().filter(|&i| cx.sections[i].name != ".text").collect();
     exec.sort_unstable();
@@ -243,6 +244,37 @@ pub(super) fn parse(bytes: &[u8]) -> Result<(Object, Extras), ElfError> {
     }
     map_slots(&cx, &maps, &mut extras)?;
     Ok((Object { license, maps, programs }, extras))
+}
+
+/// Applies `.BTF.ext` CO-RE relocations to the sections' instructions before linking (see
+/// [`super::core_relo`]); a relocation we cannot resolve is an error naming it.
+fn apply_core_relocations(
+    cx: &mut Ctx<'_>,
+    btf: Option<&Result<Btf<'_>, btf::BtfError>>,
+) -> Result<(), ElfError> {
+    let Some(ext) = cx.sections.iter().find(|s| s.name == ".BTF.ext") else { return Ok(()) };
+    let data = ext.data()?;
+    let btf = match btf {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => return Err(ElfError::Btf { source: e.clone() }),
+        None => return Err(corrupt(".BTF.ext", "CO-RE relocations need a .BTF section")),
+    };
+    let relos = super::core_relo::parse(data, btf).map_err(|r| corrupt(".BTF.ext", r))?;
+    for (section, list) in relos {
+        if list.is_empty() {
+            continue;
+        }
+        let idx = cx.sections.iter().position(|s| s.name == section);
+        let Some(insns) = idx.and_then(|i| cx.insns.get_mut(&i)) else {
+            return Err(corrupt(".BTF.ext", format!("CO-RE relocations for {section}, which holds no code")));
+        };
+        for relo in &list {
+            let err = |reason| ElfError::CoreRelocation { section: section.clone(), insn: relo.insn, reason };
+            let resolved = super::core_relo::resolve(btf, relo).map_err(err)?;
+            super::core_relo::patch(insns, relo.insn, resolved).map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 /// Line records of one linked program, from its functions' sections.
