@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dataplane::backend::{self, Sink};
+use benches::veth::SinkPair;
+use dataplane::backend::Sink;
 use dataplane::config::Config;
 use dataplane::control::{self, client, proto::DumpFormat, proto::Request};
-use dataplane::lab::{self, Lab};
+use dataplane::lab;
 use dataplane::runtime::{self, RunOptions};
 
 fn median(v: &mut [f64]) -> f64 {
@@ -75,16 +76,8 @@ fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, win) = if quick { (2, Duration::from_secs(1)) } else { (12, Duration::from_secs(1)) };
     let pid = std::process::id() % 100_000;
-    let (ns, a, b) = (format!("dpcb{pid}"), format!("dcb{pid}a"), format!("dcb{pid}b"));
-    let lab = Lab::create(&ns, &a, &b, 1)?;
-    let peer = b.clone();
-    let sink = lab
-        .in_namespace(move || -> anyhow::Result<Sink> {
-            let mut s = Sink::load(false)?;
-            s.attach(backend::sys::ifindex_here(&peer)?)?;
-            Ok(s)
-        })
-        .map_err(anyhow::Error::from)??;
+    let SinkPair { lab, sink } = SinkPair::create("dcb")?;
+    let a = lab.interface.clone();
     let name = format!("bench-control-{pid}");
     let object = std::path::Path::new(dataplane::BPF_OBJ_DIR).join("xdp_counter.o");
     let cfg = Config::parse(&format!(

@@ -16,12 +16,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dataplane::backend::{self, Sink};
+use benches::veth::SinkPair;
 use dataplane::config::Config;
-use dataplane::kernel::{KernelProgram, XdpMode};
-use dataplane::lab::{self, Lab};
 use dataplane::runtime::{self, RunOptions, Summary};
 use xdp_vm::elf::{Object, ProgramKind, ProgramSpec};
 use xdp_vm::insn::Insn;
@@ -84,48 +82,14 @@ fn ring_round(
     Ok((s.totals.rx as f64 / s.seconds, s.totals.rx as f64 / cpu, s.frame_ns.0))
 }
 
-struct Veth {
-    lab: Lab,
-    sink: Sink,
-}
-
-fn veth(tag: &str) -> anyhow::Result<Veth> {
-    let pid = std::process::id() % 100_000;
-    let (ns, a, b) = (format!("dpd{pid}{tag}"), format!("dd{pid}{tag}a"), format!("dd{pid}{tag}b"));
-    let lab = Lab::create(&ns, &a, &b, 1)?;
-    let peer = b.clone();
-    let sink = lab
-        .in_namespace(move || -> anyhow::Result<Sink> {
-            let mut s = Sink::load(false)?;
-            s.attach(backend::sys::ifindex_here(&peer)?)?;
-            Ok(s)
-        })
-        .map_err(anyhow::Error::from)??;
-    Ok(Veth { lab, sink })
-}
-
-/// Frames per second back at the peer over `window`, traffic flowing.
-fn measure(v: &Veth, window: Duration) -> anyhow::Result<f64> {
-    let (stop, _sent, h) = lab::spawn_generator(&v.lab, 16, 0)?;
-    std::thread::sleep(Duration::from_millis(300));
-    let c0 = v.sink.count();
-    let t0 = Instant::now();
-    std::thread::sleep(window);
-    let pps = (v.sink.count() - c0) as f64 / t0.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let _ = h.join();
-    Ok(pps)
-}
-
-fn kernel_round(v: &Veth, obj: &Object, window: Duration) -> anyhow::Result<f64> {
-    let prog = KernelProgram::load(obj, &obj.programs[0])?;
-    let idx = backend::ifindex(&v.lab.interface).ok_or_else(|| anyhow::anyhow!("no interface"))?;
-    let _link = prog.attach_xdp(idx, XdpMode::Native)?;
-    measure(v, window)
-}
-
 /// Ours on the veth: the DPDK backend (`net_af_packet`) or AF_XDP.
-fn our_round(v: &Veth, dpdk: bool, object: &Path, no_program: bool, window: Duration) -> anyhow::Result<f64> {
+fn our_round(
+    v: &SinkPair,
+    dpdk: bool,
+    object: &Path,
+    no_program: bool,
+    window: Duration,
+) -> anyhow::Result<f64> {
     let port = if dpdk {
         format!(
             "backend = \"dpdk\"\n[dpdk]\neal_args = [\"--no-pci\"]\n[[ports]]\ndevice = \"net_af_packet0,iface={}\"\nbatch = 32\n",
@@ -144,7 +108,7 @@ fn our_round(v: &Veth, dpdk: bool, object: &Path, no_program: bool, window: Dura
     let st = stop.clone();
     let h = std::thread::spawn(move || runtime::run(&cfg, &opts, &st));
     std::thread::sleep(Duration::from_millis(500));
-    let pps = measure(v, window);
+    let pps = v.measure(window);
     stop.store(true, Ordering::Relaxed);
     h.join().map_err(|_| anyhow::anyhow!("dataplane thread panicked"))??;
     pps
@@ -201,12 +165,12 @@ fn main() -> anyhow::Result<()> {
     );
     println!("|---|---|---|---|---|---|");
     for (i, (name, path, no_program, obj)) in cases.iter().enumerate() {
-        let v = veth(&i.to_string())?;
+        let v = SinkPair::create(&format!("dd{i}"))?;
         let (mut d, mut a, mut k) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             d.push(our_round(&v, true, path, *no_program, window)?);
             a.push(our_round(&v, false, path, *no_program, window)?);
-            k.push(kernel_round(&v, obj, window)?);
+            k.push(v.kernel_round(obj, window)?);
         }
         let (d, a, k) = (median(&mut d), median(&mut a), median(&mut k));
         println!(

@@ -22,30 +22,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dataplane::backend::{self, Sink};
-use dataplane::lab::Lab;
+use benches::veth::SinkPair;
 use pktgen::craft::{FrameSpec, L4};
 use pktgen::send::{self, Mode, SendConfig};
-
-struct Setup {
-    lab: Lab,
-    sink: Sink,
-}
-
-fn setup() -> anyhow::Result<Setup> {
-    let pid = std::process::id() % 100_000;
-    let (ns, a, b) = (format!("pgb{pid}"), format!("pg{pid}a"), format!("pg{pid}b"));
-    let lab = Lab::create(&ns, &a, &b, 1)?;
-    let peer = b.clone();
-    let sink = lab
-        .in_namespace(move || -> anyhow::Result<Sink> {
-            let mut s = Sink::load(false)?;
-            s.attach(backend::sys::ifindex_here(&peer)?)?;
-            Ok(s)
-        })
-        .map_err(anyhow::Error::from)??;
-    Ok(Setup { lab, sink })
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Contestant {
@@ -66,19 +45,16 @@ impl Contestant {
 
 /// Frames per second the sink saw over `window`, `c` sending `frame`.
 fn round(
-    s: &Setup,
+    s: &SinkPair,
     c: Contestant,
     frame: &[u8],
     cfg_file: &std::path::Path,
     window: Duration,
 ) -> anyhow::Result<f64> {
     let warm = Duration::from_millis(300);
-    let measure = |s: &Setup| {
+    let measure = |s: &SinkPair| {
         std::thread::sleep(warm);
-        let c0 = s.sink.count();
-        let t0 = Instant::now();
-        std::thread::sleep(window);
-        (s.sink.count() - c0) as f64 / t0.elapsed().as_secs_f64()
+        s.count_over(window)
     };
     match c {
         Contestant::PktgenXdp | Contestant::PktgenPacket => {
@@ -152,7 +128,7 @@ fn main() -> anyhow::Result<()> {
             "kernel pktgen module: not available on this kernel (no /proc/net/pktgen, modprobe pktgen failed); skipped"
         );
     }
-    let s = setup()?;
+    let s = SinkPair::create("pg")?;
     // xdp-trafficgen (xdp-tools) sends with BPF_PROG_RUN in live-frame mode; it is a contestant
     // only if it can send here at all (probe: 1000 frames).
     match Command::new("xdp-trafficgen").args(["udp", &s.lab.interface, "-n", "1000"]).output() {

@@ -16,12 +16,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dataplane::backend::{self, Sink};
+use benches::veth::SinkPair;
 use dataplane::config::Config;
-use dataplane::kernel::{KernelProgram, XdpMode};
-use dataplane::lab::{self, Lab};
 use dataplane::runtime::{self, RunOptions};
 use xdp_vm::elf::{Object, ProgramKind, ProgramSpec};
 use xdp_vm::insn::Insn;
@@ -39,47 +37,7 @@ fn tx_only() -> Object {
     }
 }
 
-struct Setup {
-    lab: Lab,
-    sink: Sink,
-}
-
-fn setup(tag: &str) -> anyhow::Result<Setup> {
-    let pid = std::process::id() % 100_000;
-    let (ns, a, b) = (format!("dpb{pid}{tag}"), format!("db{pid}{tag}a"), format!("db{pid}{tag}b"));
-    let lab = Lab::create(&ns, &a, &b, 1)?;
-    let peer = b.clone();
-    let sink = lab
-        .in_namespace(move || -> anyhow::Result<Sink> {
-            let mut s = Sink::load(false)?;
-            s.attach(backend::sys::ifindex_here(&peer)?)?;
-            Ok(s)
-        })
-        .map_err(anyhow::Error::from)??;
-    Ok(Setup { lab, sink })
-}
-
-/// Returned frames per second over `window`, with traffic flowing.
-fn measure(s: &Setup, window: Duration) -> anyhow::Result<f64> {
-    let (stop, _sent, h) = lab::spawn_generator(&s.lab, 16, 0)?;
-    std::thread::sleep(Duration::from_millis(300));
-    let c0 = s.sink.count();
-    let t0 = Instant::now();
-    std::thread::sleep(window);
-    let pps = (s.sink.count() - c0) as f64 / t0.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let _ = h.join();
-    Ok(pps)
-}
-
-fn kernel_round(s: &Setup, obj: &Object, window: Duration) -> anyhow::Result<f64> {
-    let prog = KernelProgram::load(obj, &obj.programs[0])?;
-    let idx = backend::ifindex(&s.lab.interface).ok_or_else(|| anyhow::anyhow!("no interface"))?;
-    let _link = prog.attach_xdp(idx, XdpMode::Native)?;
-    measure(s, window)
-}
-
-fn our_round(s: &Setup, object: Option<&Path>, window: Duration) -> anyhow::Result<(f64, (u64, u64))> {
+fn our_round(s: &SinkPair, object: Option<&Path>, window: Duration) -> anyhow::Result<(f64, (u64, u64))> {
     let object =
         object.map_or_else(|| PathBuf::from(dataplane::BPF_OBJ_DIR).join("xdp_counter.o"), Path::to_path_buf);
     let cfg = Config::parse(&format!(
@@ -96,7 +54,7 @@ fn our_round(s: &Setup, object: Option<&Path>, window: Duration) -> anyhow::Resu
     let st = stop.clone();
     let h = std::thread::spawn(move || runtime::run(&cfg, &opts, &st));
     std::thread::sleep(Duration::from_millis(500));
-    let pps = measure(s, window);
+    let pps = s.measure(window);
     stop.store(true, Ordering::Relaxed);
     let summary = h.join().map_err(|_| anyhow::anyhow!("dataplane thread panicked"))??;
     Ok((pps?, summary.frame_ns))
@@ -127,14 +85,14 @@ fn main() -> anyhow::Result<()> {
     println!("| program | ours | kernel native XDP | ours / kernel | ours, worker ns/frame p50 |");
     println!("|---|---|---|---|---|");
     for (i, (name, path, obj)) in cases.iter().enumerate() {
-        let s = setup(&i.to_string())?;
+        let s = SinkPair::create(&format!("db{i}"))?;
         NO_PROGRAM.store(path.is_none(), Ordering::Relaxed);
         let (mut ours, mut kern, mut ns) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             let (pps, frame_ns) = our_round(&s, path.as_deref(), window)?;
             ours.push(pps);
             ns.push(frame_ns.0 as f64);
-            kern.push(kernel_round(&s, obj, window)?);
+            kern.push(s.kernel_round(obj, window)?);
         }
         let (o, k) = (median(&mut ours), median(&mut kern));
         println!("| {name} | {:.0} | {:.0} | {:.2}x | {:.0} |", o, k, o / k.max(1.0), median(&mut ns));

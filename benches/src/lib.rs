@@ -22,6 +22,7 @@ pub mod mapops;
 pub mod rbpf_peer;
 pub mod replay;
 pub mod report;
+pub mod veth;
 
 use serde::Serialize;
 

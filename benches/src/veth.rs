@@ -1,0 +1,78 @@
+//! The traffic benches' common set-up: a namespace and veth pair of our own with a kernel sink on
+//! the peer end, and the two measurements every throughput comparison makes on it.
+//!
+//! The peer end, inside the namespace, runs a native XDP program that counts frames in a per-CPU
+//! array and drops them ([`Sink`]); every contestant is measured by that same kernel counter,
+//! never by its own report.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use dataplane::backend::{self, Sink};
+use dataplane::kernel::{KernelProgram, XdpMode};
+use dataplane::lab::{self, Lab};
+use xdp_vm::elf::Object;
+
+/// A veth pair in a namespace of its own, a counting sink attached to the peer end. Dropping it
+/// detaches the sink and deletes the namespace and the pair.
+#[derive(Debug)]
+pub struct SinkPair {
+    pub lab: Lab,
+    pub sink: Sink,
+}
+
+impl SinkPair {
+    /// Creates the pair: namespace `{tag}n{pid}`, interfaces `{tag}{pid}a` (here) and
+    /// `{tag}{pid}b` (in the namespace, with the sink). `tag` keeps concurrent benches apart;
+    /// at most 8 characters (interface names are limited to 15).
+    ///
+    /// # Errors
+    /// When the lab cannot be built or the sink cannot be loaded or attached.
+    pub fn create(tag: &str) -> anyhow::Result<Self> {
+        let pid = std::process::id() % 100_000;
+        let (ns, a, b) = (format!("{tag}n{pid}"), format!("{tag}{pid}a"), format!("{tag}{pid}b"));
+        let lab = Lab::create(&ns, &a, &b, 1)?;
+        let sink = lab
+            .in_namespace(move || -> anyhow::Result<Sink> {
+                let mut s = Sink::load(false)?;
+                s.attach(backend::sys::ifindex_here(&b)?)?;
+                Ok(s)
+            })
+            .map_err(anyhow::Error::from)??;
+        Ok(Self { lab, sink })
+    }
+
+    /// Frames per second that reach the sink over the next `window`, whoever is sending.
+    pub fn count_over(&self, window: Duration) -> f64 {
+        let c0 = self.sink.count();
+        let t0 = Instant::now();
+        std::thread::sleep(window);
+        (self.sink.count() - c0) as f64 / t0.elapsed().as_secs_f64()
+    }
+
+    /// Frames per second back at the peer over `window`, with the lab's generator (16 flows)
+    /// sending from the peer for the whole of it.
+    ///
+    /// # Errors
+    /// When the generator cannot start.
+    pub fn measure(&self, window: Duration) -> anyhow::Result<f64> {
+        let (stop, _sent, h) = lab::spawn_generator(&self.lab, 16, 0)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let pps = self.count_over(window);
+        stop.store(true, Ordering::Relaxed);
+        let _ = h.join();
+        Ok(pps)
+    }
+
+    /// The kernel's round: `obj`'s first program attached as native XDP on the near end,
+    /// measured as [`SinkPair::measure`] does.
+    ///
+    /// # Errors
+    /// When the program cannot be loaded or attached, or the generator cannot start.
+    pub fn kernel_round(&self, obj: &Object, window: Duration) -> anyhow::Result<f64> {
+        let prog = KernelProgram::load(obj, &obj.programs[0])?;
+        let idx = backend::ifindex(&self.lab.interface).ok_or_else(|| anyhow::anyhow!("no interface"))?;
+        let _link = prog.attach_xdp(idx, XdpMode::Native)?;
+        self.measure(window)
+    }
+}
