@@ -15,17 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use benches::median;
 use benches::veth::SinkPair;
 use dataplane::backend::Sink;
 use dataplane::config::Config;
 use dataplane::control::{self, client, proto::DumpFormat, proto::Request};
 use dataplane::lab;
 use dataplane::runtime::{self, RunOptions};
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// The instance's program run count and time so far (`prog list`).
 fn runs(name: &str) -> anyhow::Result<(u64, u64)> {
@@ -119,11 +115,11 @@ fn main() -> anyhow::Result<()> {
     let _ = generator.join();
     stop.store(true, Ordering::Relaxed);
     instance.join().map_err(|_| anyhow::anyhow!("the dataplane thread panicked"))??;
-    let mut ratio: Vec<f64> = idle.iter().zip(&busy).map(|(i, b)| b / i.max(1.0)).collect();
-    let mut ratio_ns: Vec<f64> = idle_ns.iter().zip(&busy_ns).map(|(i, b)| b / i.max(1e-9)).collect();
-    let (r, rns) = (median(&mut ratio), median(&mut ratio_ns));
-    let (i, b, d) = (median(&mut idle), median(&mut busy), median(&mut dps));
-    let (ins, bns) = (median(&mut idle_ns), median(&mut busy_ns));
+    let ratio: Vec<f64> = idle.iter().zip(&busy).map(|(i, b)| b / i.max(1.0)).collect();
+    let ratio_ns: Vec<f64> = idle_ns.iter().zip(&busy_ns).map(|(i, b)| b / i.max(1e-9)).collect();
+    let (r, rns) = (median(&ratio), median(&ratio_ns));
+    let (i, b, d) = (median(&idle), median(&busy), median(&dps));
+    let (ins, bns) = (median(&idle_ns), median(&busy_ns));
     println!(
         "xdp_counter on AF_XDP (jit, copy mode), the peer sending flat out; {rounds} round(s) of {win:?} per contestant, alternating"
     );

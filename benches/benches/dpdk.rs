@@ -18,29 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use benches::veth::SinkPair;
+use benches::median;
+use benches::veth::{self, SinkPair};
 use dataplane::config::Config;
 use dataplane::runtime::{self, RunOptions, Summary};
-use xdp_vm::elf::{Object, ProgramKind, ProgramSpec};
-use xdp_vm::insn::Insn;
-
-fn tx_only() -> Object {
-    Object {
-        license: "GPL".into(),
-        maps: vec![],
-        programs: vec![ProgramSpec {
-            name: "tx_only".into(),
-            section: "xdp".into(),
-            kind: ProgramKind::Xdp,
-            insns: vec![Insn::new(0xb7, 0, 0, 0, 3), Insn::new(0x95, 0, 0, 0, 0)],
-        }],
-    }
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use xdp_vm::elf::Object;
 
 /// Runs `cfg` in this process (the EAL stays up between runs) until `window` passes.
 fn run_for(cfg: &str, no_program: bool, window: Duration) -> anyhow::Result<Summary> {
@@ -139,7 +121,7 @@ fn main() -> anyhow::Result<()> {
             cpu.push(c);
             ns.push(n as f64);
         }
-        let (p, c, n) = (median(&mut pps), median(&mut cpu), median(&mut ns));
+        let (p, c, n) = (median(&pps), median(&cpu), median(&ns));
         // A program that drops or passes empties the loop after one pass: no rate to report.
         if p > 1e5 {
             println!("| {name} | {:.2} | {:.2} | {:.1} | {n:.0} |", p / 1e6, c / 1e6, 1e9 / c);
@@ -157,7 +139,7 @@ fn main() -> anyhow::Result<()> {
         let obj = Object::parse(&std::fs::read(&path)?)?;
         cases.push((name.into(), path, false, obj));
     }
-    cases.push(("no program (worker loop)".into(), counter, true, tx_only()));
+    cases.push(("no program (worker loop)".into(), counter, true, veth::tx_only()));
     println!();
     println!("pps back through one veth pair, {rounds} round(s) of {window:?}, alternating; medians");
     println!(
@@ -172,7 +154,7 @@ fn main() -> anyhow::Result<()> {
             a.push(our_round(&v, false, path, *no_program, window)?);
             k.push(v.kernel_round(obj, window)?);
         }
-        let (d, a, k) = (median(&mut d), median(&mut a), median(&mut k));
+        let (d, a, k) = (median(&d), median(&a), median(&k));
         println!(
             "| {name} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.2}x |",
             d,

@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use benches::median;
 use benches::veth::SinkPair;
 use pktgen::craft::{FrameSpec, L4};
 use pktgen::send::{self, Mode, SendConfig};
@@ -103,11 +104,6 @@ fn round(
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn available(cmd: &str, args: &[&str]) -> bool {
     Command::new(cmd).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
@@ -174,10 +170,7 @@ fn main() -> anyhow::Result<()> {
                 results[i].push(round(&s, contestants[i], &frame, &cfg_file, window)?);
             }
         }
-        let trafgen = contestants
-            .iter()
-            .position(|&c| c == Contestant::Trafgen)
-            .map(|i| median(&mut results[i].clone()));
+        let trafgen = contestants.iter().position(|&c| c == Contestant::Trafgen).map(|i| median(&results[i]));
         for (c, v) in contestants.iter().zip(results.iter_mut()) {
             let list = v.iter().map(|p| format!("{:.0}", p)).collect::<Vec<_>>().join(", ");
             let m = median(v);

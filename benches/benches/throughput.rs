@@ -18,24 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use benches::veth::SinkPair;
+use benches::median;
+use benches::veth::{self, SinkPair};
 use dataplane::config::Config;
 use dataplane::runtime::{self, RunOptions};
-use xdp_vm::elf::{Object, ProgramKind, ProgramSpec};
-use xdp_vm::insn::Insn;
-
-fn tx_only() -> Object {
-    Object {
-        license: "GPL".into(),
-        maps: vec![],
-        programs: vec![ProgramSpec {
-            name: "tx_only".into(),
-            section: "xdp".into(),
-            kind: ProgramKind::Xdp,
-            insns: vec![Insn::new(0xb7, 0, 0, 0, 3), Insn::new(0x95, 0, 0, 0, 0)],
-        }],
-    }
-}
+use xdp_vm::elf::Object;
 
 fn our_round(s: &SinkPair, object: Option<&Path>, window: Duration) -> anyhow::Result<(f64, (u64, u64))> {
     let object =
@@ -62,11 +49,6 @@ fn our_round(s: &SinkPair, object: Option<&Path>, window: Duration) -> anyhow::R
 
 static NO_PROGRAM: AtomicBool = AtomicBool::new(false);
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() -> anyhow::Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, window) = if quick { (1, Duration::from_secs(1)) } else { (3, Duration::from_secs(3)) };
@@ -78,7 +60,7 @@ fn main() -> anyhow::Result<()> {
             cases.push((name.into(), Some(path), Object::parse(&bytes)?));
         }
     }
-    cases.push(("no program (worker loop)".into(), None, tx_only()));
+    cases.push(("no program (worker loop)".into(), None, veth::tx_only()));
     println!(
         "pps back through a veth pair, {rounds} round(s) of {window:?}, ours (AF_XDP, jit, copy mode) vs kernel native XDP"
     );
@@ -94,8 +76,8 @@ fn main() -> anyhow::Result<()> {
             ns.push(frame_ns.0 as f64);
             kern.push(s.kernel_round(obj, window)?);
         }
-        let (o, k) = (median(&mut ours), median(&mut kern));
-        println!("| {name} | {:.0} | {:.0} | {:.2}x | {:.0} |", o, k, o / k.max(1.0), median(&mut ns));
+        let (o, k) = (median(&ours), median(&kern));
+        println!("| {name} | {:.0} | {:.0} | {:.2}x | {:.0} |", o, k, o / k.max(1.0), median(&ns));
     }
     Ok(())
 }

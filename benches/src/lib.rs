@@ -182,6 +182,12 @@ impl Stats {
     }
 }
 
+/// The median of `samples` (the mean of the two middle ones for an even count); 0 when empty.
+#[must_use]
+pub fn median(samples: &[f64]) -> f64 {
+    Stats::of(samples).map_or(0.0, |s| s.median)
+}
+
 /// Runs `rounds` rounds; in each, every contestant once, in order (`f(round, contestant)`
 /// returns that contestant's sample). Returns the samples per contestant. Alternating like this
 /// spreads slow phases of the machine over all contestants instead of one.

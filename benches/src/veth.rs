@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use dataplane::backend::{self, Sink};
 use dataplane::kernel::{KernelProgram, XdpMode};
 use dataplane::lab::{self, Lab};
-use xdp_vm::elf::Object;
+use xdp_vm::elf::{Object, ProgramKind, ProgramSpec};
+use xdp_vm::insn::Insn;
 
 /// A veth pair in a namespace of its own, a counting sink attached to the peer end. Dropping it
 /// detaches the sink and deletes the namespace and the pair.
@@ -74,5 +75,21 @@ impl SinkPair {
         let idx = backend::ifindex(&self.lab.interface).ok_or_else(|| anyhow::anyhow!("no interface"))?;
         let _link = prog.attach_xdp(idx, XdpMode::Native)?;
         self.measure(window)
+    }
+}
+
+/// A kernel program that is just `return XDP_TX`: the reference for "no program", where ours runs
+/// the worker loop alone.
+#[must_use]
+pub fn tx_only() -> Object {
+    Object {
+        license: "GPL".into(),
+        maps: vec![],
+        programs: vec![ProgramSpec {
+            name: "tx_only".into(),
+            section: "xdp".into(),
+            kind: ProgramKind::Xdp,
+            insns: vec![Insn::new(0xb7, 0, 0, 0, 3), Insn::new(0x95, 0, 0, 0, 0)],
+        }],
     }
 }

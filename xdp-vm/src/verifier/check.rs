@@ -1129,12 +1129,25 @@ impl Verifier<'_> {
             }
             Ok(r.val)
         };
-        let map = |this: &Self, st: &State| -> Res<&MapInfo> {
-            let r = get(this, st, 1)?;
-            match r.kind {
-                Kind::MapPtr(m) => Ok(&this.maps[m as usize]),
-                k => Err(arg(1, format!("expected a map, got {}", k.name()))),
+        // The map in argument `p`, of a type `allowed` accepts (`refusal` ends the message).
+        let map = |this: &Self, st: &State, p: u8, allowed: fn(u32) -> bool, refusal: &str| -> Res<MapInfo> {
+            let r = get(this, st, p)?;
+            let Kind::MapPtr(m) = r.kind else {
+                return Err(arg(p, format!("expected a map, got {}", r.kind.name())));
+            };
+            let info = &this.maps[m as usize];
+            if !allowed(info.def.map_type) {
+                return Err(arg(p, format!("map {} of type {} {refusal}", info.name, info.def.map_type)));
             }
+            Ok(info.clone())
+        };
+        // The context pointer itself, unmoved, in argument `p`.
+        let ctx = |this: &Self, st: &State, p: u8| -> Res<()> {
+            let r = get(this, st, p)?;
+            if r.kind != Kind::Ctx || r.off != 0 || r.val.const_value() != Some(0) {
+                return Err(arg(p, format!("expected the context, got {}", r.kind.name())));
+            }
+            Ok(())
         };
         // A (pointer, size) pair: the size a bounded scalar, the memory readable over it.
         let mem_size = |this: &mut Self, st: &mut State, p: u8, nullable: bool| -> Res<()> {
@@ -1190,23 +1203,25 @@ impl Verifier<'_> {
         };
         match id {
             helper::MAP_LOOKUP_ELEM | helper::MAP_UPDATE_ELEM | helper::MAP_DELETE_ELEM => {
-                let info = map(self, st)?.clone();
                 use maps::map_type as t;
-                if !matches!(
-                    info.def.map_type,
-                    t::HASH
-                        | t::ARRAY
-                        | t::PERCPU_HASH
-                        | t::PERCPU_ARRAY
-                        | t::LRU_HASH
-                        | t::LRU_PERCPU_HASH
-                        | t::LPM_TRIE
-                ) {
-                    return Err(arg(
-                        1,
-                        format!("map {} of type {} is not supported", info.name, info.def.map_type),
-                    ));
-                }
+                let info = map(
+                    self,
+                    st,
+                    1,
+                    |ty| {
+                        matches!(
+                            ty,
+                            t::HASH
+                                | t::ARRAY
+                                | t::PERCPU_HASH
+                                | t::PERCPU_ARRAY
+                                | t::LRU_HASH
+                                | t::LRU_PERCPU_HASH
+                                | t::LPM_TRIE
+                        )
+                    },
+                    "is not supported",
+                )?;
                 let key = get(self, st, 2)?;
                 self.helper_mem(pc, st, 2, key, u64::from(info.def.key_size), false)?;
                 if id == helper::MAP_UPDATE_ELEM {
@@ -1244,31 +1259,15 @@ impl Verifier<'_> {
             helper::GET_CURRENT_PID_TGID => {}
             helper::GET_CURRENT_COMM => out_mem_size(self, st, 1, false)?,
             helper::GET_FUNC_IP => {
-                let ctx = get(self, st, 1)?;
-                if ctx.kind != Kind::Ctx || ctx.off != 0 || ctx.val.const_value() != Some(0) {
-                    return Err(arg(1, format!("expected the context, got {}", ctx.kind.name())));
-                }
+                ctx(self, st, 1)?;
             }
             helper::REDIRECT => {
                 scalar(self, st, 1)?;
                 scalar(self, st, 2)?;
             }
             helper::TAIL_CALL => {
-                let ctx = get(self, st, 1)?;
-                if ctx.kind != Kind::Ctx || ctx.off != 0 || ctx.val.const_value() != Some(0) {
-                    return Err(arg(1, format!("expected the context, got {}", ctx.kind.name())));
-                }
-                let r2 = get(self, st, 2)?;
-                let Kind::MapPtr(m) = r2.kind else {
-                    return Err(arg(2, format!("expected a map, got {}", r2.kind.name())));
-                };
-                let info = &self.maps[m as usize];
-                if info.def.map_type != maps::map_type::PROG_ARRAY {
-                    return Err(arg(
-                        2,
-                        format!("map {} of type {} is not a program array", info.name, info.def.map_type),
-                    ));
-                }
+                ctx(self, st, 1)?;
+                map(self, st, 2, |ty| ty == maps::map_type::PROG_ARRAY, "is not a program array")?;
                 scalar(self, st, 3)?;
                 if st.frames.len() > 1 {
                     return Err(arg(1, "tail calls from subprograms are not supported here".into()));
@@ -1278,14 +1277,9 @@ impl Verifier<'_> {
                 }
             }
             helper::MAP_PUSH_ELEM | helper::MAP_POP_ELEM | helper::MAP_PEEK_ELEM => {
-                let info = map(self, st)?.clone();
                 use maps::map_type as t;
-                if !matches!(info.def.map_type, t::QUEUE | t::STACK) {
-                    return Err(arg(
-                        1,
-                        format!("map {} of type {} is not a queue or stack", info.name, info.def.map_type),
-                    ));
-                }
+                let info =
+                    map(self, st, 1, |ty| matches!(ty, t::QUEUE | t::STACK), "is not a queue or stack")?;
                 let value = get(self, st, 2)?;
                 let push = id == helper::MAP_PUSH_ELEM;
                 self.helper_mem(pc, st, 2, value, u64::from(info.def.value_size), !push)?;
@@ -1294,13 +1288,7 @@ impl Verifier<'_> {
                 }
             }
             helper::RINGBUF_OUTPUT | helper::RINGBUF_RESERVE | helper::RINGBUF_QUERY => {
-                let info = map(self, st)?.clone();
-                if info.def.map_type != maps::map_type::RINGBUF {
-                    return Err(arg(
-                        1,
-                        format!("map {} of type {} is not a ring buffer", info.name, info.def.map_type),
-                    ));
-                }
+                map(self, st, 1, |ty| ty == maps::map_type::RINGBUF, "is not a ring buffer")?;
                 match id {
                     helper::RINGBUF_OUTPUT => {
                         mem_size_or_zero(self, st, 2)?;
@@ -1338,44 +1326,25 @@ impl Verifier<'_> {
                 scalar(self, st, 2)?;
             }
             helper::PERF_EVENT_OUTPUT => {
-                let ctx = get(self, st, 1)?;
-                if ctx.kind != Kind::Ctx || ctx.off != 0 || ctx.val.const_value() != Some(0) {
-                    return Err(arg(1, format!("expected the context, got {}", ctx.kind.name())));
-                }
-                let r2 = get(self, st, 2)?;
-                let Kind::MapPtr(m) = r2.kind else {
-                    return Err(arg(2, format!("expected a map, got {}", r2.kind.name())));
-                };
-                let info = &self.maps[m as usize];
-                if info.def.map_type != maps::map_type::PERF_EVENT_ARRAY {
-                    return Err(arg(
-                        2,
-                        format!("map {} of type {} is not a perf event array", info.name, info.def.map_type),
-                    ));
-                }
+                ctx(self, st, 1)?;
+                map(self, st, 2, |ty| ty == maps::map_type::PERF_EVENT_ARRAY, "is not a perf event array")?;
                 scalar(self, st, 3)?;
                 mem_size_or_zero(self, st, 4)?;
             }
             helper::REDIRECT_MAP => {
-                let info = map(self, st)?;
                 use maps::map_type as t;
-                if !matches!(info.def.map_type, t::DEVMAP | t::DEVMAP_HASH | t::XSKMAP) {
-                    return Err(arg(
-                        1,
-                        format!(
-                            "map {} of type {} cannot be a redirect target",
-                            info.name, info.def.map_type
-                        ),
-                    ));
-                }
+                map(
+                    self,
+                    st,
+                    1,
+                    |ty| matches!(ty, t::DEVMAP | t::DEVMAP_HASH | t::XSKMAP),
+                    "cannot be a redirect target",
+                )?;
                 scalar(self, st, 2)?;
                 scalar(self, st, 3)?;
             }
             helper::XDP_ADJUST_HEAD | helper::XDP_ADJUST_META | helper::XDP_ADJUST_TAIL => {
-                let ctx = get(self, st, 1)?;
-                if ctx.kind != Kind::Ctx || ctx.off != 0 || ctx.val.const_value() != Some(0) {
-                    return Err(arg(1, format!("expected the context, got {}", ctx.kind.name())));
-                }
+                ctx(self, st, 1)?;
                 scalar(self, st, 2)?;
             }
             _ => return fail(pc, ErrorKind::UnknownHelper { id: id as i32 }),
