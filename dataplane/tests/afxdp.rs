@@ -6,28 +6,22 @@
 //!
 //! Needs root (namespaces, XDP, AF_XDP); as another user every test returns early.
 
+mod common;
+use common::{exchange, is_root, obj};
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use dataplane::backend::{self, sys::PacketSocket};
+use dataplane::backend;
 use dataplane::lab::Lab;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-}
 
 /// Names unique to this process and test: `dt<pid><tag>[a|b]`, namespace `dtn<pid><tag>`.
 fn names(tag: &str) -> (String, String, String) {
     let pid = std::process::id() % 1_000_000;
     (format!("dtn{pid}{tag}"), format!("dt{pid}{tag}a"), format!("dt{pid}{tag}b"))
-}
-
-fn obj(name: &str) -> PathBuf {
-    Path::new(dataplane::BPF_OBJ_DIR).join(name)
 }
 
 fn write_config(tag: &str, body: &str) -> PathBuf {
@@ -99,33 +93,6 @@ impl Running {
 fn maps_json(stdout: &str) -> serde_json::Value {
     let line = stdout.lines().find_map(|l| l.strip_prefix("maps: ")).expect("a maps line at exit");
     serde_json::from_str(line).unwrap()
-}
-
-/// Sends `frames` from the peer, paced, and collects what comes back (up to `frames.len()`).
-fn exchange(sock: &PacketSocket, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let mut back = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    for chunk in frames.chunks(16) {
-        let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-        assert_eq!(sock.send_batch(&refs).unwrap(), chunk.len());
-        // Moderate rate: drain what came back before sending more.
-        while back.len() < frames.len() {
-            match sock
-                .recv(&mut buf, Duration::from_millis(if back.len() + 16 > frames.len() { 300 } else { 2 }))
-                .unwrap()
-            {
-                Some(n) => back.push(buf[..n].to_vec()),
-                None => break,
-            }
-        }
-    }
-    while back.len() < frames.len() {
-        match sock.recv(&mut buf, Duration::from_millis(500)).unwrap() {
-            Some(n) => back.push(buf[..n].to_vec()),
-            None => break,
-        }
-    }
-    back
 }
 
 #[test]

@@ -8,6 +8,9 @@
 //!
 //! Needs root (namespaces, XDP, AF_XDP); as another user every test returns early.
 
+mod common;
+use common::{exchange, is_root, obj};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -21,19 +24,10 @@ use dataplane::backend::sys::PacketSocket;
 use dataplane::lab::Lab;
 use serde_json::Value;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-}
-
 /// Names unique to this process and test: namespace `dcn<pid><tag>`, veth `dc<pid><tag>a|b`.
 fn names(tag: &str) -> (String, String, String) {
     let pid = std::process::id() % 1_000_000;
     (format!("dcn{pid}{tag}"), format!("dc{pid}{tag}a"), format!("dc{pid}{tag}b"))
-}
-
-fn obj(name: &str) -> PathBuf {
-    Path::new(dataplane::BPF_OBJ_DIR).join(name)
 }
 
 /// The instance name of test `tag` (its config file's stem).
@@ -163,28 +157,6 @@ fn fails(args: &[&str], env: &[(&str, &str)]) -> String {
     assert_eq!(out.status.code(), Some(2), "dataplane {args:?}: {err}");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     err
-}
-
-/// Sends `frames` from the peer 16 at a time, each group only once the previous one is back
-/// (or 1 s has passed), and collects what comes back. At most 16 frames are ever in flight, so
-/// the peer socket's receive buffer cannot overflow however slowly this thread is scheduled.
-fn exchange(sock: &PacketSocket, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let mut back = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    for chunk in frames.chunks(16) {
-        let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-        assert_eq!(sock.send_batch(&refs).unwrap(), chunk.len());
-        let want = back.len() + chunk.len();
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while back.len() < want {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match sock.recv(&mut buf, left).unwrap() {
-                Some(n) => back.push(buf[..n].to_vec()),
-                None => break,
-            }
-        }
-    }
-    back
 }
 
 /// Sends `frames` without waiting for anything back.

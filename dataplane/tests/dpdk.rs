@@ -7,6 +7,9 @@
 //! Needs root (the kernel oracle, namespaces) and a build with DPDK; otherwise every test returns
 //! early.
 
+mod common;
+use common::{exchange, is_root, obj};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read as _};
 use std::path::{Path, PathBuf};
@@ -17,11 +20,6 @@ use std::time::{Duration, Instant};
 use dataplane::kernel::{self, KernelProgram};
 use dataplane::lab::Lab;
 use xdp_vm::elf::Object;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-}
 
 /// Whether this build has the DPDK backend (it says so when asked for it).
 fn have_dpdk() -> bool {
@@ -54,10 +52,6 @@ fn tmp(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn obj(name: &str) -> PathBuf {
-    Path::new(dataplane::BPF_OBJ_DIR).join(name)
 }
 
 fn config(object: &Path, device: &str, extra: &str) -> String {
@@ -294,26 +288,6 @@ impl Running {
         while self.stderr.try_recv().is_ok() {}
         (status.code().unwrap_or(-1), out)
     }
-}
-
-/// Sends `frames` from the peer, 16 at a time, and collects what comes back.
-fn exchange(sock: &xsk::packet::PacketSocket, frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let mut back = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    for chunk in frames.chunks(16) {
-        let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
-        assert_eq!(sock.send_batch(&refs).unwrap(), chunk.len());
-        let deadline = Instant::now() + Duration::from_millis(500);
-        while back.len() < frames.len().min(back.len() + chunk.len()) && Instant::now() < deadline {
-            if let Some(n) = sock.recv(&mut buf, Duration::from_millis(20)).unwrap() {
-                back.push(buf[..n].to_vec());
-            }
-        }
-    }
-    while let Some(n) = sock.recv(&mut buf, Duration::from_millis(300)).unwrap() {
-        back.push(buf[..n].to_vec());
-    }
-    back
 }
 
 #[test]
