@@ -294,13 +294,7 @@ impl<Q: Queue> Worker<Q> {
             Ok(v) if v == u64::from(action::TX) => {
                 totals.verdicts[action::TX as usize] += 1;
                 let (start, len) = (buff.headroom(), buff.packet().len());
-                match self.queue.reframe(frame, start, len) {
-                    Some(f) => Fate::Send(f),
-                    None => {
-                        totals.drops[stats::DROP_BAD_FRAME] += 1;
-                        Fate::Release(frame)
-                    }
-                }
+                self.back_out(frame, start, len, totals)
             }
             Ok(v) if v == u64::from(action::DROP) => {
                 totals.verdicts[action::DROP as usize] += 1;
@@ -327,11 +321,7 @@ impl<Q: Queue> Worker<Q> {
                 if to != 0 && to == self.ifindex {
                     // Out of the interface it came in on: as XDP_TX.
                     let (start, len) = (buff.headroom(), buff.packet().len());
-                    if let Some(f) = self.queue.reframe(frame, start, len) {
-                        return Fate::Send(f);
-                    }
-                    totals.drops[stats::DROP_BAD_FRAME] += 1;
-                    return Fate::Release(frame);
+                    return self.back_out(frame, start, len, totals);
                 }
                 match self.redirects.inbox(to, self.slot) {
                     Some(inbox) => {
@@ -359,6 +349,25 @@ impl<Q: Queue> Worker<Q> {
                 totals.verdicts[action::ABORTED as usize] += 1;
                 totals.drops[stats::DROP_FAULT] += 1;
                 self.log_once_per_second(tally, || format!("program faulted: {fault}"));
+                Fate::Release(frame)
+            }
+        }
+    }
+
+    /// The frame goes back out of its own queue from where the program left the packet
+    /// (`start` bytes into the frame, `len` long): `XDP_TX`, and a redirect to the port itself.
+    #[inline]
+    fn back_out(
+        &mut self,
+        frame: Q::Frame,
+        start: usize,
+        len: usize,
+        totals: &mut Snapshot,
+    ) -> Fate<Q::Frame> {
+        match self.queue.reframe(frame, start, len) {
+            Some(f) => Fate::Send(f),
+            None => {
+                totals.drops[stats::DROP_BAD_FRAME] += 1;
                 Fate::Release(frame)
             }
         }
