@@ -15,6 +15,7 @@ pub mod control;
 pub mod kernel;
 pub mod lab;
 pub mod prog_run;
+pub mod redirect;
 pub mod runtime;
 pub mod stats;
 pub mod uprobe;

@@ -19,8 +19,9 @@ use crate::control::swap::{Loaded, ProgSlot};
 use crate::control::{self, Instance, WorkerView};
 use crate::lab::{self, Lab, LabError};
 use crate::prog_run;
+use crate::redirect::{self, Quiesce};
 use crate::stats::{self, Snapshot, WorkerCounters};
-use crate::worker::{EngineError, PassTo, Redirects, Worker};
+use crate::worker::{EngineError, LANE_DEPTH, PassTo, Worker};
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +142,15 @@ fn tap_name(interface: &str) -> String {
     n
 }
 
+/// The TAP device that stands for the AF_XDP application of `interface`: where `XSKMAP`
+/// redirects go.
+#[must_use]
+pub fn xsk_tap_name(interface: &str) -> String {
+    let mut n = format!("dx-{interface}");
+    n.truncate(15);
+    n
+}
+
 /// Runs the dataplane described by `cfg` until `stop` is set or the duration passes.
 ///
 /// # Errors
@@ -154,6 +164,13 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     let queues = cfg.queues();
     let slots = queues.len() + 1;
     let (_obj, prog) = load_program(cfg, slots)?;
+    // Each XSKMAP slot of a configured queue id holds that queue's socket (its id is the queue
+    // id), as the AF_XDP application of a kernel set-up would have put it there.
+    for m in prog.maps().iter().filter(|m| m.def().map_type == maps::map_type::XSKMAP) {
+        for q in cfg.ports.iter().flat_map(|p| p.queues.iter()).filter(|&&q| q < m.def().max_entries) {
+            let _ = m.update_user(&q.to_ne_bytes(), &q.to_ne_bytes(), maps::BPF_ANY);
+        }
+    }
     let engine_kind = cfg.program.engine;
     // Compile once before touching an interface, so a refusal leaves nothing behind; every
     // worker shares the code.
@@ -229,6 +246,22 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
             }
         })
     };
+    // A program with an XSKMAP delivers what it redirects there to the application TAP device
+    // of the port (`dx-<interface>`), the userspace side of its AF_XDP sockets.
+    let has_xskmap = prog.maps().iter().any(|m| m.def().map_type == maps::map_type::XSKMAP);
+    let mut xsk_taps = Vec::new();
+    let mut xsk_for = |name: &str| -> Result<Option<Arc<std::fs::File>>, RunError> {
+        if !has_xskmap {
+            return Ok(None);
+        }
+        let name = xsk_tap_name(name);
+        let f =
+            backend::sys::open_tap(&name).map_err(|source| RunError::Tap { name: name.clone(), source })?;
+        let _ = std::process::Command::new("ip").args(["link", "set", &name, "up"]).status();
+        let f = Arc::new(f);
+        xsk_taps.push(f.clone());
+        Ok(Some(f))
+    };
     let core_for = |slot: usize| {
         if cfg.workers.cores.is_empty() {
             Some(slot % online)
@@ -300,8 +333,10 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
                         counters,
                         stop: stop_workers.clone(),
                         no_program: opts.no_program,
-                        redirects: Arc::default(),
-                        inbox: None,
+                        outbox: redirect::Outbox::default(),
+                        inbox: redirect::Inbox::default(),
+                        quiesce: Arc::new(Quiesce::new(1)),
+                        xsk: xsk_for(&port.name)?,
                     });
                 }
                 if let Some(n) = port.finite_rx {
@@ -317,6 +352,7 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     for pc in cfg.ports.iter().filter(|_| cfg.backend == BackendKind::Afxdp) {
         let (port, sockets) = backend::open_port(pc)?;
         let pass = pass_for(&pc.interface)?;
+        let xsk = xsk_for(&pc.interface)?;
         for (queue, socket) in sockets {
             let slot = workers.len();
             let core = core_for(slot);
@@ -347,8 +383,10 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
                 counters: Arc::new(WorkerCounters::default()),
                 stop: stop_workers.clone(),
                 no_program: opts.no_program,
-                redirects: Arc::default(),
-                inbox: None,
+                outbox: redirect::Outbox::default(),
+                inbox: redirect::Inbox::default(),
+                quiesce: Arc::new(Quiesce::new(1)),
+                xsk: xsk.clone(),
             });
             let w = &workers[workers.len() - 1];
             views.push(WorkerView {
@@ -360,22 +398,19 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
         }
         ports.push(port);
     }
-    // Every worker's inbox for frames other ports' programs redirect to its port.
-    let mut redirects = Redirects::default();
-    for w in &mut workers {
-        w.inbox = Some(redirects.inbox_for(w.ifindex));
+    // The lanes between workers of different ports, for redirects (one backend per run).
+    let quiesce = Arc::new(Quiesce::new(workers.len()));
+    let ifindexes: Vec<u32> = workers.iter().map(|w| w.ifindex).collect();
+    for (w, (inbox, outbox)) in workers.iter_mut().zip(redirect::wire(&ifindexes, LANE_DEPTH)) {
+        (w.inbox, w.outbox, w.quiesce) = (inbox, outbox, quiesce.clone());
     }
     #[cfg(dpdk)]
-    for w in &mut dpdk_workers {
-        w.inbox = Some(redirects.inbox_for(w.ifindex));
-    }
-    let redirects = Arc::new(redirects);
-    for w in &mut workers {
-        w.redirects = redirects.clone();
-    }
-    #[cfg(dpdk)]
-    for w in &mut dpdk_workers {
-        w.redirects = redirects.clone();
+    {
+        let quiesce = Arc::new(Quiesce::new(dpdk_workers.len()));
+        let ifindexes: Vec<u32> = dpdk_workers.iter().map(|w| w.ifindex).collect();
+        for (w, (inbox, outbox)) in dpdk_workers.iter_mut().zip(redirect::wire(&ifindexes, LANE_DEPTH)) {
+            (w.inbox, w.outbox, w.quiesce) = (inbox, outbox, quiesce.clone());
+        }
     }
     #[cfg_attr(not(dpdk), expect(unused_mut, reason = "DPDK workers join the AF_XDP ones"))]
     let mut counters: Vec<(String, Arc<WorkerCounters>)> =
@@ -529,6 +564,7 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     #[cfg(dpdk)]
     drop(dpdk_ports);
     drop(taps);
+    drop(xsk_taps);
     drop(sink);
     drop(lab);
     Ok(summary)

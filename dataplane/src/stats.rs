@@ -14,14 +14,24 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hdrhistogram::Histogram;
 
 /// Why a frame was dropped other than by `XDP_DROP`.
-pub const DROP_REASONS: [&str; 6] =
-    ["aborted", "fault", "pass_dropped", "redirect_unsupported", "tx_ring_full", "bad_frame"];
+pub const DROP_REASONS: [&str; 7] = [
+    "aborted",
+    "fault",
+    "pass_dropped",
+    "redirect_unsupported",
+    "tx_ring_full",
+    "bad_frame",
+    "redirect_full",
+];
 pub const DROP_ABORTED: usize = 0;
 pub const DROP_FAULT: usize = 1;
 pub const DROP_PASS: usize = 2;
 pub const DROP_REDIRECT: usize = 3;
 pub const DROP_TX_FULL: usize = 4;
 pub const DROP_BAD_FRAME: usize = 5;
+/// A redirect to another port whose worker had no buffer lent out for it (it is behind), or
+/// an `XSKMAP` frame its application TAP device did not take.
+pub const DROP_REDIRECT_FULL: usize = 6;
 
 /// Names of the XDP verdicts, by value.
 pub const VERDICTS: [&str; 5] = ["aborted", "drop", "pass", "tx", "redirect"];

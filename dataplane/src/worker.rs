@@ -7,16 +7,18 @@
 //! from wherever the program left the packet start, `XDP_DROP` frees the frame, `XDP_PASS`
 //! writes it to the port's TAP device (or drops it, per config), `XDP_REDIRECT` to an interface
 //! (`bpf_redirect`, or a `DEVMAP` entry) goes out of the same queue when that is the frame's own
-//! port and, copied, to a worker of the configured port with that interface index otherwise
-//! (its inbox: [`Redirects`]); redirects elsewhere (an `XSKMAP`, a broadcast, an interface
-//! that is not a port) are counted and dropped, as are `XDP_ABORTED` and faults,
-//! counted and logged at most once per second. Every frame is sent or released before the next
-//! batch.
+//! port and, copied once into a buffer that port's worker lent (see [`crate::redirect`]), out
+//! of a worker of the configured port with that interface index otherwise; a `DEVMAP`
+//! broadcast (`BPF_F_BROADCAST`, optionally `BPF_F_EXCLUDE_INGRESS`) does that for every
+//! interface in the map; an `XSKMAP` redirect to the frame's own queue goes to the port's
+//! AF_XDP application TAP device (`XskTo`). Redirects elsewhere (an interface that is not a
+//! port, an `XSKMAP` slot of another queue) are counted and dropped, as are `XDP_ABORTED` and
+//! faults, counted and logged at most once per second. Every frame is sent or released before
+//! the next batch.
 
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use xdp_vm::context::{Redirect, XdpBuff, action};
@@ -26,6 +28,7 @@ use xdp_vm::{Fault, Interpreter, Program, Xdp};
 use crate::backend::queue::Queue;
 use crate::config::EngineKind;
 use crate::control::swap::{Loaded, ProgSlot};
+use crate::redirect::{Inbox, Miss, Outbox, Quiesce};
 use crate::stats::{self, Snapshot, WorkerCounters};
 
 /// The engine a worker runs the program with. Adding an engine is one arm here.
@@ -91,7 +94,7 @@ pub enum PassTo {
 
 /// One worker, ready to run.
 #[derive(Debug)]
-pub struct Worker<Q> {
+pub struct Worker<Q: Queue> {
     pub label: String,
     /// Where its frames come from and go to.
     pub queue: Q,
@@ -109,43 +112,20 @@ pub struct Worker<Q> {
     pub stop: Arc<AtomicBool>,
     /// No program: every frame goes straight back out (`XDP_TX`), to measure the loop itself.
     pub no_program: bool,
-    /// Where `XDP_REDIRECT` frames for other ports go.
-    pub redirects: Arc<Redirects>,
-    /// Frames other workers redirected to this one's port, to send.
-    pub inbox: Option<Receiver<Vec<u8>>>,
+    /// Where `XDP_REDIRECT` frames for other ports go: buffers their workers lent this one.
+    pub outbox: Outbox<Q::Lent>,
+    /// The buffers this worker lends to other ports' workers, and takes back filled to send.
+    pub inbox: Inbox<Q::Lent>,
+    /// The shutdown rendezvous of every worker sharing lanes with this one.
+    pub quiesce: Arc<Quiesce>,
+    /// Where `bpf_redirect_map` on an `XSKMAP` delivers the frame: the port's AF_XDP
+    /// application TAP device (`None`: the program has no `XSKMAP`).
+    pub xsk: Option<Arc<std::fs::File>>,
 }
 
-/// Frames in flight from one worker to another port's worker before redirects are dropped.
-pub const INBOX_FRAMES: usize = 4096;
-
-/// The inboxes of every worker, by the interface index of its port: where a worker sends
-/// the frames its program redirects to another port.
-#[derive(Debug, Default)]
-pub struct Redirects {
-    ports: Vec<(u32, Vec<SyncSender<Vec<u8>>>)>,
-}
-
-impl Redirects {
-    /// A new inbox for a worker of the port with interface `ifindex`. Ports without an
-    /// interface index (0: a DPDK ring or pcap device) cannot be redirected to: their workers'
-    /// inboxes stay empty.
-    pub fn inbox_for(&mut self, ifindex: u32) -> Receiver<Vec<u8>> {
-        let (tx, rx) = sync_channel(INBOX_FRAMES);
-        if ifindex != 0 {
-            match self.ports.iter_mut().find(|(i, _)| *i == ifindex) {
-                Some((_, v)) => v.push(tx),
-                None => self.ports.push((ifindex, vec![tx])),
-            }
-        }
-        rx
-    }
-
-    /// The inbox of a worker of the port with interface `ifindex` (spread by `hash`).
-    fn inbox(&self, ifindex: u32, hash: usize) -> Option<&SyncSender<Vec<u8>>> {
-        let (_, v) = self.ports.iter().find(|(i, _)| *i == ifindex)?;
-        v.get(hash % v.len())
-    }
-}
+/// Loans each worker keeps out to each worker of another port: redirects one worker can make
+/// to one other before the target's next batch takes them.
+pub const LANE_DEPTH: usize = 256;
 
 /// How often a worker merges its histogram and reads the device's drop counters.
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
@@ -265,6 +245,7 @@ impl<Q: Queue> Worker<Q> {
             };
             self.counters.publish_runs(tally.runs, run_ns);
         }
+        self.close_lanes(&mut tx, &mut tally);
         self.queue.drain();
         self.publish(&mut tally.totals, &mut hist);
         self.queue
@@ -314,24 +295,65 @@ impl<Q: Queue> Worker<Q> {
             }
             Ok(v) if v == u64::from(action::REDIRECT) => {
                 totals.verdicts[action::REDIRECT as usize] += 1;
-                let to = match buff.redirect() {
-                    Some(Redirect::Ifindex(i) | Redirect::Dev { ifindex: i, .. }) => i,
-                    _ => 0,
-                };
-                if to != 0 && to == self.ifindex {
-                    // Out of the interface it came in on: as XDP_TX.
-                    let (start, len) = (buff.headroom(), buff.packet().len());
-                    return self.back_out(frame, start, len, totals);
-                }
-                match self.redirects.inbox(to, self.slot) {
-                    Some(inbox) => {
-                        if inbox.try_send(buff.packet().to_vec()).is_err() {
-                            totals.drops[stats::DROP_TX_FULL] += 1;
+                let (start, len) = (buff.headroom(), buff.packet().len());
+                match buff.redirect() {
+                    Some(Redirect::Ifindex(to) | Redirect::Dev { ifindex: to, .. }) => {
+                        if to != 0 && to == self.ifindex {
+                            // Out of the interface it came in on: as XDP_TX.
+                            return self.back_out(frame, start, len, totals);
                         }
+                        forward(&self.outbox, to, self.slot, buff.packet(), totals);
+                        Fate::Release(frame)
                     }
-                    None => totals.drops[stats::DROP_REDIRECT] += 1,
+                    Some(Redirect::Xsk { socket, .. }) => {
+                        // Slot values name the queue whose socket they are; as in the kernel
+                        // (`xsk_rcv`), a socket bound to another queue refuses the frame.
+                        match &self.xsk {
+                            Some(tap) if socket == self.queue_id => {
+                                if (&**tap).write(buff.packet()).is_err() {
+                                    totals.drops[stats::DROP_REDIRECT_FULL] += 1;
+                                }
+                            }
+                            _ => totals.drops[stats::DROP_REDIRECT] += 1,
+                        }
+                        Fate::Release(frame)
+                    }
+                    Some(Redirect::Broadcast { map, exclude_ingress }) => {
+                        let Some(map) = cur.loaded.prog.maps().get(map as usize) else {
+                            totals.drops[stats::DROP_REDIRECT] += 1;
+                            return Fate::Release(frame);
+                        };
+                        let mut own = false;
+                        let mut to_each = |to: u32| {
+                            if to == self.ifindex {
+                                own |= !exclude_ingress;
+                            } else {
+                                forward(&self.outbox, to, self.slot, buff.packet(), totals);
+                            }
+                        };
+                        if map.def().map_type == maps::map_type::DEVMAP {
+                            (0..map.def().max_entries)
+                                .filter_map(|k| map.redirect_target(k))
+                                .for_each(&mut to_each);
+                        } else {
+                            // DEVMAP_HASH: walked key by key.
+                            let mut key: Option<Vec<u8>> = None;
+                            while let Ok(k) = map.next_key(key.as_deref()) {
+                                if let Ok(k4) = <[u8; 4]>::try_from(k.as_slice())
+                                    && let Some(to) = map.redirect_target(u32::from_ne_bytes(k4))
+                                {
+                                    to_each(to);
+                                }
+                                key = Some(k);
+                            }
+                        }
+                        if own { self.back_out(frame, start, len, totals) } else { Fate::Release(frame) }
+                    }
+                    None => {
+                        totals.drops[stats::DROP_REDIRECT] += 1;
+                        Fate::Release(frame)
+                    }
                 }
-                Fate::Release(frame)
             }
             Ok(v) => {
                 // XDP_ABORTED, or a value the kernel would also treat as invalid.
@@ -386,16 +408,34 @@ impl<Q: Queue> Worker<Q> {
         self.queue.flush();
     }
 
-    /// Takes up to a batch of frames other workers redirected here, as frames of this queue.
+    /// Takes up to a batch of frames other workers redirected here, as frames of this queue,
+    /// and lends them new buffers.
     #[inline]
     fn take_inbox(&mut self, tx: &mut Vec<Q::Frame>, tally: &mut Tally) {
-        let Some(inbox) = &self.inbox else { return };
-        for _ in 0..self.batch {
-            let Ok(packet) = inbox.try_recv() else { break };
-            match self.queue.alloc_copy(&packet) {
-                Some(f) => tx.push(f),
-                None => tally.totals.drops[stats::DROP_TX_FULL] += 1,
+        if !self.inbox.is_empty() {
+            tally.totals.drops[stats::DROP_BAD_FRAME] += self.inbox.take(&mut self.queue, tx, self.batch);
+        }
+    }
+
+    /// At shutdown: once every worker has stopped redirecting, gives back the buffers other
+    /// workers lent this one; once they all have, takes back (and sends) what this one lent.
+    fn close_lanes(&mut self, tx: &mut Vec<Q::Frame>, tally: &mut Tally) {
+        if self.quiesce.arrive(1) {
+            self.outbox.give_back();
+        }
+        if self.quiesce.arrive(2) {
+            let (out, lost) = self.inbox.close(&mut self.queue, tx);
+            tally.totals.drops[stats::DROP_BAD_FRAME] += lost;
+            if out > 0 {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "warning: {}: {out} lent frame(s) not given back",
+                    self.label
+                );
             }
+        }
+        if !tx.is_empty() {
+            self.send(tx, tally);
         }
     }
 
@@ -424,5 +464,23 @@ impl<Q: Queue> Worker<Q> {
             tally.last_log = Some(Instant::now());
             tally.unlogged = 0;
         }
+    }
+}
+
+/// Copies a redirected packet into a buffer the worker of port `to` lent (see
+/// [`crate::redirect`]), counting what fails.
+#[inline]
+fn forward<L: crate::backend::queue::Lend>(
+    outbox: &Outbox<L>,
+    to: u32,
+    hash: usize,
+    packet: &[u8],
+    totals: &mut Snapshot,
+) {
+    match outbox.send(to, hash, packet) {
+        Ok(()) => {}
+        Err(Miss::NoPort) => totals.drops[stats::DROP_REDIRECT] += 1,
+        Err(Miss::Full) => totals.drops[stats::DROP_REDIRECT_FULL] += 1,
+        Err(Miss::TooBig) => totals.drops[stats::DROP_BAD_FRAME] += 1,
     }
 }

@@ -373,7 +373,8 @@ fn bad_input_is_one_line_and_exit_2() {
 }
 
 /// `bpf_redirect` to another configured port, on both backends: frames sent into one veth pair
-/// leave through the other, unchanged, copied from the first port's worker to the second's.
+/// leave through the other, unchanged, copied from the first port's worker into buffers the
+/// second's lent it, every one of which is back at exit.
 #[test]
 fn redirect_to_another_port_on_both_backends() {
     if !ready() {
@@ -426,6 +427,8 @@ fn redirect_to_another_port_on_both_backends() {
         got.retain(|f| frames.contains(f));
         assert_eq!(got.len(), frames.len(), "{backend}: every frame came out of the other port\n{out}");
         assert!(out.contains("redirect 64"), "{backend}: {out}");
+        // The buffers the second port's worker lent the first all came back.
+        assert!(out.contains("umem frames held at exit: 0"), "{backend}: {out}");
     }
     drop((one, two));
     let _ = std::fs::remove_dir_all(dir);

@@ -5,14 +5,27 @@ use std::time::{Duration, Instant};
 
 use xdp_vm::context::{XDP_PACKET_HEADROOM, XDP_TAILROOM, XdpBuff};
 
-use super::afxdp::{Desc, Socket};
-use super::queue::Queue;
+use super::afxdp::{Desc, LentFrame, Socket};
+use super::queue::{Lend, Queue};
 
 /// Empty polls before the worker sleeps in `poll(2)` (1 ms at most) instead of spinning.
 const SPIN_BEFORE_SLEEP: u32 = 20_000;
 
+impl Lend for LentFrame {
+    #[inline]
+    fn fill(&mut self, packet: &[u8]) -> bool {
+        LentFrame::fill(self, packet)
+    }
+
+    #[inline]
+    fn filled(&self) -> bool {
+        !self.is_empty()
+    }
+}
+
 impl Queue for Socket {
     type Frame = Desc;
+    type Lent = LentFrame;
 
     #[inline]
     fn recv(&mut self, out: &mut [Desc]) -> usize {
@@ -55,6 +68,21 @@ impl Queue for Socket {
     }
 
     #[inline]
+    fn lend(&mut self) -> Option<LentFrame> {
+        Socket::lend(self)
+    }
+
+    #[inline]
+    fn accept(&mut self, lent: LentFrame) -> Option<Desc> {
+        Socket::accept(self, lent)
+    }
+
+    #[inline]
+    fn reclaim(&mut self, lent: LentFrame) {
+        Socket::reclaim(self, lent);
+    }
+
+    #[inline]
     fn flush(&mut self) {
         self.kick_tx(false);
     }
@@ -82,6 +110,7 @@ impl Queue for Socket {
     }
 
     fn held(&self) -> usize {
-        self.accounting()[2]
+        let [_, _, user, _, lent] = self.accounting();
+        user + lent
     }
 }

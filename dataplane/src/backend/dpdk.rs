@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use dpdk_sys as sys;
 use xdp_vm::context::{XDP_PACKET_HEADROOM, XdpBuff};
 
-use super::queue::Queue;
+use super::queue::{Lend, Queue};
 use crate::config::{DpdkConfig, PortConfig};
 
 /// Bytes of private area before each mbuf's buffer: headroom beyond DPDK's 128 bytes.
@@ -729,8 +729,61 @@ impl DpdkQueue {
     }
 }
 
+/// An mbuf of a queue's pool lent to another worker to fill with a packet for that queue to send
+/// ([`Queue::lend`]). Dropped without being given back, it is freed to its pool.
+#[derive(Debug)]
+pub struct LentMbuf {
+    m: NonNull<sys::rte_mbuf>,
+    len: usize,
+}
+
+// SAFETY: the token owns its mbuf (freshly allocated, referenced nowhere else) until it is
+// given back or dropped; mbufs may be filled and freed from any thread (the pool's put is
+// multi-producer safe).
+unsafe impl Send for LentMbuf {}
+
+impl Lend for LentMbuf {
+    fn fill(&mut self, packet: &[u8]) -> bool {
+        if packet.is_empty() || packet.len() > FRAME - XDP_PACKET_HEADROOM - xdp_vm::context::XDP_TAILROOM {
+            return false;
+        }
+        // SAFETY: a reset mbuf of a pool of ours (data_off 128, DATA_ROOM bytes of buffer) that
+        // this token alone owns: the packet fits after data_off (checked above).
+        unsafe {
+            let mb = &mut *self.m.as_ptr();
+            let dst = mb.buf_addr.cast::<u8>().add(usize::from(mb.data_off));
+            std::ptr::copy_nonoverlapping(packet.as_ptr(), dst, packet.len());
+            mb.data_len = packet.len() as u16;
+            mb.pkt_len = packet.len() as u32;
+        }
+        self.len = packet.len();
+        true
+    }
+
+    fn filled(&self) -> bool {
+        self.len > 0
+    }
+}
+
+impl Drop for LentMbuf {
+    fn drop(&mut self) {
+        // SAFETY: the token owns the mbuf (see `Send`); it is freed once, here. A token given
+        // back is forgotten (`into_raw`), so this runs only for one that was not.
+        unsafe { sys::dp_pktmbuf_free(self.m.as_ptr()) };
+    }
+}
+
+impl LentMbuf {
+    fn into_raw(self) -> *mut sys::rte_mbuf {
+        let m = self.m.as_ptr();
+        std::mem::forget(self);
+        m
+    }
+}
+
 impl Queue for DpdkQueue {
     type Frame = Mbuf;
+    type Lent = LentMbuf;
 
     #[inline]
     fn recv(&mut self, out: &mut [Mbuf]) -> usize {
@@ -845,6 +898,29 @@ impl Queue for DpdkQueue {
         }
         self.held += 1;
         Some(Mbuf(m))
+    }
+
+    fn lend(&mut self) -> Option<LentMbuf> {
+        let mut m: *mut sys::rte_mbuf = std::ptr::null_mut();
+        // SAFETY: our pool, one slot to write.
+        if unsafe { sys::dp_pktmbuf_alloc_bulk(self.pool.as_ptr(), &mut m, 1) } != 0 {
+            return None;
+        }
+        Some(LentMbuf { m: NonNull::new(m)?, len: 0 })
+    }
+
+    fn accept(&mut self, lent: LentMbuf) -> Option<Mbuf> {
+        // SAFETY: reading the pool pointer of the mbuf the token owns.
+        let ours = unsafe { (*lent.m.as_ptr()).pool } == self.pool.as_ptr();
+        if !ours || !lent.filled() {
+            return None; // the token's drop frees it
+        }
+        self.held += 1;
+        Some(Mbuf(lent.into_raw()))
+    }
+
+    fn reclaim(&mut self, lent: LentMbuf) {
+        drop(lent);
     }
 
     #[inline]

@@ -7,13 +7,32 @@
 //! lends its whole buffer (headroom, packet, tailroom) as an [`XdpBuff`] without copying, and
 //! takes it back either for transmission, from wherever the program left the packet
 //! ([`Queue::reframe`]), or to be freed. Every received frame is given back exactly once.
+//!
+//! Redirects between ports move no heap buffers: the target port's worker lends buffers of its
+//! own ([`Queue::lend`]: an AF_XDP UMEM chunk, a DPDK mbuf) to the workers that may redirect
+//! to it; such a worker copies the redirected packet straight into one ([`Lend::fill`], the
+//! only copy) and hands it back, and the target sends it as a frame of its own
+//! ([`Queue::accept`]). Unused loans come back through [`Queue::reclaim`].
 
 use xdp_vm::context::XdpBuff;
+
+/// A buffer one queue lent to another worker: filled there, given back to be sent.
+pub trait Lend: Send {
+    /// Copies `packet` into the buffer (where the owning queue sends from). `false`, with
+    /// nothing written, when it does not fit or is empty.
+    fn fill(&mut self, packet: &[u8]) -> bool;
+
+    /// Whether [`fill`](Self::fill) wrote a packet.
+    fn filled(&self) -> bool;
+}
 
 /// One queue of a port, owned by one worker.
 pub trait Queue: Send {
     /// A received frame's handle.
     type Frame: Copy + Default;
+
+    /// A buffer of this queue lent to another worker ([`Queue::lend`]).
+    type Lent: Lend;
 
     /// Receives up to `out.len()` frames, doing first whatever keeps receiving possible (AF_XDP:
     /// reap completions, top up the fill ring). Returns how many were written to `out`.
@@ -42,6 +61,18 @@ pub trait Queue: Send {
     /// buffer is free or the packet does not fit one.
     fn alloc_copy(&mut self, packet: &[u8]) -> Option<Self::Frame>;
 
+    /// A free buffer of this queue's, lent for another worker to fill with a packet for this
+    /// queue to send. `None` when none is free.
+    fn lend(&mut self) -> Option<Self::Lent>;
+
+    /// A lent buffer back, filled: a frame of this queue holding the packet, to be sent or
+    /// released as a received frame is. `None` when it was not filled (or is not this
+    /// queue's); the buffer is then freed.
+    fn accept(&mut self, lent: Self::Lent) -> Option<Self::Frame>;
+
+    /// A lent buffer back unused: freed.
+    fn reclaim(&mut self, lent: Self::Lent);
+
     /// After a batch: push what [`Queue::send`] queued out (AF_XDP: kick the kernel when it
     /// asked for it). Default: nothing to do.
     fn flush(&mut self) {}
@@ -64,6 +95,7 @@ pub trait Queue: Send {
         self.flush();
     }
 
-    /// Frames the worker still holds (received, neither sent nor released): 0 after a clean run.
+    /// Frames the worker still holds (received, neither sent nor released, or lent and not
+    /// given back): 0 after a clean run.
     fn held(&self) -> usize;
 }

@@ -11,10 +11,13 @@
 //!
 //! Ownership invariant that makes the frame accesses sound: every UMEM chunk is in exactly one
 //! place — our free list, the fill ring, the kernel (between fill and RX), our hands (received,
-//! not yet given back), the TX ring, or the kernel between TX and completion. [`Socket`] tracks
-//! the state of each chunk and hands out a `&mut [u8]` only for a chunk in our hands
-//! ([`FrameState::User`]); the kernel never writes a chunk that is not in the fill ring and never
-//! reads one that is not in the TX ring.
+//! not yet given back), the TX ring, the kernel between TX and completion, or lent out as a
+//! [`LentFrame`]. [`Socket`] tracks the state of each chunk and hands out a `&mut [u8]` only for
+//! a chunk in our hands ([`FrameState::User`]); the kernel never writes a chunk that is not in
+//! the fill ring and never reads one that is not in the TX ring. A lent chunk
+//! ([`FrameState::Lent`]) is touched by nobody but the one [`LentFrame`] token for it (not
+//! `Clone`), which may live on another thread, until [`Socket::accept`] or [`Socket::reclaim`]
+//! consumes the token; the token keeps the UMEM mapped (it shares the area's `Arc`).
 //!
 //! Ring protocol (`Documentation/networking/af_xdp.rst`): a producer writes descriptors, then
 //! publishes them with a release store of `producer`; a consumer reads `producer` with acquire,
@@ -23,6 +26,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// One received or to-be-sent frame: a UMEM address (chunk base plus the offset of the packet)
@@ -48,6 +52,8 @@ pub enum FrameState {
     User,
     /// In the TX ring or being sent.
     Tx,
+    /// Lent out as a [`LentFrame`] (to another thread, to fill with a packet for us to send).
+    Lent,
 }
 
 /// Socket set-up parameters.
@@ -87,9 +93,12 @@ struct Area {
     huge: bool,
 }
 
-// SAFETY: the area is plain memory owned by its `Socket`; moving it to a worker thread moves
-// the only handle to it.
+// SAFETY: the area is plain memory; the `Socket` and its `LentFrame`s share it through an
+// `Arc` and each touches only the chunks it owns (see the module's ownership invariant), so
+// sending or sharing the handle between threads lets no two threads touch the same bytes.
 unsafe impl Send for Area {}
+// SAFETY: as for `Send`: `&Area` gives access to no bytes by itself.
+unsafe impl Sync for Area {}
 
 impl Area {
     fn new(len: usize) -> io::Result<Self> {
@@ -118,9 +127,10 @@ impl Area {
 
 impl Drop for Area {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly the mapping `new` created, unmapped once, after the
-        // socket (declared before the area in `Socket`) was closed, so the kernel holds no
-        // reference to it.
+        // SAFETY: `ptr`/`len` are exactly the mapping `new` created, unmapped once, when the
+        // last of its socket and lent tokens let go of the `Arc`: the socket (declared before
+        // the area in `Socket`) was closed by then, so the kernel holds no reference to it, and
+        // no token is left to write it.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
@@ -257,7 +267,7 @@ pub struct Socket {
     rx: Ring<Desc>,
     tx: Ring<Desc>,
     fd: OwnedFd,
-    area: Area,
+    area: Arc<Area>,
     frame_size: u32,
     frame_shift: u32,
     state: Vec<FrameState>,
@@ -306,7 +316,7 @@ impl Socket {
         // SAFETY: `raw` is a new descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let len = cfg.frames as usize * cfg.frame_size as usize;
-        let area = Area::new(len)?;
+        let area = Arc::new(Area::new(len)?);
         let reg = libc::xdp_umem_reg {
             addr: area.ptr.as_ptr() as u64,
             len: len as u64,
@@ -463,6 +473,53 @@ impl Socket {
         Some(addr)
     }
 
+    /// Lends a free chunk out as a token another thread can fill with a packet
+    /// ([`LentFrame::fill`]) and give back to be sent ([`accept`](Self::accept)) or freed
+    /// ([`reclaim`](Self::reclaim)). `None` when no chunk is free.
+    pub fn lend(&mut self) -> Option<LentFrame> {
+        let base = self.free.pop()?;
+        let i = self.index(base);
+        self.state[i] = FrameState::Lent;
+        // SAFETY: chunk `i` came from the free list, so it lies inside the area and nobody (not
+        // the kernel, not a received frame) uses it; it is now `Lent`, which only the token
+        // made here may touch.
+        let ptr = unsafe { NonNull::new_unchecked(self.area.ptr.as_ptr().add(base as usize)) };
+        Some(LentFrame { area: self.area.clone(), ptr, size: self.frame_size as usize, base, len: 0 })
+    }
+
+    /// Takes back a lent chunk as a frame of ours holding what [`LentFrame::fill`] wrote
+    /// (to be sent or released like a received one). `None` when the token is not one of this
+    /// socket's or was never filled: the chunk is then freed (when it is ours).
+    pub fn accept(&mut self, lent: LentFrame) -> Option<Desc> {
+        let (base, len) = (lent.base, lent.len);
+        if !self.owns(&lent) {
+            return None;
+        }
+        let i = self.index(base);
+        if len == 0 {
+            self.state[i] = FrameState::Free;
+            self.free.push(base);
+            return None;
+        }
+        self.state[i] = FrameState::User;
+        Some(Desc { addr: base + LentFrame::HEADROOM as u64, len: len as u32, options: 0 })
+    }
+
+    /// Takes back a lent chunk unused: it goes to the free list.
+    pub fn reclaim(&mut self, lent: LentFrame) {
+        let base = lent.base;
+        if self.owns(&lent) {
+            let i = self.index(base);
+            self.state[i] = FrameState::Free;
+            self.free.push(base);
+        }
+    }
+
+    fn owns(&self, lent: &LentFrame) -> bool {
+        Arc::ptr_eq(&lent.area, &self.area)
+            && self.state.get(self.index(lent.base)) == Some(&FrameState::Lent)
+    }
+
     /// Reaps completed transmissions into the free list; returns how many completed.
     pub fn complete(&mut self) -> usize {
         let mut buf = std::mem::take(&mut self.scratch);
@@ -559,10 +616,11 @@ impl Socket {
         })
     }
 
-    /// Frames in each state: `[free, fill, user, tx]`. They always sum to the UMEM's frames.
+    /// Frames in each state: `[free, fill, user, tx, lent]`. They always sum to the UMEM's
+    /// frames.
     #[must_use]
-    pub fn accounting(&self) -> [usize; 4] {
-        let mut c = [0; 4];
+    pub fn accounting(&self) -> [usize; 5] {
+        let mut c = [0; 5];
         for s in &self.state {
             c[*s as usize] += 1;
         }
@@ -573,6 +631,64 @@ impl Socket {
     #[must_use]
     pub fn free_frames(&self) -> usize {
         self.free.len()
+    }
+}
+
+/// A UMEM chunk lent out by [`Socket::lend`]: the one handle to its bytes until the socket takes
+/// it back. Another thread fills it with a packet (one copy, straight into the UMEM) and hands
+/// it back to the socket's owner to transmit. Dropping a token instead of giving it back leaks
+/// its chunk (counted as `lent` by [`Socket::accounting`]), nothing worse.
+#[derive(Debug)]
+pub struct LentFrame {
+    area: Arc<Area>,
+    ptr: NonNull<u8>,
+    size: usize,
+    base: u64,
+    len: usize,
+}
+
+// SAFETY: the token is the only handle to its chunk's bytes (the socket does not touch a `Lent`
+// chunk), and the area stays mapped while the token holds its `Arc`; moving the token to
+// another thread moves that exclusive access with it.
+unsafe impl Send for LentFrame {}
+
+impl LentFrame {
+    /// Where [`fill`](Self::fill) puts the packet: after the 256 bytes of headroom XDP promises.
+    pub const HEADROOM: usize = 256;
+    /// What `fill` leaves free after the packet (the kernel's `skb_shared_info` room).
+    pub const TAILROOM: usize = 320;
+
+    /// Copies `packet` into the chunk, after the headroom. `false` (nothing written) when it
+    /// does not fit, or is empty.
+    pub fn fill(&mut self, packet: &[u8]) -> bool {
+        if packet.is_empty() || Self::HEADROOM + packet.len() + Self::TAILROOM > self.size {
+            return false;
+        }
+        // SAFETY: the chunk is `size` bytes at `ptr`, inside the mapped area (kept alive by
+        // `area`), and lent to this token alone (see the type's `Send`); the destination range
+        // was checked to lie inside it, and `packet` (a live slice of other memory: a chunk
+        // cannot be both lent and borrowed elsewhere) does not overlap it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                packet.as_ptr(),
+                self.ptr.as_ptr().add(Self::HEADROOM),
+                packet.len(),
+            );
+        }
+        self.len = packet.len();
+        true
+    }
+
+    /// Bytes written by the last [`fill`](Self::fill) (0: none).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
