@@ -16,12 +16,18 @@
 #![deny(unsafe_code)]
 
 pub mod clock;
+pub mod control;
+pub mod dpdk;
 pub mod embed;
 pub mod helpers;
 pub mod mapops;
+pub mod pktgen;
 pub mod rbpf_peer;
 pub mod replay;
 pub mod report;
+pub mod throughput;
+pub mod uprobe;
+pub mod verify;
 pub mod veth;
 
 use serde::Serialize;

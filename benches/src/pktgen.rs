@@ -22,8 +22,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use benches::median;
-use benches::veth::SinkPair;
+use crate::median;
+use crate::veth::SinkPair;
 use pktgen::craft::{FrameSpec, L4};
 use pktgen::send::{self, Mode, SendConfig};
 
@@ -108,8 +108,7 @@ fn available(cmd: &str, args: &[&str]) -> bool {
     Command::new(cmd).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
 }
 
-fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+pub fn main(quick: bool) -> anyhow::Result<()> {
     let (rounds, window) = if quick { (1, Duration::from_secs(1)) } else { (5, Duration::from_secs(2)) };
     let mut contestants = vec![Contestant::PktgenXdp, Contestant::PktgenPacket];
     if available("trafgen", &["--version"]) {

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use benches::median;
-use benches::veth::SinkPair;
+use crate::median;
+use crate::veth::SinkPair;
 use dataplane::backend::Sink;
 use dataplane::config::Config;
 use dataplane::control::{self, client, proto::DumpFormat, proto::Request};
@@ -68,8 +68,7 @@ fn window(sink: &Sink, dumping: bool, name: &str, window: Duration) -> anyhow::R
     })
 }
 
-fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+pub fn main(quick: bool) -> anyhow::Result<()> {
     let (rounds, win) = if quick { (2, Duration::from_secs(1)) } else { (12, Duration::from_secs(1)) };
     let pid = std::process::id() % 100_000;
     let SinkPair { lab, sink } = SinkPair::create("dcb")?;

@@ -35,8 +35,7 @@ fn median(mut xs: Vec<Duration>) -> Duration {
     xs[xs.len() / 2]
 }
 
-fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+pub fn main(quick: bool) {
     let iters = if quick { 5 } else { 200 };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
     let configs: Vec<String> = std::fs::read_dir(root.join("configs/bpf"))

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use benches::median;
-use benches::veth::{self, SinkPair};
+use crate::median;
+use crate::veth::{self, SinkPair};
 use dataplane::config::Config;
 use dataplane::runtime::{self, RunOptions};
 use xdp_vm::elf::Object;
@@ -49,8 +49,7 @@ fn our_round(s: &SinkPair, object: Option<&Path>, window: Duration) -> anyhow::R
 
 static NO_PROGRAM: AtomicBool = AtomicBool::new(false);
 
-fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+pub fn main(quick: bool) -> anyhow::Result<()> {
     let (rounds, window) = if quick { (1, Duration::from_secs(1)) } else { (3, Duration::from_secs(3)) };
     let dir = Path::new(dataplane::BPF_OBJ_DIR);
     let mut cases: Vec<(String, Option<PathBuf>, Object)> = Vec::new();

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use benches::median;
-use benches::veth::{self, SinkPair};
+use crate::median;
+use crate::veth::{self, SinkPair};
 use dataplane::config::Config;
 use dataplane::runtime::{self, RunOptions, Summary};
 use xdp_vm::elf::Object;
@@ -38,7 +38,7 @@ fn name() -> String {
 
 /// CPU time this process has used (every thread), seconds.
 fn cpu_seconds() -> f64 {
-    benches::clock::process_cpu_ns() as f64 * 1e-9
+    crate::clock::process_cpu_ns() as f64 * 1e-9
 }
 
 /// One round on `net_ring`: packets per second of wall time, packets per CPU second (the
@@ -96,8 +96,7 @@ fn our_round(
     pps
 }
 
-fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+pub fn main(quick: bool) -> anyhow::Result<()> {
     let (rounds, window) = if quick { (1, Duration::from_secs(1)) } else { (3, Duration::from_secs(3)) };
     let dir = PathBuf::from(dataplane::BPF_OBJ_DIR);
     let pcap = std::env::temp_dir().join(format!("dpbench-{}.pcap", std::process::id()));

@@ -107,8 +107,7 @@ struct Contestant {
     added: Vec<f64>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+pub fn main(quick: bool) -> anyhow::Result<()> {
     let rounds = if quick { 3 } else { 7 };
     let n_ours: u64 = if quick { 200_000 } else { 2_000_000 };
     let n_kernel: u64 = if quick { 20_000 } else { 200_000 };
