@@ -8,7 +8,7 @@
 //! dumping window against the idle window next to it), which drift in the machine's load
 //! affects least.
 //!
-//! `cargo bench -p benches --bench control` (as root): 12 rounds of 1 s per contestant;
+//! `cargo bench -p benches --bench suite -- --only control` (as root): 12 rounds of 1 s per contestant;
 //! `-- --quick`: 2 rounds of 1 s.
 
 use std::sync::Arc;

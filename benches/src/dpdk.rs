@@ -10,7 +10,7 @@
 //!    back in a native XDP sink: the DPDK backend on `net_af_packet`, the AF_XDP backend and the
 //!    kernel's native XDP, the same object, alternating round by round; medians.
 //!
-//! `cargo bench -p benches --bench dpdk` (as root): 3 rounds of 3 s; `-- --quick`: 1 round of
+//! `cargo bench -p benches --bench suite -- --only dpdk` (as root): 3 rounds of 3 s; `-- --quick`: 1 round of
 //! 1 s.
 
 use std::path::{Path, PathBuf};

@@ -14,7 +14,7 @@
 //! why it is skipped (this project's machines: a kernel without `CONFIG_NET_PKTGEN`, and
 //! xdp-tools 1.3.1's `xdp-trafficgen` fails to load its tracepoint program on kernel 6.18).
 //!
-//! `cargo bench -p benches --bench pktgen` (as root): 5 rounds of 2 s; `-- --quick`: 1 round of
+//! `cargo bench -p benches --bench suite -- --only pktgen` (as root): 5 rounds of 2 s; `-- --quick`: 1 round of
 //! 1 s.
 
 use std::os::unix::process::CommandExt;

@@ -10,7 +10,7 @@
 //! balancer), plus "no program" — ours with no program at all (the worker loop alone) against a
 //! kernel program that is just `return XDP_TX`.
 //!
-//! `cargo bench -p benches --bench throughput` (as root): 3 rounds of 3 s each; `-- --quick`:
+//! `cargo bench -p benches --bench suite -- --only throughput` (as root): 3 rounds of 3 s each; `-- --quick`:
 //! 1 round of 1 s.
 
 use std::path::{Path, PathBuf};

@@ -10,7 +10,7 @@
 //! atomic add); all from `dataplane/tests/bpf/uprobe_args.c`, the same object for both sides.
 //! Then `bpf_probe_read_user` alone: `read_user4` minus `read_user1`, over three reads.
 //!
-//! `cargo bench -p benches --bench uprobe` (`-- --quick` for a short run). Figures: median
+//! `cargo bench -p benches --bench suite -- --only uprobe` (`-- --quick` for a short run). Figures: median
 //! over rounds of (ns per call with the probe - ns per call without), min..max in brackets.
 
 #![allow(unsafe_code, reason = "the assembly targets the probes find by name")]

@@ -3,7 +3,7 @@
 //! (a full `BPF_PROG_LOAD`, which also allocates and JITs: an upper bound on its verifier) where
 //! the kernel is reachable. The budget is 10 ms per `configs/bpf` program.
 //!
-//! `cargo bench -p benches --bench verify`; `-- --quick` runs a few iterations and asserts the
+//! `cargo bench -p benches --bench suite -- --only verify`; `-- --quick` runs a few iterations and asserts the
 //! budget only.
 
 use std::path::{Path, PathBuf};
