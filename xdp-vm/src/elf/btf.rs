@@ -100,6 +100,37 @@ impl Type<'_> {
     pub(crate) fn datasec_vars(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
         (0..self.vlen()).map(move |i| (self.word(i * 3), self.word(i * 3 + 1), self.word(i * 3 + 2)))
     }
+    /// INT: (encoding bits — 1 signed, 2 char, 4 bool —, number of bits).
+    pub(crate) fn int_info(&self) -> (u32, u32) {
+        let w = self.word(0);
+        ((w >> 24) & 0xf, w & 0xff)
+    }
+    /// STRUCT/UNION members with bit precision: (name offset, type, bit offset, bitfield size
+    /// or 0).
+    pub(crate) fn member_bits(&self) -> impl Iterator<Item = (u32, u32, u32, u32)> + '_ {
+        let bitfield = self.kind_flag();
+        (0..self.vlen()).map(move |i| {
+            let raw = self.word(i * 3 + 2);
+            let (off, size) = if bitfield { (raw & 0x00ff_ffff, raw >> 24) } else { (raw, 0) };
+            (self.word(i * 3), self.word(i * 3 + 1), off, size)
+        })
+    }
+    /// ENUM / ENUM64 values: (name offset, value), and whether they are signed.
+    pub(crate) fn enum_values(&self) -> (Vec<(u32, i64)>, bool) {
+        let signed = self.kind_flag();
+        let vals = (0..self.vlen())
+            .map(|i| {
+                if self.kind() == KIND_ENUM64 {
+                    let v = u64::from(self.word(i * 3 + 1)) | (u64::from(self.word(i * 3 + 2)) << 32);
+                    (self.word(i * 3), v as i64)
+                } else {
+                    let v = self.word(i * 2 + 1);
+                    (self.word(i * 2), if signed { i64::from(v as i32) } else { i64::from(v) })
+                }
+            })
+            .collect();
+        (vals, signed)
+    }
 }
 
 /// One member of a STRUCT or UNION.
@@ -246,6 +277,11 @@ impl<'a> Btf<'a> {
             }
         }
         Err(BtfError::TypeLoop { id })
+    }
+
+    /// Every type record, in id order.
+    pub(crate) fn types(&self) -> &[Type<'a>] {
+        &self.types
     }
 
     /// The DATASEC with this name, if any.

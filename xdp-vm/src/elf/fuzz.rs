@@ -156,8 +156,11 @@ fn corrupted_objects_never_panic() {
         let (mut ok, mut err) = (0, 0);
         for round in 0..rounds {
             let bytes = mutate(&mut rng, original, &hot);
-            let result =
-                std::panic::catch_unwind(|| Object::parse(&bytes).map(|o| o.maps.len() + o.programs.len()));
+            let result = std::panic::catch_unwind(|| {
+                // The typed view of the same bytes must not panic either (its result may differ).
+                let _ = super::Types::from_object(&bytes);
+                Object::parse(&bytes).map(|o| o.maps.len() + o.programs.len())
+            });
             match result {
                 Ok(Ok(_)) => ok += 1,
                 Ok(Err(e)) => {

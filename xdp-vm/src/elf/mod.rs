@@ -25,6 +25,7 @@ mod btf;
 mod lines;
 mod parse;
 mod reloc;
+mod types;
 
 mod core_relo;
 #[cfg(test)]
@@ -32,6 +33,7 @@ mod fuzz;
 
 pub use btf::BtfError;
 pub use lines::{LineInfo, SourceLine, line_for};
+pub use types::{CType, Field, MAX_NESTING, MapTypes, Types};
 
 use crate::insn::Insn;
 
