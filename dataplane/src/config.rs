@@ -100,15 +100,21 @@ pub struct PrintConfig {
     pub min: Option<i64>,
     pub max: Option<i64>,
     pub step: Option<i64>,
+    /// `events`: the BTF type (struct, union or typedef name) of the records (default: the
+    /// one named after the map, else hex).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub record_type: Option<String>,
 }
 
-/// bpftrace's aggregations.
+/// bpftrace's aggregations, and `events`: a ring buffer's or perf-event array's records, one
+/// line each as they come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PrintKind {
     Count,
     Hist,
     Lhist,
+    Events,
 }
 
 /// `[program]`.
@@ -470,6 +476,9 @@ impl Config {
                     }
                     (_, None, None, None) => {}
                     _ => return Err(invalid(key("min"), "min, max and step are for lhist only")),
+                }
+                if p.record_type.is_some() && p.kind != PrintKind::Events {
+                    return Err(invalid(key("type"), "a record type is for kind = \"events\" only"));
                 }
             }
         }

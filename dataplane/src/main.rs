@@ -57,9 +57,15 @@ enum Command {
         #[arg(long)]
         program: Option<String>,
         /// How to print a map: `MAP:count`, `MAP:hist` or `MAP:lhist:MIN:MAX:STEP` (repeatable;
-        /// default: every map, an 8-byte key as a hist, else a count).
+        /// default: every map, an 8-byte key as a hist, else a count); `MAP:events:TYPE` names
+        /// the BTF type of a ring buffer's or perf-event array's records (default: the type
+        /// named after the map, else hex). Records print as lines as they come.
         #[arg(long, value_parser = parse_print)]
         print: Vec<dataplane::config::PrintConfig>,
+        /// Also print the maps every SECS seconds (bpftrace's `interval:s:N { print(@); }`);
+        /// SIGUSR1 prints them at once.
+        #[arg(long, value_name = "SECS")]
+        interval: Option<f64>,
         #[command(flatten)]
         target: Target,
     },
@@ -73,7 +79,12 @@ fn parse_print(s: &str) -> Result<dataplane::config::PrintConfig, String> {
         [_, "count"] => (PrintKind::Count, None),
         [_, "hist"] => (PrintKind::Hist, None),
         [_, "lhist", min, max, step] => (PrintKind::Lhist, Some((num(min)?, num(max)?, num(step)?))),
-        _ => return Err(format!("{s:?}: expected MAP:count, MAP:hist or MAP:lhist:MIN:MAX:STEP")),
+        [_, "events"] | [_, "events", _] => (PrintKind::Events, None),
+        _ => {
+            return Err(format!(
+                "{s:?}: expected MAP:count, MAP:hist, MAP:lhist:MIN:MAX:STEP or MAP:events[:TYPE]"
+            ));
+        }
     };
     if let Some((min, max, step)) = bounds
         && (step <= 0 || max <= min)
@@ -86,11 +97,29 @@ fn parse_print(s: &str) -> Result<dataplane::config::PrintConfig, String> {
         min: bounds.map(|b| b.0),
         max: bounds.map(|b| b.1),
         step: bounds.map(|b| b.2),
+        record_type: match parts.as_slice() {
+            [_, "events", t] => Some((*t).to_string()),
+            _ => None,
+        },
     })
 }
 
-/// `dataplane trace`: attach, wait for Ctrl-C or `duration`, print, detach (the instance also
-/// detaches when this process dies and its connection closes).
+/// Prints record lines of a `trace_events` / `trace_detach` reply, and a warning for lost ones.
+fn print_event_lines(v: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for l in v["lines"].as_array().into_iter().flatten() {
+        writeln!(out, "{}", l.as_str().unwrap_or(""))?;
+    }
+    out.flush()?;
+    if let Some(lost) = v["lost"].as_u64().filter(|&n| n > 0) {
+        writeln!(std::io::stderr(), "warning: {lost} record lines lost (not read in time)")?;
+    }
+    Ok(())
+}
+
+/// `dataplane trace`: attach, stream record lines, print the maps every `interval` and on
+/// SIGUSR1, and at Ctrl-C or the end of `duration` print them a last time and detach (the
+/// instance also detaches when this process dies and its connection closes).
 fn trace_command(
     target: &Target,
     object: &std::path::Path,
@@ -98,20 +127,37 @@ fn trace_command(
     site: String,
     print: Vec<dataplane::config::PrintConfig>,
     duration: Option<f64>,
+    interval: Option<f64>,
 ) -> anyhow::Result<Option<ExitCode>> {
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
     if let Some(d) = duration
         && !(d.is_finite() && d >= 0.0)
     {
         anyhow::bail!("--duration {d}: expected a non-negative number of seconds");
+    }
+    if let Some(i) = interval
+        && !(i.is_finite() && i >= 0.01)
+    {
+        anyhow::bail!("--interval {i}: expected a number of seconds, at least 0.01");
     }
     // The instance resolves the path in its own working directory: send it absolute.
     let object = std::path::absolute(object).with_context(|| format!("{}", object.display()))?;
     let mut session = client::Session::open(&control::run_dir(), target.name.as_deref())?;
     let v = session.call(&Request::TraceAttach { object, program, target: site.clone(), print })?;
     let id = v["id"].as_u64().context("malformed trace_attach reply: no id")?;
+    let events = v["events"].as_array().cloned().unwrap_or_default();
+    let mut err = std::io::stderr();
+    for e in &events {
+        writeln!(
+            err,
+            "records of {} print as lines, {}",
+            e["map"].as_str().unwrap_or("?"),
+            e["print"].as_str().unwrap_or("?")
+        )?;
+    }
     writeln!(
-        std::io::stderr(),
+        err,
         "tracing {site} (trace {id}); {}",
         if duration.is_some() { "printing at the end of --duration" } else { "Ctrl-C to print and detach" }
     )?;
@@ -119,12 +165,40 @@ fn trace_command(
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
-    let started = std::time::Instant::now();
-    let limit = duration.map(std::time::Duration::from_secs_f64);
+    control::sys::catch_sigusr1().context("installing the SIGUSR1 handler")?;
+    let started = Instant::now();
+    let limit = duration.map(Duration::from_secs_f64);
+    let every = interval.map(Duration::from_secs_f64);
+    let mut next_print = every.map(|e| started + e);
+    let print_maps = |session: &mut client::Session| -> anyhow::Result<()> {
+        let v = session.call(&Request::TracePrint { id })?;
+        let mut out = std::io::stdout().lock();
+        // bpftrace's `time("%H:%M:%S\n")` line before an interval print.
+        let secs =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        writeln!(out, "{:02}:{:02}:{:02}", secs / 3600 % 24, secs / 60 % 60, secs % 60)?;
+        out.write_all(v["text"].as_str().unwrap_or("").as_bytes())?;
+        out.flush()?;
+        Ok(())
+    };
     while !stop.load(Ordering::Relaxed) && limit.is_none_or(|l| started.elapsed() < l) {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
+        if !events.is_empty() {
+            let v = session.call(&Request::TraceEvents { id })?;
+            print_event_lines(&v)?;
+        }
+        let due = next_print.is_some_and(|t| Instant::now() >= t);
+        if due || control::sys::take_sigusr1() {
+            print_maps(&mut session)?;
+            if let (Some(t), Some(e)) = (next_print.as_mut(), every)
+                && due
+            {
+                *t += e;
+            }
+        }
     }
     let v = session.call(&Request::TraceDetach { id })?;
+    print_event_lines(&v)?;
     std::io::stdout().lock().write_all(v["text"].as_str().unwrap_or("").as_bytes())?;
     Ok(None)
 }
@@ -335,8 +409,8 @@ fn run(cli: Cli) -> anyhow::Result<Option<ExitCode>> {
             Ok(None)
         }
         Command::Map(cmd) => map_command(cmd),
-        Command::Trace { object, site, program, print, target } => {
-            trace_command(&target, &object, program, site, print, cli.duration)
+        Command::Trace { object, site, program, print, interval, target } => {
+            trace_command(&target, &object, program, site, print, cli.duration, interval)
         }
         Command::Stats { target, json } => {
             let v = ask(&target, &Request::Stats)?;
@@ -463,6 +537,8 @@ fn run_config(config: Option<&std::path::Path>, duration: Option<f64>) -> anyhow
     // After the Ctrl-C handler, which (with its `termination` feature) claims SIGHUP too:
     // SIGHUP re-reads the config instead of stopping.
     control::sys::catch_sighup().context("cannot install the SIGHUP handler")?;
+    // SIGUSR1 prints the [[trace]] maps now (bpftrace's SIGUSR1).
+    control::sys::catch_sigusr1().context("cannot install the SIGUSR1 handler")?;
     let opts = dataplane::runtime::RunOptions { duration, no_program: false, config_path: None };
     dataplane::runtime::run_file(config, &opts, &stop)?;
     Ok(())

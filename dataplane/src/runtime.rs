@@ -474,6 +474,11 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
                 }
             }
         }
+        // SIGUSR1: the [[trace]] maps now, as bpftrace prints its maps on SIGUSR1.
+        if control::sys::take_sigusr1() {
+            let _ = write!(out, "{}", traces.render());
+            let _ = out.flush();
+        }
         // Lines are made every interval (every second when printing is off, for
         // `dataplane stats`), printed when the interval is not 0.
         let interval = instance.interval();

@@ -919,3 +919,88 @@ fn trace_attaches_to_a_running_instance_counts_its_frames_and_detaches_under_tra
     assert!(out.contains("umem frames held at exit: 0"), "{out}");
     drop(lab);
 }
+
+/// The record lines of `out` from map `map` (`@map: ...`).
+fn record_lines<'a>(out: &'a str, map: &str) -> Vec<&'a str> {
+    let prefix = format!("@{map}: ");
+    out.lines().filter(|l| l.starts_with(&prefix)).collect()
+}
+
+/// This machine's index of interface `name`.
+fn ifindex(name: &str) -> u32 {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn ring_buffer_records_print_as_lines_from_config_and_over_the_socket_and_sigusr1_prints_the_maps() {
+    if !is_root() {
+        return;
+    }
+    let (ns, a, b) = names("e");
+    let lab = Lab::create(&ns, &a, &b, 1).unwrap();
+    let events_obj = obj("rx_events.o");
+    let events = events_obj.to_str().unwrap();
+    let extra = format!(
+        "[[trace]]\nobject = {events:?}\ntarget = \"site:rx\"\n\
+         [[trace]]\nobject = {:?}\ntarget = \"site:rx\"\n[[trace.print]]\nmap = \"rx_cpu\"\nkind = \"lhist\"\nmin = 0\nmax = 128\nstep = 1\n",
+        obj("rx_cpu_hist.o").display().to_string()
+    );
+    let cfg = write_config("e", &port_config(&obj("xdp_counter.o"), &a, &extra));
+    let _cleanup = Cleanup(vec![cfg.clone()]);
+    let run = start(&cfg, &[]);
+    assert!(
+        run.early
+            .iter()
+            .any(|l| l.contains("records of rx_events printed as lines, typed as struct rx_event")),
+        "{:?}",
+        run.early
+    );
+    let name = instance("e");
+    let sock = lab.peer_socket().unwrap();
+    let icmp = pktgen::craft::icmp_echo();
+    assert_eq!(exchange(&sock, &vec![icmp.clone(); 200]).len(), 200);
+    assert_eq!(run_cnt(&name, 200), 200);
+
+    // SIGUSR1: the [[trace]] maps printed now, as bpftrace does (stdout is read at the end).
+    run.signal("-USR1");
+    std::thread::sleep(Duration::from_millis(300));
+
+    // `dataplane trace` streams the records of its own program while attached: one line per
+    // frame received in that time, exactly.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+        .args(["trace", events, "--target", "rx", "--name", &name])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("tracing rx") {
+        assert!(err.read_line(&mut said).unwrap() > 0, "{said}");
+    }
+    assert!(said.contains("records of rx_events print as lines, typed as struct rx_event"), "{said}");
+    assert_eq!(exchange(&sock, &vec![icmp.clone(); 150]).len(), 150);
+    assert_eq!(run_cnt(&name, 350), 350);
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let mut streamed = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut streamed).unwrap();
+    assert!(child.wait().unwrap().success());
+    let idx = ifindex(&a);
+    let want = format!("@rx_events: {{ .ifindex = {idx}, .queue = 0, .len = 98, .worker = 0 }}");
+    let lines = record_lines(&streamed, "rx_events");
+    assert_eq!(lines.len(), 150, "{streamed}");
+    assert!(lines.iter().all(|l| *l == want), "{want}\n{streamed}");
+
+    let (code, out) = run.stop();
+    assert_eq!(code, 0, "{out}");
+    // The [[trace]] entry saw every frame of both exchanges, each typed.
+    let lines = record_lines(&out, "rx_events");
+    assert_eq!(lines.len(), 350, "{out}");
+    assert!(lines.iter().all(|l| *l == want), "{out}");
+    // Two lhist prints: at SIGUSR1 (200 frames) and at exit (350).
+    let blocks: Vec<&str> = out.split(&format!("@[{a}]:")).skip(1).collect();
+    assert_eq!(blocks.len(), 2, "{out}");
+    assert_eq!(bucket_sum(blocks[0].split("\n\n").next().unwrap()), 200, "{out}");
+    assert_eq!(bucket_sum(blocks[1].split("\n\n").next().unwrap()), 350, "{out}");
+    drop(lab);
+}

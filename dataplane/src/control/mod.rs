@@ -13,6 +13,7 @@ pub mod proto;
 pub mod server;
 pub mod swap;
 pub mod sys;
+pub mod typed;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -181,7 +182,10 @@ impl Instance {
                 self.replace(object, program.as_deref(), engine, &globals)
             }
             Request::Reload => self.reload(),
-            Request::TraceAttach { .. } | Request::TracePrint { .. } | Request::TraceDetach { .. } => {
+            Request::TraceAttach { .. }
+            | Request::TracePrint { .. }
+            | Request::TraceEvents { .. }
+            | Request::TraceDetach { .. } => {
                 Err("trace requests are served per connection (the control socket), not here".into())
             }
         }

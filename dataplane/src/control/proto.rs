@@ -8,7 +8,7 @@
 //! `{"prog_replace": {"object": PATH, "program": NAME-or-null}}`,
 //! `{"trace_attach": {"object": PATH, "program": NAME-or-null, "target": "rx"}}` (optional
 //! `"print": [{"map": M, "kind": "lhist", "min": 0, "max": 128, "step": 1}]`),
-//! `{"trace_print": {"id": N}}`, `{"trace_detach": {"id": N}}`.
+//! `{"trace_print": {"id": N}}`, `{"trace_events": {"id": N}}`, `{"trace_detach": {"id": N}}`.
 //!
 //! Response: `{"version": 1, "ok": true, "result": ...}` or `{"version": 1, "ok": false,
 //! "error": "one line"}`. Unknown keys, a wrong version, bad hex and lines over
@@ -79,6 +79,11 @@ pub enum Request {
     },
     /// The trace's maps printed bpftrace-style: `{"id": N, "text": "..."}`.
     TracePrint {
+        id: u64,
+    },
+    /// The trace's ring-buffer / perf-event record lines since the last such request:
+    /// `{"id": N, "lines": ["@rx_events: { .ifindex = 5, ... }", ...], "lost": 0}`.
+    TraceEvents {
         id: u64,
     },
     /// Detach the trace and print its maps a last time (as `trace_print`).
@@ -228,9 +233,11 @@ mod tests {
                     min: Some(0),
                     max: Some(128),
                     step: Some(1),
+                    record_type: None,
                 }],
             },
             Request::TracePrint { id: 1 },
+            Request::TraceEvents { id: 1 },
             Request::TraceDetach { id: 1 },
         ];
         for r in all {

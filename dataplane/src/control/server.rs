@@ -154,6 +154,9 @@ struct ConnTraces {
     live: std::collections::BTreeMap<u64, crate::uprobe::trace::Live>,
 }
 
+/// The most record lines one `trace_events` reply carries (the rest wait for the next).
+const EVENTS_PER_REPLY: usize = 8192;
+
 /// Trace ids, unique over the instance's life.
 static NEXT_TRACE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -190,8 +193,13 @@ impl ConnTraces {
                 match crate::uprobe::trace::Live::attach(&cfg, slots) {
                     Ok(live) => {
                         let id = NEXT_TRACE.fetch_add(1, Ordering::Relaxed);
+                        let events: Vec<serde_json::Value> = live
+                            .event_maps()
+                            .into_iter()
+                            .map(|(map, print)| serde_json::json!({"map": map, "print": print}))
+                            .collect();
                         self.live.insert(id, live);
-                        Ok(serde_json::json!({"id": id}))
+                        Ok(serde_json::json!({"id": id, "events": events}))
                     }
                     Err(e) => Err(chain(&e).replacen("trace[0]: ", "", 1)),
                 }
@@ -200,12 +208,21 @@ impl ConnTraces {
                 Some(live) => Ok(serde_json::json!({"id": id, "text": live.render()})),
                 None => Err(format!("no trace {id} on this connection")),
             },
+            Request::TraceEvents { id } => match self.live.get(id) {
+                Some(live) => {
+                    let (lines, lost) = live.take_lines(EVENTS_PER_REPLY);
+                    Ok(serde_json::json!({"id": id, "lines": lines, "lost": lost}))
+                }
+                None => Err(format!("no trace {id} on this connection")),
+            },
             Request::TraceDetach { id } => match self.live.get_mut(id) {
                 Some(live) => match live.detach() {
                     Ok(()) => {
                         let text = live.render();
+                        // Every record line left (the detach drained the rings).
+                        let (lines, lost) = live.take_lines(usize::MAX);
                         self.live.remove(id);
-                        Ok(serde_json::json!({"id": id, "text": text}))
+                        Ok(serde_json::json!({"id": id, "text": text, "lines": lines, "lost": lost}))
                     }
                     Err(e) => Err(chain(&e)),
                 },

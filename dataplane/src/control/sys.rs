@@ -1,5 +1,5 @@
 //! The two raw calls the control plane needs: the peer's credentials on a Unix socket
-//! (`SO_PEERCRED`, which std has only on nightly) and a SIGHUP handler that sets a flag.
+//! (`SO_PEERCRED`, which std has only on nightly) and SIGHUP / SIGUSR1 handlers that set a flag.
 
 #![allow(unsafe_code)]
 
@@ -34,10 +34,32 @@ pub fn peer_cred(stream: &UnixStream) -> io::Result<(i32, u32)> {
 }
 
 static SIGHUP_SEEN: AtomicBool = AtomicBool::new(false);
+static SIGUSR1_SEEN: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_sighup(_: libc::c_int) {
+extern "C" fn on_signal(sig: libc::c_int) {
     // Async-signal-safe: one atomic store.
-    SIGHUP_SEEN.store(true, Ordering::Relaxed);
+    match sig {
+        libc::SIGHUP => SIGHUP_SEEN.store(true, Ordering::Relaxed),
+        libc::SIGUSR1 => SIGUSR1_SEEN.store(true, Ordering::Relaxed),
+        _ => {}
+    }
+}
+
+fn catch(sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: an all-zero `sigaction` is a valid value (empty mask, no flags); we then set the
+    // handler to `on_signal`, an `extern "C" fn(c_int)` that only stores to an atomic, which is
+    // async-signal-safe. `sigemptyset` gets a pointer to the live mask field.
+    let r = unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        act.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&raw mut act.sa_mask);
+        libc::sigaction(sig, &raw const act, std::ptr::null_mut())
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Makes SIGHUP set a flag [`take_sighup`] reads, instead of ending the process (installed
@@ -46,25 +68,26 @@ extern "C" fn on_sighup(_: libc::c_int) {
 /// # Errors
 /// When `sigaction` fails.
 pub fn catch_sighup() -> io::Result<()> {
-    // SAFETY: an all-zero `sigaction` is a valid value (empty mask, no flags); we then set the
-    // handler to `on_sighup`, an `extern "C" fn(c_int)` that only stores to an atomic, which is
-    // async-signal-safe. `sigemptyset` gets a pointer to the live mask field.
-    let r = unsafe {
-        let mut act: libc::sigaction = std::mem::zeroed();
-        act.sa_sigaction = on_sighup as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        act.sa_flags = libc::SA_RESTART;
-        libc::sigemptyset(&raw mut act.sa_mask);
-        libc::sigaction(libc::SIGHUP, &raw const act, std::ptr::null_mut())
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    catch(libc::SIGHUP)
 }
 
 /// Whether a SIGHUP came since the last call.
 pub fn take_sighup() -> bool {
     SIGHUP_SEEN.swap(false, Ordering::Relaxed)
+}
+
+/// Makes SIGUSR1 set a flag [`take_sigusr1`] reads (print the tracing maps now, as `bpftrace`
+/// does on SIGUSR1), instead of ending the process.
+///
+/// # Errors
+/// When `sigaction` fails.
+pub fn catch_sigusr1() -> io::Result<()> {
+    catch(libc::SIGUSR1)
+}
+
+/// Whether a SIGUSR1 came since the last call.
+pub fn take_sigusr1() -> bool {
+    SIGUSR1_SEEN.swap(false, Ordering::Relaxed)
 }
 
 /// Waits until `fd` is readable (a listener: a connection is waiting) or `timeout` passes.

@@ -24,6 +24,7 @@
 //! a function with a uretprobe attached while it runs — the return stub is not in the unwind
 //! tables, so a panic through it aborts the process.
 
+pub mod events;
 pub mod hist;
 mod patch;
 pub mod site;

@@ -1,13 +1,15 @@
 //! `[[trace]]` entries of the dataplane's configuration: load, attach before the workers start,
-//! print the maps bpftrace-style at exit.
+//! print the maps bpftrace-style at exit (and on SIGUSR1), and the records of their ring
+//! buffers and perf-event arrays as lines as they come ([`super::events`]).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use maps::Map;
-use xdp_vm::elf::{Object, ProgramKind};
+use xdp_vm::elf::{Object, ProgramKind, Types};
 
+use super::events::{self, Consumer, EventMap};
 use super::hist::{self, Kind};
 use super::{Attachment, Target, TraceProgram, UprobeError};
 use crate::config::{PrintKind, TraceConfig};
@@ -40,6 +42,8 @@ pub enum TraceError {
     },
     #[error("trace[{index}].print: {path} has no map named {map}")]
     NoMap { index: usize, path: PathBuf, map: String },
+    #[error("trace[{index}].print: {reason}")]
+    Events { index: usize, reason: String },
     #[error("trace[{index}]")]
     Attach {
         index: usize,
@@ -52,12 +56,16 @@ struct Active {
     cfg: TraceConfig,
     obj: Object,
     maps: Vec<Arc<Map>>,
+    /// Its ring buffers and perf-event arrays.
+    events: Vec<EventMap>,
     attachment: Option<Attachment>,
 }
 
 /// The attached `[[trace]]` programs; detached when dropped.
 pub struct Traces {
     active: Vec<Active>,
+    /// Prints their records on stdout.
+    consumer: Option<Consumer>,
 }
 
 impl std::fmt::Debug for Traces {
@@ -81,7 +89,15 @@ pub fn start(
     for (index, cfg) in cfgs.iter().enumerate() {
         active.push(load_one(index, cfg, slots, xdp_object, xdp_maps)?);
     }
-    Ok(Traces { active })
+    let events: Vec<EventMap> = active.iter().flat_map(|a| a.events.iter().cloned()).collect();
+    for e in &events {
+        eprintln!("dataplane: trace: records of {} printed as lines, {}", e.name, e.describe());
+    }
+    let consumer = Consumer::spawn(events, |line| {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    });
+    Ok(Traces { active, consumer: Some(consumer) })
 }
 
 fn load_one(
@@ -94,8 +110,16 @@ fn load_one(
     let path = cfg.object.clone();
     let bytes =
         std::fs::read(&path).map_err(|source| TraceError::Read { index, path: path.clone(), source })?;
-    let obj =
+    let mut obj =
         Object::parse(&bytes).map_err(|source| TraceError::Object { index, path: path.clone(), source })?;
+    // A perf-event array of max_entries 0 gets one entry per CPU slot, as libbpf gives it one
+    // per CPU.
+    for m in &mut obj.maps {
+        if m.def.map_type == maps::map_type::PERF_EVENT_ARRAY && m.def.max_entries == 0 {
+            m.def.max_entries = u32::try_from(slots).unwrap_or(u32::MAX);
+        }
+    }
+    let types = Types::from_object(&bytes).unwrap_or_default();
     let spec = match &cfg.program {
         Some(name) => obj.program(Some(name)).map_err(|source| TraceError::Object {
             index,
@@ -118,9 +142,38 @@ fn load_one(
         })?
     };
     for p in &cfg.print {
-        if obj.map_index(&p.map).is_none() {
+        let Some(i) = obj.map_index(&p.map) else {
             return Err(TraceError::NoMap { index, path, map: p.map.clone() });
+        };
+        let is_events = events::is_event_map(obj.maps[i].def.map_type);
+        if is_events != (p.kind == PrintKind::Events) {
+            let reason = if is_events {
+                format!(
+                    "map {} is a {}: print it with kind \"events\"",
+                    p.map,
+                    crate::control::map_type_name(obj.maps[i].def.map_type)
+                )
+            } else {
+                format!(
+                    "map {} holds no records (kind \"events\" is for ring buffers and perf-event arrays)",
+                    p.map
+                )
+            };
+            return Err(TraceError::Events { index, reason });
         }
+    }
+    // Every ring buffer and perf-event array prints its records (configured or not: a record
+    // left unread is lost).
+    let mut event_maps = Vec::new();
+    for (i, m) in obj.maps.iter().enumerate() {
+        if !events::is_event_map(m.def.map_type) {
+            continue;
+        }
+        let ty = cfg.print.iter().find(|p| p.map == m.name).and_then(|p| p.record_type.as_deref());
+        event_maps.push(
+            EventMap::new(&m.name, maps[i].clone(), &types, ty, slots)
+                .map_err(|reason| TraceError::Events { index, reason })?,
+        );
     }
     let attach_err = |source| TraceError::Attach { index, source };
     let prog = TraceProgram::load(spec, &maps).map_err(attach_err)?;
@@ -130,7 +183,7 @@ fn load_one(
         (None, None) => return Err(attach_err(UprobeError::NoTarget { program: prog.name.clone() })),
     };
     let attachment = super::attach(&target, &[&prog]).map_err(attach_err)?;
-    Ok(Active { cfg: cfg.clone(), obj, maps, attachment: Some(attachment) })
+    Ok(Active { cfg: cfg.clone(), obj, maps, events: event_maps, attachment: Some(attachment) })
 }
 
 impl Active {
@@ -141,7 +194,7 @@ impl Active {
         let mut s = String::new();
         if all_by_default && self.cfg.print.is_empty() {
             for (i, m) in self.obj.maps.iter().enumerate() {
-                if !matches!(m.kind, xdp_vm::elf::MapKind::Regular) {
+                if !matches!(m.kind, xdp_vm::elf::MapKind::Regular) || events::is_event_map(m.def.map_type) {
                     continue;
                 }
                 let kind = if m.def.key_size == 8 { Kind::Hist } else { Kind::Count };
@@ -159,6 +212,7 @@ impl Active {
                     max: p.max.unwrap_or(1),
                     step: p.step.unwrap_or(1),
                 },
+                PrintKind::Events => continue,
             };
             let _ = write!(s, "{}", hist::render("", &self.maps[i], kind));
         }
@@ -173,10 +227,23 @@ impl Active {
     }
 }
 
+/// The most record lines a live trace keeps for its client between two reads; beyond, lines
+/// are counted as lost.
+pub const MAX_PENDING: usize = 1 << 16;
+
+/// Record lines waiting for a live trace's client.
+#[derive(Debug, Default)]
+struct Pending {
+    lines: std::collections::VecDeque<String>,
+    lost: u64,
+}
+
 /// One program attached at run time (`dataplane trace`, through the control socket) with maps
 /// of its own; detached when dropped.
 pub struct Live {
     active: Active,
+    consumer: Option<Consumer>,
+    pending: Arc<Mutex<Pending>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -191,7 +258,33 @@ impl Live {
     /// # Errors
     /// [`TraceError`] (reported as entry 0).
     pub fn attach(cfg: &TraceConfig, slots: usize) -> Result<Self, TraceError> {
-        Ok(Self { active: load_one(0, cfg, slots, std::path::Path::new(""), &[])? })
+        let active = load_one(0, cfg, slots, std::path::Path::new(""), &[])?;
+        let pending = Arc::new(Mutex::new(Pending::default()));
+        let sink = pending.clone();
+        let consumer = Consumer::spawn(active.events.clone(), move |line| {
+            let mut p = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if p.lines.len() < MAX_PENDING {
+                p.lines.push_back(line);
+            } else {
+                p.lost += 1;
+            }
+        });
+        Ok(Self { active, consumer: Some(consumer), pending })
+    }
+
+    /// Its ring buffers and perf-event arrays: (map, how its lines look).
+    #[must_use]
+    pub fn event_maps(&self) -> Vec<(String, String)> {
+        self.active.events.iter().map(|e| (e.name.clone(), e.describe())).collect()
+    }
+
+    /// The record lines printed since the last call (at most `max`), and how many were lost
+    /// since then because the client did not read them in time.
+    pub fn take_lines(&self, max: usize) -> (Vec<String>, u64) {
+        let mut p = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = p.lines.len().min(max);
+        let lines = p.lines.drain(..n).collect();
+        (lines, std::mem::take(&mut p.lost))
     }
 
     /// Its maps, printed as bpftrace prints them.
@@ -205,7 +298,12 @@ impl Live {
     /// # Errors
     /// When the code could not be restored.
     pub fn detach(&mut self) -> Result<(), UprobeError> {
-        self.active.detach()
+        self.active.detach()?;
+        // No record comes after the detach: the consumer's last drain gets them all.
+        if let Some(mut c) = self.consumer.take() {
+            c.stop();
+        }
+        Ok(())
     }
 }
 
@@ -216,7 +314,7 @@ impl Traces {
         self.active.iter().map(|a| a.render(false)).collect()
     }
 
-    /// Detaches every program (the maps stay readable).
+    /// Detaches every program (the maps stay readable), then prints their last records.
     pub fn detach(&mut self) {
         for a in &mut self.active {
             if let Some(att) = a.attachment.take()
@@ -224,6 +322,9 @@ impl Traces {
             {
                 eprintln!("dataplane: {e}");
             }
+        }
+        if let Some(mut c) = self.consumer.take() {
+            c.stop();
         }
     }
 }
