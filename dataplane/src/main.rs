@@ -229,7 +229,8 @@ enum MapCommand {
         #[arg(long)]
         json: bool,
     },
-    /// One map's entries as JSON (DESIGN.md's hex form, or bpftool's with --format bpftool).
+    /// One map's entries as JSON (DESIGN.md's hex form, or bpftool's with --format bpftool),
+    /// with bpftool's "formatted" key and value where the map's BTF types them.
     Dump {
         map: String,
         #[arg(long, value_enum, default_value_t = DumpFormat::Design)]
@@ -237,26 +238,32 @@ enum MapCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// One entry: KEY as hex bytes in memory order (e.g. 62000000 for the u32 98).
+    /// One entry. KEY: hex bytes in memory order (62000000 for the u32 98), or typed from the
+    /// map's BTF as JSON (98; '{"prefixlen":24,"addr":"10.0.0.0"}').
     Lookup {
         map: String,
+        #[arg(allow_hyphen_values = true)]
         key: String,
         #[command(flatten)]
         target: Target,
     },
-    /// Write one entry; VALUE as hex bytes (per-CPU maps: one value for every slot, or all slots).
+    /// Write one entry; KEY and VALUE as hex bytes or typed JSON, as for lookup (per-CPU maps:
+    /// one value for every slot, or in hex all slots).
     Update {
         map: String,
+        #[arg(allow_hyphen_values = true)]
         key: String,
+        #[arg(allow_hyphen_values = true)]
         value: String,
         #[arg(long, value_enum, default_value_t = UpdateFlag::Any)]
         flags: UpdateFlag,
         #[command(flatten)]
         target: Target,
     },
-    /// Delete one entry.
+    /// Delete one entry (KEY as for lookup).
     Delete {
         map: String,
+        #[arg(allow_hyphen_values = true)]
         key: String,
         #[command(flatten)]
         target: Target,

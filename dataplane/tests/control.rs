@@ -264,13 +264,14 @@ fn prog_list_grows_and_map_dump_equals_the_traffic() {
     let dump = json(&["map", "dump", "pkt_len_count", "--name", &name]);
     assert_eq!(
         dump,
-        serde_json::json!([{"key": "62000000", "value": "e8030000"}]),
-        "1000 frames of 98 bytes"
+        serde_json::json!([{"key": "62000000", "value": "e8030000", "formatted": {"key": 98, "value": 1000}}]),
+        "1000 frames of 98 bytes; typed from the map's BTF (__u32 key and value) beside the hex"
     );
     let bpftool = json(&["map", "dump", "pkt_len_count", "--format", "bpftool", "--name", &name]);
     assert_eq!(
         bpftool,
-        serde_json::json!([{"key": ["0x62", "0x00", "0x00", "0x00"], "value": ["0xe8", "0x03", "0x00", "0x00"]}])
+        serde_json::json!([{"key": ["0x62", "0x00", "0x00", "0x00"], "value": ["0xe8", "0x03", "0x00", "0x00"],
+                            "formatted": {"key": 98, "value": 1000}}])
     );
     assert_eq!(run_cnt(&name, 1000), 1000);
 
@@ -287,10 +288,19 @@ fn prog_list_grows_and_map_dump_equals_the_traffic() {
     // Lookup, update, delete by hex key.
     assert_eq!(
         json(&["map", "lookup", "pkt_len_count", "62000000", "--name", &name]),
-        serde_json::json!({"key": "62000000", "value": "dc050000"})
+        serde_json::json!({"key": "62000000", "value": "dc050000", "formatted": {"key": 98, "value": 1500}})
     );
+    // The same key typed: a decimal number is not 4 bytes of hex, so it is the __u32 98.
+    assert_eq!(json(&["map", "lookup", "pkt_len_count", "98", "--name", &name])["value"], "dc050000");
     ok(&["map", "update", "pkt_len_count", "0x40 00 00 00", "07000000", "--name", &name]);
     assert_eq!(json(&["map", "lookup", "pkt_len_count", "40000000", "--name", &name])["value"], "07000000");
+    ok(&["map", "update", "pkt_len_count", "64", "70000", "--name", &name]);
+    assert_eq!(
+        json(&["map", "lookup", "pkt_len_count", "40000000", "--name", &name])["formatted"]["value"],
+        70000
+    );
+    let e = fails(&["map", "update", "pkt_len_count", "64", "-1", "--name", &name], &[]);
+    assert!(e.contains("value") && e.contains("does not fit 4 bytes"), "{e}");
     let e = fails(
         &["map", "update", "pkt_len_count", "40000000", "08000000", "--flags", "noexist", "--name", &name],
         &[],
@@ -299,7 +309,7 @@ fn prog_list_grows_and_map_dump_equals_the_traffic() {
     ok(&["map", "delete", "pkt_len_count", "40000000", "--name", &name]);
     let e = fails(&["map", "lookup", "pkt_len_count", "40000000", "--name", &name], &[]);
     assert!(e.contains("no such entry"), "{e}");
-    let e = fails(&["map", "lookup", "pkt_len_count", "4000", "--name", &name], &[]);
+    let e = fails(&["map", "lookup", "pkt_len_count", "0x4000", "--name", &name], &[]);
     assert!(e.contains("2 bytes given") && e.contains("4-byte keys"), "{e}");
     let e = fails(&["map", "dump", "nosuchmap", "--name", &name], &[]);
     assert!(e.contains("no map nosuchmap") && e.contains("pkt_len_count"), "{e}");
@@ -351,21 +361,36 @@ fn map_update_changes_the_firewall_verdicts_at_once() {
     wait_rx(&name, 100);
     assert_eq!((verdict(PASS), verdict(DROP)), (100, 0));
 
-    // Block 10.0.0.0/24 as rule 7: every frame sent after the reply is dropped.
-    ok(&["map", "update", "blocked_v4", "180000000a000000", "07000000", "--name", &name]);
+    // Block 10.0.0.0/24 as rule 7, the key typed from the map's BTF (struct lpm_v4_key): every
+    // frame sent after the reply is dropped.
+    let key = r#"{"prefixlen": 24, "addr": "10.0.0.0"}"#;
+    ok(&["map", "update", "blocked_v4", key, "7", "--name", &name]);
     send(&sock, &vec![icmp.clone(); 100]);
     wait_rx(&name, 200);
     assert_eq!((verdict(PASS), verdict(DROP)), (100, 100));
-    assert_eq!(percpu_sum(&json(&["map", "lookup", "rule_hits", "07000000", "--name", &name])), 100);
+    assert_eq!(percpu_sum(&json(&["map", "lookup", "rule_hits", "7", "--name", &name])), 100);
+    // The entry is the hex one of before, and dumps typed as bpftool shows it (addr is a __u32
+    // in network order, so 10.0.0.0 reads as 10 on x86-64).
+    assert_eq!(
+        json(&["map", "dump", "blocked_v4", "--name", &name]),
+        serde_json::json!([{"key": "180000000a000000", "value": "07000000",
+                            "formatted": {"key": {"prefixlen": 24, "addr": 10}, "value": 7}}])
+    );
+    let e = fails(&["map", "lookup", "blocked_v4", r#"{"prefix": 24}"#, "--name", &name], &[]);
+    assert!(e.contains("no field \"prefix\"") && e.contains("prefixlen, addr"), "{e}");
 
     ok(&["map", "delete", "blocked_v4", "180000000a000000", "--name", &name]);
     send(&sock, &vec![icmp.clone(); 100]);
     wait_rx(&name, 300);
     assert_eq!((verdict(PASS), verdict(DROP)), (200, 100));
 
-    // A per-CPU value for every slot at once.
+    // A per-CPU value for every slot at once, hex and typed.
     ok(&["map", "update", "verdicts", PASS, "0000000000000000", "--name", &name]);
     assert_eq!(verdict(PASS), 0);
+    ok(&["map", "update", "verdicts", "0", "5", "--name", &name]);
+    let pass = json(&["map", "lookup", "verdicts", "0", "--name", &name]);
+    let slots = pass["values"].as_array().unwrap().len();
+    assert_eq!(pass["formatted"]["values"], serde_json::json!(vec![5; slots]), "{pass}");
     let (code, out) = run.stop();
     assert_eq!(code, 0, "{out}");
     drop(lab);

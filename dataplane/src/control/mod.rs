@@ -266,14 +266,17 @@ impl Instance {
         let (cur, i) = self.find_map(name)?;
         let m = &cur.prog.maps()[i];
         let entries = m.entries();
-        Ok(match format {
+        let mut rows = match format {
             DumpFormat::Design => prog_run::entries_json(&entries, m.is_per_cpu()),
             DumpFormat::Bpftool => bpftool_entries(&entries, m.is_per_cpu()),
-        })
+        };
+        add_formatted(&mut rows, &entries, cur.types.map(name), m.is_per_cpu(), format);
+        Ok(rows)
     }
 
-    fn key_bytes(m: &maps::Map, key: &str) -> Result<Vec<u8>, String> {
-        let k = proto::parse_hex(key).map_err(|e| format!("key: {e}"))?;
+    fn key_bytes(cur: &Loaded, m: &maps::Map, key: &str) -> Result<Vec<u8>, String> {
+        let ty = cur.types.map(m.name()).and_then(|t| t.key.as_ref());
+        let k = typed::argument(key, m.def().key_size as usize, ty, "key")?;
         if k.len() != m.def().key_size as usize {
             return Err(format!(
                 "key: {} bytes given, map {} has {}-byte keys",
@@ -288,7 +291,7 @@ impl Instance {
     fn map_lookup(&self, name: &str, key: &str) -> Result<Value, String> {
         let (cur, i) = self.find_map(name)?;
         let m = &cur.prog.maps()[i];
-        let k = Self::key_bytes(m, key)?;
+        let k = Self::key_bytes(&cur, m, key)?;
         let v = m.lookup_user(&k).map_err(|e| format!("map {name}: key {}: {e}", hex(&k)))?;
         let entry = maps::Entry {
             key: k,
@@ -298,16 +301,19 @@ impl Instance {
                 vec![v]
             },
         };
-        let rows = prog_run::entries_json(std::slice::from_ref(&entry), m.is_per_cpu());
+        let entries = std::slice::from_ref(&entry);
+        let mut rows = prog_run::entries_json(entries, m.is_per_cpu());
+        add_formatted(&mut rows, entries, cur.types.map(name), m.is_per_cpu(), DumpFormat::Design);
         Ok(rows.get(0).cloned().unwrap_or(Value::Null))
     }
 
     fn map_update(&self, name: &str, key: &str, value: &str, flags: u64) -> Result<Value, String> {
         let (cur, i) = self.find_map(name)?;
         let m = &cur.prog.maps()[i];
-        let k = Self::key_bytes(m, key)?;
-        let mut v = proto::parse_hex(value).map_err(|e| format!("value: {e}"))?;
+        let k = Self::key_bytes(&cur, m, key)?;
         let size = m.def().value_size as usize;
+        let ty = cur.types.map(name).and_then(|t| t.value.as_ref());
+        let mut v = typed::argument(value, size, ty, "value")?;
         if m.is_per_cpu() && v.len() == size {
             // One value for every slot.
             v = v.repeat(m.slots());
@@ -331,7 +337,7 @@ impl Instance {
     fn map_delete(&self, name: &str, key: &str) -> Result<Value, String> {
         let (cur, i) = self.find_map(name)?;
         let m = &cur.prog.maps()[i];
-        let k = Self::key_bytes(m, key)?;
+        let k = Self::key_bytes(&cur, m, key)?;
         m.delete(&k).map_err(|e| format!("map {name}: key {}: {e}", hex(&k)))?;
         Ok(Value::Null)
     }
@@ -533,6 +539,40 @@ fn chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s.replace('\n', " ")
+}
+
+/// Adds bpftool's `"formatted"` member to each row where the map's BTF gives its key or value
+/// type: `{"key": K, "value": V}`, per-CPU `{"key": K, "values": [V, ...]}` (bpftool's own form,
+/// `[{"cpu": N, "value": V}]`, with `--format bpftool`). The hex members stay as they are.
+fn add_formatted(
+    rows: &mut Value,
+    entries: &[maps::Entry],
+    types: Option<&xdp_vm::elf::MapTypes>,
+    per_cpu: bool,
+    format: DumpFormat,
+) {
+    let Some(t) = types.filter(|t| t.key.is_some() || t.value.is_some()) else { return };
+    let Some(rows) = rows.as_array_mut() else { return };
+    for (row, e) in rows.iter_mut().zip(entries) {
+        let mut f = serde_json::Map::new();
+        if let Some(k) = &t.key {
+            f.insert("key".into(), typed::json(k, &e.key));
+        }
+        if let Some(v) = &t.value {
+            if per_cpu {
+                let vals = e.values.iter().enumerate().map(|(cpu, b)| match format {
+                    DumpFormat::Design => typed::json(v, b),
+                    DumpFormat::Bpftool => json!({"cpu": cpu, "value": typed::json(v, b)}),
+                });
+                f.insert("values".into(), vals.collect());
+            } else if let Some(b) = e.values.first() {
+                f.insert("value".into(), typed::json(v, b));
+            }
+        }
+        if let Some(obj) = row.as_object_mut() {
+            obj.insert("formatted".into(), Value::Object(f));
+        }
+    }
 }
 
 /// `bpftool map dump -j`'s shape: keys and values as arrays of `"0x.."` byte strings; per-CPU

@@ -4,7 +4,8 @@
 //! `"reload"` or an object with one key naming the request and its arguments:
 //! `{"map_dump": {"map": "pkt_len_count", "format": "design"}}`,
 //! `{"map_lookup": {"map": M, "key": HEX}}`, `{"map_update": {"map": M, "key": HEX, "value": HEX,
-//! "flags": 0}}`, `{"map_delete": {"map": M, "key": HEX}}`,
+//! "flags": 0}}`, `{"map_delete": {"map": M, "key": HEX}}` (a key or value may also be the JSON
+//! text of its BTF type, as a string: see [`super::typed::argument`]),
 //! `{"prog_replace": {"object": PATH, "program": NAME-or-null}}`,
 //! `{"trace_attach": {"object": PATH, "program": NAME-or-null, "target": "rx"}}` (optional
 //! `"print": [{"map": M, "kind": "lhist", "min": 0, "max": 128, "step": 1}]`),

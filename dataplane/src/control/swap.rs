@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use xdp_vm::elf::Types;
 use xdp_vm::jit::JitProgram;
 use xdp_vm::{Program, Xdp};
 
@@ -34,6 +35,9 @@ pub struct Loaded {
     pub jit: Option<Arc<JitProgram<Xdp>>>,
     /// The object it came from.
     pub object: PathBuf,
+    /// The object's BTF types (map keys and values), for typed map requests; empty when the
+    /// object has none or can no longer be read.
+    pub types: Types,
     pub loaded_at: SystemTime,
 }
 
@@ -55,7 +59,8 @@ impl Loaded {
                     .map_err(|source| EngineError { name: prog.name().to_string(), source })?,
             )),
         };
-        Ok(Self { id, prog, jit, object, loaded_at: SystemTime::now() })
+        let types = std::fs::read(&object).ok().and_then(|b| Types::from_object(&b).ok()).unwrap_or_default();
+        Ok(Self { id, prog, jit, object, types, loaded_at: SystemTime::now() })
     }
 
     /// The engine the program runs with.

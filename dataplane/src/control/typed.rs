@@ -402,16 +402,20 @@ fn names(fields: &[Field]) -> String {
 }
 
 /// Reads a key or value argument of `map lookup|update|delete`: hex (DESIGN.md's form, kept
-/// as is) when it is `0x...`, has spaces, or is exactly `size` bytes of hex digits; otherwise
-/// JSON of the map's BTF type `ty` (a bare decimal number is JSON too).
+/// as is) when it is `0x...`, has spaces, or is hex digits for a whole number of `size`-byte
+/// items (one key; one value, or one per CPU slot); otherwise JSON of the map's BTF type `ty`
+/// (a bare decimal number or address is JSON too).
 ///
 /// # Errors
 /// One line: why neither form fits.
 pub fn argument(text: &str, size: usize, ty: Option<&CType>, what: &str) -> Result<Vec<u8>, String> {
     let t = text.trim();
-    let hexish = t.starts_with("0x")
-        || t.contains(char::is_whitespace)
-        || (t.len() == 2 * size && t.bytes().all(|b| b.is_ascii_hexdigit()));
+    let digits = t.strip_prefix("0x").unwrap_or(t);
+    let hex_chars = !digits.is_empty() && digits.chars().all(|c| c.is_ascii_hexdigit() || c.is_whitespace());
+    let hexish = hex_chars
+        && (t.starts_with("0x")
+            || t.contains(char::is_whitespace)
+            || (size > 0 && t.len().is_multiple_of(2 * size)));
     if hexish || ty.is_none() {
         return super::proto::parse_hex(t).map_err(|e| match ty {
             None if !hexish => format!("{what}: {e} (the map has no BTF type, so only hex is taken)"),
@@ -456,6 +460,11 @@ mod tests {
         assert_eq!(parse(&k, &json(&k, &bytes)).unwrap(), bytes);
         assert_eq!(argument(r#"{"prefixlen":24,"addr":"10.0.0.0"}"#, 8, Some(&k), "key").unwrap(), bytes);
         assert_eq!(argument("1800000a0000000a", 8, Some(&k), "key").unwrap()[0], 0x18, "hex stays hex");
+        assert_eq!(argument("0x18 00 00 00 0a 00 00 00", 8, Some(&k), "key").unwrap(), bytes);
+        assert_eq!(
+            argument(r#"{ "prefixlen": 24, "addr": "10.0.0.0" }"#, 8, Some(&k), "key").unwrap(),
+            bytes
+        );
         let e = argument(r#"{"prefix":24}"#, 8, Some(&k), "key").unwrap_err();
         assert!(e.contains("no field \"prefix\"") && e.contains("prefixlen, addr"), "{e}");
     }
