@@ -39,6 +39,9 @@ pub struct Loaded {
     /// object has none or can no longer be read.
     pub types: Types,
     pub loaded_at: SystemTime,
+    /// Every compiled program `bpf_tail_call` can reach (`prog` among them): the JIT links
+    /// them by weak reference, so they live as long as this does. Empty without tail calls.
+    pub tail_jits: Vec<Arc<JitProgram<Xdp>>>,
 }
 
 impl Loaded {
@@ -60,7 +63,41 @@ impl Loaded {
             )),
         };
         let types = std::fs::read(&object).ok().and_then(|b| Types::from_object(&b).ok()).unwrap_or_default();
-        Ok(Self { id, prog, jit, object, types, loaded_at: SystemTime::now() })
+        Ok(Self { id, prog, jit, object, types, loaded_at: SystemTime::now(), tail_jits: Vec::new() })
+    }
+
+    /// Like [`new`](Self::new) for `progs[index]` where `progs` are linked for tail calls
+    /// (`xdp_vm::link_tail_calls`, as `prog_run::load_linked` returns them): the JIT compiles
+    /// every one and links the compiled code the same way.
+    ///
+    /// # Errors
+    /// [`EngineError`] when the JIT refuses one of them.
+    pub fn linked(
+        id: u64,
+        progs: &[Program<Xdp>],
+        index: usize,
+        engine: EngineKind,
+        object: PathBuf,
+    ) -> Result<Self, EngineError> {
+        let prog = progs[index].clone();
+        if progs.len() == 1 || engine == EngineKind::Interp {
+            return Self::new(id, prog, engine, object);
+        }
+        let jits = progs
+            .iter()
+            .map(|p| {
+                JitProgram::compile(p)
+                    .map(Arc::new)
+                    .map_err(|source| EngineError { name: p.name().to_string(), source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Linking fails only for programs bound to different maps; `progs` share one set.
+        let _ = xdp_vm::jit::link_tail_calls(&jits);
+        // The rest (object, BTF types) as `new` makes it, for the interpreter, then the code.
+        let mut loaded = Self::new(id, prog, EngineKind::Interp, object)?;
+        loaded.jit = Some(jits[index].clone());
+        loaded.tail_jits = jits;
+        Ok(loaded)
     }
 
     /// The engine the program runs with.
