@@ -101,9 +101,12 @@ pub struct Summary {
 /// # Errors
 /// [`RunError`] for an unreadable or malformed object, a bad override or a program `xdp-vm`
 /// refuses.
-pub fn load_program(cfg: &Config, slots: usize) -> Result<(Object, Program<Xdp>), RunError> {
+pub fn load_program(cfg: &Config, slots: usize) -> Result<(Object, Vec<Program<Xdp>>, usize), RunError> {
     let path = &cfg.program.object;
-    let mut obj = prog_run::read_object(path)?;
+    let bytes = std::fs::read(path)
+        .map_err(|source| prog_run::RunError::Read { path: path.display().to_string(), source })?;
+    let (mut obj, extras) = Object::parse_with_extras(&bytes)
+        .map_err(|source| prog_run::RunError::Object { path: path.display().to_string(), source })?;
     for (name, value) in &cfg.program.globals {
         let size = obj
             .maps
@@ -119,21 +122,13 @@ pub fn load_program(cfg: &Config, slots: usize) -> Result<(Object, Program<Xdp>)
         obj.set_global(name, &bytes)
             .map_err(|e| RunError::Global { name: name.clone(), reason: e.to_string() })?;
     }
-    let spec = prog_run::xdp_program(&obj, path, cfg.program.name.as_deref())?.clone();
-    // Workers run one program: its tail calls would find no targets and fall through, where
-    // the kernel (and `prog run`) would run them. Refused rather than run differently.
-    if let Some(m) = obj.maps.iter().find(|m| m.def.map_type == maps::map_type::PROG_ARRAY) {
-        return Err(prog_run::RunError::ProgArray {
-            path: path.display().to_string(),
-            map: m.name.clone(),
-            reason: "the dataplane runtime does not run tail calls yet (`dataplane prog run` does)".into(),
-        }
-        .into());
-    }
-    let load_err = |source| prog_run::RunError::Load { name: spec.name.clone(), source };
-    let maps = create_maps(&obj, slots).map_err(load_err)?;
-    let prog = Program::new(&spec, &maps).map_err(load_err)?;
-    Ok((obj, prog))
+    let spec = prog_run::xdp_program(&obj, path, cfg.program.name.as_deref())?;
+    let maps = create_maps(&obj, slots)
+        .map_err(|source| prog_run::RunError::Load { name: spec.name.clone(), source })?;
+    // With a prog array, every XDP program of the object is loaded and linked, and the array
+    // filled from its initialiser, as libbpf (and `prog run`) do: tail calls run as in the kernel.
+    let (progs, index) = prog_run::load_linked(path, &obj, &extras, &maps, spec, true)?;
+    Ok((obj, progs, index))
 }
 
 fn tap_name(interface: &str) -> String {
@@ -163,7 +158,8 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     }
     let queues = cfg.queues();
     let slots = queues.len() + 1;
-    let (_obj, prog) = load_program(cfg, slots)?;
+    let (_obj, progs, index) = load_program(cfg, slots)?;
+    let prog = progs[index].clone();
     // Each XSKMAP slot of a configured queue id holds that queue's socket (its id is the queue
     // id), as the AF_XDP application of a kernel set-up would have put it there.
     for m in prog.maps().iter().filter(|m| m.def().map_type == maps::map_type::XSKMAP) {
@@ -174,7 +170,7 @@ pub fn run(cfg: &Config, opts: &RunOptions, stop: &Arc<AtomicBool>) -> Result<Su
     let engine_kind = cfg.program.engine;
     // Compile once before touching an interface, so a refusal leaves nothing behind; every
     // worker shares the code.
-    let first = Arc::new(Loaded::new(1, prog.clone(), engine_kind, cfg.program.object.clone())?);
+    let first = Arc::new(Loaded::linked(1, &progs, index, engine_kind, cfg.program.object.clone())?);
     let program = Arc::new(ProgSlot::new(first));
     // The control socket and the metrics port, also before any interface: a name in use or a
     // taken port fail cleanly.
