@@ -2,7 +2,8 @@
 //! (unique names per test and process) and removes: frames sent from the peer come back as the
 //! program says, map contents match the traffic, nothing is lost at moderate rates, nothing stays
 //! attached after exit (also after SIGKILL and the next start), and bad input fails with one
-//! line and exit code 2.
+//! line and exit code 2. Also: two queues with two workers, `pass = "tap"` into the kernel's
+//! stack, `XSKMAP` redirects to the port's application TAP, `DEVMAP` broadcasts, tail calls.
 //!
 //! Needs root (namespaces, XDP, AF_XDP); as another user every test returns early.
 
@@ -256,5 +257,275 @@ fn bad_input_fails_with_one_line_and_leaves_nothing_attached() {
         Some(&a),
         "ports[0].attach",
     );
-    fails_cleanly("e7", &port_config(&obj("tail_call.o"), &a, ""), Some(&a), "does not run tail calls");
+}
+
+/// Reads frames from `sock` until `quiet` passes with none, keeping those in `sent`.
+fn collect(sock: &dataplane::backend::sys::PacketSocket, sent: &[Vec<u8>], quiet: Duration) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while let Some(n) = sock.recv(&mut buf, quiet).unwrap() {
+        if sent.iter().any(|f| f[..] == buf[..n]) {
+            got.push(buf[..n].to_vec());
+        }
+    }
+    got
+}
+
+/// The `summary: LABEL: rx N tx M` counts of one queue.
+fn queue_counts(out: &str, label: &str) -> (u64, u64) {
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("summary: {label}: rx ")))
+        .unwrap_or_else(|| panic!("no summary line for {label}: {out}"));
+    let (rx, tx) = line.split_once(" tx ").unwrap();
+    (rx.parse().unwrap(), tx.parse().unwrap())
+}
+
+#[test]
+fn two_queues_two_workers_return_every_frame_with_per_queue_stats() {
+    if !is_root() || std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return;
+    }
+    let (ns, a, b) = names("q");
+    let lab = Lab::create(&ns, &a, &b, 2).unwrap();
+    let cfg = write_config(
+        "q",
+        &port_config(&obj("xdp_counter.o"), &a, "").replace("queues = [0]", "queues = [0, 1]"),
+    );
+    let run = start(&cfg, &[]);
+    let sock = lab.peer_socket().unwrap();
+    // An AF_PACKET socket sends through the transmit queue of the sending CPU (`cpu % queues`,
+    // `packet_pick_tx_queue`), and a veth delivers into the receive queue of that number: 1200
+    // frames from CPU 0 reach queue 0, 800 from CPU 1 queue 1.
+    let frames: Vec<Vec<u8>> = dataplane::lab::frames(16).into_iter().cycle().take(2000).collect();
+    let mut back = Vec::new();
+    for (cpu, part) in [(0, &frames[..1200]), (1, &frames[1200..])] {
+        dataplane::kernel::pin_current_thread(cpu).unwrap();
+        back.extend(exchange(&sock, part));
+    }
+    let (code, out) = run.stop();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(back.len(), frames.len(), "every frame came back\n{out}");
+    assert_eq!(queue_counts(&out, &format!("{a}/q0")), (1200, 1200), "{out}");
+    assert_eq!(queue_counts(&out, &format!("{a}/q1")), (800, 800), "{out}");
+    assert!(out.contains("umem frames held at exit: 0"), "{out}");
+    drop(lab);
+    let _ = std::fs::remove_file(cfg);
+}
+
+#[test]
+fn pass_tap_delivers_passed_frames_to_a_kernel_socket() {
+    if !is_root() {
+        return;
+    }
+    let (ns, a, b) = names("p");
+    let lab = Lab::create(&ns, &a, &b, 1).unwrap();
+    let body =
+        format!("pass = \"tap\"\n{}[program.globals]\nmode = 4\n", port_config(&obj("fanout.o"), &a, ""));
+    let cfg = write_config("p", &body);
+    let run = start(&cfg, &[]);
+    let tap = format!("dp-{a}");
+    let tap = &tap[..tap.len().min(15)];
+    // An address of a benchmarking range on the TAP (removed with it); the UDP socket on it
+    // receives what the program passed.
+    let x = std::process::id() % 250 + 1;
+    let (ours, theirs) =
+        (std::net::Ipv4Addr::new(198, 18, x as u8, 1), std::net::Ipv4Addr::new(198, 18, x as u8, 2));
+    let ok = Command::new("ip").args(["addr", "add", &format!("{ours}/24"), "dev", tap]).status().unwrap();
+    assert!(ok.success());
+    let udp = std::net::UdpSocket::bind((ours, 9999)).unwrap();
+    udp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mac = std::fs::read_to_string(format!("/sys/class/net/{tap}/address")).unwrap();
+    let mac: Vec<u8> = mac.trim().split(':').map(|h| u8::from_str_radix(h, 16).unwrap()).collect();
+    let frame = pktgen::craft::FrameSpec {
+        dst_mac: mac.try_into().unwrap(),
+        l3: pktgen::craft::L3::V4 { src: theirs, dst: ours },
+        l4: pktgen::craft::L4::Udp { src_port: 4242, dst_port: 9999, payload: b"through the tap".to_vec() },
+        ..pktgen::craft::FrameSpec::default()
+    }
+    .build()
+    .unwrap();
+    let sock = lab.peer_socket().unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    for _ in 0..5 {
+        sock.send_batch(&[&frame]).unwrap();
+        if let Ok((n, from)) = udp.recv_from(&mut buf) {
+            got.push((buf[..n].to_vec(), from));
+            break;
+        }
+    }
+    let (code, out) = run.stop();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(got.len(), 1, "the kernel's UDP socket received the passed datagram\n{out}");
+    assert_eq!(got[0].0, b"through the tap");
+    assert_eq!(got[0].1, std::net::SocketAddr::from((theirs, 4242)));
+    assert!(!out.contains("pass_dropped"), "{out}");
+    assert!(!Path::new("/sys/class/net").join(tap).exists(), "the TAP is gone after exit");
+    drop(lab);
+    let _ = std::fs::remove_file(cfg);
+}
+
+#[test]
+fn xskmap_redirects_reach_the_ports_application_tap_only_for_its_own_queue() {
+    if !is_root() {
+        return;
+    }
+    let (ns, a, b) = names("x");
+    let lab = Lab::create(&ns, &a, &b, 1).unwrap();
+    let frames: Vec<Vec<u8>> = dataplane::lab::frames(16).into_iter().cycle().take(64).collect();
+    let name = format!("dtxsk{}", std::process::id());
+    for mode in [0, 1] {
+        let body = format!(
+            "name = {name:?}\n{}[program.globals]\nmode = {mode}\n",
+            port_config(&obj("fanout.o"), &a, "")
+        );
+        let cfg = write_config("x", &body);
+        let run = start(&cfg, &[]);
+        if mode == 1 {
+            // Slot 1 gets the socket of queue 1 (which this port has not bound).
+            map_update(&name, "xsks", 1, 1);
+        }
+        let tap = dataplane::runtime::xsk_tap_name(&a);
+        let app = dataplane::backend::sys::PacketSocket::open(backend::ifindex(&tap).unwrap()).unwrap();
+        let sock = lab.peer_socket().unwrap();
+        for chunk in frames.chunks(16) {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            assert_eq!(sock.send_batch(&refs).unwrap(), chunk.len());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let got = collect(&app, &frames, Duration::from_millis(300));
+        let (code, out) = run.stop();
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("redirect 64"), "{out}");
+        if mode == 0 {
+            // xsks[rx_queue_index]: the socket of the frame's own queue.
+            assert_eq!(got.len(), 64, "every frame reached the application TAP\n{out}");
+            assert!(!out.contains("redirect_unsupported"), "{out}");
+        } else {
+            // xsks[1]: a socket bound to another queue refuses the frame.
+            assert!(got.is_empty(), "{out}");
+            assert!(out.contains("redirect_unsupported 64"), "{out}");
+        }
+        assert!(!backend::has_xdp(&a, None));
+        let _ = std::fs::remove_file(cfg);
+    }
+    drop(lab);
+}
+
+/// `dataplane map update` against the instance called `name`.
+fn map_update(name: &str, map: &str, key: u32, value: u32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+        .args(["map", "update", map, &dataplane::prog_run::hex(&key.to_le_bytes())])
+        .arg(dataplane::prog_run::hex(&value.to_le_bytes()))
+        .args(["--name", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn devmap_broadcast_copies_to_every_port_in_the_map() {
+    if !is_root() {
+        return;
+    }
+    let pid = std::process::id() % 1_000_000;
+    let labs: Vec<Lab> = ["1", "2", "3"]
+        .iter()
+        .map(|t| {
+            Lab::create(&format!("dtn{pid}m{t}"), &format!("dt{pid}m{t}a"), &format!("dt{pid}m{t}b"), 1)
+                .unwrap()
+        })
+        .collect();
+    let idx: Vec<u32> = labs.iter().map(|l| backend::ifindex(&l.interface).unwrap()).collect();
+    let frames: Vec<Vec<u8>> = dataplane::lab::frames(16).into_iter().cycle().take(32).collect();
+    for (mode, exclude) in [(2, true), (3, false)] {
+        let name = format!("dtbc{pid}");
+        let mut body = format!(
+            "name = {name:?}\n[program]\nobject = {:?}\n[program.globals]\ningress = {}\nmode = {mode}\n\
+             [stats]\ninterval = 0\n",
+            obj("fanout.o").display().to_string(),
+            idx[0]
+        );
+        for l in &labs {
+            body +=
+                &format!("[[ports]]\ninterface = {:?}\nfill_ring = 1024\numem_frames = 2048\n", l.interface);
+        }
+        let cfg = write_config("m", &body);
+        let run = start(&cfg, &[]);
+        // Every port is in the map, the ingress port too.
+        map_update(&name, "ports", 0, idx[1]);
+        map_update(&name, "ports", 1, idx[2]);
+        map_update(&name, "ports", 2, idx[0]);
+        let socks: Vec<_> = labs.iter().map(|l| l.peer_socket().unwrap()).collect();
+        let mut got = vec![Vec::new(); 3];
+        for chunk in frames.chunks(16) {
+            let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+            assert_eq!(socks[0].send_batch(&refs).unwrap(), chunk.len());
+            std::thread::sleep(Duration::from_millis(20));
+            for (g, s) in got.iter_mut().zip(&socks) {
+                g.extend(collect(s, chunk, Duration::from_millis(100)));
+            }
+        }
+        for (g, s) in got.iter_mut().zip(&socks) {
+            g.extend(collect(s, &frames, Duration::from_millis(300)));
+        }
+        let (code, out) = run.stop();
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(got[1].len(), 32, "a copy left through the second port\n{out}");
+        assert_eq!(got[2].len(), 32, "a copy left through the third port\n{out}");
+        let back = if exclude { 0 } else { 32 };
+        assert_eq!(
+            got[0].len(),
+            back,
+            "exclude_ingress {exclude}: copies back out of the ingress port\n{out}"
+        );
+        assert!(out.contains("umem frames held at exit: 0"), "{out}");
+        let _ = std::fs::remove_file(cfg);
+    }
+    drop(labs);
+}
+
+#[test]
+fn tail_calls_run_through_the_prog_array() {
+    if !is_root() {
+        return;
+    }
+    let (ns, a, b) = names("t");
+    let lab = Lab::create(&ns, &a, &b, 1).unwrap();
+    let body =
+        port_config(&obj("tail_call.o"), &a, "").replace("[[ports]]", "name = \"tail_entry\"\n[[ports]]");
+    let cfg = write_config("t", &body);
+    let run = start(&cfg, &[]);
+    // Byte 14 picks the prog array slot: 2 is tail_tx (XDP_TX), 1 is tail_pass (XDP_PASS).
+    let frame = |slot: u8| {
+        let mut f = pktgen::craft::icmp_echo();
+        f[14] = slot;
+        f
+    };
+    let sock = lab.peer_socket().unwrap();
+    let pass = vec![frame(1); 50];
+    for chunk in pass.chunks(10) {
+        let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+        assert_eq!(sock.send_batch(&refs).unwrap(), chunk.len());
+    }
+    let back = exchange(&sock, &vec![frame(2); 100]);
+    let (code, out) = run.stop();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(back.len(), 100, "the XDP_TX tail came back, the XDP_PASS one did not\n{out}");
+    assert!(back.iter().all(|f| *f == frame(2)));
+    let maps = maps_json(&out);
+    let hits = |i: u32| -> u64 {
+        let key = dataplane::prog_run::hex(&i.to_le_bytes());
+        maps["tail_hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == key.as_str())
+            .map_or(0, |e| u64::from_str_radix(e["value"].as_str().unwrap(), 16).unwrap().swap_bytes())
+    };
+    assert_eq!((hits(0), hits(1), hits(2), hits(3)), (150, 0, 50, 100), "{maps}");
+    assert!(out.contains("pass_dropped 50"), "{out}");
+    drop(lab);
+    let _ = std::fs::remove_file(cfg);
 }
