@@ -223,6 +223,27 @@ pub fn cpu_ns_per(iters: u64, mut f: impl FnMut()) -> f64 {
     (clock::thread_cpu_ns() - t0) as f64 / iters as f64
 }
 
+/// Whether this process runs as root (namespaces, XDP, AF_XDP, uprobes, `BPF_PROG_LOAD`): the
+/// modules that need it report "skipped: not root" rows otherwise.
+#[must_use]
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+}
+
+impl Row {
+    /// A row nobody could measure here: every contestant's cell says `why`.
+    #[must_use]
+    pub fn skipped(label: &str, reference: &str, contestants: &[&str], why: &str) -> Self {
+        let why = format!("(skipped: {why})");
+        Self {
+            label: label.into(),
+            reference: reference.into(),
+            cells: contestants.iter().map(|c| Cell::missing(c, &why)).collect(),
+        }
+    }
+}
+
 /// The `configs/bpf/` directory.
 #[must_use]
 pub fn configs_bpf() -> std::path::PathBuf {
