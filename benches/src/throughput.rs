@@ -10,34 +10,43 @@
 //! balancer), plus "no program" — ours with no program at all (the worker loop alone) against a
 //! kernel program that is just `return XDP_TX`.
 //!
-//! `cargo bench -p benches --bench suite -- --only throughput` (as root): 3 rounds of 3 s each; `-- --quick`:
-//! 1 round of 1 s.
+//! `cargo bench -p benches --bench suite -- --only throughput` (as root): 3 rounds of 3 s each;
+//! `--quick`: 1 round of 300 ms.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::median;
-use crate::veth::{self, SinkPair};
 use dataplane::config::Config;
 use dataplane::runtime::{self, RunOptions};
 use xdp_vm::elf::Object;
 
-fn our_round(s: &SinkPair, object: Option<&Path>, window: Duration) -> anyhow::Result<(f64, (u64, u64))> {
-    let object =
-        object.map_or_else(|| PathBuf::from(dataplane::BPF_OBJ_DIR).join("xdp_counter.o"), Path::to_path_buf);
+use crate::veth::{self, SinkPair};
+use crate::{Better, Cell, Comparison, Mode, Row, Table, alternate, median};
+
+/// The throughput comparison.
+#[derive(Debug)]
+pub struct Throughput;
+
+const OURS: &str = "ours: AF_XDP (copy mode), JIT";
+const KERNEL: &str = "kernel: native XDP";
+
+/// Ours attached to the near end for `window`: frames per second back at the peer, and the
+/// worker's ns per frame (p50).
+fn our_round(
+    s: &SinkPair,
+    object: &Path,
+    no_program: bool,
+    window: Duration,
+) -> anyhow::Result<(f64, (u64, u64))> {
     let cfg = Config::parse(&format!(
         "[program]\nobject = {:?}\n[[ports]]\ninterface = {:?}\n[stats]\ninterval = 0\n",
         object.display().to_string(),
         s.lab.interface
     ))?;
     let stop = Arc::new(AtomicBool::new(false));
-    let opts = RunOptions { duration: None, no_program: false, config_path: None };
-    let opts = RunOptions {
-        no_program: object.ends_with("xdp_counter.o") && NO_PROGRAM.load(Ordering::Relaxed),
-        ..opts
-    };
+    let opts = RunOptions { duration: None, no_program, config_path: None };
     let st = stop.clone();
     let h = std::thread::spawn(move || runtime::run(&cfg, &opts, &st));
     std::thread::sleep(Duration::from_millis(500));
@@ -47,36 +56,64 @@ fn our_round(s: &SinkPair, object: Option<&Path>, window: Duration) -> anyhow::R
     Ok((pps?, summary.frame_ns))
 }
 
-static NO_PROGRAM: AtomicBool = AtomicBool::new(false);
+impl Comparison for Throughput {
+    fn name(&self) -> &'static str {
+        "throughput"
+    }
 
-pub fn main(quick: bool) -> anyhow::Result<()> {
-    let (rounds, window) = if quick { (1, Duration::from_secs(1)) } else { (3, Duration::from_secs(3)) };
-    let dir = Path::new(dataplane::BPF_OBJ_DIR);
-    let mut cases: Vec<(String, Option<PathBuf>, Object)> = Vec::new();
-    for name in ["xdp_counter", "xdp_balancer"] {
-        let path = dir.join(format!("{name}.o"));
-        if let Ok(bytes) = std::fs::read(&path) {
-            cases.push((name.into(), Some(path), Object::parse(&bytes)?));
+    fn run(&self, mode: Mode) -> anyhow::Result<Vec<Table>> {
+        let (rounds, window) = mode.pick((1, Duration::from_millis(300)), (3, Duration::from_secs(3)));
+        let dir = Path::new(dataplane::BPF_OBJ_DIR);
+        let mut cases: Vec<(String, PathBuf, bool, Object)> = Vec::new();
+        for name in ["xdp_counter", "xdp_balancer"] {
+            let path = dir.join(format!("{name}.o"));
+            let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            cases.push((name.into(), path, false, Object::parse(&bytes)?));
         }
-    }
-    cases.push(("no program (worker loop)".into(), None, veth::tx_only()));
-    println!(
-        "pps back through a veth pair, {rounds} round(s) of {window:?}, ours (AF_XDP, jit, copy mode) vs kernel native XDP"
-    );
-    println!("| program | ours | kernel native XDP | ours / kernel | ours, worker ns/frame p50 |");
-    println!("|---|---|---|---|---|");
-    for (i, (name, path, obj)) in cases.iter().enumerate() {
-        let s = SinkPair::create(&format!("db{i}"))?;
-        NO_PROGRAM.store(path.is_none(), Ordering::Relaxed);
-        let (mut ours, mut kern, mut ns) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            let (pps, frame_ns) = our_round(&s, path.as_deref(), window)?;
-            ours.push(pps);
-            ns.push(frame_ns.0 as f64);
-            kern.push(s.kernel_round(obj, window)?);
+        cases.push(("no program (worker loop)".into(), dir.join("xdp_counter.o"), true, veth::tx_only()));
+        let mut rows = Vec::new();
+        for (i, (name, path, no_program, obj)) in cases.iter().enumerate() {
+            if !crate::is_root() {
+                rows.push(Row::skipped(name, KERNEL, &[OURS, KERNEL], "needs root for a veth pair and XDP"));
+                continue;
+            }
+            let s = SinkPair::create(&format!("db{i}"))?;
+            let mut ns = Vec::new();
+            let samples = alternate(rounds, 2, |_, c| {
+                if c == 0 {
+                    let (pps, frame_ns) = our_round(&s, path, *no_program, window)?;
+                    ns.push(frame_ns.0 as f64);
+                    Ok(pps)
+                } else {
+                    s.kernel_round(obj, window)
+                }
+            })?;
+            let mut samples = samples.into_iter();
+            let (ours, kern) = (samples.next().unwrap_or_default(), samples.next().unwrap_or_default());
+            rows.push(Row {
+                label: name.clone(),
+                reference: KERNEL.into(),
+                cells: vec![
+                    Cell::new(OURS, ours).with_note(format!("(worker {:.0} ns/frame p50)", median(&ns))),
+                    Cell::new(KERNEL, kern),
+                ],
+            });
         }
-        let (o, k) = (median(&ours), median(&kern));
-        println!("| {name} | {:.0} | {:.0} | {:.2}x | {:.0} |", o, k, o / k.max(1.0), median(&ns));
+        Ok(vec![Table {
+            id: "throughput".into(),
+            title: "Throughput on a veth pair: frames per second back at the sender".into(),
+            method: format!(
+                "A veth pair in a namespace of our own; the peer sends the lab's 16 flows flat out (one pktgen \
+                 thread, AF_XDP copy mode) and counts what comes back in a native XDP sink — every contestant \
+                 measured by that same kernel counter. The near end runs ours (one worker) or the kernel's native \
+                 XDP with the same object, {rounds} round(s) of {window:?}, alternating. \"no program\": ours runs \
+                 the worker loop alone, the kernel a program that is just `return XDP_TX`. The sender shares the \
+                 machine's CPUs with the contestant. Reference: the kernel."
+            ),
+            row_header: "program".into(),
+            unit: "pps".into(),
+            better: Better::Higher,
+            rows,
+        }])
     }
-    Ok(())
 }
