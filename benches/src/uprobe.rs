@@ -8,10 +8,11 @@
 //! code; see `uprobe_bench_target_kernel`). Programs: `sum` (`return
 //! PT_REGS_PARM2 + PT_REGS_PARM3`, the seed's `return b + c`) and `counter` (a map lookup and an
 //! atomic add); all from `dataplane/tests/bpf/uprobe_args.c`, the same object for both sides.
-//! Then `bpf_probe_read_user` alone: `read_user4` minus `read_user1`, over three reads.
+//! Then `bpf_probe_read_user` alone: `read_user4` minus `read_user1`, over three reads, ours
+//! and the kernel's.
 //!
-//! `cargo bench -p benches --bench suite -- --only uprobe` (`-- --quick` for a short run). Figures: median
-//! over rounds of (ns per call with the probe - ns per call without), min..max in brackets.
+//! `cargo bench -p benches --bench suite -- --only uprobe` (`--quick` for a short run).
+//! Figures: per round, ns per call with the probe minus ns per call without; medians.
 
 #![allow(unsafe_code, reason = "the assembly targets the probes find by name")]
 
@@ -23,6 +24,15 @@ use std::time::Instant;
 use dataplane::kernel::KernelProgram;
 use dataplane::uprobe::{self, Target, TraceProgram};
 use xdp_vm::elf::Object;
+
+use crate::{Better, Cell, Comparison, Mode, Row, Table, median};
+
+/// The uprobe comparison.
+#[derive(Debug)]
+pub struct Uprobe;
+
+const OURS: &str = "ours";
+const KERNEL: &str = "kernel";
 
 // The target, `return b + c` as two instructions, and a twin for the kernel's probes, each alone
 // in its own page: a kernel uprobe must not share a page with code we patched (what it restores
@@ -86,11 +96,6 @@ fn empty_loop(n: u64) -> f64 {
     t.elapsed().as_nanos() as f64 / n as f64
 }
 
-fn stats(xs: &mut [f64]) -> (f64, f64, f64) {
-    xs.sort_by(f64::total_cmp);
-    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Side {
     OursUprobe,
@@ -101,133 +106,172 @@ enum Side {
 }
 
 struct Contestant {
-    label: String,
     side: Side,
     prog: &'static str,
     added: Vec<f64>,
 }
 
-pub fn main(quick: bool) -> anyhow::Result<()> {
-    let rounds = if quick { 3 } else { 7 };
-    let n_ours: u64 = if quick { 200_000 } else { 2_000_000 };
-    let n_kernel: u64 = if quick { 20_000 } else { 200_000 };
-    dataplane::kernel::pin_current_thread(0)?;
-    uprobe::set_slot(0);
-
-    let path = format!("{}/uprobe_args.o", dataplane::BPF_OBJ_DIR);
-    let obj = Object::parse(&std::fs::read(&path)?)?;
-    let slots = dataplane::kernel::possible_cpus()?;
-    let maps = xdp_vm::create_maps(&obj, slots)?;
-    let ours = |name: &str| -> anyhow::Result<TraceProgram> {
-        let mut p = TraceProgram::load(obj.program(Some(name))?, &maps)?;
-        p.ret = false;
-        Ok(p)
-    };
-    let exe: PathBuf = std::env::current_exe()?;
-    let image = uprobe::symbols::image().map_err(anyhow::Error::msg)?;
-    let offset = image.functions("uprobe_bench_target_kernel")[0]
-        .file_offset
-        .ok_or_else(|| anyhow::anyhow!("no file offset for uprobe_bench_target_kernel"))?;
-    let target = Target::Function("uprobe_bench_target".into());
-    let kernel_progs: Vec<(&str, Arc<KernelProgram>)> = ["sum", "counter"]
-        .iter()
-        .filter_map(|n| Some((*n, Arc::new(KernelProgram::load(&obj, obj.program(Some(n)).ok()?).ok()?))))
-        .collect();
-    if kernel_progs.len() < 2 {
-        eprintln!("uprobe: the kernel refused the programs (not root?): kernel columns missing");
+impl Comparison for Uprobe {
+    fn name(&self) -> &'static str {
+        "uprobe"
     }
 
-    let mut cs: Vec<Contestant> = Vec::new();
-    for prog in ["sum", "counter"] {
-        for (side, label) in [
-            (Side::OursSite, "ours, probe site"),
-            (Side::OursUprobe, "ours, uprobe (symbol patch)"),
-            (Side::OursUretprobe, "ours, uretprobe"),
-            (Side::KernelUprobe, "kernel, uprobe"),
-            (Side::KernelUretprobe, "kernel, uretprobe"),
-        ] {
-            cs.push(Contestant { label: format!("{label} / {prog}"), side, prog, added: Vec::new() });
+    #[expect(clippy::too_many_lines, reason = "one alternating loop over every contestant")]
+    fn run(&self, mode: Mode) -> anyhow::Result<Vec<Table>> {
+        let rounds = mode.pick(3, 7);
+        let n_ours: u64 = mode.pick(50_000, 2_000_000);
+        let n_kernel: u64 = mode.pick(5_000, 200_000);
+        let labels = [
+            ("uprobe", Side::OursUprobe, Side::KernelUprobe),
+            ("uretprobe", Side::OursUretprobe, Side::KernelUretprobe),
+            ("site:rx probe (ours) vs uprobe (kernel)", Side::OursSite, Side::KernelUprobe),
+        ];
+        let table = |rows, base: f64| Table {
+            id: "uprobe".into(),
+            title: "Uprobes: ns a probe adds to each call".into(),
+            method: format!(
+                "An `#[inline(never)]` two-instruction function (`return b + c`) called in a loop, pinned to CPU 0; \
+                 ours patched (symbol patch to a trampoline) or the probe site, the kernel's probe \
+                 (perf_event_open uprobe PMU + BPF_PROG_TYPE_KPROBE) on a twin of the function in its own page; \
+                 programs `sum` and `counter` (a map lookup and an atomic add) of dataplane/tests/bpf/uprobe_args.c, \
+                 the same object on both sides. Figure: ns per call probed minus unprobed (unprobed: {base:.1} ns), \
+                 {rounds} rounds, every contestant once per round. bpf_probe_read_user: `read_user4` minus \
+                 `read_user1`, per read. Reference: the kernel."
+            ),
+            row_header: "probe / program".into(),
+            unit: "ns added per call".into(),
+            better: Better::Lower,
+            rows,
+        };
+        if !crate::is_root() {
+            let mut rows: Vec<Row> = Vec::new();
+            for prog in ["sum", "counter"] {
+                for (l, ..) in labels {
+                    rows.push(Row::skipped(&format!("{l} / {prog}"), KERNEL, &[OURS, KERNEL], "needs root"));
+                }
+            }
+            rows.push(Row::skipped("bpf_probe_read_user, 8 bytes", KERNEL, &[OURS, KERNEL], "needs root"));
+            return Ok(vec![table(rows, 0.0)]);
         }
-    }
-    let mut read_cost = Vec::new();
-    let mut site_off = Vec::new();
-    let mut base_ns = Vec::new();
+        dataplane::kernel::pin_current_thread(0)?;
+        uprobe::set_slot(0);
 
-    for _ in 0..rounds {
-        for c in &mut cs {
-            let kernel_side = matches!(c.side, Side::KernelUprobe | Side::KernelUretprobe);
-            let n = if kernel_side { n_kernel } else { n_ours };
-            let (base, probed) = match c.side {
-                Side::OursSite => {
-                    let p = ours(c.prog)?;
-                    let base = site_loop(n);
-                    let att = uprobe::attach(&Target::Site("rx".into()), &[&p])?;
-                    let probed = site_loop(n);
-                    att.detach()?;
-                    (base, probed)
-                }
-                Side::OursUprobe | Side::OursUretprobe => {
-                    let mut p = ours(c.prog)?;
-                    p.ret = c.side == Side::OursUretprobe;
-                    let base = call_loop(uprobe_bench_target, n);
-                    let att = uprobe::attach(&target, &[&p])?;
-                    let probed = call_loop(uprobe_bench_target, n);
-                    att.detach()?;
-                    (base, probed)
-                }
-                Side::KernelUprobe | Side::KernelUretprobe => {
-                    let Some((_, k)) = kernel_progs.iter().find(|(n, _)| *n == c.prog) else { continue };
-                    let base = call_loop(uprobe_bench_target_kernel, n);
-                    let link = k.attach_uprobe(&exe, offset, c.side == Side::KernelUretprobe)?;
-                    let probed = call_loop(uprobe_bench_target_kernel, n);
-                    drop(link);
-                    (base, probed)
-                }
-            };
-            c.added.push(probed - base);
+        let path = format!("{}/uprobe_args.o", dataplane::BPF_OBJ_DIR);
+        let obj = Object::parse(&std::fs::read(&path)?)?;
+        let slots = dataplane::kernel::possible_cpus()?;
+        let maps = xdp_vm::create_maps(&obj, slots)?;
+        let ours = |name: &str| -> anyhow::Result<TraceProgram> {
+            let mut p = TraceProgram::load(obj.program(Some(name))?, &maps)?;
+            p.ret = false;
+            Ok(p)
+        };
+        let exe: PathBuf = std::env::current_exe()?;
+        let image = uprobe::symbols::image().map_err(anyhow::Error::msg)?;
+        let offset = image.functions("uprobe_bench_target_kernel")[0]
+            .file_offset
+            .ok_or_else(|| anyhow::anyhow!("no file offset for uprobe_bench_target_kernel"))?;
+        let target = Target::Function("uprobe_bench_target".into());
+        let kernel_prog = |n: &str| -> anyhow::Result<Arc<KernelProgram>> {
+            Ok(Arc::new(KernelProgram::load(&obj, obj.program(Some(n))?)?))
+        };
+        let kernel_progs: Vec<(&str, Arc<KernelProgram>)> =
+            ["sum", "counter"].iter().map(|n| Ok((*n, kernel_prog(n)?))).collect::<anyhow::Result<_>>()?;
+        let (k_read1, k_read4) = (kernel_prog("read_user1")?, kernel_prog("read_user4")?);
+
+        let mut cs: Vec<Contestant> = Vec::new();
+        for prog in ["sum", "counter"] {
+            for side in [
+                Side::OursSite,
+                Side::OursUprobe,
+                Side::OursUretprobe,
+                Side::KernelUprobe,
+                Side::KernelUretprobe,
+            ] {
+                cs.push(Contestant { side, prog, added: Vec::new() });
+            }
         }
-        // probe_read_user: read_user4 - read_user1, per read.
-        let (r1, r4) = (ours("read_user1")?, ours("read_user4")?);
-        let att = uprobe::attach(&target, &[&r1])?;
-        let t1 = call_loop(uprobe_bench_target, n_ours);
-        att.detach()?;
-        let att = uprobe::attach(&target, &[&r4])?;
-        let t4 = call_loop(uprobe_bench_target, n_ours);
-        att.detach()?;
-        read_cost.push((t4 - t1) / 3.0);
-        site_off.push(site_loop(n_ours) - empty_loop(n_ours));
-        base_ns.push(call_loop(uprobe_bench_target, n_ours));
-    }
+        let (mut read_cost, mut k_read_cost) = (Vec::new(), Vec::new());
+        let mut site_off = Vec::new();
+        let mut base_ns = Vec::new();
 
-    let (b, _, _) = stats(&mut base_ns);
-    println!("uprobe: added ns per call of uprobe_bench_target (unprobed call: {b:.1} ns), {rounds} rounds");
-    println!("{:44} {:>26} {:>12}", "contestant / program", "added ns/call (min..max)", "kernel/this");
-    let medians: Vec<(String, Side, &str, f64, f64, f64)> = cs
-        .iter_mut()
-        .filter(|c| !c.added.is_empty())
-        .map(|c| {
-            let (m, lo, hi) = stats(&mut c.added);
-            (c.label.clone(), c.side, c.prog, m, lo, hi)
-        })
-        .collect();
-    for (label, side, prog, m, lo, hi) in &medians {
-        let kernel_best = medians
-            .iter()
-            .filter(|(_, s, p, ..)| *p == *prog && matches!(s, Side::KernelUprobe))
-            .map(|x| x.3)
-            .next();
-        let kernel_ret = medians
-            .iter()
-            .filter(|(_, s, p, ..)| *p == *prog && matches!(s, Side::KernelUretprobe))
-            .map(|x| x.3)
-            .next();
-        let rival = if *side == Side::OursUretprobe { kernel_ret } else { kernel_best };
-        let ratio = rival.map_or_else(|| "-".into(), |k| format!("{:.0}x", k / m.max(0.1)));
-        println!("{label:44} {:>10.1} ({lo:.1}..{hi:.1}) {ratio:>12}", m);
+        for _ in 0..rounds {
+            for c in &mut cs {
+                let kernel_side = matches!(c.side, Side::KernelUprobe | Side::KernelUretprobe);
+                let n = if kernel_side { n_kernel } else { n_ours };
+                let (base, probed) = match c.side {
+                    Side::OursSite => {
+                        let p = ours(c.prog)?;
+                        let base = site_loop(n);
+                        let att = uprobe::attach(&Target::Site("rx".into()), &[&p])?;
+                        let probed = site_loop(n);
+                        att.detach()?;
+                        (base, probed)
+                    }
+                    Side::OursUprobe | Side::OursUretprobe => {
+                        let mut p = ours(c.prog)?;
+                        p.ret = c.side == Side::OursUretprobe;
+                        let base = call_loop(uprobe_bench_target, n);
+                        let att = uprobe::attach(&target, &[&p])?;
+                        let probed = call_loop(uprobe_bench_target, n);
+                        att.detach()?;
+                        (base, probed)
+                    }
+                    Side::KernelUprobe | Side::KernelUretprobe => {
+                        let Some((_, k)) = kernel_progs.iter().find(|(n, _)| *n == c.prog) else { continue };
+                        let base = call_loop(uprobe_bench_target_kernel, n);
+                        let link = k.attach_uprobe(&exe, offset, c.side == Side::KernelUretprobe)?;
+                        let probed = call_loop(uprobe_bench_target_kernel, n);
+                        drop(link);
+                        (base, probed)
+                    }
+                };
+                c.added.push(probed - base);
+            }
+            // probe_read_user: read_user4 - read_user1, per read.
+            let (r1, r4) = (ours("read_user1")?, ours("read_user4")?);
+            let att = uprobe::attach(&target, &[&r1])?;
+            let t1 = call_loop(uprobe_bench_target, n_ours);
+            att.detach()?;
+            let att = uprobe::attach(&target, &[&r4])?;
+            let t4 = call_loop(uprobe_bench_target, n_ours);
+            att.detach()?;
+            read_cost.push((t4 - t1) / 3.0);
+            let link = k_read1.attach_uprobe(&exe, offset, false)?;
+            let t1 = call_loop(uprobe_bench_target_kernel, n_kernel);
+            drop(link);
+            let link = k_read4.attach_uprobe(&exe, offset, false)?;
+            let t4 = call_loop(uprobe_bench_target_kernel, n_kernel);
+            drop(link);
+            k_read_cost.push((t4 - t1) / 3.0);
+            site_off.push(site_loop(n_ours) - empty_loop(n_ours));
+            base_ns.push(call_loop(uprobe_bench_target, n_ours));
+        }
+
+        let added = |side: Side, prog: &str| {
+            cs.iter().find(|c| c.side == side && c.prog == prog).map(|c| c.added.clone()).unwrap_or_default()
+        };
+        let mut rows = Vec::new();
+        for prog in ["sum", "counter"] {
+            for (label, ours_side, kernel_side) in labels {
+                let mut ours_cell = Cell::new(OURS, added(ours_side, prog));
+                if ours_side == Side::OursSite {
+                    ours_cell = ours_cell.with_note(format!(
+                        "(the site disabled, a NOP: {:.1} ns vs no site)",
+                        median(&site_off)
+                    ));
+                }
+                rows.push(Row {
+                    label: format!("{label} / {prog}"),
+                    reference: KERNEL.into(),
+                    cells: vec![ours_cell, Cell::new(KERNEL, added(kernel_side, prog))],
+                });
+            }
+        }
+        rows.push(Row {
+            label: "bpf_probe_read_user, 8 bytes (per read)".into(),
+            reference: KERNEL.into(),
+            cells: vec![Cell::new(OURS, read_cost), Cell::new(KERNEL, k_read_cost)],
+        });
+        Ok(vec![table(rows, median(&base_ns))])
     }
-    let (m, lo, hi) = stats(&mut site_off);
-    println!("{:44} {:>10.1} ({lo:.1}..{hi:.1})", "probe site disabled (NOP), vs no site", m);
-    let (m, lo, hi) = stats(&mut read_cost);
-    println!("{:44} {:>10.1} ({lo:.1}..{hi:.1})", "bpf_probe_read_user (8 bytes), ns per call", m);
-    Ok(())
 }
