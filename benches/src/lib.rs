@@ -73,6 +73,12 @@ pub fn comparisons() -> Vec<Box<dyn Comparison>> {
         Box::new(mapops::MapOps),
         Box::new(embed::Embed),
         Box::new(helpers::Helpers),
+        Box::new(verify::Verify),
+        Box::new(uprobe::Uprobe),
+        Box::new(throughput::Throughput),
+        Box::new(dpdk::Dpdk),
+        Box::new(control::Control),
+        Box::new(pktgen::Pktgen),
     ]
 }
 
