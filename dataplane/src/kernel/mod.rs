@@ -160,11 +160,21 @@ impl KernelProgram {
         };
         let license = CString::new(obj.license.as_str()).map_err(|_| KernelError::BadLicense)?;
         let insns = relocate(&prog.insns, &maps)?;
+        // Function references (callbacks) need BTF func info; the object's own BTF is not
+        // kept, so each function gets a minimal `int fN(void)` of static linkage.
+        let func_info = match func_btf(&insns) {
+            Some((btf, records)) => {
+                let fd = sys::btf_load(&btf).map_err(syscall("BPF_BTF_LOAD"))?;
+                Some((fd, records))
+            }
+            None => None,
+        };
         let load = sys::ProgLoad {
             prog_type,
             insns: &insn::encode_all(&insns),
             license: &license,
             name: kernel_name(&prog.name),
+            func_info: func_info.as_ref().map(|(fd, r)| (fd.as_fd(), &r[..])),
         };
         let (fd, log) = load_with_log(&load)?;
         Ok(Self { fd, maps, log })
@@ -317,6 +327,56 @@ fn relocate(insns: &[Insn], maps: &[KernelMap]) -> Result<Vec<Insn>, KernelError
         ins.imm = map.raw_fd();
     }
     Ok(out)
+}
+
+/// For a program with function references (`lddw` with `BPF_PSEUDO_FUNC`): raw BTF with one
+/// `FUNC` `fN` (static, `int (void)`) per function, and the `bpf_func_info` records naming them
+/// at each function's first instruction (the program's, call targets and referenced functions,
+/// in order, as the kernel splits the program). `None` when the program has no reference.
+fn func_btf(insns: &[Insn]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut starts = std::collections::BTreeSet::from([0usize]);
+    let mut has_func = false;
+    let mut pc = 0;
+    while pc < insns.len() {
+        let i = insns[pc];
+        let target = usize::try_from(pc as i64 + 1 + i64::from(i.imm)).ok();
+        if i.is_lddw() && i.src == insn::BPF_PSEUDO_FUNC {
+            has_func = true;
+            starts.extend(target);
+        } else if i.is_pseudo_call() {
+            starts.extend(target);
+        }
+        pc += if i.is_lddw() { 2 } else { 1 };
+    }
+    if !has_func {
+        return None;
+    }
+    const KIND_INT: u32 = 1;
+    const KIND_FUNC: u32 = 12;
+    const KIND_FUNC_PROTO: u32 = 13;
+    let mut types: Vec<u32> = Vec::new();
+    let mut strings = b"\0int\0".to_vec();
+    // 1: int; 2: int (void); 3..: the functions.
+    types.extend([1, KIND_INT << 24, 4, (1 << 24) | 32]);
+    types.extend([0, KIND_FUNC_PROTO << 24, 1]);
+    let mut records = Vec::new();
+    for (n, &start) in starts.iter().enumerate() {
+        let name_off = strings.len() as u32;
+        strings.extend_from_slice(format!("f{n}\0").as_bytes());
+        types.extend([name_off, KIND_FUNC << 24, 2]);
+        records.extend_from_slice(&(start as u32).to_le_bytes());
+        records.extend_from_slice(&(3 + n as u32).to_le_bytes());
+    }
+    let type_bytes: Vec<u8> = types.iter().flat_map(|t| t.to_le_bytes()).collect();
+    let mut btf = Vec::new();
+    btf.extend_from_slice(&0xeb9f_u16.to_le_bytes());
+    btf.extend_from_slice(&[1, 0]); // version, flags
+    for field in [24, 0, type_bytes.len() as u32, type_bytes.len() as u32, strings.len() as u32] {
+        btf.extend_from_slice(&field.to_le_bytes());
+    }
+    btf.extend_from_slice(&type_bytes);
+    btf.extend_from_slice(&strings);
+    Some((btf, records))
 }
 
 /// The kernel's name for an object: at most 15 bytes of `[A-Za-z0-9_.]`, the rest as `_`.

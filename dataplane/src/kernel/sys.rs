@@ -25,6 +25,7 @@ mod cmd {
     pub const PROG_TEST_RUN: libc::c_long = 10;
     pub const MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
     pub const MAP_FREEZE: libc::c_long = 22;
+    pub const BTF_LOAD: libc::c_long = 18;
     pub const LINK_CREATE: libc::c_long = 28;
 }
 
@@ -330,6 +331,31 @@ pub(super) struct ProgLoad<'a> {
     pub insns: &'a [u8],
     pub license: &'a CStr,
     pub name: [u8; OBJ_NAME_LEN],
+    /// BTF and `struct bpf_func_info` records (8 bytes each: `insn_off`, `type_id`), one per
+    /// function: the kernel wants them for programs with function references (callbacks).
+    pub func_info: Option<(BorrowedFd<'a>, &'a [u8])>,
+}
+
+/// The `BPF_BTF_LOAD` member, up to `btf_log_true_size`.
+#[repr(C)]
+#[derive(Default)]
+struct BtfLoadAttr {
+    btf: u64,
+    btf_log_buf: u64,
+    btf_size: u32,
+    btf_log_size: u32,
+    btf_log_level: u32,
+    btf_log_true_size: u32,
+}
+
+/// `BPF_BTF_LOAD` of the raw BTF `btf` (header, types, strings).
+pub(super) fn btf_load(btf: &[u8]) -> io::Result<OwnedFd> {
+    let btf_size = u32::try_from(btf.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+    let mut attr = BtfLoadAttr { btf: ptr(btf.as_ptr()), btf_size, ..BtfLoadAttr::default() };
+    // SAFETY: the kernel reads `btf_size` (= `btf.len()`) bytes of `btf`; no log buffer.
+    let fd = unsafe { bpf(cmd::BTF_LOAD, &mut attr) }?;
+    // SAFETY: a successful BPF_BTF_LOAD returns a new BTF fd owned by nobody yet.
+    Ok(unsafe { owned(fd) })
 }
 
 /// `BPF_PROG_LOAD` with a verifier log in `log`. On failure, also returns the log size the
@@ -353,8 +379,16 @@ pub(super) fn prog_load(
         prog_name: load.name,
         ..ProgLoadAttr::default()
     };
+    if let Some((btf, records)) = load.func_info {
+        attr.prog_btf_fd = btf.as_raw_fd() as u32;
+        attr.func_info_rec_size = 8;
+        attr.func_info = ptr(records.as_ptr());
+        attr.func_info_cnt = (records.len() / 8) as u32;
+    }
     // SAFETY: the kernel reads `insn_cnt * 8` bytes of `insns`
-    // (`insn_cnt` is its length / 8), the NUL-terminated `license`, and writes at most
+    // (`insn_cnt` is its length / 8), `func_info_cnt * 8` bytes of the func info records (a
+    // whole number of records, borrowed with the BTF fd for the call), the NUL-terminated
+    // `license`, and writes at most
     // `log_size` (= `log.len()`) bytes into the exclusively borrowed `log`.
     match unsafe { bpf(cmd::PROG_LOAD, &mut attr) } {
         // SAFETY: a successful BPF_PROG_LOAD returns a new program fd owned by nobody yet.
