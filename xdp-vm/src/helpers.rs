@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::io::Write;
 
+pub(crate) mod callbacks;
 pub(crate) mod map_ops;
 pub mod redirect;
 pub mod tracing;
@@ -35,6 +36,8 @@ pub mod id {
     pub const RINGBUF_DISCARD: u32 = 133;
     pub const RINGBUF_QUERY: u32 = 134;
     pub const TRACE_VPRINTK: u32 = 177;
+    pub const FOR_EACH_MAP_ELEM: u32 = 164;
+    pub const LOOP: u32 = 181;
     // Tracing (`helpers::tracing`).
     pub const PROBE_READ: u32 = 4;
     pub const GET_CURRENT_PID_TGID: u32 = 14;
@@ -74,6 +77,8 @@ pub const HELPERS: &[(u32, &str)] = &[
     (id::RINGBUF_DISCARD, "bpf_ringbuf_discard"),
     (id::RINGBUF_QUERY, "bpf_ringbuf_query"),
     (id::TRACE_VPRINTK, "bpf_trace_vprintk"),
+    (id::FOR_EACH_MAP_ELEM, "bpf_for_each_map_elem"),
+    (id::LOOP, "bpf_loop"),
 ];
 
 /// The kernel name of a helper this runtime implements.

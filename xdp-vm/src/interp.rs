@@ -11,7 +11,7 @@ use maps::Map;
 use std::sync::Arc;
 
 use crate::context::Context;
-use crate::helpers::{self, id, map_ops};
+use crate::helpers::{self, callbacks, id, map_ops};
 use crate::insn::*;
 use crate::memory::{AtomicOp, Memory, Region};
 use crate::program::{MAP_HANDLE_TAG, Program};
@@ -61,10 +61,12 @@ impl Default for Interpreter {
     }
 }
 
-const STACK_WORDS: usize = STACK_SIZE * MAX_CALL_FRAMES / 8;
+/// The run's stack memory: the key area of `bpf_for_each_map_elem` callbacks at the bottom
+/// ([`callbacks::KEY_AREA`]), then the eight frames, frame 0 at the top.
+const STACK_WORDS: usize = (STACK_SIZE * MAX_CALL_FRAMES + callbacks::KEY_AREA) / 8;
 
 impl Interpreter {
-    /// A fresh interpreter (a zeroed 4 KiB stack for eight frames).
+    /// A fresh interpreter (a zeroed 4 KiB stack for eight frames, and the callbacks' key area).
     #[must_use]
     pub fn new() -> Self {
         Self {
@@ -96,7 +98,20 @@ impl Interpreter {
         // Frame 0 is the top 512 bytes; each call moves r10 down by one frame.
         regs[10] = (stack_start + STACK_WORDS * 8) as u64;
         let tails = prog.tail_words();
-        run_loop::<C>(prog.words(), tails, prog.maps(), &mem, &mut self.frames, &mut regs, state, ctx, slot)
+        let mut backward = 0;
+        run_loop::<C>(
+            prog.words(),
+            tails,
+            prog.maps(),
+            &mem,
+            &mut self.frames,
+            &mut regs,
+            state,
+            ctx,
+            slot,
+            (0, 0),
+            &mut backward,
+        )
     }
 }
 
@@ -150,12 +165,15 @@ fn run_loop<C: Context>(
     state: &mut C::State<'_>,
     ctx: u64,
     slot: usize,
+    (entry, base): (usize, usize),
+    backward_io: &mut u64,
 ) -> Result<u64, Fault> {
     let ctx_region = Region { start: ctx as usize, len: C::SIZE as usize };
     let mut regs = *regs_in;
-    let mut depth = 0usize;
-    let mut backward = 0u64;
-    let mut pc = 0usize;
+    // A callback's run starts at its function, `base` frames deep, and ends at its exit.
+    let mut depth = base;
+    let mut backward = *backward_io;
+    let mut pc = entry;
     let mut words = words;
     let mut tail_calls = 0u32;
     loop {
@@ -472,6 +490,12 @@ fn run_loop<C: Context>(
                     depth += 1;
                     regs[10] -= STACK_SIZE as u64;
                     pc = pc.wrapping_add(imm!() as isize as usize);
+                } else if matches!(imm!() as u32, id::LOOP | id::FOR_EACH_MAP_ELEM) {
+                    let call = Callbacks { words, tails, maps, mem, depth, pc: cur };
+                    let helper = imm!() as u32;
+                    let inlined = off!() == callbacks::INLINED_LOOP;
+                    regs[0] =
+                        call.run::<C>(helper, inlined, &regs, frames, state, ctx, slot, &mut backward)?;
                 } else if imm!() as u32 == id::TAIL_CALL {
                     if depth > 0 {
                         return Err(Fault::TailCallInSubprogram { pc: cur });
@@ -492,7 +516,8 @@ fn run_loop<C: Context>(
                 }
             }
             0x95 => {
-                if depth == 0 {
+                if depth == base {
+                    *backward_io = backward;
                     return Ok(regs[0]);
                 }
                 depth -= 1;
@@ -504,6 +529,81 @@ fn run_loop<C: Context>(
             // `Program::new` admits no other opcode.
             code => unreachable!("opcode {code:#04x} passed the load-time check"),
         }
+    }
+}
+
+/// Where a callback-calling helper was called: the program, the depth of the caller's frame.
+struct Callbacks<'r, 'm> {
+    words: &'r [u64],
+    tails: &'r [Arc<[u64]>],
+    maps: &'r [Arc<Map>],
+    mem: &'r Memory<'m>,
+    depth: usize,
+    pc: usize,
+}
+
+impl Callbacks<'_, '_> {
+    /// `bpf_loop` or `bpf_for_each_map_elem` (`helper`) with the caller's registers: each call
+    /// of the callback runs its function in the frame below the caller's, to its exit. Each
+    /// call counts as a backward jump.
+    #[expect(clippy::too_many_arguments, reason = "the interpreter's run state, passed through")]
+    #[inline(never)]
+    fn run<C: Context>(
+        &self,
+        helper: u32,
+        inlined: bool,
+        regs: &[u64; 16],
+        frames: &mut [Frame; MAX_CALL_FRAMES],
+        state: &mut C::State<'_>,
+        ctx: u64,
+        slot: usize,
+        backward: &mut u64,
+    ) -> Result<u64, Fault> {
+        let pc = self.pc;
+        let arg_fault = Fault::HelperArgument { pc, helper };
+        let target = callbacks::func_target(regs[2]).filter(|&t| t < self.words.len()).ok_or(arg_fault)?;
+        let callee = self.depth + 1;
+        if callee >= MAX_CALL_FRAMES {
+            return Err(Fault::CallDepth { pc });
+        }
+        let fp = regs[10].wrapping_sub(STACK_SIZE as u64);
+        let mut call = |args: [u64; 5]| -> Result<u64, Fault> {
+            *backward += 1;
+            if *backward > MAX_BACKWARD_JUMPS {
+                return Err(Fault::LoopLimit { pc });
+            }
+            let mut r = [0u64; 16];
+            r[1..6].copy_from_slice(&args);
+            r[10] = fp;
+            run_loop::<C>(
+                self.words,
+                self.tails,
+                self.maps,
+                self.mem,
+                frames,
+                &mut r,
+                state,
+                ctx,
+                slot,
+                (target, callee),
+                backward,
+            )
+        };
+        if helper == id::LOOP {
+            return callbacks::bpf_loop(regs[1], regs[3], regs[4], inlined, |i, c| call([i, c, 0, 0, 0]));
+        }
+        let map = map_arg(self.maps, regs[1], pc)?;
+        let key_at = (self.mem.stack.start + callee * callbacks::KEY_SLOT) as u64;
+        let (m, c) = (regs[1], regs[3]);
+        callbacks::for_each_map_elem(
+            map,
+            regs[4],
+            slot,
+            self.mem,
+            key_at,
+            || arg_fault,
+            |k, v| call([m, k, v, c, 0]),
+        )
     }
 }
 

@@ -80,7 +80,7 @@ pub enum InsnError {
     BadValueOffset { map: String, offset: i64, size: u32 },
     #[error("direct value access into {map}, which is not a one-entry array")]
     NotGlobalData { map: String },
-    #[error("unsupported lddw source {src} (file-descriptor and function references need a loader)")]
+    #[error("unsupported lddw source {src} (file-descriptor references need a loader)")]
     UnsupportedLddw { src: u8 },
 }
 
@@ -167,6 +167,15 @@ impl<C: Context> Program<C> {
         let infos = map_infos(maps);
         let verified = verifier::verify(insns, &infos, prog_type)
             .map_err(|e| LoadError::Verifier { source: Box::new(e) })?;
+        // `bpf_loop` calls the kernel inlines keep its inlined semantics (see `callbacks`).
+        let inlined: Vec<usize> =
+            verified.facts.iter().enumerate().filter(|(_, f)| f.loop_inlined).map(|(pc, _)| pc).collect();
+        if !inlined.is_empty() {
+            for &pc in &inlined {
+                prog.insns[pc].off = crate::helpers::callbacks::INLINED_LOOP;
+            }
+            prog.words = prog.insns.iter().map(|i| u64::from_le_bytes(i.to_bytes())).collect();
+        }
         prog.verified = Some(Arc::new(verified));
         Ok(prog)
     }
@@ -189,7 +198,10 @@ impl<C: Context> Program<C> {
         while pc < insns.len() {
             if insns[pc].is_lddw() {
                 let value = bind_lddw(insns, pc, maps).map_err(|kind| LoadError::Insn { insn: pc, kind })?;
-                out[pc] = Insn::new(insns[pc].code, insns[pc].dst, 0, 0, value as u32 as i32);
+                // A function reference keeps its source, which tells engines where functions
+                // start; its value is the tagged instruction index.
+                let src = if insns[pc].src == BPF_PSEUDO_FUNC { BPF_PSEUDO_FUNC } else { 0 };
+                out[pc] = Insn::new(insns[pc].code, insns[pc].dst, src, 0, value as u32 as i32);
                 out[pc + 1] = Insn::new(0, 0, 0, 0, (value >> 32) as u32 as i32);
                 is_second_slot[pc + 1] = true;
                 pc += 2;
@@ -198,6 +210,12 @@ impl<C: Context> Program<C> {
             }
         }
         for (pc, insn) in insns.iter().enumerate() {
+            if insn.is_lddw() && !is_second_slot[pc] && insn.src == BPF_PSEUDO_FUNC {
+                let target = pc as i64 + 1 + i64::from(insn.imm);
+                if is_second_slot[target as usize] {
+                    return Err(LoadError::Insn { insn: pc, kind: InsnError::JumpIntoLddw { target } });
+                }
+            }
             if is_second_slot[pc] || insn.is_lddw() {
                 continue;
             }
@@ -347,6 +365,13 @@ fn bind_lddw(insns: &[Insn], pc: usize, maps: &[Arc<Map>]) -> Result<u64, InsnEr
                 });
             }
             Ok(base.as_ptr() as u64 + offset as u64)
+        }
+        BPF_PSEUDO_FUNC => {
+            let target = pc as i64 + 1 + i64::from(first.imm);
+            if target < 0 || target >= insns.len() as i64 {
+                return Err(InsnError::JumpOutOfRange { target });
+            }
+            Ok(crate::helpers::callbacks::FUNC_TAG | target as u64)
         }
         src => Err(InsnError::UnsupportedLddw { src }),
     }

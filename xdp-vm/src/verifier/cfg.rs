@@ -138,8 +138,14 @@ pub(crate) fn analyze(insns: &[Insn]) -> Result<Cfg, VerifierError> {
             }
             starts.push(t as usize);
         }
-        if insn.is_lddw() && insn.src == BPF_PSEUDO_FUNC {
-            return Err(err(pc, ErrorKind::Unsupported { what: "callback function pointers" }));
+        if let Some(t) = func_target(insns, pc) {
+            if t < 0 || t >= n as i64 {
+                return Err(err(pc, ErrorKind::JumpOutOfRange { target: t }));
+            }
+            if second_slot[t as usize] {
+                return Err(err(pc, ErrorKind::JumpIntoLddw { target: t as usize }));
+            }
+            starts.push(t as usize);
         }
     }
     starts.sort_unstable();
@@ -192,6 +198,16 @@ pub(crate) fn analyze(insns: &[Insn]) -> Result<Cfg, VerifierError> {
             calls[subprog_of[pc]].push(callee);
             prune_point[pc + 1] = true;
         }
+        // A callback is called from its caller's frame (as the kernel counts stack depth).
+        if let Some(t) = func_target(insns, pc) {
+            let callee = starts.binary_search(&(t as usize)).unwrap_or(0);
+            calls[subprog_of[pc]].push(callee);
+        }
+        // The walk comes back to a callback-calling helper after each callback run, until the
+        // states there converge.
+        if is_callback_call(insns[pc]) {
+            prune_point[pc] = true;
+        }
         succs.push(s);
     }
     // Reachability, following calls into their functions.
@@ -202,6 +218,9 @@ pub(crate) fn analyze(insns: &[Insn]) -> Result<Cfg, VerifierError> {
         let mut next = succs[pc].clone();
         if insns[pc].is_pseudo_call() {
             next.push((pc as i64 + 1 + i64::from(insns[pc].imm)) as usize);
+        }
+        if let Some(t) = func_target(insns, pc) {
+            next.push(t as usize);
         }
         for t in next {
             if !seen[t] {
@@ -240,6 +259,18 @@ pub(crate) fn analyze(insns: &[Insn]) -> Result<Cfg, VerifierError> {
     let maybe_stack = maybe_stack(insns, &starts, &succs, &second_slot);
     let relevant_in = relevance(insns, &succs, &second_slot, &maybe_stack, &subprog_of);
     Ok(Cfg { subprogs: starts, prune_point, live_in, calls, relevant_in })
+}
+
+/// The function an `lddw` with `BPF_PSEUDO_FUNC` at `pc` names (unchecked).
+pub(crate) fn func_target(insns: &[Insn], pc: usize) -> Option<i64> {
+    let insn = insns[pc];
+    (insn.is_lddw() && insn.src == BPF_PSEUDO_FUNC).then(|| pc as i64 + 1 + i64::from(insn.imm))
+}
+
+/// A call of a helper that calls a callback (`bpf_loop`, `bpf_for_each_map_elem`).
+pub(crate) fn is_callback_call(insn: Insn) -> bool {
+    use crate::helpers::id;
+    insn.is_helper_call() && matches!(insn.imm as u32, id::LOOP | id::FOR_EACH_MAP_ELEM)
 }
 
 fn check_chains(calls: &[Vec<usize>], starts: &[usize], chain: &mut Vec<usize>) -> Result<(), VerifierError> {
@@ -418,7 +449,11 @@ fn relevance(
                 _ => match insn.code & 0xf0 {
                     BPF_JA => out,
                     BPF_CALL => {
-                        if ms[pc] & ARGS != 0 {
+                        // A function (or a callback) may read this frame's stack through a
+                        // pointer argument and use what it reads. A helper reads stack bytes
+                        // only as data: what they hold never decides its checks or result.
+                        let calls_code = insn.is_pseudo_call() || is_callback_call(insn);
+                        if calls_code && ms[pc] & ARGS != 0 {
                             slots = u64::MAX;
                         }
                         (out & !R0_R5) | ARGS

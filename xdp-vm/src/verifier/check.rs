@@ -14,6 +14,13 @@ const MAX_VAR_OFF: i64 = 1 << 29;
 const MAX_PACKET_OFF: u64 = 0xffff;
 /// States kept per instruction: past this, new ones are not stored (they are still explored).
 const MAX_STATES_PER_INSN: usize = 64;
+/// Walks of a callback with different states at its call site, on one path, before the
+/// scalars that keep changing there are widened to unknown (see [`super::state::widen`]).
+const WIDEN_CALLBACK_AFTER: usize = 2;
+/// States stored at a callback-calling helper call before a new state there is widened against
+/// the last one stored (different paths reaching the call, e.g. after earlier callbacks left
+/// different values behind).
+const JOIN_CALLBACK_AFTER: usize = 4;
 
 type Res<T> = Result<T, VerifierError>;
 
@@ -57,6 +64,10 @@ struct Verifier<'a> {
     last_stored: usize,
     id_gen: u32,
     stack_depth: Vec<u32>,
+    /// The path just came back from a callback to the helper call that called it.
+    callback_return: bool,
+    /// Per `bpf_loop` call: (still fit for the kernel's inlining, the callback of every visit).
+    loop_inline: std::collections::HashMap<usize, (bool, u32)>,
 }
 
 fn fail<T>(insn: usize, kind: ErrorKind) -> Res<T> {
@@ -85,6 +96,8 @@ pub(crate) fn run(
         last_stored: 0,
         id_gen: 0,
         stack_depth: vec![0; cfg.subprogs.len()],
+        callback_return: false,
+        loop_inline: std::collections::HashMap::new(),
     };
     v.explore()?;
     // Combined stack of the deepest call chain, each frame rounded up to 32 bytes.
@@ -98,6 +111,7 @@ pub(crate) fn run(
         if v.ctx_mixed[pc] || f.regions != region::CTX {
             f.ctx_field = None;
         }
+        f.loop_inlined = v.loop_inline.get(&pc).is_some_and(|&(fit, _)| fit);
     }
     Ok(Verified {
         processed_insns: v.processed,
@@ -144,7 +158,11 @@ fn initial_state() -> State {
     let mut regs = [Reg::not_init(); 11];
     regs[1] = Reg::pointer(Kind::Ctx, 0);
     regs[10] = Reg::pointer(Kind::Stack(0), 0);
-    State { frames: vec![Frame { regs, stack: Vec::new(), callsite: 0, subprog: 0 }], refs: Vec::new() }
+    State {
+        frames: vec![Frame { regs, stack: Vec::new(), callsite: 0, subprog: 0, callback: false }],
+        refs: Vec::new(),
+        callback_walks: 0,
+    }
 }
 
 /// What an access does to memory.
@@ -165,7 +183,7 @@ impl Verifier<'_> {
         while let Some(Path { mut pc, mut state, mut cp }) = todo.pop() {
             loop {
                 if self.cfg.prune_point[pc] {
-                    match self.visit(pc, &state, cp)? {
+                    match self.visit(pc, &mut state, cp)? {
                         None => {
                             self.finish(cp);
                             break;
@@ -219,16 +237,43 @@ impl Verifier<'_> {
 
     /// At a prune point: `None` when an explored state covers this one; else the checkpoint
     /// the path now descends from.
-    fn visit(&mut self, pc: usize, state: &State, cp: Option<usize>) -> Res<Option<Option<usize>>> {
+    ///
+    /// Back at a callback-calling helper after a callback ran, a state still being explored
+    /// there (an earlier walk of the same callback) that covers this one prunes it: the helper
+    /// bounds the iterations, so only safety matters, and that was proven from the wider state.
+    /// After [`WIDEN_CALLBACK_AFTER`] such walks, the scalars that still change are widened.
+    fn visit(&mut self, pc: usize, state: &mut State, cp: Option<usize>) -> Res<Option<Option<usize>>> {
+        let callback_return = std::mem::take(&mut self.callback_return);
         let live = self.cfg.live_in[pc];
         let precise = self.cfg.relevant_in[pc];
         let cfg = self.cfg;
-        let caller_live = |callsite: usize| cfg.live_in.get(callsite + 1).copied().unwrap_or(0) & 0x3c0;
+        let insns = self.insns;
+        let caller_live = |callsite: usize| {
+            if insns[callsite].is_pseudo_call() {
+                cfg.live_in.get(callsite + 1).copied().unwrap_or(0) & 0x3c0
+            } else {
+                // A callback's caller resumes at the helper call, which reads r1-r5 again.
+                cfg.live_in[callsite] & 0x3fe
+            }
+        };
         let fingerprint = fingerprint(state, live);
         let mut in_loop = false;
+        let mut walks = 0;
+        let mut last_walk = None;
         for &i in &self.at[pc] {
             let ck = &self.checkpoints[i];
             if ck.pending > 0 {
+                if callback_return || ck.state.callback_walks != state.callback_walks {
+                    if covers(&ck.state, state, live, precise, &caller_live) {
+                        return Ok(None);
+                    }
+                    if callback_return {
+                        walks += 1;
+                        last_walk = Some(i);
+                    }
+                    in_loop = true;
+                    continue;
+                }
                 if ck.fingerprint != fingerprint {
                     in_loop = true;
                     continue;
@@ -245,9 +290,21 @@ impl Verifier<'_> {
                 return Ok(None);
             }
         }
-        if self.at[pc].len() >= MAX_STATES_PER_INSN || (in_loop && self.processed - self.last_stored < 8) {
+        if let Some(i) = last_walk
+            && walks >= WIDEN_CALLBACK_AFTER
+        {
+            super::state::widen(&self.checkpoints[i].state, state);
+        } else if super::cfg::is_callback_call(insns[pc])
+            && self.at[pc].len() >= JOIN_CALLBACK_AFTER
+            && let Some(&i) = self.at[pc].last()
+        {
+            super::state::widen(&self.checkpoints[i].state, state);
+        }
+        let skip = !callback_return && in_loop && self.processed - self.last_stored < 8;
+        if self.at[pc].len() >= MAX_STATES_PER_INSN || skip {
             return Ok(Some(cp));
         }
+        let fingerprint = self::fingerprint(state, live);
         let idx = self.checkpoints.len();
         self.checkpoints.push(Checkpoint { state: state.clone(), fingerprint, pending: 1, parent: cp });
         self.at[pc].push(idx);
@@ -344,6 +401,8 @@ impl Verifier<'_> {
                 }
                 Reg::pointer(Kind::MapValue(m), off)
             }
+            // The structural pass proved the target a function start.
+            BPF_PSEUDO_FUNC => Reg::pointer(Kind::Func((pc as i64 + 1 + i64::from(insn.imm)) as u32), 0),
             src => return fail(pc, ErrorKind::UnsupportedLddw { src }),
         };
         st.cur_mut().regs[dst] = reg;
@@ -523,7 +582,7 @@ impl Verifier<'_> {
                 return fail(pc, ErrorKind::PointerArithmetic { kind, detail: "null-check it first" });
             }
             Kind::PacketEnd => return fail(pc, ErrorKind::PointerArithmetic { kind, detail: "" }),
-            Kind::MapPtr(_) => {
+            Kind::MapPtr(_) | Kind::Func(_) => {
                 if s.const_value() == Some(0) {
                     return Ok(p);
                 }
@@ -784,6 +843,33 @@ impl Verifier<'_> {
                 }
                 Ok(Reg::scalar(Scalar::unknown_bytes(size)))
             }
+            Kind::MapKey(m) => {
+                self.note(pc, region::MAP_VALUE, None);
+                let info = &self.maps[m as usize];
+                if write_val.is_some() {
+                    return fail(pc, ErrorKind::MapKeyWrite { reg: regno });
+                }
+                let o = base.off + off;
+                let (min, max) = (o + base.val.smin.max(-MAX_VAR_OFF), o + base.val.smax.min(MAX_VAR_OFF));
+                if base.val.smin <= -MAX_VAR_OFF
+                    || base.val.smax >= MAX_VAR_OFF
+                    || min < 0
+                    || max + i64::from(size) > i64::from(info.def.key_size)
+                {
+                    return fail(
+                        pc,
+                        ErrorKind::MapKeyBounds {
+                            reg: regno,
+                            map: info.name.clone(),
+                            min,
+                            max,
+                            size,
+                            key_size: info.def.key_size,
+                        },
+                    );
+                }
+                Ok(Reg::scalar(Scalar::unknown_bytes(size)))
+            }
             Kind::MapValueOrNull(_) | Kind::RingbufMemOrNull(_) => {
                 fail(pc, ErrorKind::MaybeNull { reg: regno, kind: base.kind.name() })
             }
@@ -1018,7 +1104,7 @@ impl Verifier<'_> {
                     self.stack_readable(pc, st, regno, fr, lo, hi)
                 }
             }
-            Kind::Packet | Kind::PacketMeta | Kind::MapValue(_) | Kind::RingbufMem(_) => {
+            Kind::Packet | Kind::PacketMeta | Kind::MapValue(_) | Kind::RingbufMem(_) | Kind::MapKey(_) => {
                 if size == 0 {
                     return Ok(());
                 }
@@ -1038,7 +1124,8 @@ impl Verifier<'_> {
         }
     }
 
-    fn helper(&mut self, pc: usize, id: i32, st: &mut State) -> Res<()> {
+    /// A helper call; for a helper that calls a callback, the callback's entry state.
+    fn helper(&mut self, pc: usize, id: i32, st: &mut State) -> Res<Option<(usize, State)>> {
         let Some(name) = u32::try_from(id).ok().and_then(crate::helpers::name) else {
             return fail(pc, ErrorKind::UnknownHelper { id });
         };
@@ -1056,6 +1143,11 @@ impl Verifier<'_> {
             e
         };
         self.helper_args(pc, id as u32, name, st).map_err(with_name)?;
+        let callback = if matches!(id as u32, helper::LOOP | helper::FOR_EACH_MAP_ELEM) {
+            Some(self.callback_entry(pc, id as u32, st)?)
+        } else {
+            None
+        };
         let ret = match id as u32 {
             helper::MAP_LOOKUP_ELEM => {
                 let Kind::MapPtr(m) = st.cur().regs[1].kind else { return unreachable_map(pc) };
@@ -1111,7 +1203,50 @@ impl Verifier<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(callback)
+    }
+
+    /// The state a callback starts in, called by helper `id` at `pc` (arguments checked): a
+    /// new frame whose registers are the kernel's (`set_loop_callback_state`,
+    /// `set_map_elem_callback_state`): for `bpf_loop`, r1 the index (any scalar) and r2 the
+    /// context; for `bpf_for_each_map_elem`, r1 the map, r2 the element's key (read-only), r3
+    /// its value and r4 the context. The caller's registers stay as they are: its walk comes
+    /// back to the call when the callback exits.
+    fn callback_entry(&mut self, pc: usize, id: u32, st: &State) -> Res<(usize, State)> {
+        if st.frames.len() >= MAX_CALL_FRAMES {
+            return fail(pc, ErrorKind::CallDepth { frames: st.frames.len() + 1 });
+        }
+        let caller = st.cur().regs;
+        let Kind::Func(target) = caller[2].kind else {
+            return fail(pc, ErrorKind::BadField { code: BPF_JMP | BPF_CALL, off: 0, imm: id as i32 });
+        };
+        if id == helper::LOOP {
+            // The kernel's `update_loop_inline_state`.
+            let zero_flags = caller[4].kind == Kind::Scalar && caller[4].val.const_value() == Some(0);
+            let e = self.loop_inline.entry(pc).or_insert((zero_flags, target));
+            *e = (e.0 && zero_flags && e.1 == target, e.1);
+        }
+        let mut regs = [Reg::not_init(); 11];
+        if id == helper::LOOP {
+            regs[1] = Reg::scalar(Scalar::unknown());
+            regs[2] = caller[3];
+        } else {
+            let Kind::MapPtr(m) = caller[1].kind else { return unreachable_map(pc) };
+            regs[1] = caller[1];
+            regs[2] = Reg::pointer(Kind::MapKey(m), 0);
+            regs[3] = Reg::pointer(Kind::MapValue(m), 0);
+            regs[4] = caller[3];
+        }
+        regs[10] = Reg::pointer(Kind::Stack(st.frames.len() as u8), 0);
+        let mut s = st.clone();
+        s.frames.push(Frame {
+            regs,
+            stack: Vec::new(),
+            callsite: pc,
+            subprog: target as usize,
+            callback: true,
+        });
+        Ok((target as usize, s))
     }
 
     fn helper_args(&mut self, pc: usize, id: u32, name: &'static str, st: &mut State) -> Res<()> {
@@ -1347,6 +1482,58 @@ impl Verifier<'_> {
                 ctx(self, st, 1)?;
                 scalar(self, st, 2)?;
             }
+            helper::LOOP | helper::FOR_EACH_MAP_ELEM => {
+                // bpf_loop(nr_loops, callback, ctx, flags) and bpf_for_each_map_elem(map,
+                // callback, ctx, flags): ARG_ANYTHING / ARG_CONST_MAP_PTR, ARG_PTR_TO_FUNC,
+                // ARG_PTR_TO_STACK_OR_NULL, ARG_ANYTHING (the helper refuses bad counts and
+                // flags at run time, as the kernel's does).
+                if id == helper::LOOP {
+                    scalar(self, st, 1)?;
+                } else {
+                    use maps::map_type as t;
+                    map(
+                        self,
+                        st,
+                        1,
+                        |ty| {
+                            matches!(
+                                ty,
+                                t::HASH
+                                    | t::ARRAY
+                                    | t::PERCPU_HASH
+                                    | t::PERCPU_ARRAY
+                                    | t::LRU_HASH
+                                    | t::LRU_PERCPU_HASH
+                            )
+                        },
+                        "cannot be iterated",
+                    )?;
+                }
+                let f = get(self, st, 2)?;
+                if !matches!(f.kind, Kind::Func(_)) {
+                    return Err(arg(2, format!("expected a function (the callback), got {}", f.kind.name())));
+                }
+                let c = get(self, st, 3)?;
+                match c.kind {
+                    Kind::Stack(_) if c.val.is_const() => {}
+                    Kind::Scalar if c.val.const_value() == Some(0) => {}
+                    k => {
+                        return Err(arg(
+                            3,
+                            format!(
+                                "the callback context must point to the stack or be NULL, got {}",
+                                k.name()
+                            ),
+                        ));
+                    }
+                }
+                scalar(self, st, 4)?;
+                if !st.refs.is_empty() {
+                    // Stricter than the kernel: a callback starts with no reference held, so
+                    // that one it leaves unreleased at its exit is its own.
+                    return Err(arg(1, "a ring-buffer record is held: submit or discard it first".into()));
+                }
+            }
             _ => return fail(pc, ErrorKind::UnknownHelper { id: id as i32 }),
         }
         Ok(())
@@ -1366,10 +1553,12 @@ impl Verifier<'_> {
             }
             BPF_CALL if !jmp32 => {
                 return match insn.src {
-                    CALL_HELPER => {
-                        self.helper(pc, imm, st)?;
-                        Ok(Flow::Next(pc + 1))
-                    }
+                    CALL_HELPER => match self.helper(pc, imm, st)? {
+                        // The callback's first run is queued; the helper may also call it
+                        // no more (or never): the walk goes on after the call.
+                        Some(callback) => Ok(Flow::Fork { first: Some(pc + 1), second: Some(callback) }),
+                        None => Ok(Flow::Next(pc + 1)),
+                    },
                     BPF_PSEUDO_CALL => {
                         if st.frames.len() >= MAX_CALL_FRAMES {
                             return fail(pc, ErrorKind::CallDepth { frames: st.frames.len() + 1 });
@@ -1379,7 +1568,13 @@ impl Verifier<'_> {
                         let mut regs = [Reg::not_init(); 11];
                         regs[1..=5].copy_from_slice(&caller[1..=5]);
                         regs[10] = Reg::pointer(Kind::Stack(st.frames.len() as u8), 0);
-                        st.frames.push(Frame { regs, stack: Vec::new(), callsite: pc, subprog: t });
+                        st.frames.push(Frame {
+                            regs,
+                            stack: Vec::new(),
+                            callsite: pc,
+                            subprog: t,
+                            callback: false,
+                        });
                         Ok(Flow::Next(t))
                     }
                     BPF_PSEUDO_KFUNC_CALL => {
@@ -1400,6 +1595,25 @@ impl Verifier<'_> {
                     return Ok(Flow::End);
                 }
                 let depth = st.frames.len() - 1;
+                if st.cur().callback {
+                    // A callback returns 0 (go on) or 1 (stop) to its helper, then the walk
+                    // goes back to the helper call, which may run it again.
+                    if r0.kind != Kind::Scalar || r0.val.smin < 0 || r0.val.smax > 1 {
+                        let got = if r0.kind == Kind::Scalar {
+                            format!("[{}, {}]", r0.val.smin, r0.val.smax)
+                        } else {
+                            r0.kind.name().to_string()
+                        };
+                        return fail(pc, ErrorKind::CallbackReturn { got });
+                    }
+                    if let Some(&(id, insn)) = st.refs.first() {
+                        return fail(pc, ErrorKind::UnreleasedReference { id, insn });
+                    }
+                    let callsite = st.frames.pop().map_or(0, |f| f.callsite);
+                    st.callback_walks += 1;
+                    self.callback_return = true;
+                    return Ok(Flow::Next(callsite));
+                }
                 if r0.kind == Kind::Stack(depth as u8) {
                     return fail(pc, ErrorKind::ReturnsStackPointer);
                 }

@@ -159,6 +159,11 @@ pub struct InsnFact {
     /// For a load from the context: the field, when every path loads the same one. An engine
     /// may compile the load as a read of that field of its own context representation.
     pub ctx_field: Option<CtxField>,
+    /// A `bpf_loop` call the kernel's verifier would inline (`inline_bpf_loop`): on every path
+    /// its flags are a known 0 and its callback the same function. The inlined loop differs
+    /// from the helper at the edges (a 64-bit count, `-E2BIG` as a 32-bit value), which engines
+    /// reproduce.
+    pub loop_inlined: bool,
 }
 
 /// A program the verifier accepted, and what it proved.
@@ -308,6 +313,14 @@ pub enum ErrorKind {
     HelperArg { helper: &'static str, arg: u8, reason: String },
     #[error("at program exit r0 is {kind}, not a scalar")]
     BadReturn { kind: &'static str },
+    #[error("at callback return r0 is {got}, not 0 or 1")]
+    CallbackReturn { got: String },
+    #[error(
+        "invalid access to a key of map {map} through r{reg}: offsets {min}..{max} size {size}, key is {key_size} bytes"
+    )]
+    MapKeyBounds { reg: u8, map: String, min: i64, max: i64, size: u32, key_size: u32 },
+    #[error("write through r{reg} to a map key, which is read only")]
+    MapKeyWrite { reg: u8 },
     #[error("cannot return a pointer to the callee's stack")]
     ReturnsStackPointer,
     #[error("infinite loop detected")]

@@ -31,6 +31,12 @@ pub(crate) enum Kind {
     RingbufMem(u32),
     /// What `bpf_ringbuf_reserve` returns: a record of `n` bytes or NULL.
     RingbufMemOrNull(u32),
+    /// A function of the program (`lddw` with `BPF_PSEUDO_FUNC`), starting at instruction `n`:
+    /// a callback for `bpf_loop` or `bpf_for_each_map_elem` (the kernel's `PTR_TO_FUNC`).
+    Func(u32),
+    /// The key of the element of map `n` a `bpf_for_each_map_elem` callback is called with
+    /// (the kernel's `PTR_TO_MAP_KEY`): readable, `key_size` bytes, never writable.
+    MapKey(u32),
 }
 
 impl Kind {
@@ -48,6 +54,8 @@ impl Kind {
             Kind::MapPtr(_) => "map_ptr",
             Kind::RingbufMem(_) => "ringbuf_mem",
             Kind::RingbufMemOrNull(_) => "ringbuf_mem_or_null",
+            Kind::Func(_) => "func",
+            Kind::MapKey(_) => "map_key",
         }
     }
 
@@ -136,6 +144,9 @@ pub(crate) struct Frame {
     pub callsite: usize,
     /// First instruction of the function running in this frame.
     pub subprog: usize,
+    /// A callback frame: the function was called by the helper at `callsite` (`bpf_loop`,
+    /// `bpf_for_each_map_elem`), returns 0 or 1, and its exit goes back to that call.
+    pub callback: bool,
 }
 
 impl Frame {
@@ -158,6 +169,10 @@ pub(crate) struct State {
     /// Acquired references (ring-buffer records) not yet released: `(id, instruction that
     /// acquired it)`. Each must be released before the program exits.
     pub refs: Vec<(u32, usize)>,
+    /// Callback runs that returned to their helper call on this path (the kernel's
+    /// `callback_unroll_depth`): a state seen again after another callback run is a further
+    /// iteration of a loop the helper bounds, not a loop that makes no progress.
+    pub callback_walks: u32,
 }
 
 impl State {
@@ -256,7 +271,7 @@ pub(crate) fn covers(
     }
     let n = old.frames.len();
     for (i, (fo, fc)) in old.frames.iter().zip(&cur.frames).enumerate() {
-        if fo.callsite != fc.callsite || fo.subprog != fc.subprog {
+        if fo.callsite != fc.callsite || fo.subprog != fc.subprog || fo.callback != fc.callback {
             return false;
         }
         let mask = if i + 1 == n { live } else { caller_live(cur.frames[i + 1].callsite) };
@@ -311,4 +326,46 @@ pub(crate) fn covers(
         }
     }
     true
+}
+
+/// Widens `cur` against `old`, another state at the same callback call site (an earlier walk
+/// of the callback on the same path, or another path to the call): every scalar (register or
+/// spilled register, in every frame) becomes `old`'s when that contains it, else unknown; a stack byte known zero in one and written in the other becomes written. The
+/// result contains both, so exploring it instead of `cur` is sound; it makes the repeated walks
+/// of a callback converge when the callback keeps changing a value in its caller's stack, and
+/// keeps the states at a call reached after earlier callbacks from multiplying (the kernel gets
+/// there by not tracking imprecise scalars at all).
+pub(crate) fn widen(old: &State, cur: &mut State) {
+    if old.frames.len() != cur.frames.len() {
+        return;
+    }
+    let join = |o: &Reg, c: &mut Reg, bytes: u32| {
+        if o.kind != Kind::Scalar || c.kind != Kind::Scalar || o.val == c.val {
+            return;
+        }
+        // A range that grew (or moved) jumps to unknown: what keeps growing converges.
+        let val = if o.val.contains(&c.val) { o.val } else { Scalar::unknown_bytes(bytes) };
+        *c = Reg::scalar(val);
+    };
+    for (fo, fc) in old.frames.iter().zip(&mut cur.frames) {
+        if fo.callsite != fc.callsite || fo.subprog != fc.subprog {
+            return;
+        }
+        for (ro, rc) in fo.regs.iter().zip(&mut fc.regs) {
+            join(ro, rc, 8);
+        }
+        for (i, sc) in fc.stack.iter_mut().enumerate() {
+            let so = fo.slot(i);
+            if let (Some((ro, osize)), Some((rc, csize))) = (so.spill, sc.spill.as_mut())
+                && osize == *csize
+            {
+                join(&ro, rc, u32::from(osize));
+            }
+            for (bo, bc) in so.bytes.iter().zip(&mut sc.bytes) {
+                if *bo == Byte::Misc && *bc == Byte::Zero {
+                    *bc = Byte::Misc;
+                }
+            }
+        }
+    }
 }
