@@ -21,8 +21,10 @@ use crate::helpers;
 use crate::interp::{Fault, call_helper};
 use crate::memory::{AtomicOp, Memory, Region};
 
-/// Bytes of stack: eight 512-byte frames, frame 0 at the top.
-pub(crate) const STACK_BYTES: u64 = (crate::insn::STACK_SIZE * crate::insn::MAX_CALL_FRAMES) as u64;
+/// Bytes of stack: eight 512-byte frames, frame 0 at the top, above the key area of
+/// `bpf_for_each_map_elem` callbacks (`helpers::callbacks::KEY_AREA`).
+pub(crate) const STACK_BYTES: u64 =
+    (crate::insn::STACK_SIZE * crate::insn::MAX_CALL_FRAMES + helpers::callbacks::KEY_AREA) as u64;
 
 /// What one run of compiled code works on. Generated code reads and writes the leading `u64`
 /// fields at the offsets in [`off`]; the rest is for the functions below.
@@ -246,6 +248,87 @@ pub(crate) extern "C" fn tail_call<C: Context>(
     r0
 }
 
+/// `bpf_loop` / `bpf_for_each_map_elem` (`id`) with the caller's r1-r4: runs the loop of
+/// `helpers::callbacks`, calling the compiled callback at `func` (picked by generated code
+/// from the function reference in r2; 0 if it named none) in the frame below the caller's.
+/// Each call counts as a backward jump. A fault in the callback stops the loop; it stays
+/// recorded for the caller's check.
+pub(crate) extern "C" fn callbacks(
+    e: *mut Env<'_>,
+    id: u64,
+    r1: u64,
+    r2: u64,
+    r3: u64,
+    r4: u64,
+    func: u64,
+    pc: u64,
+) -> u64 {
+    use crate::helpers::callbacks as cb;
+    use crate::insn::{MAX_CALL_FRAMES, STACK_SIZE};
+    // SAFETY: module invariant.
+    let e = unsafe { env(e) };
+    // The helper id; bit 32 set: a `bpf_loop` the kernel inlines.
+    let (pc, helper, inlined) = (pc as usize, id as u32, id >> 32 != 0);
+    let arg_fault = Fault::HelperArgument { pc, helper };
+    if func == 0 || cb::func_target(r2).is_none() {
+        return e.fail(arg_fault);
+    }
+    // SAFETY: `func` is the address generated code took of one of the program's functions,
+    // which `translate` defines with the `(env, r1..r5, fp) -> r0` signature in the ISA's
+    // default (C) calling convention, in code the running program keeps alive.
+    let f = unsafe {
+        std::mem::transmute::<*const u8, extern "C" fn(*mut Env<'_>, u64, u64, u64, u64, u64, u64) -> u64>(
+            func as usize as *const u8,
+        )
+    };
+    let depth = e.depth;
+    let callee = depth + 1;
+    if callee >= MAX_CALL_FRAMES as u64 {
+        return e.fail(Fault::CallDepth { pc });
+    }
+    let fp = e.stack_start + STACK_BYTES - callee * STACK_SIZE as u64;
+    let mem = Memory {
+        packet: Region { start: e.pkt_start as usize, len: e.pkt_len as usize },
+        stack: Region { start: e.stack_start as usize, len: STACK_BYTES as usize },
+        maps: e.maps,
+    };
+    let key_at = e.stack_start + callee * cb::KEY_SLOT as u64;
+    let maps = e.maps;
+    let slot = e.slot as usize;
+    // `Err(None)`: the callback faulted (recorded in `e`); `Err(Some(f))`: a fault to record.
+    let mut call = |args: [u64; 5]| -> Result<u64, Option<Fault>> {
+        e.backward += 1;
+        if e.backward > crate::interp::MAX_BACKWARD_JUMPS {
+            return Err(Some(Fault::LoopLimit { pc }));
+        }
+        e.depth = callee;
+        let r0 = f(std::ptr::from_mut(e), args[0], args[1], args[2], args[3], args[4], fp);
+        e.depth = depth;
+        if e.faulted != 0 { Err(None) } else { Ok(r0) }
+    };
+    let r = if helper == crate::helpers::id::LOOP {
+        cb::bpf_loop(r1, r3, r4, inlined, |i, c| call([i, c, 0, 0, 0]))
+    } else {
+        match crate::interp::map_handle(maps, r1) {
+            Some(m) => cb::for_each_map_elem(
+                m,
+                r4,
+                slot,
+                &mem,
+                key_at,
+                || Some(arg_fault),
+                |k, v| call([r1, k, v, r3, 0]),
+            ),
+            None => Err(Some(Fault::NotAMap { pc, value: r1 })),
+        }
+    };
+    match r {
+        Ok(v) => v,
+        Err(Some(f)) => e.fail(f),
+        Err(None) => 0,
+    }
+}
+
 /// Recovers a map compiled into the code.
 ///
 /// # Safety
@@ -351,6 +434,7 @@ pub(crate) struct Targets {
     pub map_delete: u64,
     pub raise: u64,
     pub tail_call: u64,
+    pub callbacks: u64,
     pub ktime_get_ns: u64,
     pub get_prandom_u32: u64,
 }
@@ -373,6 +457,7 @@ impl Targets {
             map_delete: map_delete as F4 as usize as u64,
             raise: raise as extern "C" fn(*mut Env<'static>, u64, u64) -> u64 as usize as u64,
             tail_call: tail_call::<C> as F5 as usize as u64,
+            callbacks: callbacks as F8 as usize as u64,
             ktime_get_ns: ktime_get_ns as extern "C" fn() -> u64 as usize as u64,
             get_prandom_u32: get_prandom_u32 as extern "C" fn() -> u64 as usize as u64,
         }

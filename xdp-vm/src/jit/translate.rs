@@ -66,9 +66,21 @@ pub(crate) fn functions(insns: &[Insn]) -> Vec<(usize, usize)> {
         if insn.is_pseudo_call() && !is_second_slot(insns, pc) {
             starts.insert((pc as i64 + 1 + i64::from(insn.imm)) as usize);
         }
+        if let Some(t) = callback_target(insns, pc) {
+            starts.insert(t);
+        }
     }
     let starts: Vec<usize> = starts.into_iter().collect();
     starts.iter().enumerate().map(|(i, &s)| (s, starts.get(i + 1).copied().unwrap_or(insns.len()))).collect()
+}
+
+/// The function a bound function reference (`lddw` with `BPF_PSEUDO_FUNC`) at `pc` names: its
+/// low word is the function's first instruction.
+fn callback_target(insns: &[Insn], pc: usize) -> Option<usize> {
+    let insn = insns[pc];
+    (insn.is_lddw() && insn.src == BPF_PSEUDO_FUNC && !is_second_slot(insns, pc))
+        .then_some(insn.imm as u32 as usize)
+        .filter(|&t| t < insns.len())
 }
 
 fn is_second_slot(insns: &[Insn], pc: usize) -> bool {
@@ -528,6 +540,11 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                     self.set(0, r0);
                 }
                 BPF_CALL if imm as u32 == id::TAIL_CALL => self.tail_call(pc),
+                BPF_CALL if matches!(imm as u32, id::LOOP | id::FOR_EACH_MAP_ELEM) => {
+                    let inlined = off == crate::helpers::callbacks::INLINED_LOOP;
+                    let r0 = self.callback_call(pc, imm as u32, inlined, refs);
+                    self.set(0, r0);
+                }
                 BPF_CALL => {
                     let r0 = self.helper_call(pc, imm as u32);
                     self.set(0, r0);
@@ -904,6 +921,36 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         }
         args.push(self.b.ins().iconst(I64, pc as i64));
         let r = self.call_addr(self.t.helper, &args);
+        self.check_fault();
+        r
+    }
+
+    /// `bpf_loop` / `bpf_for_each_map_elem`: the host helper runs the loop and calls the
+    /// compiled callback, whose address is picked here among the program's callbacks by the
+    /// function reference in r2 (0 when it names none: the helper faults).
+    fn callback_call(
+        &mut self,
+        pc: usize,
+        helper: u32,
+        inlined: bool,
+        refs: &HashMap<usize, cranelift_codegen::ir::FuncRef>,
+    ) -> Value {
+        let r2 = self.get(2);
+        let mut addr = self.b.ins().iconst(I64, 0);
+        let targets: BTreeSet<usize> =
+            (0..self.insns.len()).filter_map(|p| callback_target(self.insns, p)).collect();
+        for t in targets {
+            let Some(&f) = refs.get(&t) else { continue };
+            let fa = self.b.ins().func_addr(I64, f);
+            let tagged = self.b.ins().iconst(I64, (crate::helpers::callbacks::FUNC_TAG | t as u64) as i64);
+            let hit = self.b.ins().icmp(IntCC::Equal, r2, tagged);
+            addr = self.b.ins().select(hit, fa, addr);
+        }
+        let env = self.env;
+        let idv = self.b.ins().iconst(I64, i64::from(helper) | (i64::from(inlined) << 32));
+        let (r1, r3, r4) = (self.get(1), self.get(3), self.get(4));
+        let pcv = self.b.ins().iconst(I64, pc as i64);
+        let r = self.call_addr(self.t.callbacks, &[env, idv, r1, r2, r3, r4, addr, pcv]);
         self.check_fault();
         r
     }
