@@ -510,6 +510,25 @@ impl Map {
         matches!(&self.kind, Kind::Hash(_)) && self.def.key_size <= 8
     }
 
+    /// [`Map::lookup`] for an `LPM_TRIE` whose key data (after the `u32` prefix length) is at
+    /// most 8 bytes, the key given as its prefix length and its data as one word read most
+    /// significant byte first: the data's bytes in memory order, zero-padded to 8, as
+    /// `u64::from_be_bytes` reads them. A non-generic fast path for compiled code: the same
+    /// result as `lookup` with the key's bytes. `None` for other maps (use
+    /// [`Map::has_lpm_word_lookup`] to know which).
+    #[inline]
+    pub fn lookup_lpm_word(&self, prefixlen: u32, data: u64) -> Option<NonNull<u8>> {
+        match &self.kind {
+            Kind::Lpm(l) => l.lookup_word(prefixlen, data),
+            _ => None,
+        }
+    }
+
+    /// Whether [`Map::lookup_lpm_word`] serves this map: an LPM trie whose key data fits a word.
+    pub fn has_lpm_word_lookup(&self) -> bool {
+        matches!(&self.kind, Kind::Lpm(l) if l.has_word_lookup())
+    }
+
     /// `bpf_map_update_elem` from a program. Per-CPU maps write only slot `slot`'s value; a new
     /// per-CPU hash element gets zeroes in every other slot.
     ///

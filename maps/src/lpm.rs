@@ -270,6 +270,76 @@ impl LpmTrie {
         Some(self.values.ptr(self.find(prefixlen, data)? as usize, 0))
     }
 
+    /// [`LpmTrie::lookup`] with the key's data given as one word, most significant byte first:
+    /// the data's bytes in memory order, zero-padded to 8 (`u64::from_be_bytes`). The
+    /// non-generic path compiled code calls: no key slice, and for a trie whose data fits a word
+    /// (IPv4's 4 bytes) a walk with one compare per node. `None` when absent, and for data over
+    /// 8 bytes ([`LpmTrie::has_word_lookup`]).
+    #[inline]
+    pub(crate) fn lookup_word(&self, prefixlen: u32, data: u64) -> Option<NonNull<u8>> {
+        if !self.has_word_lookup() || prefixlen > self.max_prefixlen {
+            return None;
+        }
+        let found = 'found: {
+            for _ in 0..LOCKLESS_TRIES {
+                let s1 = self.seq.load(Ordering::Acquire);
+                if s1 & 1 != 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let found = self.walk_word(prefixlen, data);
+                fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == s1 {
+                    break 'found found?;
+                }
+            }
+            let _writer = self.lock();
+            self.walk_word(prefixlen, data)?
+        };
+        (found != NIL).then(|| self.values.ptr(found as usize, 0))
+    }
+
+    /// Whether [`LpmTrie::lookup_word`] serves this trie: key data of at most 8 bytes.
+    pub(crate) fn has_word_lookup(&self) -> bool {
+        self.nwords == 3
+    }
+
+    /// [`LpmTrie::walk`] for data that fits one word (`nwords == 3`), `data` most significant
+    /// byte first: a node's data word compared with one xor.
+    #[inline]
+    fn walk_word(&self, prefixlen: u32, data: u64) -> Option<u32> {
+        let mut found = NIL;
+        let mut node = self.root.load(Ordering::Relaxed);
+        let nodes = self.values_len();
+        let mut steps = 0;
+        while node != NIL {
+            steps += 1;
+            if steps > self.max_prefixlen + 2 || node as usize >= nodes {
+                return None;
+            }
+            let header = self.word(node, 1).load(Ordering::Relaxed);
+            let node_len = header as u32;
+            let bits = u64::from_be_bytes(self.word(node, 2).load(Ordering::Relaxed).to_ne_bytes());
+            let matchlen = (bits ^ data).leading_zeros().min(node_len).min(prefixlen);
+            if matchlen == self.max_prefixlen {
+                found = node;
+                break;
+            }
+            if matchlen < node_len {
+                break;
+            }
+            if (header >> 32) as u32 & FLAG_IM == 0 {
+                found = node;
+            }
+            if node_len >= self.max_prefixlen {
+                return None;
+            }
+            // `node_len < max_prefixlen <= 64`.
+            node = self.child(node, (data >> (63 - node_len) & 1) as usize);
+        }
+        Some(found)
+    }
+
     pub(crate) fn lookup_user(&self, key: &[u8]) -> Result<Vec<u8>, OpError> {
         let (prefixlen, data) = self.split(key).ok_or(OpError::Invalid)?;
         if prefixlen > self.max_prefixlen {
@@ -542,5 +612,112 @@ impl LpmTrie {
 
     pub(crate) fn contains_value(&self, addr: usize, len: usize) -> bool {
         self.values.contains(addr, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BPF_ANY;
+
+    fn trie(data_size: u32, max_entries: u32) -> LpmTrie {
+        let def = MapDef {
+            map_type: crate::map_type::LPM_TRIE,
+            key_size: 4 + data_size,
+            value_size: 4,
+            max_entries,
+            map_flags: f::NO_PREALLOC,
+        };
+        LpmTrie::new("t", &def).unwrap()
+    }
+
+    fn key(prefixlen: u32, data: &[u8]) -> Vec<u8> {
+        let mut k = prefixlen.to_ne_bytes().to_vec();
+        k.extend_from_slice(data);
+        k
+    }
+
+    fn word(data: &[u8]) -> u64 {
+        let mut w = [0u8; 8];
+        w[..data.len()].copy_from_slice(data);
+        u64::from_be_bytes(w)
+    }
+
+    /// xorshift64*: deterministic inputs without a dependency.
+    fn rng(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    #[test]
+    fn lookup_word_matches_lookup() {
+        for data_size in [1u32, 2, 3, 4, 8] {
+            let t = trie(data_size, 64);
+            assert!(t.has_word_lookup());
+            let mut s = 0x9e37_79b9_7f4a_7c15 ^ u64::from(data_size);
+            let max = data_size * 8;
+            let mut hits = 0;
+            // Empty trie first, then prefixes clustered in a few /4s so that intermediate
+            // nodes, nested prefixes and deletions all happen.
+            for round in 0..200 {
+                if round > 0 {
+                    let len = (rng(&mut s) % u64::from(max + 1)) as u32;
+                    let mut data = rng(&mut s).to_be_bytes()[..data_size as usize].to_vec();
+                    data[0] &= 0x3f;
+                    let k = key(len, &data);
+                    if rng(&mut s).is_multiple_of(4) {
+                        let _ = t.delete(&k);
+                    } else {
+                        let _ = t.update(&k, &(round as u32).to_ne_bytes(), BPF_ANY);
+                    }
+                }
+                for _ in 0..20 {
+                    let len = (rng(&mut s) % u64::from(max + 2)) as u32;
+                    let mut data = rng(&mut s).to_be_bytes()[..data_size as usize].to_vec();
+                    data[0] &= 0x3f;
+                    let k = key(len, &data);
+                    let got = t.lookup_word(len, word(&data));
+                    assert_eq!(got, t.lookup(&k), "data size {data_size}, round {round}, key {k:?}");
+                    hits += usize::from(got.is_some());
+                }
+            }
+            assert!(hits > 500, "data size {data_size}: only {hits} of 4000 lookups found a prefix");
+        }
+    }
+
+    #[test]
+    fn lookup_word_finds_the_longest_prefix() {
+        let t = trie(4, 8);
+        for (len, addr, id) in [(8u32, [10u8, 0, 0, 0], 1u32), (16, [10, 1, 0, 0], 2), (32, [10, 1, 2, 3], 3)]
+        {
+            t.update(&key(len, &addr), &id.to_ne_bytes(), BPF_ANY).unwrap();
+        }
+        // The value behind a pointer the lookup gave: that node's value.
+        let id = |len: u32, addr: [u8; 4]| {
+            t.lookup_word(len, word(&addr)).map(|p| {
+                let n = (0..t.values_len()).find(|&n| t.values.ptr(n, 0) == p).expect("a node's value");
+                let mut v = [0u8; 4];
+                t.values.read(n, 0, &mut v);
+                u32::from_ne_bytes(v)
+            })
+        };
+        assert_eq!(id(32, [10, 1, 2, 3]), Some(3));
+        assert_eq!(id(32, [10, 1, 2, 4]), Some(2));
+        assert_eq!(id(32, [10, 2, 0, 0]), Some(1));
+        assert_eq!(id(31, [10, 1, 2, 3]), Some(2), "a key prefix shorter than the /32 stops above it");
+        assert_eq!(id(7, [10, 1, 2, 3]), None);
+        assert_eq!(id(32, [11, 0, 0, 0]), None);
+        assert_eq!(id(33, [10, 1, 2, 3]), None, "a prefix length over the maximum");
+    }
+
+    #[test]
+    fn no_word_lookup_for_long_data() {
+        let t = trie(16, 4);
+        assert!(!t.has_word_lookup());
+        t.update(&key(0, &[0; 16]), &1u32.to_ne_bytes(), BPF_ANY).unwrap();
+        assert_eq!(t.lookup_word(0, 0), None);
+        assert!(t.lookup(&key(0, &[0; 16])).is_some());
     }
 }
