@@ -370,6 +370,15 @@ pub(crate) extern "C" fn map_lookup_word(m: u64, key: u64, slot: u64) -> u64 {
     m.lookup_word(key, slot as usize).map_or(0, |p| p.as_ptr() as u64)
 }
 
+/// `bpf_map_lookup_elem` on an LPM trie whose key compiled code read from the stack itself:
+/// the prefix length, and the data as one word, most significant byte first
+/// ([`Map::lookup_lpm_word`]).
+pub(crate) extern "C" fn map_lookup_lpm(m: u64, prefixlen: u64, data: u64) -> u64 {
+    // SAFETY: module invariant.
+    let m = unsafe { map(m) };
+    m.lookup_lpm_word(prefixlen as u32, data).map_or(0, |p| p.as_ptr() as u64)
+}
+
 /// `bpf_map_update_elem` on a map known at compile time.
 pub(crate) extern "C" fn map_update(
     e: *mut Env<'_>,
@@ -430,6 +439,7 @@ pub(crate) struct Targets {
     pub map_lookup: u64,
     pub map_lookup_stack_key: u64,
     pub map_lookup_word: u64,
+    pub map_lookup_lpm: u64,
     pub map_update: u64,
     pub map_delete: u64,
     pub raise: u64,
@@ -453,6 +463,7 @@ impl Targets {
             map_lookup: map_lookup as F4 as usize as u64,
             map_lookup_stack_key: map_lookup_stack_key as extern "C" fn(u64, u64, u64) -> u64 as usize as u64,
             map_lookup_word: map_lookup_word as extern "C" fn(u64, u64, u64) -> u64 as usize as u64,
+            map_lookup_lpm: map_lookup_lpm as extern "C" fn(u64, u64, u64) -> u64 as usize as u64,
             map_update: map_update as F6 as usize as u64,
             map_delete: map_delete as F4 as usize as u64,
             raise: raise as extern "C" fn(*mut Env<'static>, u64, u64) -> u64 as usize as u64,

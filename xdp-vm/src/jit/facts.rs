@@ -71,6 +71,9 @@ pub(crate) struct Facts {
     before: Vec<Option<Regs>>,
     /// Per instruction: the verifier proved the access in bounds (empty when unverified).
     in_bounds: Vec<bool>,
+    /// Per instruction: the [`region`] bits the verifier saw its access reach (empty when
+    /// unverified).
+    regions: Vec<u8>,
 }
 
 impl Facts {
@@ -109,7 +112,7 @@ impl Facts {
                 }
             }
         }
-        Self { before, in_bounds: Vec::new() }
+        Self { before, in_bounds: Vec::new(), regions: Vec::new() }
     }
 
     /// Facts before instruction `pc`.
@@ -123,7 +126,31 @@ impl Facts {
         if v.facts.len() == self.before.len() {
             self.in_bounds =
                 v.facts.iter().map(|f| f.reached && f.regions != 0 && f.regions & region::CTX == 0).collect();
+            self.regions = v.facts.iter().map(|f| if f.reached { f.regions } else { 0 }).collect();
         }
+    }
+
+    /// Whether the verifier proved, for every reached load, store and atomic of the function
+    /// `[start, end)`, the one region ([`Facts::region`]) it reaches on every path. False for a
+    /// program loaded unverified, or when some access may reach two regions (or the context
+    /// and another one).
+    ///
+    /// When true, every access of the function to the stack, the packet or a map value is
+    /// known by its region, so the compiler can tell Cranelift the three never alias.
+    pub(crate) fn single_regions(&self, insns: &[Insn], start: usize, end: usize) -> bool {
+        let Some(regions) = self.regions.get(start..end) else {
+            return false;
+        };
+        insns[start..end].iter().zip(regions).all(|(insn, &r)| {
+            let class = insn.class();
+            let memory = class == BPF_LDX || class == BPF_ST || class == BPF_STX;
+            !memory || r == 0 || r.is_power_of_two()
+        })
+    }
+
+    /// The [`region`] bits the verifier saw the access at `pc` reach (0 when unverified).
+    pub(crate) fn region(&self, pc: usize) -> u8 {
+        self.regions.get(pc).copied().unwrap_or(0)
     }
 
     /// Whether the verifier proved the memory access at `pc` inside the stack, the packet or a

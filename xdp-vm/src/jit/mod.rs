@@ -14,9 +14,16 @@
 //! Fast paths: array and per-CPU array lookups are address arithmetic with the bound check;
 //! hash lookups with a 1-, 2-, 4- or 8-byte key on the stack read the key inline and call
 //! [`maps::Map::lookup_word`] (no key slice, no size dispatch), other hash lookups call
-//! `Map::lookup` directly for the map known at compile time; `bpf_get_smp_processor_id` and
-//! context loads are inline; every other helper runs the interpreter's implementation through an
-//! `extern "C"` trampoline.
+//! `Map::lookup` directly for the map known at compile time; LPM trie lookups with 1, 2, 4 or 8
+//! bytes of key data (IPv4) read the key inline and call [`maps::Map::lookup_lpm_word`], a walk
+//! with one compare per node; `bpf_get_smp_processor_id` and context loads are inline; every
+//! other helper runs the interpreter's implementation through an `extern "C"` trampoline.
+//!
+//! Alias regions: in a function whose every access the verifier placed in one region, stack,
+//! packet and map-value accesses are told to Cranelift as disjoint memory (and stack accesses at
+//! constant frame offsets as one region per byte range they cover), so it forwards a stored
+//! value to a later load of it — a lookup key written then read, a `memcpy` temporary — instead
+//! of reading it back from memory.
 //!
 //! Running: [`JitProgram::run`] takes a stack from a per-thread cache; a worker that runs
 //! programs in a loop keeps a [`JitRunner`] and calls [`JitProgram::run_on`], which skips that.
@@ -337,6 +344,9 @@ fn map_info(map: &Arc<Map>, tables: &mut Vec<Box<[u64]>>) -> MapInfo {
                 }
                 _ => MapKind::Other,
             }
+        }
+        map_type::LPM_TRIE if matches!(def.key_size, 5 | 6 | 8 | 12) && map.has_lpm_word_lookup() => {
+            MapKind::LpmWord
         }
         _ if !matches!(def.key_size, 1 | 2 | 4 | 8) => MapKind::Other,
         _ if let Some(walk) = map.hash_walk() => MapKind::HashInline(walk),

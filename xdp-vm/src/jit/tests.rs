@@ -18,28 +18,40 @@ const fn i(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 const EXIT: Insn = i(0x95, 0, 0, 0, 0);
 
 /// Runs `insns` through both engines (fresh maps for each, from `make_maps`); asserts they
-/// agree on the result and the frame, and returns the JIT's result.
+/// agree on the result and the frame, and returns the JIT's result. When the verifier accepts
+/// the program, the JIT also runs it compiled from the verified program (no checks, alias
+/// regions), which must agree too.
 fn both_with(insns: &[Insn], make_maps: &dyn Fn() -> Vec<Arc<Map>>, slot: usize) -> Result<u64, Fault> {
     let packet: Vec<u8> = (0..64).collect();
-    let run = |jit: bool| {
+    // `Some(verified)`: the JIT, from a program loaded unverified or verified.
+    let run = |jit: Option<bool>| {
         let maps = make_maps();
-        let prog = Program::<Xdp>::from_insns("t", insns, &maps).expect("loads");
+        let prog = match jit {
+            Some(true) => Program::<Xdp>::from_insns_verified("t", insns, &maps).ok()?,
+            _ => Program::<Xdp>::from_insns("t", insns, &maps).expect("loads"),
+        };
         let mut frame = vec![0u8; XDP_FRAME_SIZE];
         let mut buff = XdpBuff::load(&mut frame, &packet).unwrap();
-        let r = if jit {
+        let r = if jit.is_some() {
             JitProgram::compile(&prog).expect("compiles").run(&mut buff, slot)
         } else {
             Interpreter::new().run(&prog, &mut buff, slot)
         };
         let out = buff.meta_and_packet().to_vec();
         let dumps: Vec<_> = maps.iter().map(sorted_entries).collect();
-        (r, out, dumps)
+        Some((r, out, dumps))
     };
-    let (ri, oi, mi) = run(false);
-    let (rj, oj, mj) = run(true);
-    assert_eq!(rj.map_err(without_addr), ri.map_err(without_addr), "result");
+    let (ri, oi, mi) = run(None).expect("the interpreter runs");
+    let ri = ri.map_err(without_addr);
+    let (rj, oj, mj) = run(Some(false)).expect("unverified programs load");
+    assert_eq!(rj.map_err(without_addr), ri, "result");
     assert_eq!(oj, oi, "output frame");
     assert_eq!(mj, mi, "maps");
+    if let Some((rv, ov, mv)) = run(Some(true)) {
+        assert_eq!(rv.map_err(without_addr), ri, "result (verified)");
+        assert_eq!(ov, oi, "output frame (verified)");
+        assert_eq!(mv, mi, "maps (verified)");
+    }
     rj
 }
 
@@ -458,4 +470,129 @@ fn inline_array_updates_match_the_interpreter() {
             }
         }
     }
+}
+
+/// The LPM fast path (`Map::lookup_lpm_word`, key read inline) against the interpreter, for
+/// every key data size it serves (1, 2, 4, 8 bytes) and two it does not (3, 16): the longest
+/// prefix wins, a shorter key prefix stops above a longer stored one, an absent prefix and a
+/// prefix length over the maximum give NULL. The program returns the rule id (or 999).
+#[test]
+fn lpm_lookups_find_the_longest_prefix() {
+    for data_size in [1u32, 2, 3, 4, 8, 16] {
+        let make_maps = move || {
+            let def = MapDef {
+                map_type: map_type::LPM_TRIE,
+                key_size: 4 + data_size,
+                value_size: 4,
+                max_entries: 8,
+                map_flags: maps::map_flags::NO_PREALLOC,
+            };
+            let m = Map::new("lpm", def, 1).unwrap();
+            let key = |len: u32, first: u8, second: u8| {
+                let mut k = len.to_ne_bytes().to_vec();
+                k.extend((0..data_size).map(|b| match b {
+                    0 => first,
+                    1 => second,
+                    _ => 0x55,
+                }));
+                k
+            };
+            for (k, id) in
+                [(key(4, 0xa0, 0), 1u32), (key(8, 0xab, 0), 2), (key(data_size * 8, 0xab, 0xcd), 3)]
+            {
+                m.update_user(&k, &id.to_ne_bytes(), maps::BPF_ANY).unwrap();
+            }
+            vec![Arc::new(m)]
+        };
+        if data_size <= 8 {
+            assert!(make_maps()[0].has_lpm_word_lookup(), "data size {data_size}");
+        }
+        // The key at r10 - 24: prefix length, then the data byte by byte; lookup; *r0 or 999.
+        let program = |len: i32, first: i32, second: i32| {
+            let mut p = vec![i(0x62, 10, 0, -24, len)];
+            for b in 0..data_size as i16 {
+                let byte = match b {
+                    0 => first,
+                    1 => second,
+                    _ => 0x55,
+                };
+                p.push(i(0x72, 10, 0, -20 + b, byte));
+            }
+            p.extend([
+                i(0xbf, 2, 10, 0, 0),
+                i(0x07, 2, 0, 0, -24),
+                i(0x18, 1, BPF_PSEUDO_MAP_IDX, 0, 0),
+                i(0, 0, 0, 0, 0),
+                i(0x85, 0, 0, 0, 1),
+                i(0x55, 0, 0, 2, 0),
+                i(0xb7, 0, 0, 0, 999),
+                EXIT,
+                i(0x61, 0, 0, 0, 0),
+                EXIT,
+            ]);
+            p
+        };
+        let full = (data_size * 8) as i32;
+        let got = |len: i32, first: i32, second: i32| {
+            both_with(&program(len, first, second), &make_maps, 0).unwrap()
+        };
+        let ctx = format!("data size {data_size}");
+        assert_eq!(got(full, 0xab, 0xcd), 3, "{ctx}: the longest prefix");
+        // With one byte of data, the full-length prefix is the /8 (it replaced rule 2).
+        assert_eq!(got(full, 0xab, 0xce), if data_size == 1 { 3 } else { 2 }, "{ctx}: the /8");
+        assert_eq!(got(full, 0xa1, 0xcd), 1, "{ctx}: the /4");
+        assert_eq!(got(6, 0xab, 0xcd), 1, "{ctx}: a key prefix of 6 bits stops at the /4");
+        assert_eq!(got(full, 0x10, 0xcd), 999, "{ctx}: no prefix");
+        assert_eq!(got(3, 0xab, 0xcd), 999, "{ctx}: shorter than every prefix");
+        assert_eq!(got(full + 1, 0xab, 0xcd), 999, "{ctx}: a prefix length over the maximum");
+    }
+}
+
+/// Stack slots of different widths over the same bytes, with packet stores and an atomic in
+/// between: a verified program's stack accesses get alias regions (per byte range when every
+/// one is at a constant frame offset), which must never forward a store past one that
+/// overwrote part of it.
+#[test]
+fn overlapping_stack_accesses_see_every_store() {
+    let p = [
+        // r6 = data, r7 = data_end; drop unless 16 bytes.
+        i(0x61, 6, 1, 0, 0),
+        i(0x61, 7, 1, 4, 0),
+        i(0xbf, 8, 6, 0, 0),
+        i(0x07, 8, 0, 0, 16),
+        i(0x2d, 8, 7, 19, 0),
+        // *(u64 *)(r10 - 8) = 0x1122334455667788 (lddw), then a byte and a half-word into it.
+        i(0x18, 1, 0, 0, 0x5566_7788),
+        i(0, 0, 0, 0, 0x1122_3344),
+        i(0x7b, 10, 1, -8, 0),
+        i(0x72, 10, 0, -6, 0x99),
+        // A packet store between the stack stores and the loads.
+        i(0x62, 6, 0, 0, 0x7777),
+        // r3 = *(u64 *)(r10 - 8) (sees the byte); a half-word; r2 = *(u32 *)(r10 - 8)
+        i(0x79, 3, 10, -8, 0),
+        i(0x6a, 10, 0, -4, 0x0aa0),
+        i(0x61, 2, 10, -8, 0),
+        // An atomic add through another register to the same slot, then read it again.
+        i(0xbf, 4, 10, 0, 0),
+        i(0x07, 4, 0, 0, -8),
+        i(0xb7, 5, 0, 0, 1),
+        i(0xdb, 4, 5, 0, 0),
+        i(0x79, 5, 10, -8, 0),
+        // Everything into the packet, and the sum out.
+        i(0x63, 6, 2, 4, 0),
+        i(0x7b, 6, 3, 8, 0),
+        i(0xbf, 0, 5, 0, 0),
+        i(0x0f, 0, 2, 0, 0),
+        i(0x0f, 0, 3, 0, 0),
+        EXIT,
+        i(0xb7, 0, 0, 0, 1),
+        EXIT,
+    ];
+    let maps = Vec::new;
+    let prog = Program::<Xdp>::from_insns_verified("t", &p, &[]).expect("the verifier accepts it");
+    assert!(prog.verified().is_some());
+    let r = both_with(&p, &maps, 0).unwrap();
+    let before = u64::from_le_bytes([0x88, 0x77, 0x99, 0x55, 0x44, 0x33, 0x22, 0x11]);
+    let after = u64::from_le_bytes([0x88, 0x77, 0x99, 0x55, 0xa0, 0x0a, 0x22, 0x11]);
+    assert_eq!(r, (after + 1).wrapping_add(after as u32 as u64).wrapping_add(before));
 }

@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I8, I16, I32, I64};
 use cranelift_codegen::ir::{
-    AbiParam, AtomicRmwOp, Block, InstBuilder, MemFlagsData, SigRef, Signature, Type, Value,
+    AbiParam, AliasRegion, AliasRegionData, AtomicRmwOp, Block, InstBuilder, MemFlagsData, SigRef, Signature,
+    Type, Value,
 };
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::JITModule;
@@ -27,6 +28,7 @@ use crate::context::{Context, FieldLoad};
 use crate::helpers::id;
 use crate::insn::*;
 use crate::interp::MAX_BACKWARD_JUMPS;
+use crate::verifier::region;
 
 /// How the compiler may treat one of the program's maps.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +57,9 @@ pub(crate) enum MapKind {
     /// the bucket inline ([`maps::HashWalk`]); `Map::lookup_word` only when a concurrent update
     /// moved the chain under the walk.
     HashInline(maps::HashWalk),
+    /// `LPM_TRIE` with 1, 2, 4 or 8 bytes of key data: lookups read the prefix length and the
+    /// data word inline and call `Map::lookup_lpm_word`.
+    LpmWord,
     /// Anything else: lookups call `Map::lookup`.
     Other,
 }
@@ -131,7 +136,7 @@ pub(crate) fn translate<C: Context>(
             refs.insert(s, module.declare_func_in_func(id, &mut ctx.func));
         }
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let mut fx = Fx::<C>::new(b, insns, maps, targets, &facts, i == 0, call_conv);
+        let mut fx = Fx::<C>::new(b, insns, maps, targets, &facts, call_conv, (start, end));
         fx.function(start, end, &refs)?;
         fx.b.seal_all_blocks();
         fx.b.finalize(module.target_config());
@@ -176,9 +181,14 @@ struct Fx<'a, 'b, C: Context> {
     call_conv: cranelift_codegen::isa::CallConv,
     regs: [Variable; NUM_REGS],
     env: Value,
-    pkt_start: Value,
-    pkt_len: Value,
-    stack_start: Value,
+    /// Alias region of the `Env`'s fields (only generated code and calls touch them).
+    env_region: AliasRegion,
+    /// Alias regions of the stack, the packet and map values, when the verifier placed every
+    /// access of this function in one of them ([`Facts::single_regions`]).
+    regions: Option<Regions>,
+    /// With `regions`, when every stack access of the function is at a known offset from its
+    /// frame pointer: disjoint byte ranges of the frame, each its own alias region.
+    slots: Vec<(i64, i64, AliasRegion)>,
     fault_block: Block,
     sigs: HashMap<usize, SigRef>,
     _c: std::marker::PhantomData<fn() -> C>,
@@ -188,6 +198,24 @@ fn flags() -> MemFlagsData {
     MemFlagsData::new()
 }
 
+/// Cranelift alias regions for the three kinds of memory a program reaches. They never
+/// overlap, so Cranelift may forward a stack store to a later stack load across packet stores
+/// (the MAC swap's temporaries, a key written then read for a lookup). Sound only when every
+/// access of the function carries the region the verifier proved for it: an untagged load is
+/// assumed to alias none of them.
+///
+/// Cranelift forwards a store only to a load that follows it with no other store to the same
+/// region in between, so the stack is split further where it can be: when every stack access
+/// of the function is `r10 + constant` ([`Fact::Fp`]), the byte ranges the accesses cover are
+/// merged where they overlap, and each merged range is a region of its own (a key written at
+/// `r10 - 4`, a value at `r10 - 8`, then the key read back by an inline lookup).
+#[derive(Clone, Copy)]
+struct Regions {
+    stack: AliasRegion,
+    packet: AliasRegion,
+    map_value: AliasRegion,
+}
+
 impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     fn new(
         mut b: FunctionBuilder<'b>,
@@ -195,8 +223,8 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         maps: &'a [MapInfo],
         t: &'a Targets,
         facts: &'a Facts,
-        is_main: bool,
         call_conv: cranelift_codegen::isa::CallConv,
+        (start, end): (usize, usize),
     ) -> Self {
         let regs = std::array::from_fn(|_| b.declare_var(I64));
         let entry = b.create_block();
@@ -212,9 +240,22 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             b.def_var(regs[r], zero);
         }
         b.def_var(regs[10], p[6]);
-        let pkt_start = b.ins().load(I64, MemFlagsData::trusted().with_readonly(), env, off::PKT_START);
-        let pkt_len = b.ins().load(I64, MemFlagsData::trusted().with_readonly(), env, off::PKT_LEN);
-        let stack_start = b.ins().load(I64, MemFlagsData::trusted().with_readonly(), env, off::STACK_START);
+        let mut region = |user_id: u32, description: &'static str| {
+            b.func.dfg.alias_regions.insert(AliasRegionData { user_id, description: description.into() })
+        };
+        let env_region = region(0, "env");
+        let regions = facts.single_regions(insns, start, end).then(|| Regions {
+            stack: region(1, "bpf stack"),
+            packet: region(2, "packet"),
+            map_value: region(3, "map values"),
+        });
+        let ranges = if regions.is_some() { stack_ranges(insns, maps, facts, start, end) } else { None };
+        let slots = ranges
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (lo, hi))| (lo, hi, region(4 + i as u32, "bpf stack bytes")))
+            .collect();
         let fault_block = b.create_block();
         Self {
             b,
@@ -222,17 +263,71 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             maps,
             t,
             facts,
-            is_main,
+            // The main program is the function at instruction 0.
+            is_main: start == 0,
             call_conv,
             regs,
             env,
-            pkt_start,
-            pkt_len,
-            stack_start,
+            env_region,
+            regions,
+            slots,
             fault_block,
             sigs: HashMap::new(),
             _c: std::marker::PhantomData,
         }
+    }
+
+    /// Loads the `Env` field at `at`; `fixed` for fields no call changes during a run.
+    fn env_load(&mut self, at: i32, fixed: bool) -> Value {
+        let mut f = MemFlagsData::trusted().with_alias_region(Some(self.env_region));
+        if fixed {
+            f = f.with_readonly();
+        }
+        self.b.ins().load(I64, f, self.env, at)
+    }
+
+    fn env_store(&mut self, v: Value, at: i32) {
+        let f = MemFlagsData::trusted().with_alias_region(Some(self.env_region));
+        self.b.ins().store(f, v, self.env, at);
+    }
+
+    /// Flags for an access the verifier proved to reach `bits` ([`region`]): its alias region
+    /// when this function's accesses all have one, else none (may alias anything). `fp` is
+    /// where a stack access is relative to the frame pointer, `(offset, size)`, when known.
+    fn mem_at(&mut self, bits: u8, fp: Option<(i64, u8)>) -> MemFlagsData {
+        let Some(r) = self.regions else {
+            return flags();
+        };
+        let region = match bits {
+            region::STACK if self.slots.is_empty() => r.stack,
+            region::STACK => {
+                let slot = fp.and_then(|(at, size)| {
+                    let end = at + i64::from(size);
+                    self.slots.iter().find(|&&(lo, hi, _)| lo <= at && end <= hi).map(|s| s.2)
+                });
+                match slot {
+                    Some(s) => s,
+                    None => {
+                        // `stack_ranges` covers every stack access this translator makes, so
+                        // this is not reached; if it were, a fence keeps an untagged access
+                        // from being forwarded across the slots' stores.
+                        debug_assert!(false, "stack access outside the collected ranges");
+                        self.b.ins().fence();
+                        return flags();
+                    }
+                }
+            }
+            region::PACKET => r.packet,
+            region::MAP_VALUE => r.map_value,
+            _ => return flags(),
+        };
+        flags().with_alias_region(Some(region))
+    }
+
+    /// The frame pointer plus `at`.
+    fn fp_plus(&mut self, at: i64) -> Value {
+        let fp = self.get(REG_FP);
+        self.b.ins().iadd_imm_s(fp, at)
     }
 
     fn get(&mut self, r: u8) -> Value {
@@ -269,7 +364,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
 
     /// Branches to the fault exit when the call just made recorded a fault.
     fn check_fault(&mut self) {
-        let f = self.b.ins().load(I64, MemFlagsData::trusted(), self.env, off::FAULTED);
+        let f = self.env_load(off::FAULTED, false);
         let cont = self.b.create_block();
         self.b.ins().brif(f, self.fault_block, &[], cont, &[]);
         self.b.switch_to_block(cont);
@@ -357,9 +452,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     }
 
     fn count_backward(&mut self, pc: usize) {
-        let n = self.b.ins().load(I64, MemFlagsData::trusted(), self.env, off::BACKWARD);
+        let n = self.env_load(off::BACKWARD, false);
         let n = self.b.ins().iadd_imm_s(n, 1);
-        self.b.ins().store(MemFlagsData::trusted(), n, self.env, off::BACKWARD);
+        self.env_store(n, off::BACKWARD);
         let over = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, n, MAX_BACKWARD_JUMPS as i64);
         let (bad, ok) = (self.b.create_block(), self.b.create_block());
         self.b.ins().brif(over, bad, &[], ok, &[]);
@@ -513,7 +608,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 BPF_CALL if insn.is_pseudo_call() => {
                     let target = (pc as i64 + 1 + i64::from(imm)) as usize;
                     let f = refs[&target];
-                    let depth = self.b.ins().load(I64, MemFlagsData::trusted(), self.env, off::DEPTH);
+                    let depth = self.env_load(off::DEPTH, false);
                     let deeper = self.b.ins().iadd_imm_s(depth, 1);
                     let too_deep = self.b.ins().icmp_imm_s(
                         IntCC::UnsignedGreaterThanOrEqual,
@@ -525,7 +620,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                     self.b.switch_to_block(bad);
                     self.raise(raise_kind::CALL_DEPTH, pc);
                     self.b.switch_to_block(ok);
-                    self.b.ins().store(MemFlagsData::trusted(), deeper, self.env, off::DEPTH);
+                    self.env_store(deeper, off::DEPTH);
                     let fp = self.get(REG_FP);
                     let callee_fp = self.b.ins().iadd_imm_s(fp, -(STACK_SIZE as i64));
                     let mut args = vec![self.env];
@@ -535,7 +630,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                     args.push(callee_fp);
                     let inst = self.b.ins().call(f, &args);
                     let r0 = self.b.inst_results(inst)[0];
-                    self.b.ins().store(MemFlagsData::trusted(), depth, self.env, off::DEPTH);
+                    self.env_store(depth, off::DEPTH);
                     self.check_fault();
                     self.set(0, r0);
                 }
@@ -685,20 +780,30 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     fn access(&mut self, pc: usize, base: u8, off: i16, size: u8, kind: Access) -> Value {
         let fact = self.facts.at(pc)[usize::from(base)];
         let b = self.get(base);
-        let addr = self.b.ins().iadd_imm_s(b, i64::from(off));
+        let addr = match fact {
+            // `r10 + constant`, however the register got it: the same address expression for
+            // every access to a stack slot, as store-to-load forwarding needs.
+            Fact::Fp(k) if k.checked_add(i64::from(off)).is_some() => self.fp_plus(k + i64::from(off)),
+            _ => self.b.ins().iadd_imm_s(b, i64::from(off)),
+        };
         let off = i64::from(off);
         let size_i = i64::from(size);
         let write = !matches!(kind, Access::Load { .. });
         let atomic = matches!(kind, Access::Atomic { .. });
         if self.facts.verified_in_bounds(pc) {
-            return self.direct(addr, size, kind);
+            let at = match fact {
+                Fact::Fp(k) => k.checked_add(off).map(|at| (at, size)),
+                _ => None,
+            };
+            let f = self.mem_at(self.facts.region(pc), at);
+            return self.direct(addr, size, kind, f);
         }
         match fact {
             Fact::Fp(k) => {
                 let at = k + off;
                 let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
                 if at >= low && at <= -size_i && (!atomic || at % size_i == 0) {
-                    return self.direct(addr, size, kind);
+                    return self.direct(addr, size, kind, flags());
                 }
             }
             Fact::Ctx(k) if !write => {
@@ -716,7 +821,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                         }
                         FieldLoad::Plain { at } => {
                             let a = self.b.ins().iadd_imm_s(ctx, at as i64);
-                            self.direct(a, size, kind)
+                            self.direct(a, size, kind, flags())
                         }
                     };
                 }
@@ -762,20 +867,23 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 self.b.switch_to_block(check_pkt);
             }
             let _ = check_pkt;
-            let op = self.b.ins().isub(addr, self.pkt_start);
-            let lim = self.b.ins().iadd_imm_s(self.pkt_len, -size_i);
+            let (pkt_start, pkt_len) =
+                (self.env_load(off::PKT_START, true), self.env_load(off::PKT_LEN, true));
+            let op = self.b.ins().isub(addr, pkt_start);
+            let lim = self.b.ins().iadd_imm_s(pkt_len, -size_i);
             let in_pkt = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, op, lim);
             let check_stack = self.b.create_block();
             self.b.ins().brif(in_pkt, fast, &[], check_stack, &[]);
             self.b.switch_to_block(check_stack);
-            let os = self.b.ins().isub(addr, self.stack_start);
+            let stack_start = self.env_load(off::STACK_START, true);
+            let os = self.b.ins().isub(addr, stack_start);
             let in_stack =
                 self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, os, STACK_BYTES as i64 - size_i);
             self.b.ins().brif(in_stack, fast, &[], slow, &[]);
         }
         self.b.set_cold_block(slow);
         self.b.switch_to_block(fast);
-        let v = self.direct(addr, size, kind);
+        let v = self.direct(addr, size, kind, flags());
         self.b.def_var(result, v);
         self.b.ins().jump(join, &[]);
 
@@ -818,25 +926,23 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     }
 
     /// The access itself, on an address known to be valid.
-    fn direct(&mut self, addr: Value, size: u8, kind: Access) -> Value {
-        let f = flags();
+    fn direct(&mut self, addr: Value, size: u8, kind: Access, f: MemFlagsData) -> Value {
         match kind {
-            Access::Load { signed } => match (size, signed) {
-                (1, false) => self.b.ins().uload8(I64, f, addr, 0),
-                (2, false) => self.b.ins().uload16(I64, f, addr, 0),
-                (4, false) => self.b.ins().uload32(f, addr, 0),
-                (1, true) => self.b.ins().sload8(I64, f, addr, 0),
-                (2, true) => self.b.ins().sload16(I64, f, addr, 0),
-                (4, true) => self.b.ins().sload32(f, addr, 0),
-                _ => self.b.ins().load(I64, f, addr, 0),
-            },
+            Access::Load { signed } => {
+                // A plain load of the access's width, then the extension: Cranelift forwards
+                // a `store.iN` only to a `load.iN` of the same address.
+                let ty = int_ty(size);
+                let v = self.b.ins().load(ty, f, addr, 0);
+                match (ty, signed) {
+                    (I64, _) => v,
+                    (_, false) => self.b.ins().uextend(I64, v),
+                    (_, true) => self.b.ins().sextend(I64, v),
+                }
+            }
             Access::Store { value } => {
-                match size {
-                    1 => self.b.ins().istore8(f, value, addr, 0),
-                    2 => self.b.ins().istore16(f, value, addr, 0),
-                    4 => self.b.ins().istore32(f, value, addr, 0),
-                    _ => self.b.ins().store(f, value, addr, 0),
-                };
+                let ty = int_ty(size);
+                let v = if ty == I64 { value } else { self.b.ins().ireduce(ty, value) };
+                self.b.ins().store(f, v, addr, 0);
                 self.b.ins().iconst(I64, 0)
             }
             Access::Atomic { wide, imm, operand, expected } => {
@@ -871,7 +977,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         let pcv = self.b.ins().iconst(I64, pc as i64);
         let r0 = self.call_addr(self.t.tail_call, &[env, r1, r2, r3, pcv]);
         self.check_fault();
-        let done = self.b.ins().load(I64, MemFlagsData::trusted(), env, off::TAIL_DONE);
+        let done = self.env_load(off::TAIL_DONE, false);
         let (ret, cont) = (self.b.create_block(), self.b.create_block());
         self.b.ins().brif(done, ret, &[], cont, &[]);
         self.b.switch_to_block(ret);
@@ -888,7 +994,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         let map = facts[1].map_handle(self.maps.len()).map(|m| (m, self.maps[m]));
         match (helper, map) {
             (id::GET_SMP_PROCESSOR_ID, _) => {
-                return self.b.ins().load(I64, MemFlagsData::trusted().with_readonly(), env, off::SLOT);
+                return self.env_load(off::SLOT, true);
             }
             (id::KTIME_GET_NS, _) => return self.call_addr(self.t.ktime_get_ns, &[]),
             (id::GET_PRANDOM_U32, _) => return self.call_addr(self.t.get_prandom_u32, &[]),
@@ -961,42 +1067,66 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             MapKind::Array { .. }
             | MapKind::PerCpuArray { .. }
             | MapKind::HashWord
-            | MapKind::HashInline(_) => Some(i64::from(info.key_size)),
+            | MapKind::HashInline(_)
+            | MapKind::LpmWord => Some(i64::from(info.key_size)),
             MapKind::Other => None,
         };
         let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
         let env = self.env;
-        let kaddr = self.get(2);
+        // `r2`, as the frame pointer plus a constant when it is one (see `access`).
+        let kaddr = match key {
+            Fact::Fp(k) => self.fp_plus(k),
+            _ => self.get(2),
+        };
         // A key the facts place inside the current frame needs no check.
         let key_in_frame = |size: i64| matches!(key, Fact::Fp(k) if k >= low && k <= -size);
+        let key_at = match key {
+            Fact::Fp(k) => k,
+            _ => 0,
+        };
         match (info.kind, key_size) {
             (MapKind::Array { base, stride }, Some(ks)) if key_in_frame(ks) => {
-                let idx = self.b.ins().uload32(flags(), kaddr, 0);
+                let f = self.mem_at(region::STACK, Some((key_at, 4)));
+                let idx = self.direct(kaddr, 4, Access::Load { signed: false }, f);
                 self.array_elem(idx, base, None, stride, info.max_entries)
             }
             (MapKind::PerCpuArray { table, slots, stride }, Some(ks)) if key_in_frame(ks) => {
-                let idx = self.b.ins().uload32(flags(), kaddr, 0);
+                let f = self.mem_at(region::STACK, Some((key_at, 4)));
+                let idx = self.direct(kaddr, 4, Access::Load { signed: false }, f);
                 self.array_elem(idx, table, Some(slots), stride, info.max_entries)
             }
             (MapKind::HashWord | MapKind::HashInline(_), Some(ks)) if key_in_frame(ks) => {
-                let word = match ks {
-                    1 => self.b.ins().uload8(I64, flags(), kaddr, 0),
-                    2 => self.b.ins().uload16(I64, flags(), kaddr, 0),
-                    4 => self.b.ins().uload32(flags(), kaddr, 0),
-                    _ => self.b.ins().load(I64, flags(), kaddr, 0),
-                };
+                let f = self.mem_at(region::STACK, Some((key_at, ks as u8)));
+                let word = self.direct(kaddr, ks as u8, Access::Load { signed: false }, f);
                 let m = self.b.ins().iconst(I64, info.addr as i64);
-                let slot = self.b.ins().load(I64, MemFlagsData::trusted().with_readonly(), env, off::SLOT);
+                let slot = self.env_load(off::SLOT, true);
                 match info.kind {
                     MapKind::HashInline(w) => self.hash_walk(&w, m, word, slot),
                     _ => self.call_addr(self.t.map_lookup_word, &[m, word, slot]),
                 }
             }
+            (MapKind::LpmWord, Some(ks)) if key_in_frame(ks) => {
+                let f = self.mem_at(region::STACK, Some((key_at, 4)));
+                let prefixlen = self.direct(kaddr, 4, Access::Load { signed: false }, f);
+                let data_addr = self.fp_plus(key_at + 4);
+                let f = self.mem_at(region::STACK, Some((key_at + 4, (ks - 4) as u8)));
+                let data = self.direct(data_addr, (ks - 4) as u8, Access::Load { signed: false }, f);
+                // Memory order, most significant byte first, zero-padded: the byte swap of the
+                // zero-extended little-endian word.
+                let data = if cfg!(target_endian = "little") { self.b.ins().bswap(data) } else { data };
+                let shift = 64 - 8 * (ks - 4);
+                let data = if cfg!(target_endian = "big") && shift > 0 {
+                    self.b.ins().ishl_imm_u(data, shift)
+                } else {
+                    data
+                };
+                let m = self.b.ins().iconst(I64, info.addr as i64);
+                self.call_addr(self.t.map_lookup_lpm, &[m, prefixlen, data])
+            }
             _ => {
                 let m = self.b.ins().iconst(I64, info.addr as i64);
                 if key_in_frame(i64::from(info.key_size)) {
-                    let slot =
-                        self.b.ins().load(I64, MemFlagsData::trusted().with_readonly(), env, off::SLOT);
+                    let slot = self.env_load(off::SLOT, true);
                     self.call_addr(self.t.map_lookup_stack_key, &[m, kaddr, slot])
                 } else {
                     let pcv = self.b.ins().iconst(I64, pc as i64);
@@ -1029,8 +1159,12 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             return None;
         }
         let env = self.env;
-        let (kaddr, vaddr, fl) = (self.get(2), self.get(3), self.get(4));
-        let idx = self.b.ins().uload32(flags(), kaddr, 0);
+        let (Fact::Fp(key_at), Fact::Fp(value_at)) = (key, value) else {
+            return None;
+        };
+        let (kaddr, vaddr, fl) = (self.fp_plus(key_at), self.fp_plus(value_at), self.get(4));
+        let f = self.mem_at(region::STACK, Some((key_at, 4)));
+        let idx = self.direct(kaddr, 4, Access::Load { signed: false }, f);
         // `array_elem` gives NULL for an index (or slot) out of range.
         let dst = self.array_elem(idx, base, per_cpu, stride, info.max_entries);
         let either = self.b.ins().bor_imm_s(fl, maps::BPF_EXIST as i64);
@@ -1051,8 +1185,10 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 2..=3 => (I16, 2),
                 _ => (I8, 1),
             };
-            let v = self.b.ins().load(ty, flags(), vaddr, at);
-            self.b.ins().store(flags(), v, dst, at);
+            let from = self.mem_at(region::STACK, Some((value_at + i64::from(at), n as u8)));
+            let to = self.mem_at(region::MAP_VALUE, None);
+            let v = self.b.ins().load(ty, from, vaddr, at);
+            self.b.ins().store(to, v, dst, at);
             at += n;
         }
         let zero = self.b.ins().iconst(I64, 0);
@@ -1177,8 +1313,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 self.b.ins().select(in_range, p, zero)
             }
             Some(slots) => {
-                let slot =
-                    self.b.ins().load(I64, MemFlagsData::trusted().with_readonly(), self.env, off::SLOT);
+                let slot = self.env_load(off::SLOT, true);
                 let slot_ok = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, slot, slots as i64);
                 let ok = self.b.ins().band(in_range, slot_ok);
                 // An out-of-range slot reads table[0] (never used: the result is NULL then).
@@ -1209,4 +1344,65 @@ fn size_of_code(code: u8) -> u8 {
         BPF_W => 4,
         _ => 8,
     }
+}
+
+/// The byte ranges of the frame that the stack accesses of function `[start, end)` cover,
+/// overlapping ones merged, sorted; `None` when some stack access is not at a known offset from
+/// the frame pointer. Counts every access the translator makes: loads, stores and atomics the
+/// verifier placed on the stack, and the keys and values map helpers on a known map read inline.
+fn stack_ranges(
+    insns: &[Insn],
+    maps: &[MapInfo],
+    facts: &Facts,
+    start: usize,
+    end: usize,
+) -> Option<Vec<(i64, i64)>> {
+    let mut ranges = Vec::new();
+    for (pc, insn) in insns.iter().enumerate().take(end).skip(start) {
+        let class = insn.class();
+        let regs = facts.at(pc);
+        if class == BPF_LDX || class == BPF_ST || class == BPF_STX {
+            if facts.region(pc) & region::STACK == 0 {
+                continue;
+            }
+            let base = if class == BPF_LDX { insn.src } else { insn.dst };
+            let Fact::Fp(k) = regs[usize::from(base)] else {
+                return None;
+            };
+            let size = i64::from(size_of_code(insn.code));
+            let at = k.checked_add(i64::from(insn.off))?;
+            ranges.push((at, at + size));
+        } else if insn.is_helper_call() {
+            let helper = insn.imm as u32;
+            let Some(info) = regs[1].map_handle(maps.len()).map(|m| maps[m]) else {
+                continue;
+            };
+            let at = |r: usize| match regs[r] {
+                Fact::Fp(k) => Some(k),
+                _ => None,
+            };
+            let key_size = i64::from(info.key_size);
+            match (helper, at(2), at(3)) {
+                // An LPM key is read as the prefix length, then the data.
+                (id::MAP_LOOKUP_ELEM, Some(k), _) if matches!(info.kind, MapKind::LpmWord) => {
+                    ranges.extend([(k, k + 4), (k + 4, k + key_size)]);
+                }
+                (id::MAP_LOOKUP_ELEM, Some(k), _) => ranges.push((k, k + key_size)),
+                (id::MAP_UPDATE_ELEM, k, v) => {
+                    ranges.extend(k.map(|k| (k, k + key_size)));
+                    ranges.extend(v.map(|v| (v, v + i64::from(info.value_size))));
+                }
+                _ => {}
+            }
+        }
+    }
+    ranges.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::new();
+    for (lo, hi) in ranges {
+        match merged.last_mut() {
+            Some(last) if lo < last.1 => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    Some(merged)
 }
