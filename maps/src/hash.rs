@@ -1,52 +1,76 @@
 //! `BPF_MAP_TYPE_HASH`, `BPF_MAP_TYPE_PERCPU_HASH` and their LRU flavours `LRU_HASH` and
 //! `LRU_PERCPU_HASH` (kernel `kernel/bpf/hashtab.c`, the default preallocated flavour).
 //!
-//! `BPF_F_NO_PREALLOC` is accepted for plain and per-CPU hash maps and changes nothing: they stay
-//! preallocated, which a program or userspace cannot tell apart except by memory use (the kernel
-//! then allocates on insert and frees after an RCU grace period; here no element is ever freed
-//! before the map, so no reclamation scheme is needed). LRU maps refuse it with `ENOTSUPP`, as the
-//! kernel does. LRU eviction is described at [`Lru`]; `BPF_F_NO_COMMON_LRU` is accepted and the
-//! common LRU used anyway (the kernel would split `max_entries` between per-CPU lists, which only
-//! makes it evict earlier).
+//! `BPF_F_NO_PREALLOC` is honoured for plain and per-CPU hash maps as far as anything outside
+//! can tell: their elements are handed out as entries are inserted (see [`FreeLists`]), so
+//! their memory is taken on insert, not at creation; limits and errnos are the kernel's (an
+//! insert into a map holding `max_entries` keys fails with `E2BIG`, a replacement never does).
+//! What the kernel adds, freeing a deleted element only after an RCU grace period, is not
+//! needed for memory safety here (see Reclamation): freed elements are reused, as preallocated
+//! ones are. LRU maps refuse the flag with `ENOTSUPP`, as the kernel does. LRU eviction is
+//! described at [`Lru`]; `BPF_F_NO_COMMON_LRU` is accepted and the common LRU used anyway (the
+//! kernel would split `max_entries` between per-CPU lists, which only makes it evict earlier).
 //!
 //! # Layout
 //!
 //! All memory is allocated at creation from `max_entries`:
-//! - `buckets`: `roundup_pow_of_two(max_entries)` heads, each with its own writer lock;
+//! - `heads`: `roundup_pow_of_two(max_entries)` bucket head words, each the chain head (element
+//!   index or nulls marker) in its low 32 bits and the bucket's writer lock in bit 32; one cache
+//!   line per bucket up to [`PADDED_BUCKETS_MAX`] buckets, packed beyond;
 //! - `elems`: a slab of elements, each `1 + round_up(key_size, 8) / 8` words: a link word
 //!   (`hash << 32 | next`) then the zero-padded key;
 //! - `values`: a [`Values`] store indexed by element (slot-major for per-CPU maps), so value bytes
 //!   never sit next to key or link bytes and `contains_value` is pure arithmetic;
-//! - a free list of `max_entries` elements and, for plain hash maps, one spare element per slot
-//!   plus one for userspace (the kernel's per-CPU `extra_elems`).
+//! - free lists holding `max_entries` elements, one per worker slot and one for userspace
+//!   ([`FreeLists`]), and, for plain hash maps, one spare element per slot plus one for
+//!   userspace (the kernel's per-CPU `extra_elems`) and, when the heads are padded, a pool of
+//!   spares for buckets (one per bucket while elements are small, fewer for large values: the
+//!   pool never takes more memory than the padding does).
 //!
-//! An update of an existing key in a plain hash map fills a spare element with the new key and
-//! value, links it at the head of the bucket, unlinks the old element and keeps that as the spare:
-//! a program holding the old pointer keeps seeing the old value, as in the kernel, and a full map
-//! can still replace its keys. (If the slot's spare is in use by a concurrent update on the same
-//! slot the value is overwritten in place instead.) Per-CPU hash maps update in place, as the
-//! kernel does. Deleted elements go back to the free list with their values untouched; a later
-//! insert may reuse them.
+//! An update of an existing key in a plain hash map fills a spare element with the key and the
+//! new value, links it at the head of the bucket, unlinks the old element and keeps that as the
+//! spare. The spare is the bucket's own, kept in its head's cache line under its lock, so the
+//! whole replacement costs one atomic read-modify-write (the lock); a bucket without one (the
+//! pool ran out, or heads are packed) uses the slot's spare, taken with a swap. Either way a
+//! program holding the old pointer keeps seeing the old value (never a torn mix) until the
+//! element is reused by the next replacement, as in the kernel, and a full map can still replace
+//! its keys. (If the slot's spare is in use by a concurrent update on the same slot the value is
+//! overwritten in place instead.) Per-CPU hash maps update in place, as the kernel does. Deleted elements go back to the deleting slot's free
+//! list with their values untouched; a later insert may reuse them.
 //!
 //! # Concurrency
 //!
-//! Writers (update, delete) take the bucket's lock: a test-and-test-and-set spinlock that yields
-//! the thread after a while, since a userspace lock holder can be preempted. Writers on different
-//! buckets never contend, except on the free list, a lock-free Treiber stack whose head carries a
-//! generation tag against ABA.
+//! Writers (update, delete) take the bucket's lock: a test-and-test-and-set bit in the bucket's
+//! head word, so locking, relinking and unlocking touch one cache line, and two buckets' locks
+//! never share a line in maps small enough to be cache-resident (the heads are padded there).
+//! The lock yields the thread after a while, since a userspace lock holder can be preempted.
+//! While a writer holds the bucket, a change of the first element is kept aside and published
+//! by the unlocking store, so replacing or deleting a chain's first element costs that one
+//! store. Writers on different buckets share nothing else on the update path: spares are per
+//! slot (each on its own line), free lists are per slot (lock-free Treiber stacks on their own
+//! lines, with a generation tag against ABA), and preallocated maps keep no element count (the
+//! free lists running dry is what makes a full map refuse an insert, as in the kernel).
 //!
 //! Lookups take no lock. They walk the chain with acquire loads, as the kernel's RCU readers walk
 //! its `hlist_nulls` lists: every chain ends in a "nulls" marker naming its bucket, elements are
-//! only ever inserted at a head, and an unlinked element keeps its `next` link until it is reused.
+//! only ever inserted at a head (linked to the rest of the chain, or, when replacing the first
+//! element, to its successor), and an unlinked element keeps its `next` link until it is reused.
 //! An element reused while a reader stands on it is then either re-inserted at the head of some
 //! chain (the reader ends on that chain's marker: if it is another bucket's, the reader restarts;
-//! if it is its own bucket's, the reader has walked the whole chain from its head) or still free
-//! (its stale link leads on). A walk that takes more steps than there are elements also restarts,
-//! and a lookup that keeps restarting falls back to the bucket lock, so it always terminates.
-//! Like the kernel's, a lock-free lookup racing with a delete and reuse of the very element it
-//! matched may return that reused element: preallocated maps reuse elements immediately.
+//! if it is its own bucket's, the reader has walked the whole chain from its head, but for the
+//! element being replaced, whose key the reused one now holds) or still free (its stale link
+//! leads on). A walk that takes more steps than there are elements also restarts, and a lookup
+//! that keeps restarting falls back to the bucket lock, so it always terminates. Like the
+//! kernel's, a lock-free lookup racing with a delete and reuse of the very element it matched
+//! may return that reused element: preallocated maps reuse elements immediately.
 //!
-//! The memory is never freed before the map, so no reclamation scheme (RCU, epochs) is needed.
+//! # Reclamation
+//!
+//! Element and value memory is never freed before the map: a value pointer a program got from a
+//! lookup points into the value slab for the map's whole life, so it can never see freed
+//! memory, whatever is deleted meanwhile; what it may see is the element's next life, exactly
+//! as with the kernel's preallocated maps, whose freed elements go straight back on the free
+//! list. No RCU or epoch scheme is needed for memory safety.
 //!
 //! # Hashing
 //!
@@ -57,10 +81,10 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use crate::create_flags::{self as f, access_ok};
-use crate::slab::{Mem, Slab, pad_word};
+use crate::slab::{LINE_WORDS, Mem, Slab, pad_word};
 use crate::values::Values;
 use crate::{
     BPF_EXIST, BPF_F_LOCK, BPF_NOEXIST, Entry, MapDef, MapError, OpError, PCPU_MIN_UNIT_SIZE, map_type,
@@ -99,39 +123,216 @@ impl<'a> Probe<'a> {
     }
 }
 
-/// One bucket's writer lock. Its chain head (an element index or a nulls marker) is word `b` of
-/// the `heads` slab, so a shared-memory reader can walk the chains.
-#[derive(Debug)]
-struct Bucket {
-    lock: AtomicBool,
+/// Bit 32 of a chain head word: the bucket's writer lock. The low 32 bits stay the chain head
+/// (an element index or a nulls marker), so lock-free readers, the JIT's inline walk and a
+/// shared-memory reader, which all read only the low half, never notice the lock.
+const LOCKED: u64 = 1 << 32;
+/// Maps with at most this many buckets give each bucket's head word a cache line of its own
+/// (1 MiB of heads at most): writers on different buckets then never share a line. Beyond it the
+/// heads are packed 8 to a line: the map is then larger than a core's cache, so a bucket line is
+/// mostly a miss whoever wrote it last, and padding would only cost memory.
+const PADDED_BUCKETS_MAX: u32 = 1 << 14;
+
+/// A bucket whose lock the holder owns; unlocks on drop, publishing `head` as the chain head.
+///
+/// Changes to the head made under the lock are kept in `head` and published by the unlocking
+/// store, so replacing or deleting the first element of a chain costs one store to the bucket's
+/// line besides the lock itself.
+struct Locked<'a> {
+    word: &'a AtomicU64,
+    b: usize,
+    head: u32,
 }
 
-impl Bucket {
-    fn lock(&self) -> BucketGuard<'_> {
-        let mut spins = 0u32;
-        while self.lock.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            while self.lock.load(Ordering::Relaxed) {
-                if spins < 256 {
-                    spins += 1;
-                    std::hint::spin_loop();
-                } else {
-                    // The holder may have been preempted: let it run.
-                    std::thread::yield_now();
-                }
-            }
-        }
-        BucketGuard { bucket: self }
+impl Locked<'_> {
+    /// Publishes `head` now, keeping the lock (for a change that must be visible before the next
+    /// one, like a new head before an unlink further down).
+    fn publish_head(&self) {
+        self.word.store(LOCKED | u64::from(self.head), Ordering::Release);
     }
 }
 
-/// Holds a bucket's lock; unlocks on drop.
-struct BucketGuard<'a> {
-    bucket: &'a Bucket,
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.word.store(u64::from(self.head), Ordering::Release);
+    }
 }
 
-impl Drop for BucketGuard<'_> {
-    fn drop(&mut self) {
-        self.bucket.lock.store(false, Ordering::Release);
+/// A per-slot free list: a Treiber stack whose head word (`tag << 32 | first element`) has a
+/// cache line to itself; the tag, bumped on every change, defeats ABA.
+///
+/// The same line holds the slot's share of the bucket-spare pool (see
+/// [`HashTable::bucket_spare`]): elements `pool.0..pool_end` not yet given to a bucket. A slot's
+/// share is a contiguous run, so the spares its buckets get sit on lines of their own too.
+#[derive(Debug)]
+#[repr(align(64))]
+struct FreeList {
+    head: AtomicU64,
+    pool: AtomicU32,
+    pool_end: u32,
+}
+
+impl FreeList {
+    fn new(pool: std::ops::Range<u32>) -> FreeList {
+        FreeList {
+            head: AtomicU64::new(u64::from(NIL)),
+            pool: AtomicU32::new(pool.start),
+            pool_end: pool.end,
+        }
+    }
+}
+
+/// The free elements: one list per worker slot and one for userspace, like the kernel's
+/// `pcpu_freelist`. A slot pushes what it frees onto its own list and pops from it first, taking
+/// from the others only when its own is empty, so workers inserting and deleting at once touch
+/// disjoint cache lines; the initial elements are dealt out in contiguous runs, so a worker's
+/// elements (and their values) sit on lines of their own too.
+///
+/// A `BPF_F_NO_PREALLOC` map starts with empty lists and hands out never-used elements from
+/// `fresh`, a run of [`FRESH_RUN`] at a time per slot, so its element and value memory (zeroed
+/// pages the OS maps on first touch) is taken as entries are inserted, as the kernel allocates
+/// on insert, and the shared `fresh` counter is touched once per run, not per insert.
+#[derive(Debug)]
+struct FreeLists {
+    lists: Box<[FreeList]>,
+    /// Each free element's successor.
+    next: Box<[AtomicU32]>,
+    /// Elements `fresh..limit` have never been handed out (none, for a preallocated map).
+    fresh: AtomicU32,
+    limit: u32,
+}
+
+/// Never-used elements a slot of a `BPF_F_NO_PREALLOC` map takes at once.
+const FRESH_RUN: u32 = 32;
+
+impl FreeLists {
+    /// Lists for `slots` worker slots (at most [`MAX_SPARES`], more share) plus userspace,
+    /// holding elements `0..n` of `capacity`, and sharing the bucket-spare pool `pool`.
+    ///
+    /// `lazy` (`BPF_F_NO_PREALLOC`): the lists start empty and elements are taken from `fresh`.
+    fn new(
+        slots: usize,
+        n: usize,
+        capacity: usize,
+        lazy: bool,
+        pool: std::ops::Range<u32>,
+    ) -> Option<FreeLists> {
+        let count = slots.clamp(1, MAX_SPARES) + 1;
+        let next = try_collect(capacity, |_| AtomicU32::new(NIL))?;
+        let share = pool.len().div_ceil(count) as u32;
+        let lists: Box<[FreeList]> = try_collect(count, |l| {
+            let start = pool.start.saturating_add(l as u32 * share).min(pool.end);
+            FreeList::new(start..start.saturating_add(share).min(pool.end))
+        })?;
+        let limit = u32::try_from(n).ok()?;
+        if lazy {
+            return Some(FreeLists { lists, next, fresh: AtomicU32::new(0), limit });
+        }
+        let per = n.div_ceil(count).max(1);
+        for (l, list) in lists.iter().enumerate() {
+            let run = (l * per).min(n)..((l + 1) * per).min(n);
+            if run.is_empty() {
+                continue;
+            }
+            for e in run.clone() {
+                let succ = if e + 1 < run.end { e as u32 + 1 } else { NIL };
+                next[e].store(succ, Ordering::Relaxed);
+            }
+            list.head.store(run.start as u64, Ordering::Relaxed);
+        }
+        Some(FreeLists { lists, next, fresh: AtomicU32::new(limit), limit })
+    }
+
+    /// The list of program slot `slot`, or userspace's for `None`.
+    #[inline]
+    fn home(&self, slot: Option<usize>) -> usize {
+        share(slot, self.lists.len() - 1)
+    }
+
+    /// An element from list `home`, or from another list when that one is empty; `None` when every
+    /// list is (like the kernel's, a pop racing with pushes to lists it already passed may fail).
+    #[inline]
+    fn pop(&self, home: usize) -> Option<u32> {
+        let n = self.lists.len();
+        self.pop_from(home).or_else(|| self.take_fresh(home)).or_else(|| {
+            (1..n).find_map(|i| self.pop_from(if home + i < n { home + i } else { home + i - n }))
+        })
+    }
+
+    /// A never-used element, the rest of its run going onto list `home`; `None` once all are used.
+    #[cold]
+    fn take_fresh(&self, home: usize) -> Option<u32> {
+        if self.fresh.load(Ordering::Relaxed) >= self.limit {
+            return None;
+        }
+        let start = self.fresh.fetch_add(FRESH_RUN, Ordering::Relaxed);
+        if start >= self.limit {
+            return None;
+        }
+        let end = start.saturating_add(FRESH_RUN).min(self.limit);
+        for e in start + 1..end {
+            self.push(home, e);
+        }
+        Some(start)
+    }
+
+    #[inline]
+    fn pop_from(&self, l: usize) -> Option<u32> {
+        let list = &self.lists[l].head;
+        let mut head = list.load(Ordering::Acquire);
+        loop {
+            let e = head as u32;
+            if e == NIL {
+                return None;
+            }
+            let next = self.next[e as usize].load(Ordering::Relaxed);
+            let tag = (head >> 32).wrapping_add(1);
+            match list.compare_exchange_weak(
+                head,
+                tag << 32 | u64::from(next),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(e),
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    #[inline]
+    fn push(&self, home: usize, e: u32) {
+        let list = &self.lists[home].head;
+        let mut head = list.load(Ordering::Relaxed);
+        loop {
+            self.next[e as usize].store(head as u32, Ordering::Relaxed);
+            let tag = (head >> 32).wrapping_add(1);
+            match list.compare_exchange_weak(
+                head,
+                tag << 32 | u64::from(e),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Free elements on every list (a racy sum, for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lists
+            .iter()
+            .map(|l| {
+                let mut n = 0;
+                let mut e = l.head.load(Ordering::Acquire) as u32;
+                while e != NIL {
+                    n += 1;
+                    e = self.next[e as usize].load(Ordering::Relaxed);
+                }
+                n
+            })
+            .sum()
     }
 }
 
@@ -149,15 +350,18 @@ pub(crate) struct HashTable {
     seed: u64,
     /// Elements in the slabs (`max_entries` plus the spares).
     capacity: usize,
-    buckets: Box<[Bucket]>,
+    /// Bucket `b`'s head word is word `b << head_shift` of `heads`.
+    n_buckets: usize,
+    head_shift: u32,
     heads: Slab,
     elems: Slab,
     values: Values,
-    /// Free list: `tag << 32 | first element`, and each free element's successor.
-    free_head: AtomicU64,
-    free_next: Box<[AtomicU32]>,
+    free: FreeLists,
     /// Spare elements for replacing updates (plain maps only): one per slot, the last for userspace.
     spares: Box<[Spare]>,
+    /// Whether buckets keep spares (word 1 of each padded bucket line; their pool is shared out
+    /// among the free lists).
+    bucket_spares: bool,
     /// The eviction state of `LRU_HASH` / `LRU_PERCPU_HASH` maps.
     lru: Option<Lru>,
 }
@@ -242,36 +446,47 @@ impl HashTable {
                 reason: "LRU maps are always preallocated",
             });
         }
-        // BPF_F_NO_PREALLOC is accepted and ignored: preallocated maps have the same semantics
-        // for everything a program or userspace can observe through this API.
         let n_buckets = def.max_entries.next_power_of_two();
         // Plain maps keep one value slot but still get a spare per worker slot (and one for
         // userspace), like the kernel's per-CPU extra elements.
         // LRU maps have none either: the kernel's `htab_has_extra_elems` is false for them, and
         // a replacing update takes a fresh element from the LRU (evicting if need be).
+        let worker_slots = slots;
         let spares = if per_cpu || lru { 0 } else { slots.clamp(1, MAX_SPARES) + 1 };
         let slots = if per_cpu { slots } else { 1 };
-        let capacity = def.max_entries as usize + spares;
+        let head_shift = if n_buckets <= PADDED_BUCKETS_MAX { LINE_WORDS.trailing_zeros() } else { 0 };
+        let ewords = 1 + key_size.div_ceil(8);
+        // Bucket spares for plain maps with padded heads, as many as fit in the memory the
+        // padding takes (one per bucket for small elements).
+        let pool = if spares > 0 && head_shift > 0 {
+            let elem_bytes = ewords * 8 + value_size.next_multiple_of(8);
+            (n_buckets as usize).min(n_buckets as usize * 64 / elem_bytes)
+        } else {
+            0
+        };
+        let capacity = def.max_entries as usize + spares + pool;
         if capacity >= NULLS as usize {
             return Err(too_big("too many elements to index"));
         }
-        let ewords = 1 + key_size.div_ceil(8);
         let elems = capacity
             .checked_mul(ewords)
             .and_then(|words| Slab::zeroed_in(words, mem))
             .ok_or_else(|| oom(capacity.saturating_mul(ewords * 8)))?;
         let values = Values::new_in(value_size, capacity, slots, mem).map_err(oom)?;
-        let buckets = try_collect(n_buckets as usize, |_| Bucket { lock: AtomicBool::new(false) })
-            .ok_or_else(|| oom(n_buckets as usize))?;
-        let heads = Slab::zeroed_in(n_buckets as usize, mem).ok_or_else(|| oom(n_buckets as usize * 8))?;
+        let head_words = (n_buckets as usize) << head_shift;
+        let heads = Slab::zeroed_in(head_words, mem).ok_or_else(|| oom(head_words * 8))?;
         for b in 0..n_buckets as usize {
-            heads.word(b).store(u64::from(NULLS | b as u32), Ordering::Relaxed);
+            heads.word(b << head_shift).store(u64::from(NULLS | b as u32), Ordering::Relaxed);
+            if pool > 0 {
+                heads.word((b << head_shift) + 1).store(u64::from(NIL), Ordering::Relaxed);
+            }
         }
         let max = def.max_entries as usize;
-        let free_next =
-            try_collect(capacity, |e| AtomicU32::new(if e + 1 < max { e as u32 + 1 } else { NIL }))
-                .ok_or_else(|| oom(capacity * 4))?;
-        let spares = (max..capacity).map(|e| Spare(AtomicU32::new(e as u32))).collect();
+        let lazy = def.map_flags & f::NO_PREALLOC != 0;
+        let pool = (max + spares) as u32..capacity as u32;
+        let free = FreeLists::new(worker_slots, max, capacity, lazy, pool.clone())
+            .ok_or_else(|| oom(capacity * 4))?;
+        let spares = (max..max + spares).map(|e| Spare(AtomicU32::new(e as u32))).collect();
         let seed = if def.map_flags & f::ZERO_SEED != 0 { 0 } else { RandomState::new().hash_one(name) };
         let lru = if lru {
             let state = try_collect(capacity, |_| AtomicU8::new(0)).ok_or_else(|| oom(capacity))?;
@@ -288,13 +503,14 @@ impl HashTable {
             mask: n_buckets - 1,
             seed,
             capacity,
-            buckets,
+            n_buckets: n_buckets as usize,
+            head_shift,
             heads,
             elems,
             values,
-            free_head: AtomicU64::new(0),
-            free_next,
+            free,
             spares,
+            bucket_spares: !pool.is_empty(),
             lru,
         })
     }
@@ -330,10 +546,59 @@ impl HashTable {
         (hash & self.mask) as usize
     }
 
-    /// Bucket `b`'s chain head word (an element index or a nulls marker, zero-extended).
+    /// Bucket `b`'s head word: the chain head (an element index or a nulls marker) in the low
+    /// 32 bits, [`LOCKED`] while a writer holds the bucket.
     #[inline]
     fn head(&self, b: usize) -> &AtomicU64 {
-        self.heads.word(b)
+        self.heads.word(b << self.head_shift)
+    }
+
+    /// The spare element of a locked bucket, for a replacing update, if it has one or can get
+    /// one from the pool. Word 1 of a padded bucket's line holds it: the lock (word 0) protects
+    /// it, and the line is already this writer's, so taking it costs no atomic read-modify-write
+    /// (the slot's spare takes a swap). Buckets get their first spare on their first replacing
+    /// update, as long as the pool lasts; after that the replaced element becomes the spare.
+    ///
+    /// The pool is shared out among the slots' free lists; a bucket's first spare comes from the
+    /// updating slot's share (`home`), so a worker's buckets get spares next to each other.
+    #[inline]
+    fn bucket_spare(&self, bucket: &Locked<'_>, home: usize) -> Option<u32> {
+        if !self.bucket_spares {
+            return None;
+        }
+        let word = self.heads.word((bucket.b << self.head_shift) + 1);
+        let spare = word.load(Ordering::Relaxed) as u32;
+        if spare != NIL {
+            return Some(spare);
+        }
+        let list = &self.free.lists[home];
+        if list.pool.load(Ordering::Relaxed) >= list.pool_end {
+            return None;
+        }
+        let e = list.pool.fetch_add(1, Ordering::Relaxed);
+        (e < list.pool_end).then_some(e)
+    }
+
+    /// Locks bucket `b` (test-and-test-and-set on its head word; the thread yields after a while,
+    /// since a userspace lock holder can be preempted).
+    #[inline]
+    fn lock(&self, b: usize) -> Locked<'_> {
+        let word = self.head(b);
+        let mut spins = 0u32;
+        loop {
+            let cur = word.load(Ordering::Relaxed);
+            if cur & LOCKED == 0 {
+                if word.compare_exchange_weak(cur, cur | LOCKED, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                {
+                    return Locked { word, b, head: cur as u32 };
+                }
+            } else if spins < 256 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
     }
 
     /// Where a shared-memory reader finds this table (all offsets in words of the region), or
@@ -342,7 +607,8 @@ impl HashTable {
         let (values, region_words, vwords) = self.values.shared_layout()?;
         Some(crate::store::HashLayout {
             heads: self.heads.shared_offset()?,
-            n_buckets: self.buckets.len(),
+            n_buckets: self.n_buckets,
+            head_words: 1 << self.head_shift,
             elems: self.elems.shared_offset()?,
             ewords: self.ewords,
             capacity: self.capacity,
@@ -395,16 +661,17 @@ impl HashTable {
                 return None;
             }
         }
-        let _guard = self.buckets[b].lock();
-        self.find_locked(b, key, hash).map(|(_, e)| e)
+        let bucket = self.lock(b);
+        self.find_locked(&bucket, key, hash).map(|(_, e)| e)
     }
 
-    /// Finds `key` in bucket `b`, whose lock the caller holds: `(predecessor, element)`.
-    fn find_locked(&self, b: usize, key: Probe<'_>, hash: u32) -> Option<(Option<u32>, u32)> {
+    /// Finds `key` in a bucket the caller holds: `(predecessor, element)`.
+    #[inline]
+    fn find_locked(&self, bucket: &Locked<'_>, key: Probe<'_>, hash: u32) -> Option<(Option<u32>, u32)> {
         let mut prev = None;
-        let mut cur = self.head(b).load(Ordering::Acquire) as u32;
+        let mut cur = bucket.head;
         while cur & NULLS == 0 {
-            let link = self.link(cur).load(Ordering::Acquire);
+            let link = self.link(cur).load(Ordering::Relaxed);
             if (link >> 32) as u32 == hash && self.key_eq(cur, key) {
                 return Some((prev, cur));
             }
@@ -414,12 +681,14 @@ impl HashTable {
         None
     }
 
-    /// Unlinks `e`, which follows `prev` (or the head) in bucket `b`, whose lock the caller holds.
-    /// `e` keeps its own link so lock-free readers standing on it walk on.
-    fn unlink(&self, b: usize, prev: Option<u32>, e: u32) {
+    /// Unlinks `e`, which follows `prev` (or the head) in a bucket the caller holds. `e` keeps
+    /// its own link so lock-free readers standing on it walk on. A new head is published when
+    /// the bucket is unlocked.
+    #[inline]
+    fn unlink(&self, bucket: &mut Locked<'_>, prev: Option<u32>, e: u32) {
         let next = self.link(e).load(Ordering::Relaxed) as u32;
         match prev {
-            None => self.head(b).store(u64::from(next), Ordering::Release),
+            None => bucket.head = next,
             Some(p) => {
                 let link = self.link(p).load(Ordering::Relaxed);
                 self.link(p).store(link & !u64::from(u32::MAX) | u64::from(next), Ordering::Release);
@@ -430,55 +699,32 @@ impl HashTable {
         }
     }
 
-    /// Writes `key` into element `e` (not yet published) and links it at the head of bucket `b`,
-    /// whose lock the caller holds.
-    fn publish(&self, b: usize, e: u32, key: &[u8], hash: u32) {
-        self.elems.write(e as usize * self.ewords + 1, key);
-        let head = self.head(b).load(Ordering::Relaxed) as u32;
-        // Release here too: a lock-free reader still standing on `e` from its previous life
-        // follows this link, and must then see the elements behind it fully written.
-        self.link(e).store(u64::from(hash) << 32 | u64::from(head), Ordering::Release);
-        self.head(b).store(u64::from(e), Ordering::Release);
+    /// Writes `key` into element `e` (not reachable from any chain) and makes it the head of a
+    /// bucket the caller holds, linked to `next`: the current head, or for a replacement of the
+    /// head, the old head's successor (one store then swaps the old element for the new). The
+    /// new head is published when the bucket is unlocked.
+    #[inline]
+    fn publish(&self, bucket: &mut Locked<'_>, e: u32, key: Probe<'_>, hash: u32, next: u32) {
+        self.write_key(e, key);
+        // Release: a lock-free reader still standing on `e` from its previous life follows this
+        // link, and must then see the elements behind it fully written.
+        self.link(e).store(u64::from(hash) << 32 | u64::from(next), Ordering::Release);
+        bucket.head = e;
         if let Some(lru) = &self.lru {
             lru.state[e as usize].store(IN_TABLE, Ordering::Relaxed);
         }
     }
 
-    fn pop_free(&self) -> Option<u32> {
-        let mut head = self.free_head.load(Ordering::Acquire);
-        loop {
-            let e = head as u32;
-            if e == NIL {
-                return None;
+    #[inline]
+    fn write_key(&self, e: u32, key: Probe<'_>) {
+        let at = e as usize * self.ewords + 1;
+        match key {
+            Probe::One(a) => self.elems.word(at).store(a, Ordering::Relaxed),
+            Probe::Two(a, b) => {
+                self.elems.word(at).store(a, Ordering::Relaxed);
+                self.elems.word(at + 1).store(b, Ordering::Relaxed);
             }
-            let next = self.free_next[e as usize].load(Ordering::Relaxed);
-            let tag = (head >> 32).wrapping_add(1);
-            match self.free_head.compare_exchange_weak(
-                head,
-                tag << 32 | u64::from(next),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(e),
-                Err(now) => head = now,
-            }
-        }
-    }
-
-    fn push_free(&self, e: u32) {
-        let mut head = self.free_head.load(Ordering::Relaxed);
-        loop {
-            self.free_next[e as usize].store(head as u32, Ordering::Relaxed);
-            let tag = (head >> 32).wrapping_add(1);
-            match self.free_head.compare_exchange_weak(
-                head,
-                tag << 32 | u64::from(e),
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(now) => head = now,
-            }
+            Probe::Long(bytes) => self.elems.write(at, bytes),
         }
     }
 
@@ -523,6 +769,7 @@ impl HashTable {
         let (values, region_words, vwords) = self.values.layout();
         Some(crate::HashWalk {
             heads: self.heads.base_addr(),
+            head_stride: 8 << self.head_shift,
             mask: self.mask,
             hash_init: self.seed ^ (self.key_size as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             elems: self.elems.base_addr(),
@@ -564,40 +811,66 @@ impl HashTable {
         }
         let probe = Probe::new(key);
         let hash = self.hash(probe);
-        let b = self.bucket_of(hash);
         if self.lru.is_some() {
-            return self.update_lru(key, probe, hash, value, flags, value_slot);
+            return self.update_lru(probe, hash, value, flags, slot, value_slot);
         }
-        let _guard = self.buckets[b].lock();
-        let old = self.find_locked(b, probe, hash);
+        let mut bucket = self.lock(self.bucket_of(hash));
+        let old = self.find_locked(&bucket, probe, hash);
         match (old, flags) {
             (Some(_), BPF_NOEXIST) => return Err(OpError::Exists),
             (None, BPF_EXIST) => return Err(OpError::NotFound),
             _ => {}
         }
-        let write_values = |e: u32, new: bool| self.write_values(e, value, value_slot, new);
         match old {
             None => {
-                let e = self.pop_free().ok_or(OpError::TooBig)?;
-                write_values(e, true);
-                self.publish(b, e, key, hash);
+                let e = self.free.pop(self.free.home(slot)).ok_or(OpError::TooBig)?;
+                self.write_values(e, value, value_slot, true);
+                let head = bucket.head;
+                self.publish(&mut bucket, e, probe, hash, head);
             }
-            Some((_, e)) if self.per_cpu => write_values(e, false),
+            Some((_, e)) if self.per_cpu => self.write_values(e, value, value_slot, false),
             Some((prev, e)) => {
-                let spare_ix = match slot {
-                    Some(s) => s % (self.spares.len() - 1),
-                    None => self.spares.len() - 1,
+                // The bucket's spare, under the bucket's lock like the rest of its line; else
+                // the slot's, which only a concurrent update on the same slot (two threads
+                // sharing one, or userspace from two threads) can find taken.
+                let bucket_spare = self.bucket_spare(&bucket, self.free.home(slot));
+                let (spare, spare_ix) = match bucket_spare {
+                    Some(s) => (s, None),
+                    None => {
+                        let ix = share(slot, self.spares.len() - 1);
+                        (self.spares[ix].0.swap(NIL, Ordering::Acquire), Some(ix))
+                    }
                 };
-                let spare = self.spares[spare_ix].0.swap(NIL, Ordering::Acquire);
                 if spare == NIL {
-                    // Another update on this slot holds the spare: overwrite in place.
-                    write_values(e, false);
-                } else {
-                    write_values(spare, true);
-                    self.publish(b, spare, key, hash);
-                    // The new element is now the head, so the old one's predecessor is too.
-                    self.unlink(b, Some(prev.unwrap_or(spare)), e);
-                    self.spares[spare_ix].0.store(e, Ordering::Release);
+                    self.write_values(e, value, value_slot, false);
+                    return Ok(());
+                }
+                self.write_values(spare, value, value_slot, true);
+                match prev {
+                    // The old element heads the chain: the new one takes its place, and the
+                    // unlocking store swaps them for readers at once.
+                    None => {
+                        let next = self.link(e).load(Ordering::Relaxed) as u32;
+                        self.publish(&mut bucket, spare, probe, hash, next);
+                    }
+                    // Deeper: the new element goes first (published now, so a reader always
+                    // finds one of the two), then the old one is unlinked.
+                    Some(p) => {
+                        let head = bucket.head;
+                        self.publish(&mut bucket, spare, probe, hash, head);
+                        bucket.publish_head();
+                        self.unlink(&mut bucket, Some(p), e);
+                    }
+                }
+                match spare_ix {
+                    None => self
+                        .heads
+                        .word((bucket.b << self.head_shift) + 1)
+                        .store(u64::from(e), Ordering::Relaxed),
+                    Some(ix) => {
+                        drop(bucket);
+                        self.spares[ix].0.store(e, Ordering::Release);
+                    }
                 }
             }
         }
@@ -630,22 +903,22 @@ impl HashTable {
     /// take no element for `BPF_EXIST`.
     fn update_lru(
         &self,
-        key: &[u8],
         probe: Probe<'_>,
         hash: u32,
         value: &[u8],
         flags: u64,
+        slot: Option<usize>,
         value_slot: Option<usize>,
     ) -> Result<(), OpError> {
         let lru = self.lru.as_ref().expect("only called for LRU maps");
+        let home = self.free.home(slot);
         let fresh = if self.per_cpu && flags == BPF_EXIST {
             None
         } else {
-            Some(self.pop_free().or_else(|| self.evict(lru)).ok_or(OpError::NoMemory)?)
+            Some(self.free.pop(home).or_else(|| self.evict(lru)).ok_or(OpError::NoMemory)?)
         };
-        let b = self.bucket_of(hash);
-        let guard = self.buckets[b].lock();
-        let old = self.find_locked(b, probe, hash);
+        let mut bucket = self.lock(self.bucket_of(hash));
+        let old = self.find_locked(&bucket, probe, hash);
         let checked = match (old, flags) {
             (Some(_), BPF_NOEXIST) => Err(OpError::Exists),
             (None, BPF_EXIST) => Err(OpError::NotFound),
@@ -654,9 +927,9 @@ impl HashTable {
         let mut unused = None;
         match (checked, old, fresh) {
             (Err(e), _, fresh) => {
-                drop(guard);
+                drop(bucket);
                 if let Some(f) = fresh {
-                    self.push_free(f);
+                    self.free.push(home, f);
                 }
                 return Err(e);
             }
@@ -667,18 +940,21 @@ impl HashTable {
             }
             (Ok(()), old, Some(f)) => {
                 self.write_values(f, value, value_slot, true);
-                self.publish(b, f, key, hash);
+                let head = bucket.head;
+                self.publish(&mut bucket, f, probe, hash, head);
                 if let Some((prev, e)) = old {
+                    // Published before the old element is unlinked, so a reader always finds one.
+                    bucket.publish_head();
                     lru.touch(f);
-                    self.unlink(b, Some(prev.unwrap_or(f)), e);
+                    self.unlink(&mut bucket, Some(prev.unwrap_or(f)), e);
                     unused = Some(e);
                 }
             }
             (Ok(()), _, None) => unreachable!("only per-CPU BPF_EXIST updates take no element"),
         }
-        drop(guard);
+        drop(bucket);
         if let Some(e) = unused {
-            self.push_free(e);
+            self.free.push(home, e);
         }
         Ok(())
     }
@@ -699,35 +975,35 @@ impl HashTable {
                 continue;
             }
             let hash = (self.link(e).load(Ordering::Acquire) >> 32) as u32;
-            let b = self.bucket_of(hash);
-            let _guard = self.buckets[b].lock();
+            let mut bucket = self.lock(self.bucket_of(hash));
             // Under the lock, the element is in this bucket's chain exactly if it is linked here.
             let mut prev = None;
-            let mut cur = self.head(b).load(Ordering::Acquire) as u32;
+            let mut cur = bucket.head;
             while cur & NULLS == 0 && cur != e {
                 prev = Some(cur);
                 cur = self.link(cur).load(Ordering::Acquire) as u32;
             }
             if cur == e {
-                self.unlink(b, prev, e);
+                self.unlink(&mut bucket, prev, e);
                 return Some(e);
             }
         }
         None
     }
 
-    pub(crate) fn delete(&self, key: &[u8]) -> Result<(), OpError> {
+    /// `slot`: the deleting program's slot (its free list gets the element), `None` from
+    /// userspace.
+    pub(crate) fn delete(&self, key: &[u8], slot: Option<usize>) -> Result<(), OpError> {
         if key.len() != self.key_size {
             return Err(OpError::Invalid);
         }
         let key = Probe::new(key);
         let hash = self.hash(key);
-        let b = self.bucket_of(hash);
-        let guard = self.buckets[b].lock();
-        let (prev, e) = self.find_locked(b, key, hash).ok_or(OpError::NotFound)?;
-        self.unlink(b, prev, e);
-        drop(guard);
-        self.push_free(e);
+        let mut bucket = self.lock(self.bucket_of(hash));
+        let (prev, e) = self.find_locked(&bucket, key, hash).ok_or(OpError::NotFound)?;
+        self.unlink(&mut bucket, prev, e);
+        drop(bucket);
+        self.free.push(self.free.home(slot), e);
         Ok(())
     }
 
@@ -755,9 +1031,8 @@ impl HashTable {
         // key's value. A lock-free copy could race with an eviction or delete-and-reuse.
         let key = Probe::new(key);
         let hash = self.hash(key);
-        let b = self.bucket_of(hash);
-        let _guard = self.buckets[b].lock();
-        let (_, e) = self.find_locked(b, key, hash).ok_or(OpError::NotFound)?;
+        let bucket = self.lock(self.bucket_of(hash));
+        let (_, e) = self.find_locked(&bucket, key, hash).ok_or(OpError::NotFound)?;
         Ok(self.read_values(e))
     }
 
@@ -771,11 +1046,10 @@ impl HashTable {
 
     /// The first key of bucket `from` or a later one.
     fn first_key_from(&self, from: usize) -> Result<Vec<u8>, OpError> {
-        for (b, bucket) in self.buckets.iter().enumerate().skip(from) {
-            let _guard = bucket.lock();
-            let head = self.head(b).load(Ordering::Acquire) as u32;
-            if head & NULLS == 0 {
-                return Ok(self.read_key(head));
+        for b in from..self.n_buckets {
+            let bucket = self.lock(b);
+            if bucket.head & NULLS == 0 {
+                return Ok(self.read_key(bucket.head));
             }
         }
         Err(OpError::NotFound)
@@ -790,9 +1064,9 @@ impl HashTable {
         let hash = self.hash(key);
         let b = self.bucket_of(hash);
         {
-            let _guard = self.buckets[b].lock();
-            let Some((_, e)) = self.find_locked(b, key, hash) else {
-                drop(_guard);
+            let bucket = self.lock(b);
+            let Some((_, e)) = self.find_locked(&bucket, key, hash) else {
+                drop(bucket);
                 return self.first_key_from(0);
             };
             let next = self.link(e).load(Ordering::Acquire) as u32;
@@ -805,9 +1079,9 @@ impl HashTable {
 
     pub(crate) fn entries(&self) -> Vec<Entry> {
         let mut out = Vec::new();
-        for (b, bucket) in self.buckets.iter().enumerate() {
-            let _guard = bucket.lock();
-            let mut cur = self.head(b).load(Ordering::Acquire) as u32;
+        for b in 0..self.n_buckets {
+            let bucket = self.lock(b);
+            let mut cur = bucket.head;
             while cur & NULLS == 0 {
                 let values =
                     self.read_values(cur).chunks_exact(self.value_size).map(<[u8]>::to_vec).collect();
@@ -831,6 +1105,17 @@ impl Lru {
         if state.load(Ordering::Relaxed) & REFERENCED == 0 {
             state.fetch_or(REFERENCED, Ordering::Relaxed);
         }
+    }
+}
+
+/// Which of `n + 1` per-slot things (free lists, spares) slot `slot` uses: its own while there
+/// are enough, shared beyond; the last for userspace (`None`). No division on the common path.
+#[inline]
+fn share(slot: Option<usize>, n: usize) -> usize {
+    match slot {
+        Some(s) if s < n => s,
+        Some(s) => s % n,
+        None => n,
     }
 }
 
@@ -889,7 +1174,8 @@ mod tests {
                 let hash = h.hash(probe);
                 assert_eq!(HashWalk::hash(w.hash_init, word), hash, "{t} {ks} {i}");
                 let b = (hash & w.mask) as usize;
-                assert_eq!(h.head(b).as_ptr() as usize, w.heads + 8 * b);
+                assert_eq!(h.head(b).as_ptr() as usize, w.heads + w.head_stride * b);
+                assert_eq!(w.head_stride, 64, "a small map's heads have a line each");
                 let e = h.find(probe, hash).expect("just inserted") as usize;
                 assert_eq!(h.link(e as u32).as_ptr() as usize, w.elems + e * w.elem_bytes);
                 assert_eq!(h.elems.word(e * h.ewords + 1).load(std::sync::atomic::Ordering::Relaxed), word);
@@ -1011,8 +1297,9 @@ mod tests {
             MapDef { map_type: map_type::HASH, key_size: 4, value_size: 8, max_entries: 2, map_flags: 0 };
         let m = Map::new("h", def, 4).unwrap();
         let HashOnly(h) = HashOnly::of(&m);
-        assert_eq!((h.spares.len(), h.capacity), (5, 7));
-        // Every slot replaces through its own spare: each replacement moves the key.
+        // Two entries, five slot spares, a spare for each of the two (padded) buckets.
+        assert_eq!((h.spares.len(), h.capacity), (5, 9));
+        // Every replacement, from every slot, moves the key to another element.
         m.update(&k(1), &[0; 8], BPF_ANY, 0).unwrap();
         for slot in 0..6 {
             let before = m.lookup(&k(1), slot).unwrap();
@@ -1028,6 +1315,179 @@ mod tests {
         m.update(&k(1), &[1; 8], BPF_ANY, usize::MAX).unwrap();
         m.update(&k(1), &[2; 8], BPF_ANY, usize::MAX).unwrap();
         assert_eq!(m.lookup_user(&k(1)).unwrap(), [2; 8]);
+    }
+
+    #[test]
+    fn free_lists_are_per_slot_and_a_full_map_is_full_however_spread() {
+        let def =
+            MapDef { map_type: map_type::HASH, key_size: 4, value_size: 8, max_entries: 12, map_flags: 0 };
+        let m = Map::new("h", def, 2).unwrap();
+        let HashOnly(h) = HashOnly::of(&m);
+        // Three lists (two slots, userspace) of 4 contiguous elements each.
+        assert_eq!(h.free.lists.len(), 3);
+        assert_eq!(h.free.len(), 12);
+        let elem =
+            |key: u32| h.find(super::Probe::One(u64::from(key)), h.hash(super::Probe::One(u64::from(key))));
+        m.update(&k(1), &[1; 8], BPF_ANY, 0).unwrap();
+        m.update(&k(2), &[2; 8], BPF_ANY, 1).unwrap();
+        m.update_user(&k(3), &[3; 8], BPF_ANY).unwrap();
+        assert_eq!([elem(1), elem(2), elem(3)], [Some(0), Some(4), Some(8)], "each from its own run");
+        // A slot's delete feeds its own list; its next insert takes that element back.
+        m.delete_from(&k(2), 0).unwrap();
+        m.update(&k(4), &[4; 8], BPF_ANY, 0).unwrap();
+        assert_eq!(elem(4), Some(4));
+        // Slot 1 alone fills the map, stealing once its own list runs dry; then E2BIG, from
+        // every slot and userspace, and replacing still works.
+        for i in 10..19 {
+            m.update(&k(i), &[9; 8], BPF_NOEXIST, 1).unwrap();
+        }
+        assert_eq!(m.entries().len(), 12);
+        assert_eq!(h.free.len(), 0);
+        for slot in [0, 1, 7] {
+            assert_eq!(m.update(&k(99), &[0; 8], BPF_ANY, slot), Err(OpError::TooBig));
+            m.update(&k(10), &[slot as u8; 8], BPF_ANY, slot).unwrap();
+        }
+        assert_eq!(m.update_user(&k(99), &[0; 8], BPF_ANY), Err(OpError::TooBig));
+        // Deletes from any slot make room for any other.
+        m.delete(&k(10)).unwrap();
+        m.update(&k(99), &[0; 8], BPF_ANY, 1).unwrap();
+        assert_eq!(m.update(&k(98), &[0; 8], BPF_ANY, 0), Err(OpError::TooBig));
+    }
+
+    #[test]
+    fn no_prealloc_hands_out_elements_as_keys_arrive() {
+        for t in [map_type::HASH, map_type::PERCPU_HASH] {
+            let def = MapDef {
+                map_type: t,
+                key_size: 4,
+                value_size: 8,
+                max_entries: 100,
+                map_flags: map_flags::NO_PREALLOC,
+            };
+            let m = Map::new("np", def, 2).unwrap();
+            let HashOnly(h) = HashOnly::of(&m);
+            let fresh = || h.free.fresh.load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!((fresh(), h.free.len()), (0, 0), "nothing handed out at creation");
+            let value = vec![1; 8 * m.slots()];
+            m.update_user(&k(0), &value, BPF_ANY).unwrap();
+            assert_eq!(fresh(), super::FRESH_RUN, "one run taken for the first insert");
+            for i in 1..100 {
+                m.update(&k(i), &[1; 8], BPF_NOEXIST, (i % 2) as usize).unwrap();
+            }
+            assert!(fresh() >= 100);
+            assert_eq!(m.update(&k(100), &[1; 8], BPF_ANY, 0), Err(OpError::TooBig), "type {t}");
+            m.update(&k(5), &[2; 8], BPF_EXIST, 1).unwrap();
+            m.delete(&k(5)).unwrap();
+            m.update(&k(100), &[1; 8], BPF_NOEXIST, 0).unwrap();
+            assert_eq!(m.entries().len(), 100);
+        }
+    }
+
+    #[test]
+    fn large_maps_pack_their_heads() {
+        let n = super::PADDED_BUCKETS_MAX * 2;
+        let def =
+            MapDef { map_type: map_type::HASH, key_size: 4, value_size: 4, max_entries: n, map_flags: 0 };
+        let m = Map::new("big", def, 1).unwrap();
+        let w = m.hash_walk().unwrap();
+        assert_eq!(w.head_stride, 8);
+        for i in (0..n).step_by(7) {
+            m.update(&k(i), &k(i), BPF_ANY, 0).unwrap();
+        }
+        for i in (0..n).step_by(7) {
+            assert_eq!(m.lookup_user(&k(i)).unwrap(), k(i));
+            assert!(m.lookup(&k(i + 1), 0).is_none() || (i + 1) % 7 == 0);
+        }
+        assert_eq!(m.entries().len(), (n as usize).div_ceil(7));
+    }
+
+    /// Every element is in exactly one place: a chain, a free list or a spare.
+    fn assert_every_element_accounted(h: &super::HashTable) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut seen = vec![0u32; h.capacity];
+        for b in 0..h.n_buckets {
+            let mut cur = h.head(b).load(Relaxed) as u32;
+            assert_eq!(h.head(b).load(Relaxed) & super::LOCKED, 0, "bucket {b} left locked");
+            while cur & super::NULLS == 0 {
+                seen[cur as usize] += 1;
+                cur = h.link(cur).load(Relaxed) as u32;
+            }
+            assert_eq!(cur, super::NULLS | b as u32, "chain {b} ends on its own marker");
+        }
+        for l in &h.free.lists {
+            let mut e = l.head.load(Relaxed) as u32;
+            while e != super::NIL {
+                seen[e as usize] += 1;
+                e = h.free.next[e as usize].load(Relaxed);
+            }
+        }
+        for spare in &h.spares {
+            let e = spare.0.load(Relaxed);
+            if e != super::NIL {
+                seen[e as usize] += 1;
+            }
+        }
+        if h.bucket_spares {
+            for b in 0..h.n_buckets {
+                let e = h.heads.word((b << h.head_shift) + 1).load(Relaxed) as u32;
+                if e != super::NIL {
+                    seen[e as usize] += 1;
+                }
+            }
+        }
+        let fresh = h.free.fresh.load(Relaxed).min(h.free.limit) as usize;
+        let limit = h.free.limit as usize;
+        let slot_spares = limit..limit + h.spares.len();
+        let in_pool = |e: usize| {
+            h.free
+                .lists
+                .iter()
+                .any(|l| (l.pool.load(Relaxed).min(l.pool_end) as usize..l.pool_end as usize).contains(&e))
+        };
+        for (e, n) in seen.iter().enumerate() {
+            let handed_out = e < fresh || slot_spares.contains(&e) || (e >= slot_spares.end && !in_pool(e));
+            assert_eq!(*n, u32::from(handed_out), "element {e}");
+        }
+    }
+
+    #[test]
+    fn churn_from_many_slots_loses_and_duplicates_no_element() {
+        const THREADS: usize = 4;
+        let rounds = if cfg!(miri) { 150 } else { 20_000 };
+        for flags in [0, map_flags::NO_PREALLOC] {
+            for t in [map_type::HASH, map_type::PERCPU_HASH, map_type::LRU_HASH] {
+                if flags != 0 && t == map_type::LRU_HASH {
+                    continue;
+                }
+                let def =
+                    MapDef { map_type: t, key_size: 4, value_size: 8, max_entries: 24, map_flags: flags };
+                let m = Map::new("churn", def, THREADS).unwrap();
+                std::thread::scope(|s| {
+                    for th in 0..THREADS {
+                        let m = &m;
+                        s.spawn(move || {
+                            let mut x = 0x9e37_79b9_u64 ^ th as u64;
+                            for _ in 0..rounds {
+                                x ^= x << 13;
+                                x ^= x >> 7;
+                                x ^= x << 17;
+                                // 40 keys for 24 entries: inserts keep hitting a full map.
+                                let key = k((x % 40) as u32);
+                                let _ = match (x >> 8) % 5 {
+                                    0 | 1 => m.update(&key, &x.to_ne_bytes(), (x >> 16) % 3, th),
+                                    2 => m.delete_from(&key, th),
+                                    3 => m.delete(&key),
+                                    _ => m.update_user(&key, &vec![7; 8 * m.slots()], BPF_ANY),
+                                };
+                                let _ = m.lookup(&key, th);
+                            }
+                        });
+                    }
+                });
+                assert_every_element_accounted(HashOnly::of(&m).0);
+                assert!(m.entries().len() <= 24);
+            }
+        }
     }
 
     #[test]

@@ -118,7 +118,8 @@ pub mod map_flags {
 /// A lookup of key word `k` (the key's bytes zero-padded to 8, native-endian), as
 /// [`Map::lookup_word`] does it:
 /// 1. `hash = HashWalk::hash(hash_init, k)` (32 bits), bucket `b = hash & mask`;
-/// 2. `cur` = the low 32 bits of the `u64` at `heads + 8 * b` (an acquire load);
+/// 2. `cur` = the low 32 bits of the `u64` at `heads + head_stride * b` (an acquire load; the
+///    high bits hold the writers' lock);
 /// 3. while bit 31 of `cur` is clear: `link` = the `u64` at `elems + cur * elem_bytes`
 ///    (acquire); if `link >> 32 == hash` and the `u64` at `elems + cur * elem_bytes + 8` is `k`,
 ///    the value is at `values + slot * slot_stride + cur * value_stride` (slot 0 for plain maps;
@@ -130,8 +131,11 @@ pub mod map_flags {
 ///    and, if it must, locks the bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashWalk {
-    /// Address of the bucket heads: one `u64` per bucket.
+    /// Address of bucket 0's head word.
     pub heads: usize,
+    /// Bytes from one bucket's head word to the next: 64 (a cache line each) or 8 (packed, for
+    /// maps too large for padding to pay).
+    pub head_stride: usize,
     /// Buckets minus one (a power of two minus one).
     pub mask: u32,
     /// The map's hash state before the key (its seed mixed with the key size).
@@ -555,9 +559,26 @@ impl Map {
     /// elements cannot be deleted) and wrong-sized keys.
     #[inline]
     pub fn delete(&self, key: &[u8]) -> Result<(), OpError> {
+        self.delete_in(key, None)
+    }
+
+    /// `bpf_map_delete_elem` from a program running in slot `slot`: the same result as
+    /// [`Map::delete`]; a hash map puts the freed element on that slot's free list, where the
+    /// slot's next insert finds it without touching another worker's cache lines.
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::delete`].
+    #[inline]
+    pub fn delete_from(&self, key: &[u8], slot: usize) -> Result<(), OpError> {
+        self.delete_in(key, Some(slot))
+    }
+
+    #[inline]
+    fn delete_in(&self, key: &[u8], slot: Option<usize>) -> Result<(), OpError> {
         match &self.kind {
             Kind::Array(a) => a.delete(key),
-            Kind::Hash(h) | Kind::HashOfMaps(h, _) | Kind::DevHash(h) => h.delete(key),
+            Kind::Hash(h) | Kind::HashOfMaps(h, _) | Kind::DevHash(h) => h.delete(key, slot),
             Kind::Lpm(l) => l.delete(key),
             Kind::Queue(_) => Err(OpError::Invalid),
             Kind::RingBuf(_) => Err(OpError::Unsupported),

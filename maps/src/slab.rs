@@ -145,10 +145,15 @@ impl Slab {
         unsafe { &*self.base.as_ptr().add(i) }
     }
 
-    /// The usable words `[i, i + n)`.
+    /// The usable words `[i, i + n)`. Panics when they are not all inside the slab (a bug in
+    /// this crate's layout arithmetic, as for [`Slab::word`]).
     #[inline]
     pub(crate) fn words(&self, i: usize, n: usize) -> &[AtomicU64] {
-        &self.words.all()[self.start..self.start + self.len][i..i + n]
+        assert!(i <= self.len && n <= self.len - i, "slab words {i}..{i}+{n} out of range");
+        // SAFETY: `[i, i + n)` lies inside `base..base + len` (just asserted), which lies inside
+        // the backing (checked in `with`) that `self` keeps alive and never moves; the words are
+        // initialized atomics and only shared references are made, as in `word`.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(i), n) }
     }
 
     /// Address of word 0.
@@ -179,10 +184,15 @@ impl Slab {
 
     /// Copies `src` to the words starting at word `i`; the tail of a partial last word is zeroed
     /// (it is padding no reader ever sees as value bytes).
+    #[inline]
     pub(crate) fn write(&self, i: usize, src: &[u8]) {
+        let (full, tail) = src.as_chunks::<8>();
         let words = self.words(i, src.len().div_ceil(8));
-        for (chunk, word) in src.chunks(8).zip(words) {
-            word.store(pad_word(chunk), Ordering::Relaxed);
+        for (chunk, word) in full.iter().zip(words) {
+            word.store(u64::from_ne_bytes(*chunk), Ordering::Relaxed);
+        }
+        if !tail.is_empty() {
+            words[full.len()].store(pad_word(tail), Ordering::Relaxed);
         }
     }
 
@@ -207,6 +217,7 @@ impl Slab {
     }
 
     /// Zeroes words `[i, i + n)`.
+    #[inline]
     pub(crate) fn zero(&self, i: usize, n: usize) {
         for word in self.words(i, n) {
             word.store(0, Ordering::Relaxed);

@@ -16,10 +16,11 @@
 //! A table entry: the name (32 bytes, NUL-padded); `map_type | key_size << 32`;
 //! `value_size | max_entries << 32`; `map_flags | slots << 32`; the layout kind (0: not in the
 //! region, 1: array, 2: hash); then for arrays the values offset, words per slot region and words
-//! per value; for hash maps additionally the bucket heads offset, bucket count, element slab
-//! offset, words per element and element count. Offsets are in words from the region start. The
-//! hash structures are those `hash.rs` documents: a chain head per bucket (element index, or
-//! `1 << 31 | bucket` at the end), elements of a link word (`hash << 32 | next`) then the
+//! per value; for hash maps additionally the bucket heads offset, bucket count (with the words
+//! from one bucket's head word to the next in its high 32 bits), element slab offset, words per
+//! element and element count. Offsets are in words from the region start. The hash structures
+//! are those `hash.rs` documents: a chain head word per bucket (element index, or
+//! `1 << 31 | bucket` at the end, in the low 32 bits; the high bits are the writers' lock), elements of a link word (`hash << 32 | next`) then the
 //! zero-padded key, values slot-major.
 //!
 //! Arrays and hash maps (plain, per-CPU, LRU) are laid out in the region; other kinds live on the
@@ -87,6 +88,8 @@ pub enum StoreError {
 pub(crate) struct HashLayout {
     pub(crate) heads: usize,
     pub(crate) n_buckets: usize,
+    /// Words from one bucket's head word to the next.
+    pub(crate) head_words: usize,
     pub(crate) elems: usize,
     pub(crate) ewords: usize,
     pub(crate) capacity: usize,
@@ -197,7 +200,10 @@ impl MapStore {
                 [1, values, region_words, vwords, 0, 0, 0, 0, 0]
             }
             Layout::Hash(h) => {
-                [2, h.values, h.region_words, h.vwords, h.heads, h.n_buckets, h.elems, h.ewords, h.capacity]
+                // The bucket count's high half holds the head stride (0 read as 1, as written
+                // by stores from before padded heads).
+                let buckets = h.n_buckets | h.head_words << 32;
+                [2, h.values, h.region_words, h.vwords, h.heads, buckets, h.elems, h.ewords, h.capacity]
             }
         };
         for (w, v) in e[7..].iter().zip(fields) {
@@ -315,7 +321,8 @@ impl SharedView {
         let (info, f) = (0..self.count()).map(|i| self.entry(i)).find(|(m, _)| m.name == name)?;
         let (ks, vs) = (info.def.key_size as usize, info.def.value_size as usize);
         let slots = info.slots.max(1);
-        let [kind, values, region_words, vwords, heads, n_buckets, elems, ewords, capacity] = f;
+        let [kind, values, region_words, vwords, heads, buckets, elems, ewords, capacity] = f;
+        let (n_buckets, head_words) = (buckets & 0xffff_ffff, (buckets >> 32).max(1));
         let value = |elem: usize| -> Option<Vec<Vec<u8>>> {
             (0..slots).map(|s| self.read(values + s * region_words + elem * vwords, vs)).collect()
         };
@@ -330,7 +337,8 @@ impl SharedView {
                 let words = self.region.words();
                 let mut seen = BTreeSet::new();
                 for b in 0..n_buckets {
-                    let mut cur = words.get(heads + b)?.load(Ordering::Acquire) as u32;
+                    let mut cur =
+                        words.get(heads + b.checked_mul(head_words)?)?.load(Ordering::Acquire) as u32;
                     let mut steps = 0;
                     while cur & NULLS == 0 && (cur as usize) < capacity && steps <= capacity {
                         let at = cur as usize * ewords;
