@@ -664,7 +664,7 @@ pub(crate) fn call_helper<C: Context>(
         id::MAP_DELETE_ELEM => {
             let map = map_arg(maps, regs[1], pc)?;
             let ks = map.def().key_size as usize;
-            let result = mem.with_bytes(regs[2], ks, |key| map.delete(key)).ok_or(arg_fault)?;
+            let result = mem.with_bytes(regs[2], ks, |key| map.delete_from(key, slot)).ok_or(arg_fault)?;
             result.map_or_else(|e| e.to_ret(), |()| 0)
         }
         id::KTIME_GET_NS => crate::sys::monotonic_ns(),

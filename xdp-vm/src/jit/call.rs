@@ -405,7 +405,8 @@ pub(crate) extern "C" fn map_delete(e: *mut Env<'_>, m: u64, key: u64, pc: u64) 
     // SAFETY: module invariant.
     let (e, m) = unsafe { (env(e), map(m)) };
     let ks = m.def().key_size as usize;
-    match e.memory().with_bytes(key, ks, |k| m.delete(k)) {
+    let slot = e.slot as usize;
+    match e.memory().with_bytes(key, ks, |k| m.delete_from(k, slot)) {
         Some(r) => r.map_or_else(|err| err.to_ret(), |()| 0),
         None => e.fail(Fault::HelperArgument { pc: pc as usize, helper: helpers::id::MAP_DELETE_ELEM }),
     }

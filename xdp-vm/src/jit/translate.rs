@@ -1227,7 +1227,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         let hash = self.low32(h);
         let bucket = self.b.ins().band_imm_u(h, i64::from(w.mask));
         let end = self.b.ins().bor_imm_u(bucket, i64::from(HashWalk::NULLS));
-        let head_off = self.b.ins().ishl_imm_u(bucket, 3);
+        let head_off = self.b.ins().imul_imm_u(bucket, w.head_stride as i64);
         let head_addr = self.b.ins().iadd_imm_u(head_off, w.heads as i64);
         let head = self.b.ins().atomic_load(I64, trusted, head_addr);
         let first = self.low32(head);
