@@ -243,6 +243,51 @@ fn lru_hash_matches_the_kernel_without_pressure() {
     }
 }
 
+/// Plain and per-CPU hash maps, preallocated and `BPF_F_NO_PREALLOC`, with more keys than room:
+/// every update (all flags, including a full map's `E2BIG` and its replacements that still
+/// succeed), delete and lookup gives the kernel's result, and the contents end up the same.
+#[test]
+fn hash_maps_match_the_kernel_with_and_without_prealloc() {
+    let cpus = dataplane::kernel::possible_cpus().unwrap();
+    for t in [map_type::HASH, map_type::PERCPU_HASH] {
+        for flags in [0, map_flags::NO_PREALLOC] {
+            let d = def(t, 4, 8, 16, flags);
+            pin_current_thread(0).unwrap();
+            let k = KernelMap::create_standalone("hash", d).unwrap();
+            let slots = if t == map_type::PERCPU_HASH { cpus } else { 1 };
+            let ours = Map::new("hash", d, slots).unwrap();
+            let mut rng = 0x5eed_u64 + u64::from(t) + u64::from(flags);
+            let mut full = 0;
+            for step in 0..3000u64 {
+                let r = xorshift(&mut rng);
+                let key = ((r % 40) as u32).to_ne_bytes();
+                let what = format!("type {t} flags {flags} step {step}");
+                match (r >> 16) % 4 {
+                    0 | 1 => {
+                        let f = [BPF_ANY, BPF_NOEXIST, BPF_EXIST, 4][((r >> 8) % 4) as usize];
+                        let value: Vec<u8> = step.to_ne_bytes().repeat(slots);
+                        let (a, b) =
+                            (kerr(&k.update(&key, &value, f)), ourerr(&ours.update_user(&key, &value, f)));
+                        assert_eq!(a, b, "{what}: update flags {f}");
+                        full += usize::from(a == libc::E2BIG);
+                    }
+                    2 => assert_eq!(kerr(&k.delete(&key)), ourerr(&ours.delete(&key)), "{what}: delete"),
+                    _ => {
+                        let a = k.lookup(&key).unwrap().map(|v| v.concat());
+                        assert_eq!(a, ours.lookup_user(&key).ok(), "{what}: lookup");
+                    }
+                }
+            }
+            assert!(full > 0, "type {t} flags {flags}: the map never filled up");
+            let mut theirs = k.entries().unwrap();
+            let mut mine = ours.entries();
+            theirs.sort();
+            mine.sort();
+            assert_eq!(mine, theirs, "type {t} flags {flags}: contents");
+        }
+    }
+}
+
 #[test]
 fn lru_hash_under_pressure_keeps_its_promises() {
     let d = def(map_type::LRU_HASH, 4, 8, 32, 0);
