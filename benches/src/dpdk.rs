@@ -120,15 +120,12 @@ impl Comparison for Dpdk {
         let dir = PathBuf::from(dataplane::BPF_OBJ_DIR);
         let counter = dir.join("xdp_counter.o");
         // (label, object, no program, the kernel's object; None: the program does not send the
-        // lab's traffic back, so there is nothing to count on the veth).
+        // lab's traffic back, so there is nothing to count on the veth). Every shipped program.
         let mut cases: Vec<(String, PathBuf, bool, Option<Object>)> =
             vec![("no program (worker loop)".into(), counter, true, Some(veth::tx_only()))];
-        for (name, tx) in [("xdp_counter", true), ("xdp_balancer", true), ("xdp_firewall", false)] {
-            let path = dir.join(format!("{name}.o"));
-            let obj = Object::parse(
-                &std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-            )?;
-            cases.push((name.into(), path, false, tx.then_some(obj)));
+        for (name, path, obj) in crate::shipped_xdp()? {
+            let back = !crate::is_root() || crate::sends_lab_traffic_back(&obj)?;
+            cases.push((name, path, false, back.then_some(obj)));
         }
         let contestants = [RING, PACKET, AFXDP, KERNEL];
         let table = |rows| Table {
@@ -215,7 +212,7 @@ impl Comparison for Dpdk {
             for c in &mut cells[1..] {
                 if c.stats.is_none() {
                     c.note = if obj.is_none() {
-                        "(not XDP_TX for the lab's traffic: nothing comes back to count)".into()
+                        "(the program does not return XDP_TX for the lab's frames: nothing comes back to count)".into()
                     } else {
                         dpdk_missing.clone().unwrap_or_default()
                     };

@@ -25,6 +25,7 @@ pub mod pktgen;
 pub mod rbpf_peer;
 pub mod replay;
 pub mod report;
+pub mod scaling;
 pub mod throughput;
 pub mod uprobe;
 pub mod verify;
@@ -76,6 +77,7 @@ pub fn comparisons() -> Vec<Box<dyn Comparison>> {
         Box::new(verify::Verify),
         Box::new(uprobe::Uprobe),
         Box::new(throughput::Throughput),
+        Box::new(scaling::Scaling),
         Box::new(dpdk::Dpdk),
         Box::new(control::Control),
         Box::new(pktgen::Pktgen),
@@ -248,6 +250,47 @@ impl Row {
             cells: contestants.iter().map(|c| Cell::missing(c, &why)).collect(),
         }
     }
+}
+
+/// The shipped XDP programs: every `configs/bpf/*.c` whose object has an XDP program, by file
+/// stem, sorted, with the object's path and the parsed object.
+///
+/// # Errors
+/// An object the build should have made that is missing or does not parse.
+pub fn shipped_xdp() -> anyhow::Result<Vec<(String, std::path::PathBuf, xdp_vm::elf::Object)>> {
+    let mut stems: Vec<String> = std::fs::read_dir(configs_bpf())?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    stems.sort();
+    let mut out = Vec::new();
+    for stem in stems {
+        let path = object(&stem);
+        let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let obj = xdp_vm::elf::Object::parse(&bytes)?;
+        if obj.programs.first().is_some_and(|p| p.kind == xdp_vm::elf::ProgramKind::Xdp) {
+            out.push((stem, path, obj));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `obj`'s first program returns `XDP_TX` for any of the lab's frames
+/// ([`dataplane::lab::frames`]) in the kernel (`BPF_PROG_TEST_RUN`): only then does a veth
+/// throughput round see frames come back.
+///
+/// # Errors
+/// When the kernel refuses the program or the run.
+pub fn sends_lab_traffic_back(obj: &xdp_vm::elf::Object) -> anyhow::Result<bool> {
+    let prog = dataplane::kernel::KernelProgram::load(obj, &obj.programs[0])?;
+    for f in dataplane::lab::frames(16) {
+        if prog.test_run(&f, 1)?.retval == 3 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The `configs/bpf/` directory.

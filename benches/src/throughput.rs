@@ -6,14 +6,15 @@
 //! sends the lab's frames flat out from one pktgen sender thread (AF_XDP copy mode) and counts, in a native XDP sink on
 //! the peer, the frames that come back. A round attaches one contestant to the other end for a
 //! fixed window and reports returned frames per second. Programs: every `configs/bpf/*.c`
-//! object whose first program returns `XDP_TX` for the lab's traffic (xdp_counter, the
-//! balancer), plus "no program" — ours with no program at all (the worker loop alone) against a
+//! XDP object (one whose first program does not return `XDP_TX` for any of the lab's frames in
+//! the kernel's test run says so in its row: nothing would come back), plus "no program" — ours with no program at all (the worker loop alone) against a
 //! kernel program that is just `return XDP_TX`.
 //!
 //! `cargo bench -p benches --bench suite -- --only throughput` (as root): 3 rounds of 3 s each;
 //! `--quick`: 1 round of 300 ms.
 
 use std::path::{Path, PathBuf};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -63,18 +64,23 @@ impl Comparison for Throughput {
 
     fn run(&self, mode: Mode) -> anyhow::Result<Vec<Table>> {
         let (rounds, window) = mode.pick((1, Duration::from_millis(300)), (3, Duration::from_secs(3)));
-        let dir = Path::new(dataplane::BPF_OBJ_DIR);
-        let mut cases: Vec<(String, PathBuf, bool, Object)> = Vec::new();
-        for name in ["xdp_counter", "xdp_balancer"] {
-            let path = dir.join(format!("{name}.o"));
-            let bytes = std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            cases.push((name.into(), path, false, Object::parse(&bytes)?));
-        }
-        cases.push(("no program (worker loop)".into(), dir.join("xdp_counter.o"), true, veth::tx_only()));
+        // Every shipped program (configs/bpf/*.c with an XDP program), then the worker loop alone.
+        let mut cases: Vec<(String, PathBuf, bool, Object)> =
+            crate::shipped_xdp()?.into_iter().map(|(name, path, obj)| (name, path, false, obj)).collect();
+        cases.push(("no program (worker loop)".into(), crate::object("xdp_counter"), true, veth::tx_only()));
         let mut rows = Vec::new();
         for (i, (name, path, no_program, obj)) in cases.iter().enumerate() {
             if !crate::is_root() {
                 rows.push(Row::skipped(name, KERNEL, &[OURS, KERNEL], "needs root for a veth pair and XDP"));
+                continue;
+            }
+            if !crate::sends_lab_traffic_back(obj)? {
+                rows.push(Row::skipped(
+                    name,
+                    KERNEL,
+                    &[OURS, KERNEL],
+                    "the program does not return XDP_TX for the lab's frames: nothing comes back to count",
+                ));
                 continue;
             }
             let s = SinkPair::create(&format!("db{i}"))?;

@@ -30,9 +30,17 @@ impl SinkPair {
     /// # Errors
     /// When the lab cannot be built or the sink cannot be loaded or attached.
     pub fn create(tag: &str) -> anyhow::Result<Self> {
+        Self::with_queues(tag, 1)
+    }
+
+    /// [`SinkPair::create`] with `queues` queues on each end.
+    ///
+    /// # Errors
+    /// As [`SinkPair::create`].
+    pub fn with_queues(tag: &str, queues: u32) -> anyhow::Result<Self> {
         let pid = std::process::id() % 100_000;
         let (ns, a, b) = (format!("{tag}n{pid}"), format!("{tag}{pid}a"), format!("{tag}{pid}b"));
-        let lab = Lab::create(&ns, &a, &b, 1)?;
+        let lab = Lab::create(&ns, &a, &b, queues)?;
         let sink = lab
             .in_namespace(move || -> anyhow::Result<Sink> {
                 let mut s = Sink::load(false)?;
@@ -65,6 +73,41 @@ impl SinkPair {
         Ok(pps)
     }
 
+    /// Frames per second back at the peer over `window`, the peer sending the lab's frames flat
+    /// out from `threads` senders at once, each one thread on an `AF_PACKET` socket: the kernel
+    /// spreads the lab's 16 flows over the peer's tx queues by their hash, and veth delivers a
+    /// frame sent on the peer's queue `q` to the near end's queue `q`. (`AF_XDP` would pin a
+    /// sender to a queue, but pktgen counts an interface's queues in `/sys/class/net`, which
+    /// does not follow a thread into the namespace.)
+    ///
+    /// # Errors
+    /// When a sender cannot start in the namespace.
+    pub fn measure_threads(&self, window: Duration, threads: u32) -> anyhow::Result<f64> {
+        let mut senders = Vec::new();
+        for _ in 0..threads {
+            let cfg = pktgen::send::SendConfig {
+                iface: self.lab.peer.clone(),
+                frames: lab::frames(16),
+                rate: None,
+                duration: None,
+                count: None,
+                queues: 1,
+                threads: 1,
+                mode: pktgen::send::Mode::AfPacket,
+                stamp: None,
+            };
+            match self.lab.in_namespace(move || pktgen::send::start(&cfg)) {
+                Ok(Ok(r)) => senders.push(r),
+                Ok(Err(e)) => return Err(stop_all(senders, e.into())),
+                Err(e) => return Err(stop_all(senders, e.into())),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let pps = self.count_over(window);
+        let _ = stop_all(senders, anyhow::anyhow!(""));
+        Ok(pps)
+    }
+
     /// The kernel's round: `obj`'s first program attached as native XDP on the near end,
     /// measured as [`SinkPair::measure`] does.
     ///
@@ -76,6 +119,17 @@ impl SinkPair {
         let _link = prog.attach_xdp(idx, XdpMode::Native)?;
         self.measure(window)
     }
+}
+
+/// Stops and joins `senders`, returning `e`.
+fn stop_all(senders: Vec<pktgen::send::Running>, e: anyhow::Error) -> anyhow::Error {
+    for r in &senders {
+        r.stop();
+    }
+    for r in senders {
+        let _ = r.join();
+    }
+    e
 }
 
 /// A kernel program that is just `return XDP_TX`: the reference for "no program", where ours runs

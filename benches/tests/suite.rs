@@ -6,8 +6,19 @@ use benches::report::{self, Machine};
 use benches::{Mode, Table, comparisons};
 
 /// The tests below, one per comparison: a comparison added to the suite needs its line here.
-const TESTED: [&str; 10] =
-    ["replay", "mapops", "embed", "helpers", "verify", "uprobe", "throughput", "dpdk", "control", "pktgen"];
+const TESTED: [&str; 11] = [
+    "replay",
+    "mapops",
+    "embed",
+    "helpers",
+    "verify",
+    "uprobe",
+    "throughput",
+    "scaling",
+    "dpdk",
+    "control",
+    "pktgen",
+];
 
 fn quick(name: &str) -> Vec<Table> {
     let all = comparisons();
@@ -106,6 +117,11 @@ fn uprobe() {
 #[test]
 fn throughput() {
     quick("throughput");
+}
+
+#[test]
+fn scaling() {
+    quick("scaling");
 }
 
 #[test]
