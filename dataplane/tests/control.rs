@@ -838,6 +838,46 @@ fn bucket_sum(text: &str) -> u64 {
         .sum()
 }
 
+/// One connection to an instance's control socket, asking one wire request at a time.
+struct Wire {
+    conn: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Wire {
+    fn open(name: &str) -> Self {
+        let conn = UnixStream::connect(dataplane::control::run_dir().join(format!("{name}.sock"))).unwrap();
+        let reader = BufReader::new(conn.try_clone().unwrap());
+        Self { conn, reader }
+    }
+
+    /// The whole reply to `{"version":1,"request":REQ}`.
+    fn ask(&mut self, req: &str) -> Value {
+        self.conn.write_all(format!("{{\"version\":1,\"request\":{req}}}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        serde_json::from_str::<Value>(&line).unwrap()
+    }
+
+    /// The result of a request that must succeed.
+    fn ok(&mut self, req: &str) -> Value {
+        let v = self.ask(req);
+        assert_eq!(v["ok"], true, "{req}: {v}");
+        v["result"].clone()
+    }
+
+    fn attach(&mut self, object: &str) -> u64 {
+        let req =
+            format!("{{\"trace_attach\":{{\"object\":{object:?},\"program\":null,\"target\":\"rx\"}}}}");
+        self.ok(&req)["id"].as_u64().unwrap()
+    }
+
+    /// Detaches trace `id`: its maps printed, and its last record lines.
+    fn detach(&mut self, id: u64) -> Value {
+        self.ok(&format!("{{\"trace_detach\":{{\"id\":{id}}}}}"))
+    }
+}
+
 #[test]
 fn trace_attaches_to_a_running_instance_counts_its_frames_and_detaches_under_traffic() {
     if !is_root() {
@@ -853,13 +893,38 @@ fn trace_attaches_to_a_running_instance_counts_its_frames_and_detaches_under_tra
     let name = instance("t");
     let hist_obj = obj("rx_cpu_hist.o");
     let hist = hist_obj.to_str().unwrap();
+    let events_obj = obj("rx_events.o");
+    let events = events_obj.to_str().unwrap();
     let tx_sock = lab.peer_socket().unwrap();
-    let rx_sock = lab.peer_socket().unwrap();
     let icmp = pktgen::craft::icmp_echo();
+    let mut wire = Wire::open(&name);
+
+    // Exact, with the traffic stopped around the window: both programs attached, 300 frames
+    // exchanged, both detached — the lhist counts 300 and the ring buffer gave 300 lines.
+    let exact = |wire: &mut Wire, sock: &PacketSocket, frames: usize| {
+        let h = wire.attach(hist);
+        let e = wire.attach(events);
+        assert_eq!(exchange(sock, &vec![icmp.clone(); frames]).len(), frames);
+        let printed = wire.detach(h);
+        let streamed = wire.detach(e);
+        assert_eq!(bucket_sum(printed["text"].as_str().unwrap()), frames as u64, "{printed}");
+        // The ring's lines come with trace_events while attached and the rest with the detach.
+        assert_eq!(streamed["lost"], 0, "{streamed}");
+        let lines = streamed["lines"].as_array().unwrap();
+        lines.len()
+    };
+    assert_eq!(exact(&mut wire, &tx_sock, 300), 300);
+
+    // Under continuous traffic (2 kpps from the peer): `dataplane trace` for 1 s, printing its
+    // map every 0.3 s too, then 100 attach/detach cycles in a row on the wire, then 10 more
+    // through the client (a process each).
+    let rx_sock = lab.peer_socket().unwrap();
+    rx_sock.set_rcvbuf(16 << 20).unwrap();
     let stop = AtomicBool::new(false);
     let sent = AtomicU64::new(0);
     let ttls = Mutex::new(Vec::new());
-    let (mut printed, mut window) = (String::new(), 0);
+    let (mut printed, mut window, mut cycled, mut cycle_window) = (String::new(), 0, 0, 0);
+    let mut cycles_took = Duration::ZERO;
     std::thread::scope(|s| {
         s.spawn(|| collect(&rx_sock, &stop, &ttls));
         s.spawn(|| pace(&tx_sock, &icmp, 2000, &stop, &sent));
@@ -874,25 +939,68 @@ fn trace_attaches_to_a_running_instance_counts_its_frames_and_detaches_under_tra
             &name,
             "--duration",
             "1",
+            "--interval",
+            "0.3",
             "--print",
             "rx_cpu:lhist:0:128:1",
         ]);
         // The worker publishes its counters once per batch: let the last one land.
         std::thread::sleep(Duration::from_millis(100));
         window = rx_total(&name) - before;
-        // Attach and detach 20 times in a row under traffic (each with its own connection).
-        for _ in 0..20 {
+        let before = rx_total(&name);
+        let t = Instant::now();
+        let (mut ta, mut td) = (Duration::ZERO, Duration::ZERO);
+        for _ in 0..100 {
+            let t0 = Instant::now();
+            let id = wire.attach(hist);
+            ta += t0.elapsed();
+            std::thread::sleep(Duration::from_millis(5));
+            let t0 = Instant::now();
+            cycled += bucket_sum(wire.detach(id)["text"].as_str().unwrap());
+            td += t0.elapsed();
+        }
+        eprintln!("100 cycles: attach {ta:?} detach {td:?} in all");
+        cycles_took = t.elapsed();
+        std::thread::sleep(Duration::from_millis(100));
+        cycle_window = rx_total(&name) - before;
+        for _ in 0..10 {
             ok(&["trace", hist, "--target", "site:rx", "--name", &name, "--duration", "0"]);
         }
         std::thread::sleep(Duration::from_millis(200));
         stop.store(true, Ordering::Relaxed);
     });
-    let counted = bucket_sum(&printed);
-    assert!(printed.starts_with(&format!("@[{a}]:")), "{printed}");
+    // The last of the 1 s prints is the final one; the interval ones come before it, each after
+    // a time line.
+    let blocks = printed.split(&format!("@[{a}]:")).count() - 1;
+    let times = printed
+        .lines()
+        .filter(|l| l.len() == 8 && l.as_bytes()[2] == b':' && l.as_bytes()[5] == b':')
+        .count();
+    assert!(
+        (2..=4).contains(&times) && blocks == times + 1,
+        "{times} interval prints, {blocks} in all:\n{printed}"
+    );
+    let last = printed.rsplit(&format!("@[{a}]:")).next().unwrap();
+    let counted = bucket_sum(last);
     assert!(counted > 0 && counted <= window, "traced {counted} frames of the {window} received:\n{printed}");
+    assert!(
+        cycled > 0 && cycled <= cycle_window,
+        "100 cycles counted {cycled} of the {cycle_window} frames received"
+    );
     let sent = sent.load(Ordering::Relaxed);
     assert!(sent > 1000, "{sent}");
-    assert_eq!(ttls.into_inner().unwrap().len() as u64, sent, "every frame sent came back");
+    assert_eq!(
+        ttls.into_inner().unwrap().len() as u64,
+        sent,
+        "every frame sent came back (peer socket drops: {}): {}",
+        rx_sock.take_drops().unwrap(),
+        ok(&["stats", "--name", &name])
+    );
+    eprintln!("100 attach/detach cycles under 2 kpps took {cycles_took:?}");
+    // After all that, exact again (on a new connection: an idle one without a trace is closed
+    // after 5 s; and a new socket: the pacing one holds the frames that came back to it).
+    let mut wire = Wire::open(&name);
+    assert_eq!(exact(&mut wire, &lab.peer_socket().unwrap(), 200), 200);
 
     // Bad site, a program that is no uprobe, a missing object: one line, exit 2.
     assert!(
@@ -904,6 +1012,15 @@ fn trace_attaches_to_a_running_instance_counts_its_frames_and_detaches_under_tra
     assert!(e.contains("no uprobe or uretprobe program"), "{e}");
     let e = fails(&["trace", "/nonexistent.o", "--target", "rx", "--name", &name], &[]);
     assert!(e.contains("/nonexistent.o"), "{e}");
+    let e = fails(&["trace", hist, "--target", "rx", "--print", "rx_cpu:events", "--name", &name], &[]);
+    assert!(e.contains("map rx_cpu holds no records"), "{e}");
+    let e = fails(
+        &["trace", events, "--target", "rx", "--print", "rx_events:events:nosuch", "--name", &name],
+        &[],
+    );
+    assert!(e.contains("no type nosuch"), "{e}");
+    let e = fails(&["trace", hist, "--target", "rx", "--interval", "0", "--name", &name], &[]);
+    assert!(e.contains("--interval"), "{e}");
 
     // A client killed while attached: the instance detaches when its connection closes, and
     // serves the next attach at once.
@@ -920,25 +1037,17 @@ fn trace_attaches_to_a_running_instance_counts_its_frames_and_detaches_under_tra
     child.wait().unwrap();
     ok(&["trace", hist, "--target", "rx", "--name", &name, "--duration", "0"]);
 
-    // The wire requests themselves: trace_print while attached, another connection's id is
-    // unknown, and a trace left attached goes with its connection.
-    let sock = Path::new("/run/dataplane").join(format!("{name}.sock"));
-    let mut conn = UnixStream::connect(&sock).unwrap();
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    let mut ask = |req: &str| {
-        conn.write_all(format!("{{\"version\":1,\"request\":{req}}}\n").as_bytes()).unwrap();
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        serde_json::from_str::<Value>(&line).unwrap()
-    };
-    let attach = format!("{{\"trace_attach\":{{\"object\":{hist:?},\"program\":null,\"target\":\"rx\"}}}}");
-    let id = ask(&attach)["result"]["id"].as_u64().unwrap();
-    let printed = ask(&format!("{{\"trace_print\":{{\"id\":{id}}}}}"));
+    // The wire requests themselves: trace_print and trace_events while attached, another
+    // connection's id is unknown, and a trace left attached goes with its connection.
+    let id = wire.attach(hist);
+    let printed = wire.ask(&format!("{{\"trace_print\":{{\"id\":{id}}}}}"));
     assert_eq!(printed["ok"], true, "{printed}");
     assert!(printed["result"]["text"].is_string(), "{printed}");
-    let other = ask(&format!("{{\"trace_detach\":{{\"id\":{}}}}}", id + 1000));
+    let none = wire.ok(&format!("{{\"trace_events\":{{\"id\":{id}}}}}"));
+    assert_eq!(none, serde_json::json!({"id": id, "lines": [], "lost": 0}));
+    let other = wire.ask(&format!("{{\"trace_detach\":{{\"id\":{}}}}}", id + 1000));
     assert!(other["error"].as_str().unwrap().contains("no trace"), "{other}");
-    drop(conn);
+    drop(wire);
     let (code, out) = run.stop();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("umem frames held at exit: 0"), "{out}");

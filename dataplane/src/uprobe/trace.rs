@@ -58,6 +58,10 @@ struct Active {
     maps: Vec<Arc<Map>>,
     /// Its ring buffers and perf-event arrays.
     events: Vec<EventMap>,
+    prog: TraceProgram,
+    target: Target,
+    /// The object file's length and modification time when it was loaded.
+    file: Option<(u64, std::time::SystemTime)>,
     attachment: Option<Attachment>,
 }
 
@@ -183,7 +187,92 @@ fn load_one(
         (None, None) => return Err(attach_err(UprobeError::NoTarget { program: prog.name.clone() })),
     };
     let attachment = super::attach(&target, &[&prog]).map_err(attach_err)?;
-    Ok(Active { cfg: cfg.clone(), obj, maps, events: event_maps, attachment: Some(attachment) })
+    Ok(Active {
+        cfg: cfg.clone(),
+        obj,
+        maps,
+        events: event_maps,
+        prog,
+        target,
+        file: file_identity(&path),
+        attachment: Some(attachment),
+    })
+}
+
+/// What tells one version of an object file from another: its length and modification time.
+fn file_identity(path: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+/// Detached live traces kept for a next attach of the same entry (same object file, program,
+/// target, print and slots): verified and compiled already, so attaching again costs the patch
+/// and a reset of the maps instead of a load (tens of milliseconds of verifying and compiling
+/// in a debug build). At most [`MAX_IDLE`], the oldest dropped first.
+static IDLE: Mutex<Vec<(usize, Active)>> = Mutex::new(Vec::new());
+const MAX_IDLE: usize = 4;
+
+/// A detached trace from [`IDLE`] for `cfg`, its maps back to their initial contents.
+fn take_idle(cfg: &TraceConfig, slots: usize) -> Option<Active> {
+    let mut idle = IDLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let now = file_identity(&cfg.object)?;
+    let i = idle.iter().position(|(s, a)| *s == slots && a.cfg == *cfg && a.file == Some(now))?;
+    let (_, a) = idle.remove(i);
+    a.reset().then_some(a)
+}
+
+impl Active {
+    /// Puts every map back to the object's initial contents: empty, zeroed, or its global
+    /// data. `false` for a map this cannot do (prog arrays, maps of maps, ...).
+    fn reset(&self) -> bool {
+        use maps::map_type as t;
+        for (spec, m) in self.obj.maps.iter().zip(&self.maps) {
+            match spec.kind {
+                xdp_vm::elf::MapKind::Global { readonly: true } => {}
+                xdp_vm::elf::MapKind::Global { readonly: false } => {
+                    if m.update_user(&0u32.to_le_bytes(), &spec.data, maps::BPF_ANY).is_err() {
+                        return false;
+                    }
+                }
+                xdp_vm::elf::MapKind::Regular => match spec.def.map_type {
+                    t::HASH | t::PERCPU_HASH | t::LRU_HASH | t::LRU_PERCPU_HASH | t::LPM_TRIE => {
+                        for e in m.entries() {
+                            let _ = m.delete(&e.key);
+                        }
+                    }
+                    t::ARRAY | t::PERCPU_ARRAY => {
+                        let per = if m.is_per_cpu() { m.slots() } else { 1 };
+                        let zero = vec![0u8; spec.def.value_size as usize * per];
+                        for e in m.entries() {
+                            if m.update_user(&e.key, &zero, maps::BPF_ANY).is_err() {
+                                return false;
+                            }
+                        }
+                    }
+                    t::RINGBUF => {
+                        m.ringbuf_consume(|_| {});
+                    }
+                    t::PERF_EVENT_ARRAY => {
+                        for i in 0..spec.def.max_entries {
+                            m.perf_consume(i, |_| {});
+                        }
+                    }
+                    t::QUEUE | t::STACK => {
+                        let mut buf = vec![0u8; spec.def.value_size as usize];
+                        while m.pop(&mut buf).is_ok() {}
+                    }
+                    _ => return false,
+                },
+            }
+        }
+        true
+    }
+
+    /// Attaches it again (after [`take_idle`]).
+    fn reattach(&mut self) -> Result<(), UprobeError> {
+        self.attachment = Some(super::attach(&self.target, &[&self.prog])?);
+        Ok(())
+    }
 }
 
 impl Active {
@@ -241,14 +330,33 @@ struct Pending {
 /// One program attached at run time (`dataplane trace`, through the control socket) with maps
 /// of its own; detached when dropped.
 pub struct Live {
-    active: Active,
+    /// `None` only while being dropped.
+    active: Option<Active>,
+    slots: usize,
     consumer: Option<Consumer>,
     pending: Arc<Mutex<Pending>>,
 }
 
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.consumer.take() {
+            c.stop();
+        }
+        let Some(mut a) = self.active.take() else { return };
+        // Detached cleanly: kept for the next attach of the same entry.
+        if a.detach().is_ok() {
+            let mut idle = IDLE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if idle.len() >= MAX_IDLE {
+                idle.remove(0);
+            }
+            idle.push((self.slots, a));
+        }
+    }
+}
+
 impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Live").field("object", &self.active.cfg.object).finish()
+        f.debug_struct("Live").field("object", &self.active().cfg.object).finish()
     }
 }
 
@@ -258,7 +366,13 @@ impl Live {
     /// # Errors
     /// [`TraceError`] (reported as entry 0).
     pub fn attach(cfg: &TraceConfig, slots: usize) -> Result<Self, TraceError> {
-        let active = load_one(0, cfg, slots, std::path::Path::new(""), &[])?;
+        let active = match take_idle(cfg, slots) {
+            Some(mut a) => {
+                a.reattach().map_err(|source| TraceError::Attach { index: 0, source })?;
+                a
+            }
+            None => load_one(0, cfg, slots, std::path::Path::new(""), &[])?,
+        };
         let pending = Arc::new(Mutex::new(Pending::default()));
         let sink = pending.clone();
         let consumer = Consumer::spawn(active.events.clone(), move |line| {
@@ -269,13 +383,17 @@ impl Live {
                 p.lost += 1;
             }
         });
-        Ok(Self { active, consumer: Some(consumer), pending })
+        Ok(Self { active: Some(active), slots, consumer: Some(consumer), pending })
+    }
+
+    fn active(&self) -> &Active {
+        self.active.as_ref().expect("a live trace has its program until dropped")
     }
 
     /// Its ring buffers and perf-event arrays: (map, how its lines look).
     #[must_use]
     pub fn event_maps(&self) -> Vec<(String, String)> {
-        self.active.events.iter().map(|e| (e.name.clone(), e.describe())).collect()
+        self.active().events.iter().map(|e| (e.name.clone(), e.describe())).collect()
     }
 
     /// The record lines printed since the last call (at most `max`), and how many were lost
@@ -290,7 +408,7 @@ impl Live {
     /// Its maps, printed as bpftrace prints them.
     #[must_use]
     pub fn render(&self) -> String {
-        self.active.render(true)
+        self.active().render(true)
     }
 
     /// Detaches the program (the maps stay readable).
@@ -298,7 +416,9 @@ impl Live {
     /// # Errors
     /// When the code could not be restored.
     pub fn detach(&mut self) -> Result<(), UprobeError> {
-        self.active.detach()?;
+        if let Some(a) = self.active.as_mut() {
+            a.detach()?;
+        }
         // No record comes after the detach: the consumer's last drain gets them all.
         if let Some(mut c) = self.consumer.take() {
             c.stop();
