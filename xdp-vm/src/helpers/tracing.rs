@@ -103,8 +103,78 @@ pub(crate) fn call(helper: u32, regs: &[u64; 16], mem: &Memory<'_>) -> Option<u6
     Some(r as u64)
 }
 
+/// For compiled code: the address of a routine `extern "C" fn(dst, src, size) -> i64` that is
+/// `helper` (a `bpf_probe_read` variant) for a constant `size` and a `dst` inside the program's
+/// stack, to call directly instead of through the helper dispatch; `None` when there is none
+/// (other helpers, a string read of size 0).
+#[must_use]
+pub(crate) fn direct_copy(helper: u32, size: u64) -> Option<u64> {
+    let string = matches!(helper, id::PROBE_READ_STR | id::PROBE_READ_USER_STR | id::PROBE_READ_KERNEL_STR);
+    if string && size == 0 {
+        return None;
+    }
+    user_copy::direct(helper)
+}
+
 /// Whether [`call`] handles `helper`.
 #[must_use]
 pub(crate) fn handles(helper: u32) -> bool {
     helper != id::GET_FUNC_IP && HELPERS.iter().any(|(i, _)| *i == helper)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::context::{PtRegs, TraceState, Uprobe, pt_regs::off};
+    use crate::helpers::id;
+    use crate::insn::Insn;
+    use crate::jit::JitProgram;
+    use crate::program::Program;
+
+    const EXIT: Insn = Insn::new(0x95, 0, 0, 0, 0);
+
+    /// `r0 = helper(fp - 16, size, ctx->di)`, then `r0 = (r0 << 32) ^ *(u64 *)(fp - 16)`, through
+    /// the interpreter and the JIT (whose call is direct for a constant size into the frame).
+    fn read(helper: u32, size: i32, src: u64) -> [u64; 2] {
+        let insns = [
+            Insn::new(0x7a, 10, 0, -16, 0x5a5a_5a5a), // *(u64 *)(fp - 16) = 0x5a5a5a5a
+            Insn::new(0x7a, 10, 0, -8, 0x5a5a_5a5a),
+            Insn::new(0x79, 3, 1, off::DI as i16, 0),
+            Insn::new(0xbf, 1, 10, 0, 0),
+            Insn::new(0x07, 1, 0, 0, -16),
+            Insn::new(0xb7, 2, 0, 0, size),
+            Insn::new(0x85, 0, 0, 0, helper as i32),
+            Insn::new(0x67, 0, 0, 0, 32),
+            Insn::new(0x79, 1, 10, -16, 0),
+            Insn::new(0xaf, 0, 1, 0, 0),
+            EXIT,
+        ];
+        let regs = PtRegs { di: src, ..PtRegs::default() };
+        let prog = Program::<Uprobe>::from_insns_verified("t", &insns, &[]).expect("verifies");
+        let interp = crate::Interpreter::new().run(&prog, &mut TraceState::new(&regs, 0), 0).unwrap();
+        let jit = JitProgram::compile(&prog).unwrap().run(&mut TraceState::new(&regs, 0), 0).unwrap();
+        [interp, jit]
+    }
+
+    #[test]
+    fn reads_of_every_kind_agree_between_the_engines() {
+        let s = *b"eth0\0abcdefghijk";
+        let src = s.as_ptr() as u64;
+        let word = u64::from_le_bytes(s[..8].try_into().unwrap());
+        let efault = (-14i64 as u64) << 32;
+        for helper in [id::PROBE_READ, id::PROBE_READ_USER, id::PROBE_READ_KERNEL] {
+            assert_eq!(read(helper, 8, src), [word; 2], "helper {helper}");
+            assert_eq!(read(helper, 16, src), [word; 2], "helper {helper}, 16 bytes");
+            assert_eq!(read(helper, 3, src), [word & 0xff_ffff | 0x5a00_0000; 2], "helper {helper}, 3 bytes");
+            assert_eq!(read(helper, 8, 24), [efault; 2], "helper {helper}: -EFAULT, zeroed");
+            assert_eq!(read(helper, 0, 24), [0x5a5a_5a5a; 2], "helper {helper}: nothing to read");
+        }
+        for helper in [id::PROBE_READ_STR, id::PROBE_READ_USER_STR, id::PROBE_READ_KERNEL_STR] {
+            let expected = (5u64 << 32) ^ u64::from_le_bytes([b'e', b't', b'h', b'0', 0, 0, 0, 0]);
+            assert_eq!(read(helper, 8, src), [expected; 2], "helper {helper}");
+            let expected = (3u64 << 32) ^ u64::from_le_bytes([b'e', b't', 0, 0x5a, 0, 0, 0, 0]);
+            assert_eq!(read(helper, 3, src), [expected; 2], "helper {helper}, cut at 3");
+            assert_eq!(read(helper, 8, 24), [efault; 2], "helper {helper}: -EFAULT, zeroed");
+            assert_eq!(read(helper, 0, src), [0x5a5a_5a5a; 2], "helper {helper}: size 0");
+        }
+    }
 }

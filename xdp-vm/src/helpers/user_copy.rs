@@ -17,13 +17,18 @@ use std::sync::OnceLock;
 
 use crate::memory::Memory;
 
+// Every routine starts by naming, in `r8`/`r9`, the destination range the fixup zeroes when a
+// fault stops it (`r9 = 0`: nothing, for writes into the traced process), so the routines return
+// the kernel's result on their own: JIT code calls `dp_user_read` directly ([`direct`]).
 std::arch::global_asm!(
     ".pushsection .text.dp_user_copy,\"ax\",@progbits",
     ".p2align 4",
     ".globl dp_user_copy_begin",
     ".hidden dp_user_copy_begin",
-    ".globl dp_user_copy",
-    ".hidden dp_user_copy",
+    ".globl dp_user_read",
+    ".hidden dp_user_read",
+    ".globl dp_user_write",
+    ".hidden dp_user_write",
     ".globl dp_user_str",
     ".hidden dp_user_str",
     ".globl dp_user_copy_end",
@@ -31,26 +36,62 @@ std::arch::global_asm!(
     ".globl dp_user_fixup",
     ".hidden dp_user_fixup",
     "dp_user_copy_begin:",
-    // dp_user_copy(dst: rdi, src: rsi, len: rdx) -> 0
-    "dp_user_copy:",
-    "    cmp rdx, 8",
+    // dp_user_read(dst: rdi, src: rsi, len: rdx) -> 0, or -EFAULT with dst zeroed
+    "dp_user_read:",
+    "    mov r8, rdi",
+    "    mov r9, rdx",
+    "    jmp 1f",
+    // dp_user_write(dst: rdi, src: rsi, len: rdx) -> 0, or -EFAULT
+    "dp_user_write:",
+    "    xor r9d, r9d",
+    "1:  cmp rdx, 8",
     "    jne 2f",
     "    mov rax, qword ptr [rsi]",
     "    mov qword ptr [rdi], rax",
     "    xor eax, eax",
     "    ret",
-    "2:  cmp rdx, 4",
+    "2:  cmp rdx, 16",
     "    jne 3f",
+    "    mov rax, qword ptr [rsi]",
+    "    mov rcx, qword ptr [rsi + 8]",
+    "    mov qword ptr [rdi], rax",
+    "    mov qword ptr [rdi + 8], rcx",
+    "    xor eax, eax",
+    "    ret",
+    "3:  cmp rdx, 4",
+    "    jne 6f",
     "    mov eax, dword ptr [rsi]",
     "    mov dword ptr [rdi], eax",
     "    xor eax, eax",
     "    ret",
-    "3:  mov rcx, rdx",
+    // Other sizes: 8-byte words, then bytes (`rep movsb` starts slowly for small copies).
+    "6:  cmp rdx, 64",
+    "    ja 9f",
+    "7:  cmp rdx, 8",
+    "    jb 8f",
+    "    mov rax, qword ptr [rsi]",
+    "    mov qword ptr [rdi], rax",
+    "    add rsi, 8",
+    "    add rdi, 8",
+    "    sub rdx, 8",
+    "    jmp 7b",
+    "8:  test rdx, rdx",
+    "    jz 10f",
+    "    movzx eax, byte ptr [rsi]",
+    "    mov byte ptr [rdi], al",
+    "    inc rsi",
+    "    inc rdi",
+    "    dec rdx",
+    "    jmp 8b",
+    "9:  mov rcx, rdx",
     "    rep movsb",
-    "    xor eax, eax",
+    "10: xor eax, eax",
     "    ret",
-    // dp_user_str(dst: rdi, src: rsi, max: rdx > 0) -> bytes written including the NUL
+    // dp_user_str(dst: rdi, src: rsi, max: rdx > 0) -> bytes written including the NUL, or
+    // -EFAULT with the max bytes of dst zeroed
     "dp_user_str:",
+    "    mov r8, rdi",
+    "    mov r9, rdx",
     "    xor eax, eax",
     "4:  movzx ecx, byte ptr [rsi + rax]",
     "    mov byte ptr [rdi + rax], cl",
@@ -63,13 +104,18 @@ std::arch::global_asm!(
     "5:  ret",
     "dp_user_copy_end:",
     "dp_user_fixup:",
+    "    mov rdi, r8",
+    "    mov rcx, r9",
+    "    xor eax, eax",
+    "    rep stosb",
     "    mov rax, -14",
     "    ret",
     ".popsection",
 );
 
 unsafe extern "C" {
-    fn dp_user_copy(dst: *mut u8, src: *const u8, len: usize) -> i64;
+    fn dp_user_read(dst: *mut u8, src: *const u8, len: usize) -> i64;
+    fn dp_user_write(dst: *mut u8, src: *const u8, len: usize) -> i64;
     fn dp_user_str(dst: *mut u8, src: *const u8, max: usize) -> i64;
     fn dp_user_copy_begin();
     fn dp_user_copy_end();
@@ -79,7 +125,7 @@ unsafe extern "C" {
 /// The handlers that were installed before ours, for `SIGSEGV` and `SIGBUS`.
 static PREVIOUS: OnceLock<[libc::sigaction; 2]> = OnceLock::new();
 
-fn install() {
+pub(crate) fn install() {
     PREVIOUS.get_or_init(|| {
         let mut old = [
             // SAFETY: `sigaction` is plain data; all-zero is a valid (empty) value.
@@ -156,14 +202,9 @@ unsafe fn read(dst: *mut u8, src: u64, len: usize) -> i64 {
         return 0;
     }
     install();
-    // SAFETY: `dst` is writable (caller); a bad `src` faults inside the routine and returns
-    // -EFAULT through the fixup (module doc).
-    let r = unsafe { dp_user_copy(dst, src as usize as *const u8, len) };
-    if r != 0 {
-        // SAFETY: as above.
-        unsafe { std::ptr::write_bytes(dst, 0, len) };
-    }
-    r
+    // SAFETY: `dst` is writable (caller); a bad `src` faults inside the routine, which returns
+    // -EFAULT through the fixup after zeroing `dst` (module doc).
+    unsafe { dp_user_read(dst, src as usize as *const u8, len) }
 }
 
 /// Copies a NUL-terminated string of at most `max` bytes (NUL included) from `src` to `dst`;
@@ -177,12 +218,24 @@ unsafe fn read_str(dst: *mut u8, src: u64, max: usize) -> i64 {
     }
     install();
     // SAFETY: as in `read`.
-    let r = unsafe { dp_user_str(dst, src as usize as *const u8, max) };
-    if r < 0 {
-        // SAFETY: as above.
-        unsafe { std::ptr::write_bytes(dst, 0, max) };
-    }
-    r
+    unsafe { dp_user_str(dst, src as usize as *const u8, max) }
+}
+
+/// The routine compiled code may call directly, as `extern "C" fn(dst, src, size) -> i64`, for
+/// `helper` with a constant `size` (non-zero for the string helpers) and a `dst` the compiler
+/// proved to lie in the program's stack: `bpf_probe_read{,_user,_kernel}` (`dp_user_read`) and
+/// their `_str` variants (`dp_user_str`). Their results are the helpers' (the kernel's), zeroing
+/// included, with no dispatch and no checks left to do. Installs the fault handler the routines
+/// rely on; `None` for any other helper.
+pub(crate) fn direct(helper: u32) -> Option<u64> {
+    use super::id;
+    let f: unsafe extern "C" fn(*mut u8, *const u8, usize) -> i64 = match helper {
+        id::PROBE_READ | id::PROBE_READ_USER | id::PROBE_READ_KERNEL => dp_user_read,
+        id::PROBE_READ_STR | id::PROBE_READ_USER_STR | id::PROBE_READ_KERNEL_STR => dp_user_str,
+        _ => return None,
+    };
+    install();
+    Some(f as usize as u64)
 }
 
 /// `bpf_probe_read_user`: `size` bytes from any address `src` into program memory at `dst`
@@ -214,7 +267,7 @@ pub(crate) fn probe_write(mem: &Memory<'_>, dst: u64, src: u64, size: usize) -> 
     // SAFETY: `src` was checked readable; a bad `dst` faults inside the routine and returns
     // -EFAULT. Writing wherever the program asks is `bpf_probe_write_user`'s contract, as
     // unsafe for the traced process as the kernel's.
-    Some(unsafe { dp_user_copy(dst as usize as *mut u8, src as usize as *const u8, size) })
+    Some(unsafe { dp_user_write(dst as usize as *mut u8, src as usize as *const u8, size) })
 }
 
 /// Writes `bytes` into program memory at `dst` (checked); `None` when not allowed.
@@ -233,23 +286,61 @@ mod tests {
 
     #[test]
     fn reads_good_memory_and_survives_bad() {
-        let src = 0x1122_3344_5566_7788u64.to_le_bytes();
-        for len in [1, 4, 7, 8] {
-            let mut dst = [0xffu8; 8];
-            // SAFETY: `dst` holds 8 bytes.
+        let src: Vec<u8> = (1..=200).collect();
+        for len in [1, 2, 4, 7, 8, 15, 16, 24, 63, 64, 65, 200] {
+            let mut dst = [0xffu8; 201];
+            // SAFETY: `dst` holds more than `len` bytes.
             assert_eq!(unsafe { read(dst.as_mut_ptr(), src.as_ptr() as u64, len) }, 0);
-            assert_eq!(dst[..len], src[..len]);
+            assert_eq!(dst[..len], src[..len], "{len} bytes");
+            assert_eq!(dst[len], 0xff, "{len} bytes: not one more");
         }
-        let mut dst = [0xffu8; 16];
+        let mut dst = [0xffu8; 100];
         for bad in [0u64, 8, 0xdead_0000_0000, u64::MAX - 3] {
-            // SAFETY: `dst` holds 16 bytes.
-            assert_eq!(unsafe { read(dst.as_mut_ptr(), bad, 16) }, -14);
-            assert_eq!(dst, [0; 16], "zeroed on failure");
-            // SAFETY: as above.
-            assert_eq!(unsafe { read(dst.as_mut_ptr(), bad, 8) }, -14);
+            for len in [16, 8, 5, 100] {
+                dst.fill(0xff);
+                // SAFETY: `dst` holds 100 bytes.
+                assert_eq!(unsafe { read(dst.as_mut_ptr(), bad, len) }, -14);
+                assert!(dst[..len].iter().all(|&b| b == 0), "zeroed on failure");
+                assert!(dst[len..].iter().all(|&b| b == 0xff), "and nothing past it");
+            }
+            dst.fill(0xff);
             // SAFETY: as above.
             assert_eq!(unsafe { read_str(dst.as_mut_ptr(), bad, 16) }, -14);
+            assert_eq!(dst[..16], [0; 16]);
         }
+        // A copy that faults halfway (the source runs into an unmapped page) is zeroed whole.
+        let page = 4096;
+        // SAFETY: two fresh anonymous pages, the second made inaccessible; unmapped below.
+        let p = unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            libc::mprotect(p.cast::<u8>().add(page).cast(), page, libc::PROT_NONE);
+            std::ptr::write_bytes(p.cast::<u8>(), 0x5a, page);
+            p
+        };
+        for len in [16, 40, 100] {
+            dst.fill(0xff);
+            let src = p as u64 + page as u64 - 10;
+            // SAFETY: `dst` holds 100 bytes.
+            assert_eq!(unsafe { read(dst.as_mut_ptr(), src, len) }, -14, "{len} bytes across");
+            assert!(dst[..len].iter().all(|&b| b == 0), "{len}: zeroed whole");
+        }
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { libc::munmap(p, 2 * page) };
+    }
+
+    #[test]
+    fn direct_routines_are_the_helpers() {
+        use super::super::id;
+        assert!(direct(id::PROBE_READ_USER).is_some() && direct(id::PROBE_READ_KERNEL_STR).is_some());
+        assert!(direct(id::PROBE_WRITE_USER).is_none() && direct(id::MAP_LOOKUP_ELEM).is_none());
     }
 
     #[test]
@@ -270,11 +361,11 @@ mod tests {
         let mut target = [0u8; 4];
         install();
         // SAFETY: `src` is readable; the destination is our own buffer.
-        assert_eq!(unsafe { dp_user_copy(target.as_mut_ptr(), src.as_ptr(), 4) }, 0);
+        assert_eq!(unsafe { dp_user_write(target.as_mut_ptr(), src.as_ptr(), 4) }, 0);
         assert_eq!(target, src);
         // Code is mapped read-execute: a write there is -EFAULT, not a crash.
         let code = reads_good_memory_and_survives_bad as *const () as *mut u8;
         // SAFETY: as above; the write faults and is recovered.
-        assert_eq!(unsafe { dp_user_copy(code, src.as_ptr(), 4) }, -14);
+        assert_eq!(unsafe { dp_user_write(code, src.as_ptr(), 4) }, -14);
     }
 }
