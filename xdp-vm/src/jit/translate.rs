@@ -992,6 +992,20 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         let facts = self.facts.at(pc);
         let env = self.env;
         let map = facts[1].map_handle(self.maps.len()).map(|m| (m, self.maps[m]));
+        // bpf_probe_read{,_user,_kernel}{,_str} of a constant size into the current frame: a
+        // direct call of the fault-safe copy (helpers::tracing::direct_copy), which returns the
+        // helper's result itself and cannot fault the program.
+        let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
+        if let (Fact::Fp(dst), Fact::Const(size)) = (facts[1], facts[2])
+            && let size = i64::from(size as u32)
+            && dst >= low
+            && dst + size <= 0
+            && let Some(routine) = crate::helpers::tracing::direct_copy(helper, size as u64)
+        {
+            let (d, src) = (self.get(1), self.get(3));
+            let n = self.b.ins().iconst(I64, size);
+            return self.call_addr(routine, &[d, src, n]);
+        }
         match (helper, map) {
             (id::GET_SMP_PROCESSOR_ID, _) => {
                 return self.env_load(off::SLOT, true);
