@@ -60,6 +60,30 @@ extern "C" fn uprobe_target_rust(a: u64, b: u64, c: u64, d: u64, e: u64, f: u64)
     b.wrapping_add(c)
 }
 
+/// Eight arguments, two of them on the stack: what a uretprobe's trampoline must leave where
+/// the function looks for them.
+#[inline(never)]
+#[unsafe(no_mangle)]
+extern "C" fn uprobe_target_stack_args(
+    a: u64,
+    b: u64,
+    c: u64,
+    d: u64,
+    e: u64,
+    f: u64,
+    g: u64,
+    h: u64,
+) -> u64 {
+    black_box(a + 2 * b + 3 * c + 4 * d + 5 * e + 6 * f + 7 * g + 8 * h)
+}
+
+/// Recursive: `n + (n - 1) + ... + 0`.
+#[inline(never)]
+#[unsafe(no_mangle)]
+extern "C" fn uprobe_target_recursive(n: u64) -> u64 {
+    if black_box(n) == 0 { 0 } else { n + uprobe_target_recursive(n - 1) }
+}
+
 type Target6 = extern "C" fn(u64, u64, u64, u64, u64, u64) -> u64;
 
 fn call(f: Target6, args: [u64; 6]) -> u64 {
@@ -214,6 +238,38 @@ fn attach_and_detach_10000_times_while_two_threads_call() {
     eprintln!("{calls} calls, {entries} entry hits, {exits} exit hits");
     assert!(entries > 0, "the probes were hit");
     assert_eq!(entries, exits, "every entry hit has its exit hit");
+    // Every replaced set of programs was freed once no thread could run it any more: with the
+    // callers gone, the next change of programs frees what was left.
+    uprobe::attach(&func("uprobe_target_frame"), &[&entry]).unwrap().detach().unwrap();
+    assert_eq!(Arc::strong_count(&entry.jit), 1, "no attachment keeps the entry program");
+    assert_eq!(Arc::strong_count(&exit.jit), 1, "no attachment keeps the exit program");
+}
+
+#[test]
+fn uretprobes_keep_stack_arguments_and_recursion_up_to_64_deep() {
+    let l = loaded();
+    let (entry, exit) = (l.prog("count_entry"), l.prog("count_exit"));
+    let args = black_box([1u64, 2, 3, 4, 5, 6, 7, 8]);
+    let f =
+        black_box(uprobe_target_stack_args as extern "C" fn(u64, u64, u64, u64, u64, u64, u64, u64) -> u64);
+    let expected = f(args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7]);
+    assert_eq!(expected, 204);
+    let att = uprobe::attach(&func("uprobe_target_stack_args"), &[&entry, &exit]).unwrap();
+    for _ in 0..3 {
+        assert_eq!(f(args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7]), expected);
+    }
+    att.detach().unwrap();
+    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (3, 3));
+
+    // 101 nested calls: every entry runs, the 64 outermost returns run (the kernel's
+    // MAX_URETPROBE_DEPTH), and every call returns its own value.
+    let att = uprobe::attach(&func("uprobe_target_recursive"), &[&entry, &exit]).unwrap();
+    let rec = black_box(uprobe_target_recursive as extern "C" fn(u64) -> u64);
+    assert_eq!(rec(100), 5050);
+    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (3 + 101, 3 + 64));
+    assert_eq!(rec(10), 55);
+    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (3 + 101 + 11, 3 + 64 + 11));
+    att.detach().unwrap();
 }
 
 #[test]

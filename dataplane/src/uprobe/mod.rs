@@ -419,8 +419,8 @@ fn function_probe(
         attached: patch::no_programs(),
     });
     let p = std::ptr::from_ref(probe) as u64;
-    let stub = patch::entry_stub();
-    let at = patch::alloc_trampoline(f.addr, |at| trampoline::function(at, f.addr, &displaced, p, stub))
+    let stubs = trampoline::Stubs { entry: patch::entry_stub(), ret: patch::return_stub() };
+    let at = patch::alloc_trampoline(f.addr, |at| trampoline::function(at, f.addr, &displaced, p, stubs))
         .map_err(bad)?;
     let jmp = trampoline::branch(trampoline::JMP, f.addr, at).map_err(bad)?;
     let _ = probe.enabled.set(jmp.to_vec());

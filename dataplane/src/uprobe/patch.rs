@@ -17,14 +17,14 @@
 //!   instruction stream before the patch call returns.
 #![expect(unsafe_code, reason = "code patching, register stubs, signal handlers: the named unsafe module")]
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, UnsafeCell};
 use std::io;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering, compiler_fence};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use xdp_vm::context::{PtRegs, TraceState};
-use xdp_vm::jit::JitRunner;
+use xdp_vm::context::{PtRegs, TraceState, Uprobe};
+use xdp_vm::jit::{JitProgram, JitRunner};
 
 use super::{Attached, Probe, ProbeKind};
 
@@ -118,11 +118,16 @@ macro_rules! restore_regs {
 // entry: [rsp] = return into the trampoline, [rsp + 8] = the probe, [rsp + 16] = what was on top
 // of the stack at the probed instruction (at a function's entry: its return address). The stack
 // is 8 mod 16 there (a function entry's alignment, and a probe site's after its `call`).
-// Flags are not preserved: at a function entry they are dead (SysV), and a probe site's `asm!`
-// does not claim `preserves_flags`.
+// The registers are saved straight into a `struct pt_regs` on the stack (with xmm0-15 below it),
+// which is the program's context. On the way out, ZF tells the trampoline whether `on_entry`
+// took the function's return address for a uretprobe (ZF clear: take the return path); flags
+// are otherwise not preserved: at a function entry they are dead (SysV), and a probe site's
+// `asm!` does not claim `preserves_flags`.
 //
-// The return stub: a function whose return address was swapped returns here, with its return
-// values in rax/rdx/xmm0/xmm1 (preserved). The handler gives back the real return address.
+// The return stub: a function trampoline's return path calls it right after the function
+// returned into the trampoline, with one word reserved above the call for the real return
+// address (`[rsp + 8]`, where the function's return address was). Its return values are in
+// rax/rdx/xmm0/xmm1, and every register is preserved.
 std::arch::global_asm!(
     ".pushsection .text.dp_uprobe,\"ax\",@progbits",
     ".p2align 4",
@@ -136,23 +141,24 @@ std::arch::global_asm!(
     "lea rdi, [rsp + 256]",
     "mov rsi, [rsp + 432]",
     "call {entry}",
+    "mov [rsp + 376], rax",
     restore_regs!(),
-    "add rsp, 424",
+    "cmp qword ptr [rsp + 376], 0",
+    "lea rsp, [rsp + 424]",
     "ret 8",
     ".p2align 4",
     ".globl dp_uprobe_return",
     ".hidden dp_uprobe_return",
     "dp_uprobe_return:",
-    "push rax",
-    "sub rsp, 424",
+    "sub rsp, 432",
     save_regs!(),
-    "lea rax, [rsp + 432]",
+    "lea rax, [rsp + 448]",
     "mov [rsp + 408], rax",
     "lea rdi, [rsp + 256]",
     "call {ret}",
-    "mov [rsp + 424], rax",
+    "mov [rsp + 440], rax",
     restore_regs!(),
-    "add rsp, 424",
+    "lea rsp, [rsp + 432]",
     "ret",
     ".popsection",
     entry = sym on_entry,
@@ -171,153 +177,273 @@ pub(super) fn entry_stub() -> u64 {
     dp_uprobe_entry as *const () as u64
 }
 
-/// Address of the return stub.
+/// Address of the return stub, for function trampolines.
 pub(super) fn return_stub() -> u64 {
     dp_uprobe_return as *const () as u64
 }
 
 // ---- Hits
+//
+// Each thread that hits a probe owns a `Block`: its hit state, its program stack and its shadow
+// stack of pending returns. A hit touches nothing else but the probe and the programs (no lock,
+// no allocation, no reference count, no system call): one thread-local load finds the block.
 
-/// One thread's generation counter: odd while the thread is inside a hit. On its own cache
-/// line, written only by its thread.
-#[repr(align(64))]
-struct ThreadGen(AtomicU64);
+/// Pending returns a thread keeps at most; deeper calls of uretprobed functions run their entry
+/// programs but not their return programs (the kernel's `MAX_URETPROBE_DEPTH` is the same 64).
+const MAX_DEPTH: usize = 64;
 
-static THREADS: Mutex<Vec<&'static ThreadGen>> = Mutex::new(Vec::new());
+/// `Block::state`: the busy count (in a hit, plus pending returns) in the low bits, and an epoch
+/// that moves on each time the count drops to zero.
+const BUSY: u64 = (1 << 24) - 1;
+const EPOCH: u64 = 1 << 24;
 
 /// A uretprobe waiting for its function to return.
+#[derive(Clone, Copy)]
 struct Pending {
     /// The real return address.
     ret: u64,
     /// The stack pointer after the return (where the return address was, plus 8).
     sp_after: u64,
-    probe: &'static Probe,
-    attached: Arc<Attached>,
+    probe: *const Probe,
+    /// The programs of the hit (`Arc<Attached>` as a raw pointer, kept alive by the thread's
+    /// busy count).
+    attached: *const Attached,
+}
+
+const NO_PENDING: Pending =
+    Pending { ret: 0, sp_after: 0, probe: std::ptr::null(), attached: std::ptr::null() };
+
+/// One thread's hit state. Leaked, and reused by a later thread once its thread has exited
+/// (`BLOCKS` has them all, `FREE` the unused ones).
+#[repr(C, align(64))]
+struct Block {
+    /// `BUSY` | `EPOCH` counts, written only by the owning thread, read by [`publish`].
+    state: AtomicU64,
+    /// The fields below belong to the owning thread alone.
+    in_hit: Cell<bool>,
+    /// The per-CPU map slot ([`set_slot`]), `usize::MAX` for the CPU of the hit.
+    slot: Cell<usize>,
+    depth: Cell<usize>,
+    runner: UnsafeCell<JitRunner>,
+    pending: UnsafeCell<[Pending; MAX_DEPTH]>,
+}
+
+// SAFETY: other threads only read `state` (an atomic); every other field is used by the thread
+// that owns the block (the one whose `BLOCK` points at it) and by no other until that thread has
+// exited and the block was taken from `FREE`, which the `FREE` lock orders.
+unsafe impl Sync for Block {}
+
+static BLOCKS: Mutex<Vec<&'static Block>> = Mutex::new(Vec::new());
+static FREE: Mutex<Vec<&'static Block>> = Mutex::new(Vec::new());
+
+/// `BLOCK` while the block is being set up (which may allocate, and so hit a probe on the
+/// allocator).
+const SETTING_UP: *const Block = std::ptr::dangling();
+
+/// Gives the thread's block back to `FREE` when the thread exits.
+struct Owner;
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let b = BLOCK.with(|c| c.replace(SETTING_UP));
+        if b.is_null() || b == SETTING_UP {
+            return;
+        }
+        // SAFETY: a non-sentinel `BLOCK` is a leaked `&'static Block` (see `block`).
+        let b = unsafe { &*b };
+        // Returns that never happened (the thread left through them) hold nothing any more.
+        let s = b.state.load(Ordering::Relaxed);
+        b.state.store((s & !BUSY) + EPOCH, Ordering::Release);
+        b.depth.set(0);
+        b.in_hit.set(false);
+        b.slot.set(usize::MAX);
+        FREE.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(b);
+    }
 }
 
 thread_local! {
-    static GEN: Cell<Option<&'static ThreadGen>> = const { Cell::new(None) };
-    static IN_HIT: Cell<bool> = const { Cell::new(false) };
-    static RUNNER: RefCell<Option<JitRunner>> = const { RefCell::new(None) };
-    static SHADOW: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
-    static SLOT: Cell<Option<usize>> = const { Cell::new(None) };
+    /// This thread's block: null before the first hit (and after the thread's exit began).
+    static BLOCK: Cell<*const Block> = const { Cell::new(std::ptr::null()) };
+    static OWNER: Owner = const { Owner };
+}
+
+/// This thread's block, set up on its first use; `None` while being set up or once the thread
+/// is exiting.
+#[inline]
+fn block() -> Option<&'static Block> {
+    let b = BLOCK.with(Cell::get);
+    if b.is_null() {
+        return block_slow();
+    }
+    // SAFETY: `BLOCK` is null, the sentinel, or a leaked `&'static Block` this thread owns.
+    (b != SETTING_UP).then(|| unsafe { &*b })
+}
+
+#[cold]
+fn block_slow() -> Option<&'static Block> {
+    BLOCK.with(|c| c.set(SETTING_UP));
+    // Registers `Owner`'s destructor; fails once the thread's destructors are running.
+    OWNER.try_with(|_| ()).ok()?;
+    let reused = FREE.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+    let b = reused.unwrap_or_else(|| {
+        let b: &'static Block = Box::leak(Box::new(Block {
+            state: AtomicU64::new(0),
+            in_hit: Cell::new(false),
+            slot: Cell::new(usize::MAX),
+            depth: Cell::new(0),
+            runner: UnsafeCell::new(JitRunner::new()),
+            pending: UnsafeCell::new([NO_PENDING; MAX_DEPTH]),
+        }));
+        BLOCKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(b);
+        b
+    });
+    BLOCK.with(|c| c.set(b));
+    Some(b)
 }
 
 /// Sets the per-CPU map slot that programs run from this thread use (a worker's slot);
 /// without it, the CPU the hit runs on.
 pub(super) fn set_slot(slot: usize) {
-    SLOT.with(|s| s.set(Some(slot)));
+    if let Some(b) = block() {
+        b.slot.set(slot);
+    }
 }
 
-fn slot() -> usize {
-    SLOT.with(Cell::get).unwrap_or_else(xdp_vm::sys::current_cpu)
-}
+impl Block {
+    /// Marks the thread busy; the caller then loads a probe's programs.
+    #[inline]
+    fn enter(&self) -> u64 {
+        let s = self.state.load(Ordering::Relaxed) + 1;
+        self.state.store(s, Ordering::Relaxed);
+        // Paired with the membarrier in `publish`: the busy count is visible to it before the
+        // load of the programs that follows (on every path to it).
+        compiler_fence(Ordering::SeqCst);
+        s
+    }
 
-fn thread_gen() -> &'static ThreadGen {
-    GEN.with(|g| {
-        if let Some(t) = g.get() {
-            return t;
+    /// Ends `n` busy counts (`s` is the state now); the epoch moves on when none is left.
+    #[inline]
+    fn leave(&self, s: u64, n: u64) {
+        let mut s = s - n;
+        if s & BUSY == 0 {
+            s += EPOCH;
         }
-        let t: &'static ThreadGen = Box::leak(Box::new(ThreadGen(AtomicU64::new(0))));
-        THREADS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(t);
-        g.set(Some(t));
-        t
-    })
-}
+        self.state.store(s, Ordering::Release);
+    }
 
-/// Runs `progs` on one hit.
-fn run_all(progs: &[Arc<xdp_vm::jit::JitProgram<xdp_vm::context::Uprobe>>], regs: &PtRegs, func_ip: u64) {
-    let slot = slot();
-    RUNNER.with(|r| {
-        let mut r = r.borrow_mut();
-        let runner = r.get_or_insert_with(JitRunner::new);
+    /// Runs `progs` on one hit.
+    #[inline]
+    fn run(&self, progs: &[Arc<JitProgram<Uprobe>>], regs: &PtRegs, func_ip: u64) {
+        let slot = match self.slot.get() {
+            usize::MAX => xdp_vm::sys::current_cpu(),
+            s => s,
+        };
+        // SAFETY: the runner belongs to this thread's block, and no other run uses it now: a
+        // hit does not nest in another (`in_hit`).
+        let runner = unsafe { &mut *self.runner.get() };
         for p in progs {
             let mut st = TraceState::new(regs, func_ip);
             // A faulting program stops; the traced code goes on, as with the kernel's.
             let _ = p.run_on(runner, &mut st, slot);
         }
-    });
+    }
 }
 
-extern "C" fn on_entry(regs: *mut PtRegs, probe: *const Probe) {
+/// A hit: runs the entry programs; for a function with uretprobes, takes its return address
+/// onto the shadow stack and returns 1 (the trampoline then calls the function and comes back
+/// through the return stub), else 0.
+extern "C" fn on_entry(regs: *mut PtRegs, probe: *const Probe) -> u64 {
     // SAFETY: the entry stub passes its own frame's `pt_regs`, live and unaliased for this
     // call, and the probe pointer its trampoline holds, a leaked `&'static Probe`.
     let (regs, probe) = unsafe { (&mut *regs, &*probe) };
-    if IN_HIT.with(|h| h.replace(true)) {
-        return;
+    let Some(b) = block() else { return 0 };
+    if b.in_hit.replace(true) {
+        // A probe hit by a program or a helper (or a signal handler) during a hit: not run, as
+        // the kernel skips a BPF program that would recurse.
+        return 0;
     }
-    regs.ip = probe.func_ip;
-    if probe.kind == ProbeKind::Site {
-        // The site's `call` pushed a return address the probed code never saw.
-        regs.sp += 8;
-    }
-    let g = thread_gen();
-    let n = g.0.load(Ordering::Relaxed);
-    g.0.store(n + 1, Ordering::Relaxed);
-    // Paired with the membarrier in `publish`: the odd count is visible before the load below.
     compiler_fence(Ordering::SeqCst);
+    let s = b.enter();
     let ptr = probe.attached.load(Ordering::Acquire);
+    let mut taken = 0;
     if !ptr.is_null() {
-        // SAFETY: a non-null `attached` is a live `Arc<Attached>` for as long as this thread's
-        // count is odd (module invariant: `publish` waits for it before dropping).
+        // SAFETY: a non-null `attached` is a live `Arc<Attached>` while this thread is busy
+        // (module invariant: `publish` frees it only after the busy count fell to zero).
         let att = unsafe { &*ptr };
-        run_all(&att.entry, regs, probe.func_ip);
-        if !att.ret.is_empty() && probe.kind == ProbeKind::Function {
-            // SAFETY: as above; one more strong count for the pending return.
-            let keep = unsafe {
-                Arc::increment_strong_count(ptr);
-                Arc::from_raw(ptr)
-            };
-            let slot_addr = regs.sp;
+        regs.ip = probe.func_ip;
+        if probe.kind == ProbeKind::Site {
+            // The site's `call` pushed a return address the probed code never saw.
+            regs.sp += 8;
+        }
+        b.run(&att.entry, regs, probe.func_ip);
+        let depth = b.depth.get();
+        if !att.ret.is_empty() && probe.kind == ProbeKind::Function && depth < MAX_DEPTH {
             // SAFETY: at a function's entry `sp` points at its return address, on this
-            // thread's stack, below every live frame of the caller; swapping it is what makes
-            // the function return into the return stub.
-            let ret = unsafe {
-                let p = slot_addr as usize as *mut u64;
-                let ret = p.read();
-                p.write(return_stub());
-                ret
-            };
-            SHADOW.with(|s| {
-                s.borrow_mut().push(Pending { ret, sp_after: slot_addr + 8, probe, attached: keep });
-            });
+            // thread's stack; the trampoline's return path replaces it with its own `call`.
+            let ret = unsafe { (regs.sp as usize as *const u64).read() };
+            let p = Pending { ret, sp_after: regs.sp + 8, probe, attached: ptr };
+            // SAFETY: this thread's own shadow stack, not borrowed elsewhere (`in_hit`).
+            unsafe { (*b.pending.get())[depth] = p };
+            b.depth.set(depth + 1);
+            // The pending return keeps the thread busy in place of the hit.
+            taken = 1;
         }
     }
-    g.0.store(n + 2, Ordering::Release);
-    IN_HIT.with(|h| h.set(false));
+    if taken == 0 {
+        b.leave(s, 1);
+    }
+    compiler_fence(Ordering::SeqCst);
+    b.in_hit.set(false);
+    taken
 }
 
+/// A uretprobed function returned: runs its return programs; returns the real return address.
 extern "C" fn on_return(regs: *mut PtRegs) -> u64 {
     // SAFETY: the return stub passes its own frame's `pt_regs`.
     let regs = unsafe { &mut *regs };
-    let popped = SHADOW.with(|s| {
-        let mut s = s.borrow_mut();
-        // Frames a longjmp skipped never returned: drop their entries.
-        while let Some(p) = s.pop() {
-            if p.sp_after == regs.sp {
-                return Some(p);
-            }
-        }
-        None
-    });
-    let Some(p) = popped else {
+    let Some(b) = block().filter(|b| b.depth.get() > 0) else {
         // No return address to go back to: the only safe thing left is to stop.
         eprintln!("dataplane: uretprobe return without a pending call; aborting");
         std::process::abort();
     };
-    if !IN_HIT.with(|h| h.replace(true)) {
-        regs.ip = p.ret;
-        run_all(&p.attached.ret, regs, p.probe.func_ip);
-        IN_HIT.with(|h| h.set(false));
+    let nested = b.in_hit.replace(true);
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: this thread's own shadow stack (`in_hit` keeps a signal handler's hit off it).
+    let pending = unsafe { &*b.pending.get() };
+    let mut depth = b.depth.get();
+    let mut found = None;
+    // Frames a longjmp skipped never returned: drop them on the way.
+    while depth > 0 {
+        depth -= 1;
+        if pending[depth].sp_after == regs.sp {
+            found = Some(pending[depth]);
+            break;
+        }
     }
+    let Some(p) = found else {
+        eprintln!("dataplane: uretprobe return at an unknown stack pointer; aborting");
+        std::process::abort();
+    };
+    let dropped = (b.depth.get() - depth) as u64;
+    b.depth.set(depth);
+    if !nested {
+        // SAFETY: the pending return kept the thread busy since its entry, so `publish` has
+        // not freed the programs; the probe is leaked.
+        let (att, probe) = unsafe { (&*p.attached, &*p.probe) };
+        regs.ip = p.ret;
+        b.run(&att.ret, regs, probe.func_ip);
+    }
+    b.leave(b.state.load(Ordering::Relaxed), dropped);
+    compiler_fence(Ordering::SeqCst);
+    b.in_hit.set(nested);
     p.ret
 }
 
-/// Programs replaced while some thread was inside a hit that may still use them: freed once
-/// every such thread has left that hit (its count moved on).
+/// Programs replaced while some thread was busy (in a hit, or with a pending return) and may
+/// still use them: freed once each such thread has been idle since (its epoch moved on).
 struct Retired {
     ptr: usize,
-    waiting: Vec<(&'static ThreadGen, u64)>,
+    waiting: Vec<(&'static Block, u64)>,
 }
 
 static RETIRED: Mutex<Vec<Retired>> = Mutex::new(Vec::new());
@@ -330,23 +456,23 @@ pub(super) fn publish(probe: &Probe, new: Option<Arc<Attached>>) -> io::Result<(
     let old = probe.attached.swap(raw, Ordering::SeqCst);
     let mut retired = RETIRED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !old.is_null() {
-        // After this every thread's odd count from a hit that loaded `old` is visible here.
+        // After this every thread's busy count from a hit that loaded `old` is visible here.
         membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)?;
-        let waiting: Vec<(&'static ThreadGen, u64)> = THREADS
+        let waiting: Vec<(&'static Block, u64)> = BLOCKS
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .map(|t| (*t, t.0.load(Ordering::Acquire)))
-            .filter(|(_, n)| !n.is_multiple_of(2))
+            .map(|b| (*b, b.state.load(Ordering::Acquire)))
+            .filter(|(_, s)| s & BUSY != 0)
             .collect();
         retired.push(Retired { ptr: old as usize, waiting });
     }
     retired.retain_mut(|r| {
-        r.waiting.retain(|(t, n)| t.0.load(Ordering::Acquire) == *n);
+        r.waiting.retain(|(b, s)| (b.state.load(Ordering::Acquire) & !BUSY) == (s & !BUSY));
         if r.waiting.is_empty() {
             // SAFETY: `ptr` came from `Arc::into_raw` (module invariant) and no hit can still
-            // see it: every hit that could have loaded it has finished (its thread's count
-            // moved on), later ones load the newer pointer.
+            // see it: every thread that could have loaded it has been idle since (its epoch
+            // moved on), later hits load the newer pointer.
             drop(unsafe { Arc::from_raw(r.ptr as *const Attached) });
             false
         } else {

@@ -4,19 +4,31 @@
 //! A function probe's trampoline, at `T` (page-aligned):
 //!
 //! ```text
-//! T+0   0f 1f 44 00 00  nop                      the switch: on (this NOP) or off (jmp T+20)
+//! T+0   0f 1f 44 00 00  nop                      the switch: on (this NOP) or off (jmp T+26)
 //! T+5   0f 1f 00        nop
 //! T+8   ff 35 rel32     push qword [probe]        the handler's argument
 //! T+14  ff 15 rel32     call qword [entry stub]   saves registers, runs the programs, `ret 8`
-//! T+20  ...             the function's first instructions, relocated for T+20 (iced-x86)
+//! T+20  0f 85 rel32     jnz RET                   the stub took the return address (uretprobe)
+//! T+26  ...             the function's first instructions, relocated for T+26 (iced-x86)
 //!       ff 25 rel32     jmp qword [resume]        back to the first byte not displaced
-//!       (data)          probe, entry stub, resume: 8 bytes each
+//! RET:  48 8d 64 24 08  lea rsp, [rsp + 8]        drop the return address (kept by the stub)
+//!       e8 rel32        call T+26                 run the function, returning here
+//!       48 8d 64 24 f8  lea rsp, [rsp - 8]        the word for the real return address
+//!       ff 15 rel32     call qword [return stub]  runs the return programs, fills the word
+//!       c3              ret                       to the caller
+//!       (data)          probe, entry stub, resume, return stub: 8 bytes each
 //! ```
 //!
 //! and the function's first 5 bytes become `jmp rel32 T`, once (with the other threads stopped);
 //! attaching and detaching afterwards flip the switch, one aligned 8-byte store, as a probe site
-//! is flipped. A probe site's trampoline is `push`, `call` and `ret`: the site's `call` returns
-//! behind its 5-byte instruction.
+//! is flipped. A uretprobe calls the function from its trampoline rather than swapping the
+//! return address for a stub's: every `ret` then goes back where its `call` came from, so the
+//! CPU's return-address predictions all hold (a swapped return address costs two mispredicted
+//! returns per call). The function sees the stack it would have seen, the return address
+//! slot holding the trampoline's instead of its caller's.
+//!
+//! A probe site's trampoline is `push`, `call` and `ret`: the site's `call` returns behind its
+//! 5-byte instruction.
 
 use iced_x86::{
     BlockEncoder, BlockEncoderOptions, Decoder, DecoderOptions, FlowControl, Instruction, InstructionBlock,
@@ -127,25 +139,46 @@ const PUSH_RIP: u8 = 0x35;
 const CALL_RIP: u8 = 0x15;
 const JMP_RIP: u8 = 0x25;
 
+/// Where the displaced instructions start in a function trampoline.
+const DISPLACED_AT: u64 = 26;
+
+/// The stubs a trampoline calls.
+#[derive(Debug, Clone, Copy)]
+pub struct Stubs {
+    pub entry: u64,
+    pub ret: u64,
+}
+
 /// A function probe's trampoline at `at` (see the module doc).
 ///
 /// # Errors
 /// When a displaced instruction cannot be encoded at the new address.
-pub fn function(at: u64, func: u64, d: &Displaced, probe: u64, entry_stub: u64) -> Result<Vec<u8>, String> {
-    let block = InstructionBlock::new(&d.instructions, at + 20);
+pub fn function(at: u64, func: u64, d: &Displaced, probe: u64, stubs: Stubs) -> Result<Vec<u8>, String> {
+    let block = InstructionBlock::new(&d.instructions, at + DISPLACED_AT);
     let relocated = BlockEncoder::encode(64, block, BlockEncoderOptions::NONE)
         .map_err(|e| format!("cannot relocate the first instructions: {e}"))?
         .code_buffer;
-    // Data at a fixed place after the code: 20 + relocated + 6, rounded up to 8.
-    let data = (20 + relocated.len() + 6).next_multiple_of(8) as u64;
-    let mut out = Vec::with_capacity(data as usize + 24);
+    // The return path after the relocated code and its jump back, then the data, 8-aligned.
+    let ret_at = DISPLACED_AT as usize + relocated.len() + 6;
+    let data = (ret_at + 5 + 5 + 5 + 6 + 1).next_multiple_of(8) as u64;
+    let mut out = Vec::with_capacity(data as usize + 32);
     out.extend_from_slice(&SWITCH_ON);
     indirect(&mut out, PUSH_RIP, at, at + data)?;
     indirect(&mut out, CALL_RIP, at, at + data + 8)?;
+    out.extend_from_slice(&[0x0f, 0x85]);
+    out.extend_from_slice(&rel32(at + out.len() as u64 + 4, at + ret_at as u64)?);
+    debug_assert_eq!(out.len() as u64, DISPLACED_AT);
     out.extend_from_slice(&relocated);
     indirect(&mut out, JMP_RIP, at, at + data + 16)?;
+    debug_assert_eq!(out.len(), ret_at);
+    out.extend_from_slice(&[0x48, 0x8d, 0x64, 0x24, 0x08]);
+    out.push(CALL);
+    out.extend_from_slice(&rel32(at + out.len() as u64 + 4, at + DISPLACED_AT)?);
+    out.extend_from_slice(&[0x48, 0x8d, 0x64, 0x24, 0xf8]);
+    indirect(&mut out, CALL_RIP, at, at + data + 24)?;
+    out.push(0xc3);
     out.resize(data as usize, 0xcc);
-    for v in [probe, entry_stub, func + d.len as u64] {
+    for v in [probe, stubs.entry, func + d.len as u64, stubs.ret] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     Ok(out)
@@ -177,8 +210,8 @@ pub fn branch(opcode: u8, from: u64, to: u64) -> Result<[u8; PATCH_LEN], String>
 
 /// A function trampoline's first 8 bytes when its programs run: a 5-byte and a 3-byte NOP.
 pub const SWITCH_ON: [u8; 8] = [0x0f, 0x1f, 0x44, 0x00, 0x00, 0x0f, 0x1f, 0x00];
-/// ... and when they do not: `jmp T+20` (the relocated instructions), then the 3-byte NOP.
-pub const SWITCH_OFF: [u8; 8] = [0xe9, 15, 0, 0, 0, 0x0f, 0x1f, 0x00];
+/// ... and when they do not: `jmp T+26` (the relocated instructions), then the 3-byte NOP.
+pub const SWITCH_OFF: [u8; 8] = [0xe9, DISPLACED_AT as u8 - 5, 0, 0, 0, 0x0f, 0x1f, 0x00];
 
 /// `jmp rel32`.
 pub const JMP: u8 = 0xe9;
@@ -198,8 +231,8 @@ mod tests {
         // lea rax, [rip + 0x100]; ret: RIP-relative, relocated by the encoder.
         let code = [0x48, 0x8d, 0x05, 0x00, 0x01, 0x00, 0x00, 0xc3];
         let d = displace(0x1000, &code).unwrap();
-        let t = function(0x2000, 0x1000, &d, 1, 2).unwrap();
-        let moved = Decoder::with_ip(64, &t[20..], 0x2014, DecoderOptions::NONE).decode();
+        let t = function(0x2000, 0x1000, &d, 1, Stubs { entry: 2, ret: 3 }).unwrap();
+        let moved = Decoder::with_ip(64, &t[26..], 0x201a, DecoderOptions::NONE).decode();
         assert_eq!(moved.ip_rel_memory_address(), 0x1107, "still points at the same byte");
         // xor eax, eax; ret: too short.
         assert!(displace(0x1000, &[0x31, 0xc0, 0xc3, 0xcc, 0xcc, 0xcc]).unwrap_err().contains("too short"));
@@ -210,5 +243,53 @@ mod tests {
         let code = [0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0xeb, 0xf9];
         let err = displace(0x1000, &code).unwrap_err();
         assert!(err.contains("refers to +0x1"), "{err}");
+    }
+
+    #[test]
+    fn a_function_trampoline_runs_the_stub_then_the_function_or_calls_it_for_its_return() {
+        // push rbp; mov rbp, rsp; mov eax, edi; pop rbp; ret
+        let code = [0x55, 0x48, 0x89, 0xe5, 0x89, 0xf8, 0x5d, 0xc3];
+        let d = displace(0x1000, &code).unwrap();
+        let at = 0x2000;
+        let stubs = Stubs { entry: 0xbbbb, ret: 0xcccc };
+        let t = function(at, 0x1000, &d, 0xaaaa, stubs).unwrap();
+        let word = |addr: u64| {
+            let i = (addr - at) as usize;
+            u64::from_le_bytes(t[i..i + 8].try_into().unwrap())
+        };
+        let mut dec = Decoder::with_ip(64, &t, at, DecoderOptions::NONE);
+        let mut next = || dec.decode();
+        let (a, b) = (next(), next());
+        assert_eq!((a.len(), b.len()), (5, 3), "the 8-byte switch: two NOPs");
+        let push = next();
+        assert_eq!((push.mnemonic(), word(push.ip_rel_memory_address())), (iced_x86::Mnemonic::Push, 0xaaaa));
+        let call = next();
+        assert_eq!((call.mnemonic(), word(call.ip_rel_memory_address())), (iced_x86::Mnemonic::Call, 0xbbbb));
+        let jnz = next();
+        assert_eq!(jnz.mnemonic(), iced_x86::Mnemonic::Jne);
+        let displaced: Vec<_> = (0..3).map(|_| next()).collect();
+        assert_eq!(displaced[0].ip(), at + DISPLACED_AT);
+        assert_eq!(displaced.iter().map(Instruction::len).sum::<usize>(), 6);
+        let back = next();
+        assert_eq!((back.mnemonic(), word(back.ip_rel_memory_address())), (iced_x86::Mnemonic::Jmp, 0x1006));
+        let lea = next();
+        assert_eq!(lea.ip(), jnz.near_branch_target(), "the return path");
+        assert_eq!((lea.mnemonic(), lea.memory_displacement64()), (iced_x86::Mnemonic::Lea, 8));
+        let call_fn = next();
+        assert_eq!(
+            (call_fn.mnemonic(), call_fn.near_branch_target()),
+            (iced_x86::Mnemonic::Call, at + DISPLACED_AT)
+        );
+        let lea = next();
+        assert_eq!((lea.mnemonic(), lea.memory_displacement64() as i64), (iced_x86::Mnemonic::Lea, -8));
+        let call_ret = next();
+        assert_eq!(
+            (call_ret.mnemonic(), word(call_ret.ip_rel_memory_address())),
+            (iced_x86::Mnemonic::Call, 0xcccc)
+        );
+        assert_eq!(next().mnemonic(), iced_x86::Mnemonic::Ret);
+        // Switched off, the trampoline jumps straight to the displaced instructions.
+        let off = Decoder::with_ip(64, &SWITCH_OFF, at, DecoderOptions::NONE).decode();
+        assert_eq!(off.near_branch_target(), at + DISPLACED_AT);
     }
 }
