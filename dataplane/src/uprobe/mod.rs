@@ -11,9 +11,10 @@
 //!   decoded with iced-x86 and relocated into a trampoline within ±1 GiB, and replaced by a
 //!   `jmp` there, with every other thread stopped outside those bytes. What cannot be moved
 //!   safely is refused: a function shorter than the jump or leaving within it, a branch (or a
-//!   RIP-relative reference) anywhere in the function into the replaced bytes. Uretprobes swap
-//!   the return address at entry for a return stub, keeping the real one on a per-thread shadow
-//!   stack.
+//!   RIP-relative reference) anywhere in the function into the replaced bytes. For a
+//!   uretprobe the trampoline calls the function itself (its return address kept on a
+//!   per-thread shadow stack, 64 deep as the kernel's) and runs the return programs when it
+//!   comes back.
 //!
 //! Trampolines and probes are never freed; re-attaching reuses them. Detaching waits until no
 //! thread still runs the detached programs (see `patch`). A program sees `struct pt_regs` as the
@@ -21,7 +22,7 @@
 //!
 //! What is not handled: a function whose code jumps into its first 5 bytes through a jump table
 //! (indirect branches cannot be checked statically), and unwinding (a panic) or `longjmp` out of
-//! a function with a uretprobe attached while it runs — the return stub is not in the unwind
+//! a function with a uretprobe attached while it runs — the trampoline is not in the unwind
 //! tables, so a panic through it aborts the process.
 
 pub mod events;

@@ -6,10 +6,13 @@
 //! - A [`Probe`] is leaked (`&'static`) and never freed, nor is its trampoline page, so code that
 //!   a thread is executing (a stub, a trampoline, the displaced instructions) stays valid forever.
 //! - [`Probe::attached`] is either null or an `Arc<Attached>` turned into a raw pointer. A hit
-//!   reads it between two writes of its thread's generation counter (odd while inside);
-//!   [`publish`] swaps it, runs a `membarrier`, and drops the old one only once every thread
-//!   that was inside a hit then has left it (a grace period, as RCU, checked without waiting). A
-//!   uretprobe hit keeps its own `Arc` until the function returns.
+//!   loads it once, while its thread's `Block::state` counts it busy (written before the load,
+//!   on the thread's own cache line); a pending uretprobe return keeps the thread busy until the
+//!   function has returned and its return programs ran. [`publish`] swaps the pointer, runs a
+//!   `membarrier` (after which every busy count of a hit that loaded the old pointer is
+//!   visible), and frees the old programs only once each thread that was busy then has been
+//!   idle since (its epoch moved on): a grace period, as RCU, checked without waiting. So a
+//!   detached program is never freed while a thread runs it or will run it at a return.
 //! - Code is only written with every other thread stopped in a signal handler at an address
 //!   outside the bytes being replaced ([`patch_function`]), or, for a probe site, by one aligned
 //!   8-byte store that replaces one whole instruction ([`patch_site`]); both end with
