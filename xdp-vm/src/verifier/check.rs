@@ -13,7 +13,7 @@ const MAX_VAR_OFF: i64 = 1 << 29;
 /// Largest packet offset the range logic trusts (`MAX_PACKET_OFF`).
 const MAX_PACKET_OFF: u64 = 0xffff;
 /// States kept per instruction: past this, new ones are not stored (they are still explored).
-const MAX_STATES_PER_INSN: usize = 64;
+const MAX_STATES_PER_INSN: usize = 1024;
 /// Walks of a callback with different states at its call site, on one path, before the
 /// scalars that keep changing there are widened to unknown (see [`super::state::widen`]).
 const WIDEN_CALLBACK_AFTER: usize = 2;
@@ -32,6 +32,11 @@ struct Checkpoint {
     /// everything reachable from it was verified.
     pending: u32,
     parent: Option<usize>,
+    /// Where it was stored.
+    pc: usize,
+    /// Once finished: states it pruned, and states it was compared with and did not cover.
+    hits: u32,
+    misses: u32,
 }
 
 struct Path {
@@ -59,7 +64,16 @@ struct Verifier<'a> {
     facts: Vec<InsnFact>,
     ctx_mixed: Vec<bool>,
     checkpoints: Vec<Checkpoint>,
+    /// Checkpoints stored per instruction.
     at: Vec<Vec<usize>>,
+    /// Of those, the finished ones (what may prune a state), per instruction.
+    done_at: Vec<Vec<usize>>,
+    /// The unfinished ones by (instruction, fingerprint): a path that comes back to one of
+    /// them with an equal state loops without progress. Kept apart so a long loop's many
+    /// unfinished states cost nothing to skip.
+    pending_fp: std::collections::HashMap<(usize, u64), Vec<usize>>,
+    /// Unfinished checkpoints per instruction.
+    pending_n: Vec<u32>,
     processed: usize,
     last_stored: usize,
     id_gen: u32,
@@ -92,6 +106,9 @@ pub(crate) fn run(
         ctx_mixed: vec![false; n],
         checkpoints: Vec::new(),
         at: vec![Vec::new(); n],
+        done_at: vec![Vec::new(); n],
+        pending_fp: std::collections::HashMap::new(),
+        pending_n: vec![0; n],
         processed: 0,
         last_stored: 0,
         id_gen: 0,
@@ -231,7 +248,16 @@ impl Verifier<'_> {
             if ck.pending > 0 {
                 return;
             }
+            let (pc, fp) = (ck.pc, ck.fingerprint);
             cp = ck.parent;
+            if let Some(list) = self.pending_fp.get_mut(&(pc, fp)) {
+                list.retain(|&i| i != c);
+                if list.is_empty() {
+                    self.pending_fp.remove(&(pc, fp));
+                }
+            }
+            self.pending_n[pc] -= 1;
+            self.done_at[pc].push(c);
         }
     }
 
@@ -257,25 +283,28 @@ impl Verifier<'_> {
             }
         };
         let fingerprint = fingerprint(state, live);
-        let mut in_loop = false;
         let mut walks = 0;
         let mut last_walk = None;
-        for &i in &self.at[pc] {
-            let ck = &self.checkpoints[i];
-            if ck.pending > 0 {
-                if callback_return || ck.state.callback_walks != state.callback_walks {
+        if callback_return {
+            for &i in &self.at[pc] {
+                let ck = &self.checkpoints[i];
+                if ck.pending > 0 {
                     if covers(&ck.state, state, live, precise, &caller_live) {
                         return Ok(None);
                     }
-                    if callback_return {
-                        walks += 1;
-                        last_walk = Some(i);
-                    }
-                    in_loop = true;
-                    continue;
+                    walks += 1;
+                    last_walk = Some(i);
                 }
-                if ck.fingerprint != fingerprint {
-                    in_loop = true;
+            }
+        } else if let Some(list) = self.pending_fp.get(&(pc, fingerprint)) {
+            for &i in list {
+                let ck = &self.checkpoints[i];
+                if ck.state.callback_walks != state.callback_walks {
+                    // Back after more callback runs: a further iteration of a loop a helper
+                    // bounds; covered by the earlier state, nothing new to prove.
+                    if covers(&ck.state, state, live, precise, &caller_live) {
+                        return Ok(None);
+                    }
                     continue;
                 }
                 // Still being explored, so an ancestor of this path: the same state again is
@@ -285,10 +314,24 @@ impl Verifier<'_> {
                 {
                     return fail(pc, ErrorKind::InfiniteLoop);
                 }
-                in_loop = true;
-            } else if covers(&ck.state, state, live, precise, &caller_live) {
+            }
+        }
+        let in_loop = self.pending_n[pc] > 0;
+        let mut evict = false;
+        for &i in &self.done_at[pc] {
+            let ck = &mut self.checkpoints[i];
+            if covers(&ck.state, state, live, precise, &caller_live) {
+                ck.hits += 1;
                 return Ok(None);
             }
+            ck.misses += 1;
+            evict |= ck.misses > 3 * ck.hits + 3;
+        }
+        if evict {
+            // The kernel's heuristic: a state that keeps missing is unlikely to prune anything
+            // (a loop's exits, each with its own counter); comparing with it only costs.
+            let cks = &self.checkpoints;
+            self.done_at[pc].retain(|&i| cks[i].misses <= 3 * cks[i].hits + 3);
         }
         if let Some(i) = last_walk
             && walks >= WIDEN_CALLBACK_AFTER
@@ -301,13 +344,23 @@ impl Verifier<'_> {
             super::state::widen(&self.checkpoints[i].state, state);
         }
         let skip = !callback_return && in_loop && self.processed - self.last_stored < 8;
-        if self.at[pc].len() >= MAX_STATES_PER_INSN || skip {
+        if self.pending_n[pc] as usize + self.done_at[pc].len() >= MAX_STATES_PER_INSN || skip {
             return Ok(Some(cp));
         }
         let fingerprint = self::fingerprint(state, live);
         let idx = self.checkpoints.len();
-        self.checkpoints.push(Checkpoint { state: state.clone(), fingerprint, pending: 1, parent: cp });
+        self.checkpoints.push(Checkpoint {
+            state: state.clone(),
+            fingerprint,
+            pending: 1,
+            parent: cp,
+            pc,
+            hits: 0,
+            misses: 0,
+        });
         self.at[pc].push(idx);
+        self.pending_fp.entry((pc, fingerprint)).or_default().push(idx);
+        self.pending_n[pc] += 1;
         self.last_stored = self.processed;
         Ok(Some(Some(idx)))
     }
