@@ -33,6 +33,8 @@ pub struct Uprobe;
 
 const OURS: &str = "ours";
 const KERNEL: &str = "kernel";
+const READ: &str = "bpf_probe_read_user, 8 bytes (per read)";
+const WRITE: &str = "bpf_probe_write_user, 8 bytes (per write)";
 
 // The target, `return b + c` as two instructions, and a twin for the kernel's probes, each alone
 // in its own page: a kernel uprobe must not share a page with code we patched (what it restores
@@ -68,13 +70,16 @@ type Fun = extern "C" fn(u64, u64, u64) -> u64;
 #[inline(never)]
 fn call_loop(f: Fun, n: u64) -> f64 {
     let f: Fun = black_box(f);
-    let x = 0u64;
-    let p = std::ptr::from_ref(&x) as u64;
+    // What the read and write programs read and write through the first argument.
+    let mut x = 0u64;
+    let p = std::ptr::from_mut(&mut x) as u64;
     let t = Instant::now();
     for i in 0..n {
         black_box(f(p, i, 1));
     }
-    t.elapsed().as_nanos() as f64 / n as f64
+    let ns = t.elapsed().as_nanos() as f64 / n as f64;
+    black_box(x);
+    ns
 }
 
 #[inline(never)]
@@ -100,9 +105,11 @@ fn empty_loop(n: u64) -> f64 {
 enum Side {
     OursUprobe,
     OursUretprobe,
+    OursBoth,
     OursSite,
     KernelUprobe,
     KernelUretprobe,
+    KernelBoth,
 }
 
 struct Contestant {
@@ -120,10 +127,11 @@ impl Comparison for Uprobe {
     fn run(&self, mode: Mode) -> anyhow::Result<Vec<Table>> {
         let rounds = mode.pick(3, 7);
         let n_ours: u64 = mode.pick(50_000, 2_000_000);
-        let n_kernel: u64 = mode.pick(5_000, 200_000);
+        let n_kernel: u64 = mode.pick(5_000, 20_000);
         let labels = [
             ("uprobe", Side::OursUprobe, Side::KernelUprobe),
             ("uretprobe", Side::OursUretprobe, Side::KernelUretprobe),
+            ("uprobe + uretprobe on the same function", Side::OursBoth, Side::KernelBoth),
             ("site:rx probe (ours) vs uprobe (kernel)", Side::OursSite, Side::KernelUprobe),
         ];
         let table = |rows, base: f64| Table {
@@ -135,8 +143,10 @@ impl Comparison for Uprobe {
                  (perf_event_open uprobe PMU + BPF_PROG_TYPE_KPROBE) on a twin of the function in its own page; \
                  programs `sum` and `counter` (a map lookup and an atomic add) of dataplane/tests/bpf/uprobe_args.c, \
                  the same object on both sides. Figure: ns per call probed minus unprobed (unprobed: {base:.1} ns), \
-                 {rounds} rounds, every contestant once per round. bpf_probe_read_user: `read_user4` minus \
-                 `read_user1`, per read. Reference: the kernel."
+                 {rounds} rounds, every contestant once per round. \"uprobe + uretprobe\": both attached at once \
+                 (the seed's __bench_uprobe_uretprobe). bpf_probe_read_user: `read_user4` minus `read_user1`, per \
+                 read; bpf_probe_write_user: `write_user4` minus `write_user1` of configs/bpf/bench/uprobe_rw.c, \
+                 per write, into a u64 the caller owns. Reference: the kernel."
             ),
             row_header: "probe / program".into(),
             unit: "ns added per call".into(),
@@ -150,7 +160,8 @@ impl Comparison for Uprobe {
                     rows.push(Row::skipped(&format!("{l} / {prog}"), KERNEL, &[OURS, KERNEL], "needs root"));
                 }
             }
-            rows.push(Row::skipped("bpf_probe_read_user, 8 bytes", KERNEL, &[OURS, KERNEL], "needs root"));
+            rows.push(Row::skipped(READ, KERNEL, &[OURS, KERNEL], "needs root"));
+            rows.push(Row::skipped(WRITE, KERNEL, &[OURS, KERNEL], "needs root"));
             return Ok(vec![table(rows, 0.0)]);
         }
         dataplane::kernel::pin_current_thread(0)?;
@@ -177,6 +188,29 @@ impl Comparison for Uprobe {
         let kernel_progs: Vec<(&str, Arc<KernelProgram>)> =
             ["sum", "counter"].iter().map(|n| Ok((*n, kernel_prog(n)?))).collect::<anyhow::Result<_>>()?;
         let (k_read1, k_read4) = (kernel_prog("read_user1")?, kernel_prog("read_user4")?);
+        let rw_path = crate::object("bench/uprobe_rw");
+        let rw = Object::parse(
+            &std::fs::read(&rw_path).map_err(|e| anyhow::anyhow!("{}: {e}", rw_path.display()))?,
+        )?;
+        let rw_maps = xdp_vm::create_maps(&rw, slots)?;
+        let ours_rw = |name: &str| -> anyhow::Result<TraceProgram> {
+            let mut p = TraceProgram::load(rw.program(Some(name))?, &rw_maps)?;
+            p.ret = false;
+            Ok(p)
+        };
+        // The kernel may refuse bpf_probe_write_user (lockdown, or no CAP_SYS_ADMIN): then its
+        // cell says so, with the verifier's reason, beside our figure.
+        let k_write = (|| -> anyhow::Result<_> {
+            Ok((
+                KernelProgram::load(&rw, rw.program(Some("write_user1"))?)?,
+                KernelProgram::load(&rw, rw.program(Some("write_user4"))?)?,
+            ))
+        })()
+        .map_err(|e| {
+            let why = format!("{e:#}");
+            let line = why.lines().find(|l| l.contains("helper")).unwrap_or(why.lines().next().unwrap_or(""));
+            format!("(the kernel refuses the program here: {})", line.trim())
+        });
 
         let mut cs: Vec<Contestant> = Vec::new();
         for prog in ["sum", "counter"] {
@@ -184,19 +218,23 @@ impl Comparison for Uprobe {
                 Side::OursSite,
                 Side::OursUprobe,
                 Side::OursUretprobe,
+                Side::OursBoth,
                 Side::KernelUprobe,
                 Side::KernelUretprobe,
+                Side::KernelBoth,
             ] {
                 cs.push(Contestant { side, prog, added: Vec::new() });
             }
         }
         let (mut read_cost, mut k_read_cost) = (Vec::new(), Vec::new());
+        let (mut write_cost, mut k_write_cost) = (Vec::new(), Vec::new());
         let mut site_off = Vec::new();
         let mut base_ns = Vec::new();
 
         for _ in 0..rounds {
             for c in &mut cs {
-                let kernel_side = matches!(c.side, Side::KernelUprobe | Side::KernelUretprobe);
+                let kernel_side =
+                    matches!(c.side, Side::KernelUprobe | Side::KernelUretprobe | Side::KernelBoth);
                 let n = if kernel_side { n_kernel } else { n_ours };
                 let (base, probed) = match c.side {
                     Side::OursSite => {
@@ -214,6 +252,25 @@ impl Comparison for Uprobe {
                         let att = uprobe::attach(&target, &[&p])?;
                         let probed = call_loop(uprobe_bench_target, n);
                         att.detach()?;
+                        (base, probed)
+                    }
+                    Side::OursBoth => {
+                        let entry = ours(c.prog)?;
+                        let mut exit = ours(c.prog)?;
+                        exit.ret = true;
+                        let base = call_loop(uprobe_bench_target, n);
+                        let att = uprobe::attach(&target, &[&entry, &exit])?;
+                        let probed = call_loop(uprobe_bench_target, n);
+                        att.detach()?;
+                        (base, probed)
+                    }
+                    Side::KernelBoth => {
+                        let Some((_, k)) = kernel_progs.iter().find(|(n, _)| *n == c.prog) else { continue };
+                        let base = call_loop(uprobe_bench_target_kernel, n);
+                        let entry = k.attach_uprobe(&exe, offset, false)?;
+                        let exit = k.attach_uprobe(&exe, offset, true)?;
+                        let probed = call_loop(uprobe_bench_target_kernel, n);
+                        drop((entry, exit));
                         (base, probed)
                     }
                     Side::KernelUprobe | Side::KernelUretprobe => {
@@ -243,6 +300,24 @@ impl Comparison for Uprobe {
             let t4 = call_loop(uprobe_bench_target_kernel, n_kernel);
             drop(link);
             k_read_cost.push((t4 - t1) / 3.0);
+            // probe_write_user: write_user4 - write_user1, per write.
+            let (w1, w4) = (ours_rw("write_user1")?, ours_rw("write_user4")?);
+            let att = uprobe::attach(&target, &[&w1])?;
+            let t1 = call_loop(uprobe_bench_target, n_ours);
+            att.detach()?;
+            let att = uprobe::attach(&target, &[&w4])?;
+            let t4 = call_loop(uprobe_bench_target, n_ours);
+            att.detach()?;
+            write_cost.push((t4 - t1) / 3.0);
+            if let Ok((k_write1, k_write4)) = &k_write {
+                let link = k_write1.attach_uprobe(&exe, offset, false)?;
+                let t1 = call_loop(uprobe_bench_target_kernel, n_kernel);
+                drop(link);
+                let link = k_write4.attach_uprobe(&exe, offset, false)?;
+                let t4 = call_loop(uprobe_bench_target_kernel, n_kernel);
+                drop(link);
+                k_write_cost.push((t4 - t1) / 3.0);
+            }
             site_off.push(site_loop(n_ours) - empty_loop(n_ours));
             base_ns.push(call_loop(uprobe_bench_target, n_ours));
         }
@@ -268,9 +343,20 @@ impl Comparison for Uprobe {
             }
         }
         rows.push(Row {
-            label: "bpf_probe_read_user, 8 bytes (per read)".into(),
+            label: READ.into(),
             reference: KERNEL.into(),
             cells: vec![Cell::new(OURS, read_cost), Cell::new(KERNEL, k_read_cost)],
+        });
+        rows.push(Row {
+            label: WRITE.into(),
+            reference: KERNEL.into(),
+            cells: vec![
+                Cell::new(OURS, write_cost),
+                match &k_write {
+                    Ok(_) => Cell::new(KERNEL, k_write_cost),
+                    Err(why) => Cell::missing(KERNEL, why),
+                },
+            ],
         });
         Ok(vec![table(rows, median(&base_ns))])
     }

@@ -35,16 +35,9 @@ fn quick(name: &str) -> Vec<Table> {
                 row.label,
                 row.reference
             );
-            // A row without its reference figure is one nobody could measure here (say, two
-            // threads on one CPU, or no root): then no contestant has a figure either.
-            if row.reference_stats().is_none() {
-                assert!(
-                    row.cells.iter().all(|c| c.stats.is_none()),
-                    "{} / {}: figures without the reference",
-                    t.id,
-                    row.label
-                );
-            }
+            // A row without its reference figure: the reference's cell says why (checked below
+            // for every cell without a figure) — no root, DPDK not built, or the kernel refusing
+            // a helper; what ours measured still shows, without a ratio.
             for cell in &row.cells {
                 match cell.stats {
                     // "ns added" figures may be noise around zero in quick mode: finite is all.
