@@ -43,7 +43,13 @@ fn main() -> anyhow::Result<()> {
     for c in comparisons().iter().filter(|c| only.is_empty() || only.iter().any(|n| n == c.name())) {
         eprintln!("suite: running {}", c.name());
         let t = Instant::now();
-        tables.extend(c.run(mode).map_err(|e| e.context(format!("comparison {}", c.name())))?);
+        match c.run(mode) {
+            Ok(t) => tables.extend(t),
+            Err(e) => {
+                eprintln!("suite: {}: {e:#}", c.name());
+                std::process::exit(1);
+            }
+        }
         took.push(format!("{} {:.0} s", c.name(), t.elapsed().as_secs_f64()));
     }
     report::write(&out, &machine, &tables)?;
