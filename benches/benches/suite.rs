@@ -1,17 +1,27 @@
 //! The whole suite: `cargo bench -p benches --bench suite [-- --quick] [--out DIR]
-//! [--only NAME]... [NAME...]`. Prints the Markdown report and writes `report.md`,
-//! `report.json` and `ratios.svg` into `DIR` (default `$CARGO_TARGET_DIR/bench-report`), and
-//! how long each module took. See the crate docs.
+//! [--readme README.md] [--only NAME]... [NAME...]`. Prints the Markdown report and writes
+//! `report.md`, `report.json` and `ratios.svg` into `DIR` (default
+//! `$CARGO_TARGET_DIR/bench-report`), puts the report between the README's suite markers when
+//! asked, and prints how long each module took. See the crate docs.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use benches::report::{self, Machine};
 use benches::{Mode, comparisons};
 
 /// The options, or one line saying what was wrong with them.
-fn options() -> Result<(Mode, std::path::PathBuf, Vec<String>), String> {
+struct Options {
+    mode: Mode,
+    out: PathBuf,
+    readme: Option<PathBuf>,
+    only: Vec<String>,
+}
+
+fn options() -> Result<Options, String> {
     let mut mode = Mode::Full;
     let mut out = report::default_dir();
+    let mut readme = None;
     let mut only = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -19,6 +29,7 @@ fn options() -> Result<(Mode, std::path::PathBuf, Vec<String>), String> {
             "--quick" => mode = Mode::Quick,
             "--only" => only.push(args.next().ok_or("--only needs a comparison name")?),
             "--out" => out = args.next().ok_or("--out needs a directory")?.into(),
+            "--readme" => readme = Some(PathBuf::from(args.next().ok_or("--readme needs a file")?)),
             // cargo bench passes --bench to harness-less targets.
             "--bench" => {}
             name if !name.starts_with('-') => only.push(name.to_string()),
@@ -29,11 +40,18 @@ fn options() -> Result<(Mode, std::path::PathBuf, Vec<String>), String> {
     if let Some(bad) = only.iter().find(|n| !names.contains(&n.as_str())) {
         return Err(format!("no comparison named {bad} (there are: {})", names.join(", ")));
     }
-    Ok((mode, out, only))
+    if let Some(path) = &readme {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("--readme {}: {e}", path.display()))?;
+        if report::splice(&text, "").is_none() {
+            let (a, b) = report::MARKERS;
+            return Err(format!("--readme {}: no {a} ... {b} markers", path.display()));
+        }
+    }
+    Ok(Options { mode, out, readme, only })
 }
 
 fn main() -> anyhow::Result<()> {
-    let (mode, out, only) = options().unwrap_or_else(|e| {
+    let Options { mode, out, readme, only } = options().unwrap_or_else(|e| {
         eprintln!("suite: {e}");
         std::process::exit(2);
     });
@@ -53,7 +71,15 @@ fn main() -> anyhow::Result<()> {
         took.push(format!("{} {:.0} s", c.name(), t.elapsed().as_secs_f64()));
     }
     report::write(&out, &machine, &tables)?;
-    print!("{}", report::markdown(&machine, &tables));
+    let md = report::markdown(&machine, &tables);
+    if let Some(path) = readme {
+        let text = std::fs::read_to_string(&path)?;
+        let spliced = report::splice(&text, &md)
+            .ok_or_else(|| anyhow::anyhow!("{}: the suite markers went missing", path.display()))?;
+        std::fs::write(&path, spliced)?;
+        eprintln!("suite: put the report into {}", path.display());
+    }
+    print!("{md}");
     eprintln!("suite: took {}", took.join(", "));
     eprintln!("suite: wrote {}/report.md, report.json, ratios.svg", out.display());
     Ok(())

@@ -107,17 +107,24 @@ pub fn markdown(machine: &Machine, tables: &[Table]) -> String {
     out
 }
 
-/// Every figure, with the machine, as one JSON document.
+/// Every figure, with the machine, as one JSON document: the tables as they are (every round's
+/// sample, median, min, max), and in each cell the row's reference contestant, the reference's
+/// median and this cell's ratio to it (how many times better; `null` where either is missing).
 ///
 /// # Errors
 /// Serialization errors (none for these types in practice).
 pub fn json(machine: &Machine, tables: &[Table]) -> serde_json::Result<String> {
-    #[derive(Serialize)]
-    struct Doc<'a> {
-        machine: &'a Machine,
-        tables: &'a [Table],
+    let mut doc = serde_json::json!({ "machine": machine, "tables": tables });
+    for (t, jt) in tables.iter().zip(doc["tables"].as_array_mut().into_iter().flatten()) {
+        for (row, jr) in t.rows.iter().zip(jt["rows"].as_array_mut().into_iter().flatten()) {
+            for (cell, jc) in row.cells.iter().zip(jr["cells"].as_array_mut().into_iter().flatten()) {
+                jc["reference"] = row.reference.clone().into();
+                jc["reference_median"] = row.reference_stats().map(|s| s.median).into();
+                jc["ratio"] = row.ratio(cell, t.better).into();
+            }
+        }
     }
-    serde_json::to_string_pretty(&Doc { machine, tables })
+    serde_json::to_string_pretty(&doc)
 }
 
 fn escape(s: &str) -> String {
@@ -143,8 +150,11 @@ pub fn svg(machine: &Machine, tables: &[Table]) -> String {
         }
     }
     let (label_w, plot_w, bar_h, top) = (520.0, 420.0, 18.0, 48.0);
-    let (lo, hi) = (0.01f64.log10(), 100f64.log10());
-    let x = |r: f64| label_w + (r.clamp(0.01, 100.0).log10() - lo) / (hi - lo) * plot_w;
+    // Whole decades around every ratio, at least 0.01x..100x.
+    let (lo, hi) = bars
+        .iter()
+        .fold((-2.0f64, 2.0f64), |(lo, hi), (_, r)| (lo.min(r.log10().floor()), hi.max(r.log10().ceil())));
+    let x = |r: f64| label_w + (r.log10().clamp(lo, hi) - lo) / (hi - lo) * plot_w;
     let height = top + bars.len() as f64 * bar_h + 30.0;
     let width = label_w + plot_w + 70.0;
     let mut s = String::new();
@@ -160,7 +170,8 @@ pub fn svg(machine: &Machine, tables: &[Table]) -> String {
         escape(&machine.cpu),
         escape(&machine.kernel)
     );
-    for tick in [0.01, 0.1, 0.5, 1.0, 2.0, 10.0, 100.0] {
+    let decades = (lo as i32..=hi as i32).map(|e| 10f64.powi(e));
+    for tick in decades.chain([0.5, 2.0]) {
         let tx = x(tick);
         let stroke = if tick == 1.0 { "black" } else { "#ccc" };
         let _ = writeln!(
@@ -193,6 +204,18 @@ pub fn svg(machine: &Machine, tables: &[Table]) -> String {
     s
 }
 
+/// The README markers between which [`splice`] puts the report.
+pub const MARKERS: (&str, &str) = ("<!-- suite tables -->", "<!-- /suite tables -->");
+
+/// `readme` with the text between [`MARKERS`] replaced by `report` (so the README's tables are
+/// the report, byte for byte); `None` when the markers are missing or out of order.
+#[must_use]
+pub fn splice(readme: &str, report: &str) -> Option<String> {
+    let start = readme.find(MARKERS.0)? + MARKERS.0.len();
+    let end = start + readme[start..].find(MARKERS.1)?;
+    Some(format!("{}\n{}\n{}", &readme[..start], report.trim_end(), &readme[end..]))
+}
+
 /// Writes `report.md`, `report.json` and `ratios.svg` into `dir`.
 ///
 /// # Errors
@@ -220,6 +243,14 @@ pub fn default_dir() -> std::path::PathBuf {
 mod tests {
     use super::*;
     use crate::{Better, Cell, Row};
+
+    #[test]
+    fn splices_between_the_markers() {
+        let readme = format!("a\n{}\nold\n{}\nb\n", MARKERS.0, MARKERS.1);
+        assert_eq!(splice(&readme, "new\n").unwrap(), format!("a\n{}\nnew\n{}\nb\n", MARKERS.0, MARKERS.1));
+        assert!(splice("no markers", "x").is_none());
+        assert!(splice(&format!("{}{}", MARKERS.1, MARKERS.0), "x").is_none());
+    }
 
     #[test]
     fn dates() {
@@ -254,6 +285,13 @@ mod tests {
         let svg = svg(&m, std::slice::from_ref(&t));
         assert!(svg.contains("p&lt;1&gt;") && svg.contains("2.50x"), "{svg}");
         let j: serde_json::Value = serde_json::from_str(&json(&m, &[t]).unwrap()).unwrap();
-        assert_eq!(j["tables"][0]["rows"][0]["cells"][1]["stats"]["median"], 10.0);
+        let ours = &j["tables"][0]["rows"][0]["cells"][1];
+        assert_eq!(ours["stats"]["median"], 10.0);
+        assert_eq!(
+            (ours["reference"].as_str(), ours["reference_median"].as_f64()),
+            (Some("kernel"), Some(25.0))
+        );
+        assert_eq!(ours["ratio"], 2.5);
+        assert!(j["tables"][0]["rows"][0]["cells"][2]["ratio"].is_null());
     }
 }
