@@ -156,16 +156,17 @@ fn trace_command(
             e["print"].as_str().unwrap_or("?")
         )?;
     }
-    writeln!(
-        err,
-        "tracing {site} (trace {id}); {}",
-        if duration.is_some() { "printing at the end of --duration" } else { "Ctrl-C to print and detach" }
-    )?;
+    // The handlers before the "tracing" line: a script may signal as soon as it reads it.
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
         .context("installing the Ctrl-C handler")?;
     control::sys::catch_sigusr1().context("installing the SIGUSR1 handler")?;
+    writeln!(
+        err,
+        "tracing {site} (trace {id}); {}",
+        if duration.is_some() { "printing at the end of --duration" } else { "Ctrl-C to print and detach" }
+    )?;
     let started = Instant::now();
     let limit = duration.map(Duration::from_secs_f64);
     let every = interval.map(Duration::from_secs_f64);

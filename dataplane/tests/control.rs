@@ -1100,41 +1100,67 @@ fn ring_buffer_records_print_as_lines_from_config_and_over_the_socket_and_sigusr
     std::thread::sleep(Duration::from_millis(300));
 
     // `dataplane trace` streams the records of its own program while attached: one line per
-    // frame received in that time, exactly.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
-        .args(["trace", events, "--target", "rx", "--name", &name])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    while !said.contains("tracing rx") {
-        assert!(err.read_line(&mut said).unwrap() > 0, "{said}");
-    }
+    // frame received in that time, exactly. Returns (stderr up to "tracing", stdout).
+    let traced = |args: &[&str], frames: usize, total: u64| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+            .arg("trace")
+            .args(args)
+            .args(["--target", "rx", "--name", &name])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut said = String::new();
+        while !said.contains("tracing rx") {
+            assert!(err.read_line(&mut said).unwrap() > 0, "{said}");
+        }
+        assert_eq!(exchange(&sock, &vec![icmp.clone(); frames]).len(), frames);
+        assert_eq!(run_cnt(&name, total), total);
+        // SIGUSR1 prints the maps at once (after a time line), as bpftrace does.
+        assert!(Command::new("kill").args(["-USR1", &child.id().to_string()]).status().unwrap().success());
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+        let mut streamed = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut streamed).unwrap();
+        assert!(child.wait().unwrap().success());
+        (said, streamed)
+    };
+    let (said, streamed) = traced(&[events], 150, 350);
     assert!(said.contains("records of rx_events print as lines, typed as struct rx_event"), "{said}");
-    assert_eq!(exchange(&sock, &vec![icmp.clone(); 150]).len(), 150);
-    assert_eq!(run_cnt(&name, 350), 350);
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
-    let mut streamed = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut streamed).unwrap();
-    assert!(child.wait().unwrap().success());
+    let time_lines = streamed.lines().filter(|l| l.len() == 8 && l.as_bytes()[2] == b':').count();
+    assert_eq!(time_lines, 1, "one print on SIGUSR1:\n{streamed}");
     let idx = ifindex(&a);
     let want = format!("@rx_events: {{ .ifindex = {idx}, .queue = 0, .len = 98, .worker = 0 }}");
     let lines = record_lines(&streamed, "rx_events");
     assert_eq!(lines.len(), 150, "{streamed}");
     assert!(lines.iter().all(|l| *l == want), "{want}\n{streamed}");
 
+    // bpf_perf_event_output into the worker's slot, the record type named on the command line.
+    let perf_obj = obj("ctl_trace_perf.o");
+    let (said, streamed) =
+        traced(&[perf_obj.to_str().unwrap(), "--print", "frames:events:frame_rec"], 50, 400);
+    assert!(said.contains("records of frames print as lines, typed as struct frame_rec"), "{said}");
+    let lines = record_lines(&streamed, "frames");
+    assert_eq!(lines.len(), 50, "{streamed}");
+    let want_perf = format!("@frames: {{ .ifindex = {idx}, .len = 98, .queue = 0, .kind = 7 }}");
+    assert!(lines.iter().all(|l| *l == want_perf), "{want_perf}\n{streamed}");
+    // Without the type: hex, and stderr says so.
+    let (said, streamed) = traced(&[perf_obj.to_str().unwrap()], 10, 410);
+    assert!(said.contains("records of frames print as lines, as hex"), "{said}");
+    let hex: String = idx.to_le_bytes().iter().chain(&[98, 0, 0, 7]).map(|b| format!(" {b:02x}")).collect();
+    assert_eq!(record_lines(&streamed, "frames"), vec![format!("@frames:{hex}"); 10], "{streamed}");
+
     let (code, out) = run.stop();
     assert_eq!(code, 0, "{out}");
-    // The [[trace]] entry saw every frame of both exchanges, each typed.
+    // The [[trace]] entry saw every frame of every exchange, each typed.
     let lines = record_lines(&out, "rx_events");
-    assert_eq!(lines.len(), 350, "{out}");
+    assert_eq!(lines.len(), 410, "{out}");
     assert!(lines.iter().all(|l| *l == want), "{out}");
-    // Two lhist prints: at SIGUSR1 (200 frames) and at exit (350).
+    // Two lhist prints: at SIGUSR1 (200 frames) and at exit (410).
     let blocks: Vec<&str> = out.split(&format!("@[{a}]:")).skip(1).collect();
     assert_eq!(blocks.len(), 2, "{out}");
     assert_eq!(bucket_sum(blocks[0].split("\n\n").next().unwrap()), 200, "{out}");
-    assert_eq!(bucket_sum(blocks[1].split("\n\n").next().unwrap()), 350, "{out}");
+    assert_eq!(bucket_sum(blocks[1].split("\n\n").next().unwrap()), 410, "{out}");
     drop(lab);
 }
