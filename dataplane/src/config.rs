@@ -217,6 +217,21 @@ pub struct PortConfig {
     /// Frames per RX/TX burst, 1..=256.
     #[serde(default = "default_batch")]
     pub batch: u32,
+    /// AF_XDP: preferred busy polling, µs per poll (`SO_BUSY_POLL` with `SO_PREFER_BUSY_POLL`);
+    /// 0 (default): off.
+    #[serde(default)]
+    pub busy_poll: u32,
+    /// AF_XDP: packets per busy poll (`SO_BUSY_POLL_BUDGET`); 0 (default): `batch`.
+    #[serde(default)]
+    pub busy_poll_budget: u32,
+    /// Prefetch the first cache line of every received frame before the program runs on the
+    /// batch (default: on).
+    #[serde(default = "default_true")]
+    pub prefetch: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_copies() -> u32 {
@@ -447,6 +462,15 @@ impl Config {
             }
             if !(1..=256).contains(&p.batch) {
                 return Err(invalid(key("batch"), format!("{} is not in 1..=256", p.batch)));
+            }
+            if p.busy_poll > 1_000_000 {
+                return Err(invalid(key("busy_poll"), format!("{} µs is not in 0..=1000000", p.busy_poll)));
+            }
+            if p.busy_poll_budget > 65_535 {
+                return Err(invalid(
+                    key("busy_poll_budget"),
+                    format!("{} is not in 0..=65535", p.busy_poll_budget),
+                ));
             }
         }
         if !(self.stats.interval >= 0.0 && self.stats.interval <= 3600.0) {

@@ -105,6 +105,8 @@ pub struct Worker<Q: Queue> {
     pub slot: usize,
     pub core: Option<usize>,
     pub batch: usize,
+    /// Prefetch each received frame's first cache line before running the program on the batch.
+    pub prefetch: bool,
     /// Where the program comes from; checked once per batch (see [`crate::control::swap`]).
     pub program: Arc<ProgSlot>,
     pub pass: PassTo,
@@ -201,6 +203,10 @@ impl<Q: Queue> Worker<Q> {
                 self.publish(&mut tally.totals, &mut hist);
                 last_publish = Instant::now();
             }
+            // Without a program, one iteration in TIME_EVERY is timed whole (ring upkeep, RX,
+            // verdicts, TX ring writes; not the kick that hands TX to the kernel): the loop's
+            // own cost per frame.
+            let loop_start = (self.no_program && loops.is_multiple_of(TIME_EVERY)).then(Instant::now);
             self.take_inbox(&mut tx, &mut tally);
             let n = self.queue.recv(&mut rx);
             if n == 0 {
@@ -220,7 +226,13 @@ impl<Q: Queue> Worker<Q> {
                 self.slot as u64,
             );
             batches = batches.wrapping_add(1);
-            let start = batches.is_multiple_of(TIME_EVERY).then(Instant::now);
+            if self.prefetch && !self.no_program {
+                // The kernel wrote these frames from another core: start every miss at once.
+                for &frame in &rx[..n] {
+                    self.queue.prefetch(frame);
+                }
+            }
+            let start = (!self.no_program && batches.is_multiple_of(TIME_EVERY)).then(Instant::now);
             for &frame in &rx[..n] {
                 match self.handle(frame, &mut tally, &mut cur) {
                     Fate::Send(f) => tx.push(f),
@@ -229,13 +241,16 @@ impl<Q: Queue> Worker<Q> {
             }
             if let Some(start) = start {
                 let batch_ns = (start.elapsed().as_nanos() as u64).saturating_sub(timer_ns);
-                if !self.no_program {
-                    tally.run_ns += batch_ns;
-                    tally.timed_runs += n as u64;
-                }
+                tally.run_ns += batch_ns;
+                tally.timed_runs += n as u64;
                 let _ = hist.record((batch_ns / n as u64).max(1));
             }
-            self.send(&mut tx, &mut tally);
+            self.enqueue(&mut tx, &mut tally);
+            if let Some(start) = loop_start {
+                let loop_ns = (start.elapsed().as_nanos() as u64).saturating_sub(timer_ns);
+                let _ = hist.record((loop_ns / n as u64).max(1));
+            }
+            self.queue.flush();
             self.counters.publish(&tally.totals);
             // The time over every run, estimated from the timed ones.
             let run_ns = if tally.timed_runs == 0 {
@@ -398,6 +413,14 @@ impl<Q: Queue> Worker<Q> {
     /// Sends the batch's frames; what the queue does not take is dropped and counted.
     #[inline]
     fn send(&mut self, tx: &mut Vec<Q::Frame>, tally: &mut Tally) {
+        self.enqueue(tx, tally);
+        self.queue.flush();
+    }
+
+    /// Puts the batch's frames in the TX ring (or the device's queue) without kicking it;
+    /// what the queue does not take is dropped and counted.
+    #[inline]
+    fn enqueue(&mut self, tx: &mut Vec<Q::Frame>, tally: &mut Tally) {
         let sent = self.queue.send(tx);
         tally.totals.tx += sent as u64;
         for &f in &tx[sent..] {
@@ -405,7 +428,6 @@ impl<Q: Queue> Worker<Q> {
             self.queue.release(f);
         }
         tx.clear();
-        self.queue.flush();
     }
 
     /// Takes up to a batch of frames other workers redirected here, as frames of this queue,

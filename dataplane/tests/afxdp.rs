@@ -257,6 +257,7 @@ fn bad_input_fails_with_one_line_and_leaves_nothing_attached() {
         Some(&a),
         "ports[0].attach",
     );
+    fails_cleanly("e7", &port_config(&counter, &a, "busy_poll = 2000000"), Some(&a), "ports[0].busy_poll");
 }
 
 /// Reads frames from `sock` until `quiet` passes with none, keeping those in `sent`.

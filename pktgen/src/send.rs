@@ -354,6 +354,7 @@ impl XdpTx {
             tx_ring: TX_RING,
             completion_ring: TX_RING,
             zero_copy,
+            busy_poll: None,
         };
         // The kernel frees a closed socket's hold on its queue from a work queue, so binding the
         // same queue right after another socket closed can meet EBUSY for a moment.

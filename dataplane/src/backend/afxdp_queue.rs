@@ -68,6 +68,11 @@ impl Queue for Socket {
     }
 
     #[inline]
+    fn prefetch(&self, frame: Desc) {
+        Socket::prefetch(self, frame.addr);
+    }
+
+    #[inline]
     fn lend(&mut self) -> Option<LentFrame> {
         Socket::lend(self)
     }
@@ -88,6 +93,12 @@ impl Queue for Socket {
     }
 
     fn idle(&mut self, idle: u32) {
+        if self.busy_polling() && idle < SPIN_BEFORE_SLEEP {
+            // Busy polling: the device's NAPI runs in this call, on this core.
+            self.kick_tx(false);
+            self.busy_poll_once();
+            return;
+        }
         self.kick_tx(false);
         if idle >= SPIN_BEFORE_SLEEP || self.rx_needs_wakeup() {
             self.poll_rx(if idle >= SPIN_BEFORE_SLEEP { 1 } else { 0 });

@@ -224,6 +224,10 @@ pub fn open_port(cfg: &PortConfig) -> Result<(Port, Vec<(u32, afxdp::Socket)>), 
                 ZeroCopy::On => Some(true),
                 ZeroCopy::Off => Some(false),
             },
+            busy_poll: (cfg.busy_poll > 0).then_some((
+                cfg.busy_poll,
+                if cfg.busy_poll_budget == 0 { cfg.batch } else { cfg.busy_poll_budget },
+            )),
         };
         let sock = afxdp::Socket::new(&sc).map_err(|source| BackendError::Socket {
             name: name.clone(),

@@ -73,6 +73,13 @@ pub trait Queue: Send {
     /// A lent buffer back unused: freed.
     fn reclaim(&mut self, lent: Self::Lent);
 
+    /// Before the program runs on a batch: start fetching `frame`'s first cache line. A hint;
+    /// default: nothing.
+    #[inline]
+    fn prefetch(&self, frame: Self::Frame) {
+        let _ = frame;
+    }
+
     /// After a batch: push what [`Queue::send`] queued out (AF_XDP: kick the kernel when it
     /// asked for it). Default: nothing to do.
     fn flush(&mut self) {}

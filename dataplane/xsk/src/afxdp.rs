@@ -69,6 +69,10 @@ pub struct SocketConfig {
     pub completion_ring: u32,
     /// `None`: let the kernel choose (zero-copy when the driver can, else copy).
     pub zero_copy: Option<bool>,
+    /// Preferred busy polling: `Some((usecs, budget))` sets `SO_PREFER_BUSY_POLL`,
+    /// `SO_BUSY_POLL` (µs) and `SO_BUSY_POLL_BUDGET` (packets per poll) on the socket, so the
+    /// owner's syscalls on it run the device's NAPI poll instead of a softirq.
+    pub busy_poll: Option<(u32, u32)>,
 }
 
 /// Per-socket counters the kernel keeps (`XDP_STATISTICS`).
@@ -273,15 +277,20 @@ pub struct Socket {
     state: Vec<FrameState>,
     free: Vec<u64>,
     zero_copy: bool,
+    busy_poll: bool,
     scratch: Vec<u64>,
 }
 
 fn setsockopt<T>(fd: BorrowedFd<'_>, opt: libc::c_int, value: &T) -> io::Result<()> {
+    setsockopt_at(fd, libc::SOL_XDP, opt, value)
+}
+
+fn setsockopt_at<T>(fd: BorrowedFd<'_>, level: libc::c_int, opt: libc::c_int, value: &T) -> io::Result<()> {
     // SAFETY: `value` is a live `T` of `size_of::<T>()` bytes, which the kernel only reads.
     let r = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::SOL_XDP,
+            level,
             opt,
             std::ptr::from_ref(value).cast(),
             size_of::<T>() as libc::socklen_t,
@@ -359,6 +368,12 @@ impl Socket {
         if r < 0 {
             return Err(io::Error::last_os_error());
         }
+        if let Some((usecs, budget)) = cfg.busy_poll {
+            let one: libc::c_int = 1;
+            setsockopt_at(fd.as_fd(), libc::SOL_SOCKET, libc::SO_PREFER_BUSY_POLL, &one)?;
+            setsockopt_at(fd.as_fd(), libc::SOL_SOCKET, libc::SO_BUSY_POLL, &(usecs as libc::c_int))?;
+            setsockopt_at(fd.as_fd(), libc::SOL_SOCKET, libc::SO_BUSY_POLL_BUDGET, &(budget as libc::c_int))?;
+        }
         let opts: XdpOptions = getsockopt(fd.as_fd(), libc::XDP_OPTIONS)?;
         let frames = cfg.frames as usize;
         let mut sock = Self {
@@ -373,6 +388,7 @@ impl Socket {
             state: vec![FrameState::Free; frames],
             free: (0..cfg.frames).rev().map(|i| u64::from(i) * u64::from(cfg.frame_size)).collect(),
             zero_copy: opts.0.flags & libc::XDP_OPTIONS_ZEROCOPY != 0,
+            busy_poll: cfg.busy_poll.is_some(),
             scratch: vec![0; cfg.completion_ring.max(cfg.fill_ring) as usize],
         };
         sock.refill();
@@ -583,6 +599,47 @@ impl Socket {
                 }
             }
         }
+    }
+
+    /// Hints the CPU to fetch the first cache line of received frame `addr` (the headers a
+    /// program reads first), which in copy mode the kernel wrote from another core. A hint:
+    /// nothing is read, any address is harmless.
+    #[inline]
+    pub fn prefetch(&self, addr: u64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let off = (addr as usize).min(self.area.len.saturating_sub(1));
+            let p = self.area.ptr.as_ptr().wrapping_add(off);
+            // SAFETY: PREFETCHT0 is a hint that never faults and reads nothing into the program;
+            // the address lies inside the mapped area anyway (clamped above).
+            unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = addr;
+    }
+
+    /// Whether the socket was set up for busy polling.
+    #[must_use]
+    pub fn busy_polling(&self) -> bool {
+        self.busy_poll
+    }
+
+    /// A non-blocking `recvfrom` with no buffer: with busy polling, runs the device's NAPI
+    /// poll for this socket's queue here (RX into our ring, and the pending TX); otherwise it
+    /// wakes the kernel's RX processing as `poll` does.
+    pub fn busy_poll_once(&self) {
+        // SAFETY: a zero-length recvfrom on our socket with no buffer and no address: the
+        // kernel writes no memory of ours.
+        unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
     }
 
     /// Whether the kernel asked to be woken to pick up fill-ring entries (`need_wakeup`).

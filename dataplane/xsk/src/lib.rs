@@ -21,6 +21,7 @@
 //!     fill_ring: 2048,
 //!     completion_ring: 2048,
 //!     zero_copy: None,
+//!     busy_poll: None,
 //! };
 //! let sock = Socket::new(&cfg)?;
 //! println!("zero-copy: {}", sock.zero_copy());
