@@ -530,3 +530,22 @@ fn tail_calls_run_through_the_prog_array() {
     drop(lab);
     let _ = std::fs::remove_file(cfg);
 }
+
+#[test]
+fn busy_polling_without_prefetch_returns_every_frame() {
+    if !is_root() {
+        return;
+    }
+    let (ns, a, b) = names("y");
+    let lab = Lab::create(&ns, &a, &b, 1).unwrap();
+    let cfg = write_config("y", &port_config(&obj("xdp_counter.o"), &a, "busy_poll = 50\nprefetch = false"));
+    let run = start(&cfg, &[]);
+    let frames = vec![pktgen::craft::icmp_echo(); 1000];
+    let back = exchange(&lab.peer_socket().unwrap(), &frames);
+    let (code, out) = run.stop();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(back.len(), frames.len(), "every frame came back\n{out}");
+    assert!(out.contains("umem frames held at exit: 0"), "{out}");
+    drop(lab);
+    let _ = std::fs::remove_file(cfg);
+}
