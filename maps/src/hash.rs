@@ -113,7 +113,7 @@ enum Probe<'a> {
 }
 
 impl<'a> Probe<'a> {
-    #[inline]
+    #[inline(always)]
     fn new(key: &'a [u8]) -> Probe<'a> {
         match key.len() {
             0..=8 => Probe::One(pad_word(key)),
@@ -519,7 +519,7 @@ impl HashTable {
         self.slots
     }
 
-    #[inline]
+    #[inline(always)]
     fn hash(&self, key: Probe<'_>) -> u32 {
         #[inline]
         fn mix(h: u64, word: u64) -> u64 {
@@ -561,7 +561,7 @@ impl HashTable {
     ///
     /// The pool is shared out among the slots' free lists; a bucket's first spare comes from the
     /// updating slot's share (`home`), so a worker's buckets get spares next to each other.
-    #[inline]
+    #[inline(always)]
     fn bucket_spare(&self, bucket: &Locked<'_>, home: usize) -> Option<u32> {
         if !self.bucket_spares {
             return None;
@@ -581,7 +581,7 @@ impl HashTable {
 
     /// Locks bucket `b` (test-and-test-and-set on its head word; the thread yields after a while,
     /// since a userspace lock holder can be preempted).
-    #[inline]
+    #[inline(always)]
     fn lock(&self, b: usize) -> Locked<'_> {
         let word = self.head(b);
         let mut spins = 0u32;
@@ -619,12 +619,12 @@ impl HashTable {
     }
 
     /// Element `e`'s link word: `hash << 32 | next`.
-    #[inline]
+    #[inline(always)]
     fn link(&self, e: u32) -> &AtomicU64 {
         self.elems.word(e as usize * self.ewords)
     }
 
-    #[inline]
+    #[inline(always)]
     fn key_eq(&self, e: u32, key: Probe<'_>) -> bool {
         let at = e as usize * self.ewords + 1;
         let word = |i: usize| self.elems.word(at + i).load(Ordering::Relaxed);
@@ -666,7 +666,7 @@ impl HashTable {
     }
 
     /// Finds `key` in a bucket the caller holds: `(predecessor, element)`.
-    #[inline]
+    #[inline(always)]
     fn find_locked(&self, bucket: &Locked<'_>, key: Probe<'_>, hash: u32) -> Option<(Option<u32>, u32)> {
         let mut prev = None;
         let mut cur = bucket.head;
@@ -684,7 +684,7 @@ impl HashTable {
     /// Unlinks `e`, which follows `prev` (or the head) in a bucket the caller holds. `e` keeps
     /// its own link so lock-free readers standing on it walk on. A new head is published when
     /// the bucket is unlocked.
-    #[inline]
+    #[inline(always)]
     fn unlink(&self, bucket: &mut Locked<'_>, prev: Option<u32>, e: u32) {
         let next = self.link(e).load(Ordering::Relaxed) as u32;
         match prev {
@@ -703,7 +703,7 @@ impl HashTable {
     /// bucket the caller holds, linked to `next`: the current head, or for a replacement of the
     /// head, the old head's successor (one store then swaps the old element for the new). The
     /// new head is published when the bucket is unlocked.
-    #[inline]
+    #[inline(always)]
     fn publish(&self, bucket: &mut Locked<'_>, e: u32, key: Probe<'_>, hash: u32, next: u32) {
         self.write_key(e, key);
         // Release: a lock-free reader still standing on `e` from its previous life follows this
@@ -715,7 +715,7 @@ impl HashTable {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn write_key(&self, e: u32, key: Probe<'_>) {
         let at = e as usize * self.ewords + 1;
         match key {
@@ -879,19 +879,28 @@ impl HashTable {
 
     /// Writes an update's value(s) into element `e`: one slot's (zeroing the others of a new
     /// per-CPU element) from a program, every slot's from userspace.
+    #[inline(always)]
     fn write_values(&self, e: u32, value: &[u8], value_slot: Option<usize>, new: bool) {
         match value_slot {
-            Some(s) if self.per_cpu => {
+            // Plain maps: `value_slot` is 0.
+            Some(s) => {
                 self.values.write(e as usize, s, value);
-                if new {
-                    (0..self.slots).filter(|&o| o != s).for_each(|o| self.values.zero(e as usize, o));
+                if new && self.per_cpu && self.slots > 1 {
+                    self.zero_other_slots(e, s);
                 }
             }
-            _ => {
-                for (s, v) in value.chunks_exact(self.value_size).enumerate() {
-                    self.values.write(e as usize, s, v);
-                }
-            }
+            None => self.write_every_slot(e, value),
+        }
+    }
+
+    #[cold]
+    fn zero_other_slots(&self, e: u32, s: usize) {
+        (0..self.slots).filter(|&o| o != s).for_each(|o| self.values.zero(e as usize, o));
+    }
+
+    fn write_every_slot(&self, e: u32, value: &[u8]) {
+        for (s, v) in value.chunks_exact(self.value_size).enumerate() {
+            self.values.write(e as usize, s, v);
         }
     }
 

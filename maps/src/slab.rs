@@ -186,6 +186,15 @@ impl Slab {
     /// (it is padding no reader ever sees as value bytes).
     #[inline]
     pub(crate) fn write(&self, i: usize, src: &[u8]) {
+        // One word (u64 counters, the common value) without the loop.
+        if let Ok(word) = <[u8; 8]>::try_from(src) {
+            self.word(i).store(u64::from_ne_bytes(word), Ordering::Relaxed);
+        } else {
+            self.write_words(i, src);
+        }
+    }
+
+    fn write_words(&self, i: usize, src: &[u8]) {
         let (full, tail) = src.as_chunks::<8>();
         let words = self.words(i, src.len().div_ceil(8));
         for (chunk, word) in full.iter().zip(words) {
