@@ -56,7 +56,7 @@ fn random_insn(r: &mut Rng, len: usize) -> Insn {
         _ => r.pick(&[0i16, 0, 0, 1, 8, 16, 32]),
     };
     let imm = match code {
-        0x85 => r.pick(&[1, 2, 3, 5, 6, 7, 8, 28, 44, 54, 65, 177, 9999, -1, 1]),
+        0x85 => r.pick(&[1, 2, 3, 5, 6, 7, 8, 28, 44, 54, 65, 177, 164, 181, 9999, -1, 1]),
         0xc3 | 0xdb => r.pick(&[0, 1, 0x40, 0x41, 0x50, 0xa0, 0xe1, 0xf1, 7]),
         0xd4 | 0xdc | 0xd7 => r.pick(&[16, 32, 64, 8]),
         _ => r.pick(&[0, 1, -1, 4, 8, 14, 63, 64, 255, 4096, i32::MIN, i32::MAX]),
@@ -74,13 +74,27 @@ fn maps() -> Vec<Arc<Map>> {
     ]
 }
 
+/// How long a fuzz test runs: its fixed count of cases, or with `XDP_VM_FUZZ_SECS=N` (a long
+/// run, in release: `cargo test --release -p xdp-vm verifier::fuzz -- --nocapture`) new cases
+/// for N seconds, the seed moving on each round.
+fn budget(cases: usize) -> impl FnMut(usize) -> bool {
+    let secs: Option<u64> = std::env::var("XDP_VM_FUZZ_SECS").ok().and_then(|s| s.parse().ok());
+    let start = std::time::Instant::now();
+    move |done| match secs {
+        Some(s) => start.elapsed().as_secs() < s,
+        None => done < cases,
+    }
+}
+
 #[test]
 fn never_panics_on_arbitrary_bytecode() {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     let infos = map_infos(&maps());
-    let runs = 40_000;
+    let mut more = budget(40_000);
+    let mut runs = 0;
     let mut accepted = 0;
-    for _ in 0..runs {
+    while more(runs) {
+        runs += 1;
         let len = 1 + r.below(24) as usize;
         let mut insns: Vec<Insn> = (0..len).map(|_| random_insn(&mut r, len)).collect();
         if r.below(2) == 0 {
@@ -188,7 +202,86 @@ fn plausible_program(r: &mut Rng) -> Vec<Insn> {
     p.push(Insn::new(0x95, 0, 0, 0, 0));
     let out = p.len() - 3;
     p[check_at].off = (out - check_at - 1) as i16;
+    if r.below(3) == 0 {
+        callback_call(r, &mut p);
+    }
     p
+}
+
+/// Inserts, before the program's final `r0 = r7 & 3; exit`, a `bpf_loop` or
+/// `bpf_for_each_map_elem` call with a context on the stack (or NULL) and random flags and
+/// counts, then appends the callback: stack accesses through the context at offsets from its
+/// index (masked or not), key and value accesses at random offsets, a random return value.
+fn callback_call(r: &mut Rng, p: &mut Vec<Insn>) {
+    let for_each = r.below(2) == 0;
+    let mut call = vec![
+        Insn::new(0x7b, 10, 7, -8, 0),  // *(fp-8) = r7
+        Insn::new(0x7b, 10, 8, -16, 0), // *(fp-16) = r8
+    ];
+    if for_each {
+        call.push(Insn::new(0x18, 1, BPF_PSEUDO_MAP_IDX, 0, r.below(2) as i32));
+        call.push(Insn::new(0, 0, 0, 0, 0));
+    } else {
+        call.push(Insn::new(0xb7, 1, 0, 0, r.pick(&[0, 1, 3, 17, (1 << 23) + 1, -1])));
+    }
+    let func_at = call.len();
+    call.push(Insn::new(0x18, 2, BPF_PSEUDO_FUNC, 0, 0)); // patched below
+    call.push(Insn::new(0, 0, 0, 0, 0));
+    if r.below(5) == 0 {
+        call.push(Insn::new(0xb7, 3, 0, 0, 0));
+    } else {
+        call.push(Insn::new(0xbf, 3, 10, 0, 0));
+        call.push(Insn::new(0x07, 3, 0, 0, r.pick(&[-16, -16, -16, -8, -4])));
+    }
+    call.push(Insn::new(0xb7, 4, 0, 0, r.pick(&[0, 0, 0, 1])));
+    call.push(Insn::new(0x85, 0, 0, 0, if for_each { 164 } else { 181 }));
+    call.push(Insn::new(0x79, 7, 10, -8, 0)); // r7 = *(fp-8)
+    call.push(Insn::new(0x0f, 7, 0, 0, 0)); // r7 += r0
+    let at = p.len() - 3;
+    let n = call.len();
+    p.splice(at..at, call);
+    // Jumps that cross the insertion point (the bounds check to the end) grow by `n`.
+    for (pc, insn) in p.iter_mut().enumerate().take(at) {
+        let class = insn.code & 0x07;
+        if (class == BPF_JMP || class == BPF_JMP32) && !matches!(insn.code & 0xf0, BPF_CALL | BPF_EXIT) {
+            let target = pc as i64 + 1 + i64::from(insn.off);
+            if target >= at as i64 {
+                insn.off += n as i16;
+            }
+        }
+    }
+    let cb = p.len();
+    let lddw = at + func_at;
+    p[lddw].imm = (cb - lddw - 1) as i32;
+    let ctx = if for_each { 4 } else { 2 };
+    p.push(Insn::new(0xb7, 0, 0, 0, 0));
+    for _ in 0..1 + r.below(4) {
+        match r.below(if for_each { 6 } else { 4 }) {
+            0 => p.push(Insn::new(r.pick(&[0x79u8, 0x61, 0x71]), 0, ctx, r.pick(&[0, 4, 8, 12, 16, -8]), 0)),
+            1 => {
+                // ctx[index & mask]
+                p.push(Insn::new(0xbf, 5, if for_each { 1 } else { 1 }, 0, 0));
+                if !for_each {
+                    p.push(Insn::new(0x57, 5, 0, 0, r.pick(&[7, 15, 31])));
+                } else {
+                    p.push(Insn::new(0xb7, 5, 0, 0, r.pick(&[0, 7, 15, 17])));
+                }
+                p.push(Insn::new(0xbf, 6, ctx, 0, 0));
+                p.push(Insn::new(0x0f, 6, 5, 0, 0));
+                p.push(Insn::new(r.pick(&[0x71u8, 0x73]), 6, 0, 0, 0));
+            }
+            2 => p.push(Insn::new(r.pick(&[0x7bu8, 0x63]), ctx, 0, r.pick(&[0, 8, 12, 16]), 0)),
+            3 => p.push(Insn::new(0x07, 0, 0, 0, 1)),
+            4 => p.push(Insn::new(r.pick(&[0x61u8, 0x71, 0x63]), 0, 2, r.pick(&[0, 1, 4]), 0)),
+            _ => p.push(Insn::new(r.pick(&[0x79u8, 0x7b, 0x61]), 0, 3, r.pick(&[0, 8, 12, 16]), 0)),
+        }
+    }
+    match r.below(4) {
+        0 => p.push(Insn::new(0x57, 0, 0, 0, 1)),
+        1 => p.push(Insn::new(0xb7, 0, 0, 0, r.pick(&[0, 1, 2]))),
+        _ => p.push(Insn::new(0xb7, 0, 0, 0, 0)),
+    }
+    p.push(Insn::new(0x95, 0, 0, 0, 0));
 }
 
 #[test]
@@ -196,8 +289,9 @@ fn accepted_programs_never_fault() {
     let mut r = Rng(0x2545_f491_4f6c_dd1d);
     let maps = maps();
     let mut vm = Interpreter::new();
-    let (mut programs, mut accepted, mut runs) = (0, 0, 0);
-    for _ in 0..3000 {
+    let (mut programs, mut accepted, mut runs, mut with_callback) = (0, 0, 0, 0);
+    let mut more = budget(3000);
+    while more(programs) {
         let insns = plausible_program(&mut r);
         programs += 1;
         let prog = match Program::<Xdp>::from_insns_verified("fuzz", &insns, &maps) {
@@ -210,6 +304,7 @@ fn accepted_programs_never_fault() {
             }
         };
         accepted += 1;
+        with_callback += usize::from(insns.iter().any(|i| i.is_lddw() && i.src == BPF_PSEUDO_FUNC));
         for len in [14usize, 20, 34, 60, 64, 98, 200] {
             let packet: Vec<u8> = (0..len).map(|_| r.next() as u8).collect();
             let mut frame = vec![0u8; XDP_FRAME_SIZE];
@@ -230,6 +325,10 @@ fn accepted_programs_never_fault() {
             }
         }
     }
-    eprintln!("{programs} random programs, {accepted} verified, {runs} interpreter runs, no fault");
+    eprintln!(
+        "{programs} random programs, {accepted} verified ({with_callback} with a callback), {runs} interpreter \
+         runs, no fault"
+    );
     assert!(accepted > 100, "the generator should produce verifiable programs ({accepted})");
+    assert!(with_callback > 20, "the generator should produce verifiable callbacks ({with_callback})");
 }
