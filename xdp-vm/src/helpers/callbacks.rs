@@ -104,6 +104,10 @@ pub(crate) fn for_each_map_elem<E>(
         return Ok(errno_ret(libc::EINVAL));
     }
     let def = map.def();
+    if def.key_size as usize > KEY_SLOT {
+        // The verifier refuses these; the kernel cannot create them.
+        return Err(bad_key());
+    }
     let mut visit = |key: &[u8], n: &mut u64| -> Result<bool, E> {
         let Some(value) = map.lookup(key, slot) else { return Ok(true) };
         *n += 1;

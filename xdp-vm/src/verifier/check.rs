@@ -1544,7 +1544,7 @@ impl Verifier<'_> {
                     scalar(self, st, 1)?;
                 } else {
                     use maps::map_type as t;
-                    map(
+                    let info = map(
                         self,
                         st,
                         1,
@@ -1561,6 +1561,10 @@ impl Verifier<'_> {
                         },
                         "cannot be iterated",
                     )?;
+                    if info.def.key_size as usize > STACK_SIZE {
+                        // The kernel cannot create such a map (a key must fit the stack).
+                        return Err(arg(1, format!("the keys of {} exceed {STACK_SIZE} bytes", info.name)));
+                    }
                 }
                 let f = get(self, st, 2)?;
                 if !matches!(f.kind, Kind::Func(_)) {

@@ -40,6 +40,8 @@
 //! assert_eq!(err.insn, 0);
 //! ```
 
+#[cfg(test)]
+mod callback_tests;
 mod cfg;
 mod check;
 #[cfg(test)]
