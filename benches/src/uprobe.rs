@@ -12,20 +12,20 @@
 //! and the kernel's.
 //!
 //! `cargo bench -p benches --bench suite -- --only uprobe` (`--quick` for a short run).
-//! Figures: per round, ns per call with the probe minus ns per call without; medians.
+//! Figures: per round, thread CPU ns per call with the probe minus ns per call without (the
+//! machine is shared: CPU time leaves out what other tasks ran); medians.
 
 #![allow(unsafe_code, reason = "the assembly targets the probes find by name")]
 
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use dataplane::kernel::KernelProgram;
 use dataplane::uprobe::{self, Target, TraceProgram};
 use xdp_vm::elf::Object;
 
-use crate::{Better, Cell, Comparison, Mode, Row, Table, median};
+use crate::{Better, Cell, Comparison, Mode, Row, Table, clock, median};
 
 /// The uprobe comparison.
 #[derive(Debug)]
@@ -73,32 +73,32 @@ fn call_loop(f: Fun, n: u64) -> f64 {
     // What the read and write programs read and write through the first argument.
     let mut x = 0u64;
     let p = std::ptr::from_mut(&mut x) as u64;
-    let t = Instant::now();
+    let t = clock::thread_cpu_ns();
     for i in 0..n {
         black_box(f(p, i, 1));
     }
-    let ns = t.elapsed().as_nanos() as f64 / n as f64;
+    let ns = (clock::thread_cpu_ns() - t) as f64 / n as f64;
     black_box(x);
     ns
 }
 
 #[inline(never)]
 fn site_loop(n: u64) -> f64 {
-    let t = Instant::now();
+    let t = clock::thread_cpu_ns();
     for i in 0..n {
         dataplane::uprobe::site::rx(black_box(1), 0, i, 0);
     }
-    t.elapsed().as_nanos() as f64 / n as f64
+    (clock::thread_cpu_ns() - t) as f64 / n as f64
 }
 
 /// `site_loop` without the site: what the disabled NOP costs is the difference.
 #[inline(never)]
 fn empty_loop(n: u64) -> f64 {
-    let t = Instant::now();
+    let t = clock::thread_cpu_ns();
     for i in 0..n {
         black_box((black_box(1u64), 0u64, i, 0u64));
     }
-    t.elapsed().as_nanos() as f64 / n as f64
+    (clock::thread_cpu_ns() - t) as f64 / n as f64
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -142,7 +142,8 @@ impl Comparison for Uprobe {
                  ours patched (symbol patch to a trampoline) or the probe site, the kernel's probe \
                  (perf_event_open uprobe PMU + BPF_PROG_TYPE_KPROBE) on a twin of the function in its own page; \
                  programs `sum` and `counter` (a map lookup and an atomic add) of dataplane/tests/bpf/uprobe_args.c, \
-                 the same object on both sides. Figure: ns per call probed minus unprobed (unprobed: {base:.1} ns), \
+                 the same object on both sides. Figure: thread CPU time (user and system: the kernel's trap \
+                 counts, other tasks' time does not) per call probed minus unprobed (unprobed: {base:.1} ns), \
                  {rounds} rounds, every contestant once per round. \"uprobe + uretprobe\": both attached at once \
                  (the seed's __bench_uprobe_uretprobe). bpf_probe_read_user: `read_user4` minus `read_user1`, per \
                  read; bpf_probe_write_user: `write_user4` minus `write_user1` of configs/bpf/bench/uprobe_rw.c, \

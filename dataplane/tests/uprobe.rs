@@ -77,6 +77,13 @@ extern "C" fn uprobe_target_stack_args(
     black_box(a + 2 * b + 3 * c + 4 * d + 5 * e + 6 * f + 7 * g + 8 * h)
 }
 
+/// Floating-point arguments (xmm0-7) and result (xmm0): what the stubs must keep.
+#[inline(never)]
+#[unsafe(no_mangle)]
+extern "C" fn uprobe_target_float(a: f64, b: f64, c: f64, d: f64, e: f64, f: f64, g: f64, h: f64) -> f64 {
+    black_box(a + 2.0 * b + 3.0 * c + 4.0 * d + 5.0 * e + 6.0 * f + 7.0 * g + 8.0 * h) * 0.5
+}
+
 /// Recursive: `n + (n - 1) + ... + 0`.
 #[inline(never)]
 #[unsafe(no_mangle)]
@@ -261,14 +268,21 @@ fn uretprobes_keep_stack_arguments_and_recursion_up_to_64_deep() {
     att.detach().unwrap();
     assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (3, 3));
 
+    let fl = black_box(uprobe_target_float as extern "C" fn(f64, f64, f64, f64, f64, f64, f64, f64) -> f64);
+    let x = black_box([1.5f64, 2.25, 3.0, 4.0, 5.0, 6.0, 7.0, 8.125]);
+    let expected = fl(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]);
+    let att = uprobe::attach(&func("uprobe_target_float"), &[&entry, &exit]).unwrap();
+    assert_eq!(fl(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]).to_bits(), expected.to_bits());
+    att.detach().unwrap();
+    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (4, 4));
     // 101 nested calls: every entry runs, the 64 outermost returns run (the kernel's
     // MAX_URETPROBE_DEPTH), and every call returns its own value.
     let att = uprobe::attach(&func("uprobe_target_recursive"), &[&entry, &exit]).unwrap();
     let rec = black_box(uprobe_target_recursive as extern "C" fn(u64) -> u64);
     assert_eq!(rec(100), 5050);
-    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (3 + 101, 3 + 64));
+    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (4 + 101, 4 + 64));
     assert_eq!(rec(10), 55);
-    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (3 + 101 + 11, 3 + 64 + 11));
+    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (4 + 101 + 11, 4 + 64 + 11));
     att.detach().unwrap();
 }
 

@@ -383,7 +383,7 @@ fn site_probe(reg: &mut Registry, target: &Target, addr: u64) -> Result<&'static
         attached: patch::no_programs(),
     });
     let p = std::ptr::from_ref(probe) as u64;
-    let stub = patch::entry_stub();
+    let stub = patch::site_stub();
     let at = patch::alloc_trampoline(addr, |at| trampoline::site(at, p, stub)).map_err(bad)?;
     let call = trampoline::branch(trampoline::CALL, addr, at).map_err(bad)?;
     let mut enabled = word;

@@ -31,10 +31,61 @@ use xdp_vm::jit::{JitProgram, JitRunner};
 
 use super::{Attached, Probe, ProbeKind};
 
-/// Bytes the stubs reserve: xmm0-15 (256) then `struct pt_regs` (168).
-const FRAME: usize = 424;
+/// Bytes the stubs reserve: xmm0-7 (128) then `struct pt_regs` (168), then 8 to keep the
+/// stack 16-byte aligned (the return stub enters at a different alignment and uses 8 less).
+const FRAME: usize = 304;
+const XMM: usize = 0;
+const REGS: usize = 128;
 
-macro_rules! save_regs {
+// Every general-purpose register into `struct pt_regs` at `rsp + 128`, the constants the kernel
+// puts there for user mode (`orig_ax` = -1, `cs`, `ss`) and the flags; `ip` and `sp` are filled
+// in by the stub and the handler.
+macro_rules! save_gprs {
+    () => {
+        concat!(
+            "mov [rsp + 128], r15\n",
+            "mov [rsp + 136], r14\n",
+            "mov [rsp + 144], r13\n",
+            "mov [rsp + 152], r12\n",
+            "mov [rsp + 160], rbp\n",
+            "mov [rsp + 168], rbx\n",
+            "mov [rsp + 176], r11\n",
+            "mov [rsp + 184], r10\n",
+            "mov [rsp + 192], r9\n",
+            "mov [rsp + 200], r8\n",
+            "mov [rsp + 208], rax\n",
+            "mov [rsp + 216], rcx\n",
+            "mov [rsp + 224], rdx\n",
+            "mov [rsp + 232], rsi\n",
+            "mov [rsp + 240], rdi\n",
+            "mov qword ptr [rsp + 248], -1\n",
+            "mov qword ptr [rsp + 264], 0x33\n",
+            "pushfq\n",
+            "pop rax\n",
+            "mov [rsp + 272], rax\n",
+            "mov qword ptr [rsp + 288], 0x2b\n",
+        )
+    };
+}
+
+// The registers a C function (the handler) may change: the callee-saved ones it keeps itself.
+macro_rules! restore_caller_saved {
+    () => {
+        concat!(
+            "mov r11, [rsp + 176]\n",
+            "mov r10, [rsp + 184]\n",
+            "mov r9, [rsp + 192]\n",
+            "mov r8, [rsp + 200]\n",
+            "mov rax, [rsp + 208]\n",
+            "mov rcx, [rsp + 216]\n",
+            "mov rdx, [rsp + 224]\n",
+            "mov rsi, [rsp + 232]\n",
+            "mov rdi, [rsp + 240]\n",
+        )
+    };
+}
+
+macro_rules! save_xmm0_7 {
     () => {
         concat!(
             "movaps [rsp + 0], xmm0\n",
@@ -45,41 +96,11 @@ macro_rules! save_regs {
             "movaps [rsp + 80], xmm5\n",
             "movaps [rsp + 96], xmm6\n",
             "movaps [rsp + 112], xmm7\n",
-            "movaps [rsp + 128], xmm8\n",
-            "movaps [rsp + 144], xmm9\n",
-            "movaps [rsp + 160], xmm10\n",
-            "movaps [rsp + 176], xmm11\n",
-            "movaps [rsp + 192], xmm12\n",
-            "movaps [rsp + 208], xmm13\n",
-            "movaps [rsp + 224], xmm14\n",
-            "movaps [rsp + 240], xmm15\n",
-            "mov [rsp + 256], r15\n",
-            "mov [rsp + 264], r14\n",
-            "mov [rsp + 272], r13\n",
-            "mov [rsp + 280], r12\n",
-            "mov [rsp + 288], rbp\n",
-            "mov [rsp + 296], rbx\n",
-            "mov [rsp + 304], r11\n",
-            "mov [rsp + 312], r10\n",
-            "mov [rsp + 320], r9\n",
-            "mov [rsp + 328], r8\n",
-            "mov [rsp + 336], rax\n",
-            "mov [rsp + 344], rcx\n",
-            "mov [rsp + 352], rdx\n",
-            "mov [rsp + 360], rsi\n",
-            "mov [rsp + 368], rdi\n",
-            "mov qword ptr [rsp + 376], -1\n",
-            "mov qword ptr [rsp + 384], 0\n",
-            "mov qword ptr [rsp + 392], 0x33\n",
-            "pushfq\n",
-            "pop rax\n",
-            "mov [rsp + 400], rax\n",
-            "mov qword ptr [rsp + 416], 0x2b\n",
         )
     };
 }
 
-macro_rules! restore_regs {
+macro_rules! restore_xmm0_7 {
     () => {
         concat!(
             "movaps xmm0, [rsp + 0]\n",
@@ -90,94 +111,105 @@ macro_rules! restore_regs {
             "movaps xmm5, [rsp + 80]\n",
             "movaps xmm6, [rsp + 96]\n",
             "movaps xmm7, [rsp + 112]\n",
-            "movaps xmm8, [rsp + 128]\n",
-            "movaps xmm9, [rsp + 144]\n",
-            "movaps xmm10, [rsp + 160]\n",
-            "movaps xmm11, [rsp + 176]\n",
-            "movaps xmm12, [rsp + 192]\n",
-            "movaps xmm13, [rsp + 208]\n",
-            "movaps xmm14, [rsp + 224]\n",
-            "movaps xmm15, [rsp + 240]\n",
-            "mov r15, [rsp + 256]\n",
-            "mov r14, [rsp + 264]\n",
-            "mov r13, [rsp + 272]\n",
-            "mov r12, [rsp + 280]\n",
-            "mov rbp, [rsp + 288]\n",
-            "mov rbx, [rsp + 296]\n",
-            "mov r11, [rsp + 304]\n",
-            "mov r10, [rsp + 312]\n",
-            "mov r9, [rsp + 320]\n",
-            "mov r8, [rsp + 328]\n",
-            "mov rax, [rsp + 336]\n",
-            "mov rcx, [rsp + 344]\n",
-            "mov rdx, [rsp + 352]\n",
-            "mov rsi, [rsp + 360]\n",
-            "mov rdi, [rsp + 368]\n",
         )
     };
 }
 
-// The entry stub. A trampoline enters it with `push [probe]; call [dp_uprobe_entry]`, so at
-// entry: [rsp] = return into the trampoline, [rsp + 8] = the probe, [rsp + 16] = what was on top
-// of the stack at the probed instruction (at a function's entry: its return address). The stack
-// is 8 mod 16 there (a function entry's alignment, and a probe site's after its `call`).
-// The registers are saved straight into a `struct pt_regs` on the stack (with xmm0-15 below it),
-// which is the program's context. On the way out, ZF tells the trampoline whether `on_entry`
-// took the function's return address for a uretprobe (ZF clear: take the return path); flags
-// are otherwise not preserved: at a function entry they are dead (SysV), and a probe site's
-// `asm!` does not claim `preserves_flags`.
+// Three stubs, each saving what its kind of probe must keep and no more:
 //
-// The return stub: a function trampoline's return path calls it right after the function
-// returned into the trampoline, with one word reserved above the call for the real return
-// address (`[rsp + 8]`, where the function's return address was). Its return values are in
-// rax/rdx/xmm0/xmm1, and every register is preserved.
+// - `dp_uprobe_entry`, a function's entry. A trampoline enters it with `push [probe]; call
+//   [dp_uprobe_entry]`, so at entry: [rsp] = return into the trampoline, [rsp + 8] = the probe,
+//   [rsp + 16] = the function's return address; the stack is 8 mod 16. Live at a function's
+//   entry (SysV): the argument registers (rdi, rsi, rdx, rcx, r8, r9, xmm0-7, al for varargs,
+//   r10 for a static chain) and the callee-saved ones, which the handler keeps as every C
+//   function does; xmm8-15 and the flags are dead. The stub saves every general-purpose register
+//   (the program's `pt_regs`) and xmm0-7, and gives back the caller-saved ones. On the way out,
+//   ZF tells the trampoline whether `on_entry` took the return address for a uretprobe (ZF
+//   clear: take the return path).
+// - `dp_uprobe_site`, a probe site: the same, but no xmm register, which the site's `asm!`
+//   declares clobbered (see `site`), and no flag.
+// - `dp_uprobe_return`, a uretprobed function's return: the trampoline calls it right after
+//   the function returned into it, with one word reserved above the call for the real return
+//   address (`[rsp + 8]`, where the function's return address was). Live: the return values
+//   (rax, rdx, xmm0, xmm1 in C; LLVM's own conventions may also use rcx, r8 and xmm2-3) and the
+//   callee-saved registers; the rest is dead after a return. It keeps all of those.
 std::arch::global_asm!(
     ".pushsection .text.dp_uprobe,\"ax\",@progbits",
     ".p2align 4",
     ".globl dp_uprobe_entry",
     ".hidden dp_uprobe_entry",
     "dp_uprobe_entry:",
-    "sub rsp, 424",
-    save_regs!(),
-    "lea rax, [rsp + 440]",
-    "mov [rsp + 408], rax",
-    "lea rdi, [rsp + 256]",
-    "mov rsi, [rsp + 432]",
+    "sub rsp, 296",
+    save_xmm0_7!(),
+    save_gprs!(),
+    "lea rax, [rsp + 312]",
+    "mov [rsp + 280], rax",
+    "lea rdi, [rsp + 128]",
+    "mov rsi, [rsp + 304]",
     "call {entry}",
-    "mov [rsp + 376], rax",
-    restore_regs!(),
-    "cmp qword ptr [rsp + 376], 0",
-    "lea rsp, [rsp + 424]",
+    "mov [rsp + 248], rax",
+    restore_xmm0_7!(),
+    restore_caller_saved!(),
+    "cmp qword ptr [rsp + 248], 0",
+    "lea rsp, [rsp + 296]",
+    "ret 8",
+    ".p2align 4",
+    ".globl dp_uprobe_site",
+    ".hidden dp_uprobe_site",
+    "dp_uprobe_site:",
+    "sub rsp, 296",
+    save_gprs!(),
+    "lea rax, [rsp + 312]",
+    "mov [rsp + 280], rax",
+    "lea rdi, [rsp + 128]",
+    "mov rsi, [rsp + 304]",
+    "call {entry}",
+    restore_caller_saved!(),
+    "add rsp, 296",
     "ret 8",
     ".p2align 4",
     ".globl dp_uprobe_return",
     ".hidden dp_uprobe_return",
     "dp_uprobe_return:",
-    "sub rsp, 432",
-    save_regs!(),
-    "lea rax, [rsp + 448]",
-    "mov [rsp + 408], rax",
-    "lea rdi, [rsp + 256]",
+    "sub rsp, 304",
+    "movaps [rsp + 0], xmm0",
+    "movaps [rsp + 16], xmm1",
+    "movaps [rsp + 32], xmm2",
+    "movaps [rsp + 48], xmm3",
+    save_gprs!(),
+    "lea rax, [rsp + 320]",
+    "mov [rsp + 280], rax",
+    "lea rdi, [rsp + 128]",
     "call {ret}",
-    "mov [rsp + 440], rax",
-    restore_regs!(),
-    "lea rsp, [rsp + 432]",
+    "mov [rsp + 312], rax",
+    "movaps xmm0, [rsp + 0]",
+    "movaps xmm1, [rsp + 16]",
+    "movaps xmm2, [rsp + 32]",
+    "movaps xmm3, [rsp + 48]",
+    restore_caller_saved!(),
+    "add rsp, 304",
     "ret",
     ".popsection",
     entry = sym on_entry,
     ret = sym on_return,
 );
 
-const _: () = assert!(FRAME == 256 + std::mem::size_of::<PtRegs>());
+const _: () = assert!(XMM == 0 && REGS == 128 && REGS + std::mem::size_of::<PtRegs>() + 8 == FRAME);
 
 unsafe extern "C" {
     fn dp_uprobe_entry();
+    fn dp_uprobe_site();
     fn dp_uprobe_return();
 }
 
-/// Address of the entry stub, for trampolines.
+/// Address of the function entry stub, for function trampolines.
 pub(super) fn entry_stub() -> u64 {
     dp_uprobe_entry as *const () as u64
+}
+
+/// Address of the probe site stub, for site trampolines.
+pub(super) fn site_stub() -> u64 {
+    dp_uprobe_site as *const () as u64
 }
 
 /// Address of the return stub, for function trampolines.
