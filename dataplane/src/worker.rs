@@ -271,12 +271,13 @@ impl<Q: Queue> Worker<Q> {
     #[inline]
     fn handle(&mut self, frame: Q::Frame, tally: &mut Tally, cur: &mut Current) -> Fate<Q::Frame> {
         let totals = &mut tally.totals;
+        let at = (self.ifindex, self.queue_id, self.slot);
         if self.no_program {
             totals.verdicts[action::TX as usize] += 1;
             return Fate::Send(frame);
         }
         let Some(mut buff) = self.queue.xdp_buff(frame) else {
-            totals.drops[stats::DROP_BAD_FRAME] += 1;
+            count_drop(totals, stats::DROP_BAD_FRAME, at);
             return Fate::Release(frame);
         };
         buff.ingress_ifindex = self.ifindex;
@@ -301,10 +302,10 @@ impl<Q: Queue> Worker<Q> {
                 match &self.pass {
                     PassTo::Tap(f) => {
                         if (&**f).write(buff.packet()).is_err() {
-                            totals.drops[stats::DROP_PASS] += 1;
+                            count_drop(totals, stats::DROP_PASS, at);
                         }
                     }
-                    PassTo::Drop => totals.drops[stats::DROP_PASS] += 1,
+                    PassTo::Drop => count_drop(totals, stats::DROP_PASS, at),
                 }
                 Fate::Release(frame)
             }
@@ -317,7 +318,7 @@ impl<Q: Queue> Worker<Q> {
                             // Out of the interface it came in on: as XDP_TX.
                             return self.back_out(frame, start, len, totals);
                         }
-                        forward(&self.outbox, to, self.slot, buff.packet(), totals);
+                        forward(&self.outbox, to, buff.packet(), totals, at);
                         Fate::Release(frame)
                     }
                     Some(Redirect::Xsk { socket, .. }) => {
@@ -326,16 +327,16 @@ impl<Q: Queue> Worker<Q> {
                         match &self.xsk {
                             Some(tap) if socket == self.queue_id => {
                                 if (&**tap).write(buff.packet()).is_err() {
-                                    totals.drops[stats::DROP_REDIRECT_FULL] += 1;
+                                    count_drop(totals, stats::DROP_REDIRECT_FULL, at);
                                 }
                             }
-                            _ => totals.drops[stats::DROP_REDIRECT] += 1,
+                            _ => count_drop(totals, stats::DROP_REDIRECT, at),
                         }
                         Fate::Release(frame)
                     }
                     Some(Redirect::Broadcast { map, exclude_ingress }) => {
                         let Some(map) = cur.loaded.prog.maps().get(map as usize) else {
-                            totals.drops[stats::DROP_REDIRECT] += 1;
+                            count_drop(totals, stats::DROP_REDIRECT, at);
                             return Fate::Release(frame);
                         };
                         let mut own = false;
@@ -343,7 +344,7 @@ impl<Q: Queue> Worker<Q> {
                             if to == self.ifindex {
                                 own |= !exclude_ingress;
                             } else {
-                                forward(&self.outbox, to, self.slot, buff.packet(), totals);
+                                forward(&self.outbox, to, buff.packet(), totals, at);
                             }
                         };
                         if map.def().map_type == maps::map_type::DEVMAP {
@@ -365,7 +366,7 @@ impl<Q: Queue> Worker<Q> {
                         if own { self.back_out(frame, start, len, totals) } else { Fate::Release(frame) }
                     }
                     None => {
-                        totals.drops[stats::DROP_REDIRECT] += 1;
+                        count_drop(totals, stats::DROP_REDIRECT, at);
                         Fate::Release(frame)
                     }
                 }
@@ -373,7 +374,7 @@ impl<Q: Queue> Worker<Q> {
             Ok(v) => {
                 // XDP_ABORTED, or a value the kernel would also treat as invalid.
                 totals.verdicts[action::ABORTED as usize] += 1;
-                totals.drops[stats::DROP_ABORTED] += 1;
+                count_drop(totals, stats::DROP_ABORTED, at);
                 self.log_once_per_second(tally, || {
                     format!(
                         "program returned {}",
@@ -384,7 +385,7 @@ impl<Q: Queue> Worker<Q> {
             }
             Err(fault) => {
                 totals.verdicts[action::ABORTED as usize] += 1;
-                totals.drops[stats::DROP_FAULT] += 1;
+                count_drop(totals, stats::DROP_FAULT, at);
                 self.log_once_per_second(tally, || format!("program faulted: {fault}"));
                 Fate::Release(frame)
             }
@@ -401,10 +402,11 @@ impl<Q: Queue> Worker<Q> {
         len: usize,
         totals: &mut Snapshot,
     ) -> Fate<Q::Frame> {
+        let at = (self.ifindex, self.queue_id, self.slot);
         match self.queue.reframe(frame, start, len) {
             Some(f) => Fate::Send(f),
             None => {
-                totals.drops[stats::DROP_BAD_FRAME] += 1;
+                count_drop(totals, stats::DROP_BAD_FRAME, at);
                 Fate::Release(frame)
             }
         }
@@ -422,9 +424,13 @@ impl<Q: Queue> Worker<Q> {
     #[inline]
     fn enqueue(&mut self, tx: &mut Vec<Q::Frame>, tally: &mut Tally) {
         let sent = self.queue.send(tx);
+        let at = (self.ifindex, self.queue_id, self.slot);
+        if !tx.is_empty() {
+            crate::uprobe::site::tx(u64::from(at.0), u64::from(at.1), sent as u64, at.2 as u64);
+        }
         tally.totals.tx += sent as u64;
         for &f in &tx[sent..] {
-            tally.totals.drops[stats::DROP_TX_FULL] += 1;
+            count_drop(&mut tally.totals, stats::DROP_TX_FULL, at);
             self.queue.release(f);
         }
         tx.clear();
@@ -495,14 +501,22 @@ impl<Q: Queue> Worker<Q> {
 fn forward<L: crate::backend::queue::Lend>(
     outbox: &Outbox<L>,
     to: u32,
-    hash: usize,
     packet: &[u8],
     totals: &mut Snapshot,
+    at: (u32, u32, usize),
 ) {
-    match outbox.send(to, hash, packet) {
+    match outbox.send(to, at.2, packet) {
         Ok(()) => {}
-        Err(Miss::NoPort) => totals.drops[stats::DROP_REDIRECT] += 1,
-        Err(Miss::Full) => totals.drops[stats::DROP_REDIRECT_FULL] += 1,
-        Err(Miss::TooBig) => totals.drops[stats::DROP_BAD_FRAME] += 1,
+        Err(Miss::NoPort) => count_drop(totals, stats::DROP_REDIRECT, at),
+        Err(Miss::Full) => count_drop(totals, stats::DROP_REDIRECT_FULL, at),
+        Err(Miss::TooBig) => count_drop(totals, stats::DROP_BAD_FRAME, at),
     }
+}
+
+/// Counts a frame of the packet path dropped for `reason` (a `stats::DROP_*` index) by the
+/// worker of port `at` = (ifindex, queue, slot), and fires the `drop` probe site.
+#[inline(always)]
+fn count_drop(totals: &mut Snapshot, reason: usize, at: (u32, u32, usize)) {
+    totals.drops[reason] += 1;
+    crate::uprobe::site::drop(u64::from(at.0), u64::from(at.1), reason as u64, at.2 as u64);
 }
