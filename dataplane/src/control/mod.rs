@@ -331,6 +331,7 @@ impl Instance {
             });
         }
         m.update_user(&k, &v, flags).map_err(|e| format!("map {name}: key {}: {e}", hex(&k)))?;
+        crate::uprobe::site::map_update(i as u64, k.as_ptr() as u64, k.len() as u64, v.as_ptr() as u64);
         Ok(Value::Null)
     }
 
