@@ -409,3 +409,51 @@ fn a_bad_trace_entry_is_one_line_and_exit_2_before_any_interface() {
         assert!(stderr.contains(named), "{target}: names {named}: {stderr}");
     }
 }
+
+#[test]
+fn the_map_update_site_sees_each_update_from_the_control_path() {
+    use dataplane::control::proto::Request;
+    use dataplane::control::swap::{Loaded, ProgSlot};
+    let l = loaded();
+    let entry = l.prog("on_entry");
+    let counter = format!("{}/xdp_counter.o", dataplane::BPF_OBJ_DIR);
+    let cfg = dataplane::config::Config::parse(&format!(
+        "[program]\nobject = {counter:?}\n[[ports]]\ninterface = \"lo\"\n"
+    ))
+    .unwrap();
+    let obj = Object::parse(&std::fs::read(&counter).unwrap()).unwrap();
+    let slots = dataplane::kernel::possible_cpus().unwrap();
+    let maps = xdp_vm::create_maps(&obj, slots).unwrap();
+    let prog = xdp_vm::Program::<xdp_vm::Xdp>::new(obj.program(None).unwrap(), &maps).unwrap();
+    let index = obj.map_index("pkt_len_count").unwrap() as u64;
+    let loaded = Loaded::new(1, prog, dataplane::config::EngineKind::Jit, counter.into()).unwrap();
+    let inst = dataplane::control::Instance::new(
+        &cfg,
+        None,
+        Arc::new(ProgSlot::new(Arc::new(loaded))),
+        slots,
+        vec![],
+    );
+    let att = uprobe::attach(&Target::parse("site:map_update"), &[&entry]).unwrap();
+    let update = Request::MapUpdate {
+        map: "pkt_len_count".into(),
+        key: "62000000".into(),
+        value: "07000000".into(),
+        flags: 0,
+    };
+    inst.handle(&update).unwrap();
+    // (map index, key address, key length, value address): the key and value the update wrote.
+    assert_eq!(l.seen(ENTRIES), 1);
+    assert_eq!((l.seen(ARG1), l.seen(ARG1 + 2)), (index, 4));
+    assert_ne!(l.seen(ARG1 + 1), 0, "the key's address");
+    assert_ne!(l.seen(ARG1 + 3), 0, "the value's address");
+    let bad = Request::MapUpdate {
+        map: "no_such_map".into(),
+        key: "62000000".into(),
+        value: "07000000".into(),
+        flags: 0,
+    };
+    assert!(inst.handle(&bad).is_err());
+    assert_eq!(l.seen(ENTRIES), 1, "a refused update is no update");
+    att.detach().unwrap();
+}

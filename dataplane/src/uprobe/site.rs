@@ -18,9 +18,15 @@ pub const SITES: &[(&str, &str)] = &[
     ("rx", "a packet received: (ifindex, queue, length, worker slot)"),
     ("batch", "a burst received: (ifindex, queue, frames, worker slot)"),
     ("verdict", "a program's verdict: (ifindex, queue, verdict, worker slot)"),
-    ("tx", "a burst sent: (ifindex, queue, frames, worker slot)"),
-    ("drop", "a packet dropped: (ifindex, queue, reason, worker slot)"),
-    ("map_update", "a map updated from the control path: (map id, key address, key length, value address)"),
+    ("tx", "a burst handed to the TX ring: (ifindex, queue, frames it took, worker slot)"),
+    (
+        "drop",
+        "a packet of the packet path dropped: (ifindex, queue, reason = stats::DROP_* index, worker slot)",
+    ),
+    (
+        "map_update",
+        "a map updated from the control path: (map index in the running program, key address, key length, value address)",
+    ),
 ];
 
 macro_rules! site {
