@@ -260,7 +260,7 @@ fn callback_call(r: &mut Rng, p: &mut Vec<Insn>) {
             0 => p.push(Insn::new(r.pick(&[0x79u8, 0x61, 0x71]), 0, ctx, r.pick(&[0, 4, 8, 12, 16, -8]), 0)),
             1 => {
                 // ctx[index & mask]
-                p.push(Insn::new(0xbf, 5, if for_each { 1 } else { 1 }, 0, 0));
+                p.push(Insn::new(0xbf, 5, 1, 0, 0));
                 if !for_each {
                     p.push(Insn::new(0x57, 5, 0, 0, r.pick(&[7, 15, 31])));
                 } else {
