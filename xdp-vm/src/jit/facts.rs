@@ -148,6 +148,11 @@ impl Facts {
         })
     }
 
+    /// Whether the verifier's facts about this program are in use.
+    pub(crate) fn is_verified(&self) -> bool {
+        !self.regions.is_empty()
+    }
+
     /// The [`region`] bits the verifier saw the access at `pc` reach (0 when unverified).
     pub(crate) fn region(&self, pc: usize) -> u8 {
         self.regions.get(pc).copied().unwrap_or(0)

@@ -281,7 +281,8 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     fn env_load(&mut self, at: i32, fixed: bool) -> Value {
         let mut f = MemFlagsData::trusted().with_alias_region(Some(self.env_region));
         if fixed {
-            f = f.with_readonly();
+            // Never written during a run: Cranelift may hoist, merge or drop the load.
+            f = f.with_readonly().with_can_move();
         }
         self.b.ins().load(I64, f, self.env, at)
     }
@@ -328,6 +329,14 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     fn fp_plus(&mut self, at: i64) -> Value {
         let fp = self.get(REG_FP);
         self.b.ins().iadd_imm_s(fp, at)
+    }
+
+    /// Whether flags `f` are those of a stack access with its own alias region.
+    fn is_stack(&self, f: MemFlagsData) -> bool {
+        match (self.regions, f.alias_region()) {
+            (Some(r), Some(a)) => a != r.packet && a != r.map_value && a != self.env_region,
+            _ => false,
+        }
     }
 
     fn get(&mut self, r: u8) -> Value {
@@ -451,7 +460,13 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         self.b.ins().jump(blocks[&target], &[]);
     }
 
+    /// Counts a taken backward jump and faults past [`MAX_BACKWARD_JUMPS`], as the interpreter
+    /// does, for a program loaded unverified. A verified program is proven to terminate (the
+    /// kernel counts nothing either), so its loops run without the count.
     fn count_backward(&mut self, pc: usize) {
+        if self.facts.is_verified() {
+            return;
+        }
         let n = self.env_load(off::BACKWARD, false);
         let n = self.b.ins().iadd_imm_s(n, 1);
         self.env_store(n, off::BACKWARD);
@@ -928,9 +943,10 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     /// The access itself, on an address known to be valid.
     fn direct(&mut self, addr: Value, size: u8, kind: Access, f: MemFlagsData) -> Value {
         match kind {
-            Access::Load { signed } => {
-                // A plain load of the access's width, then the extension: Cranelift forwards
-                // a `store.iN` only to a `load.iN` of the same address.
+            // On the stack, a plain load of the access's width, then the extension: Cranelift
+            // forwards a `store.iN` only to a `load.iN` of the same address. Elsewhere the
+            // extending load, which x86 does in one instruction.
+            Access::Load { signed } if self.is_stack(f) => {
                 let ty = int_ty(size);
                 let v = self.b.ins().load(ty, f, addr, 0);
                 match (ty, signed) {
@@ -939,6 +955,15 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                     (_, true) => self.b.ins().sextend(I64, v),
                 }
             }
+            Access::Load { signed } => match (size, signed) {
+                (1, false) => self.b.ins().uload8(I64, f, addr, 0),
+                (2, false) => self.b.ins().uload16(I64, f, addr, 0),
+                (4, false) => self.b.ins().uload32(f, addr, 0),
+                (1, true) => self.b.ins().sload8(I64, f, addr, 0),
+                (2, true) => self.b.ins().sload16(I64, f, addr, 0),
+                (4, true) => self.b.ins().sload32(f, addr, 0),
+                _ => self.b.ins().load(I64, f, addr, 0),
+            },
             Access::Store { value } => {
                 let ty = int_ty(size);
                 let v = if ty == I64 { value } else { self.b.ins().ireduce(ty, value) };
@@ -1334,7 +1359,10 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 let s = self.b.ins().select(slot_ok, slot, zero);
                 let s8 = self.b.ins().ishl_imm_u(s, 3);
                 let entry = self.b.ins().iadd_imm_s(s8, base as i64);
-                let slot_base = self.b.ins().load(I64, MemFlagsData::trusted(), entry, 0);
+                // The slot table never changes while the code lives: a load Cranelift may hoist
+                // out of a loop or drop when unused.
+                let fixed = MemFlagsData::trusted().with_readonly().with_can_move();
+                let slot_base = self.b.ins().load(I64, fixed, entry, 0);
                 let p = self.b.ins().iadd(slot_base, off);
                 self.b.ins().select(ok, p, zero)
             }
