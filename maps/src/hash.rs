@@ -1393,6 +1393,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "tens of thousands of buckets take many minutes under Miri")]
     fn large_maps_pack_their_heads() {
         let n = super::PADDED_BUCKETS_MAX * 2;
         let def =
