@@ -93,6 +93,60 @@ fn update(map: u64, key: u64, value: u64, flags: u64, _: u64) -> u64 {
     m.update(k, v, flags, 0).map_or_else(|e| e.to_ret(), |()| 0)
 }
 
+// rbpf 0.4.1's JIT calls helpers with the stack 8 bytes off the 16-byte alignment the x86-64
+// ABI promises at a call (its prologue makes a `call` into the program body after reserving
+// the eBPF stack, and helper calls push nothing to compensate). Rust code may rely on that
+// alignment (aligned SSE spills: our hash lookup faulted on a `movaps` to the stack). So the
+// JIT gets these shims, which align the stack and call the helpers as C functions; rbpf's
+// interpreter calls the Rust functions directly.
+extern "C" fn lookup_c(map: u64, key: u64, a: u64, b: u64, c: u64) -> u64 {
+    lookup(map, key, a, b, c)
+}
+
+extern "C" fn update_c(map: u64, key: u64, value: u64, flags: u64, c: u64) -> u64 {
+    update(map, key, value, flags, c)
+}
+
+std::arch::global_asm!(
+    ".pushsection .text.dataplane_rbpf_shims,\"ax\",@progbits",
+    ".p2align 4",
+    ".globl dataplane_rbpf_lookup_aligned",
+    "dataplane_rbpf_lookup_aligned:",
+    "push rbp",
+    "mov rbp, rsp",
+    "and rsp, -16",
+    "call {lookup}",
+    "leave",
+    "ret",
+    ".p2align 4",
+    ".globl dataplane_rbpf_update_aligned",
+    "dataplane_rbpf_update_aligned:",
+    "push rbp",
+    "mov rbp, rsp",
+    "and rsp, -16",
+    "call {update}",
+    "leave",
+    "ret",
+    ".popsection",
+    lookup = sym lookup_c,
+    update = sym update_c,
+);
+
+unsafe extern "C" {
+    fn dataplane_rbpf_lookup_aligned(map: u64, key: u64, a: u64, b: u64, c: u64) -> u64;
+    fn dataplane_rbpf_update_aligned(map: u64, key: u64, value: u64, flags: u64, c: u64) -> u64;
+}
+
+/// The shim at `f` as the helper type rbpf stores. rbpf's JIT only takes its address and
+/// calls it with the C convention (arguments in rdi, rsi, rdx, rcx, r8; result in rax), which
+/// is what the shim implements; it is never called through this Rust-ABI pointer.
+fn jit_helper(f: unsafe extern "C" fn(u64, u64, u64, u64, u64) -> u64) -> rbpf::ebpf::Helper {
+    // SAFETY: both are plain code pointers of the same size; see above for how it is called.
+    unsafe {
+        std::mem::transmute::<unsafe extern "C" fn(u64, u64, u64, u64, u64) -> u64, rbpf::ebpf::Helper>(f)
+    }
+}
+
 /// A program relocated for rbpf: our loader's bound instructions with each map handle replaced
 /// by the map's address.
 fn relocate(prog: &Program<Xdp>) -> Vec<u8> {
@@ -141,8 +195,11 @@ impl Rbpf {
         // rbpf borrows the bytecode for the VM's lifetime; one leak per bench row.
         let bytes: &'static [u8] = Box::leak(relocate(prog).into_boxed_slice());
         let mut vm = rbpf::EbpfVmRaw::new(Some(bytes)).map_err(|e| anyhow::anyhow!("rbpf: {e}"))?;
-        vm.register_helper(1, lookup).map_err(|e| anyhow::anyhow!("rbpf: {e}"))?;
-        vm.register_helper(2, update).map_err(|e| anyhow::anyhow!("rbpf: {e}"))?;
+        // The JIT embeds the helpers' addresses when it compiles: it gets the aligning shims.
+        vm.register_helper(1, jit_helper(dataplane_rbpf_lookup_aligned))
+            .map_err(|e| anyhow::anyhow!("rbpf: {e}"))?;
+        vm.register_helper(2, jit_helper(dataplane_rbpf_update_aligned))
+            .map_err(|e| anyhow::anyhow!("rbpf: {e}"))?;
         let frame = LowFrame::new(packet)?;
         vm.register_allowed_memory(frame.addr()..frame.addr() + frame.len as u64);
         for m in prog.maps() {
@@ -152,6 +209,9 @@ impl Rbpf {
             }
         }
         vm.jit_compile().map_err(|e| anyhow::anyhow!("rbpf jit: {e}"))?;
+        // The interpreter looks helpers up at each call: it gets the Rust functions.
+        vm.register_helper(1, lookup).map_err(|e| anyhow::anyhow!("rbpf: {e}"))?;
+        vm.register_helper(2, update).map_err(|e| anyhow::anyhow!("rbpf: {e}"))?;
         let data = frame.addr() + XDP_PACKET_HEADROOM as u64;
         let ctx = Box::new([data as u32, (data + packet.len() as u64) as u32, data as u32, 1, 0, 0]);
         Ok(Self { _bytes: bytes, vm, _maps: prog.maps().to_vec(), frame, ctx })
