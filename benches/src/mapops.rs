@@ -82,6 +82,37 @@ impl Ours {
     }
 }
 
+/// The sum `mapops.c` leaves in its `looked_up` global after a lookup run over keys 0..999
+/// that the update run set to `value = key`.
+const LOOKED_UP: u64 = 999 * 1000 / 2;
+
+/// Proves the lookup rows time real lookups: after the last lookup run each contestant's
+/// `looked_up` global (`.bss`) holds the sum of the 1000 values found, so no compiler dropped
+/// a lookup whose result went unused.
+fn check_lookups_read(
+    ours: &[std::sync::Arc<maps::Map>],
+    kern: &KernelProgram,
+    label: &str,
+) -> anyhow::Result<()> {
+    let key = 0u32.to_le_bytes();
+    let bss = ours
+        .iter()
+        .find(|m| m.name() == ".bss")
+        .ok_or_else(|| anyhow::anyhow!("mapops.c has no .bss (looked_up)"))?;
+    let ours_sum = bss.lookup_user(&key).map_err(|e| anyhow::anyhow!("our .bss: {e:?}"))?;
+    let kern_sum = kern
+        .map(".bss")
+        .ok_or_else(|| anyhow::anyhow!("the kernel's program has no .bss"))?
+        .lookup(&key)?
+        .and_then(|v| v.into_iter().next())
+        .ok_or_else(|| anyhow::anyhow!("the kernel's .bss is empty"))?;
+    for (who, bytes) in [(OURS, ours_sum), (KERNEL, kern_sum)] {
+        let sum = u64::from_le_bytes(bytes[..8].try_into()?);
+        anyhow::ensure!(sum == LOOKED_UP, "{label} lookups, {who}: looked_up = {sum}, expected {LOOKED_UP}");
+    }
+    Ok(())
+}
+
 impl Comparison for MapOps {
     fn name(&self) -> &'static str {
         "mapops"
@@ -135,6 +166,9 @@ impl Comparison for MapOps {
                     };
                     Ok(ns / OPS)
                 })?;
+                if op == Op::Lookup {
+                    check_lookups_read(&maps, &kern, label)?;
+                }
                 let op_name = match op {
                     Op::Update => "update",
                     Op::Lookup => "lookup",

@@ -4,9 +4,9 @@
 // map; the frame says what to do:
 //   bytes 0..4  first key (u32, little-endian): keys are first .. first + 999
 //   byte  4     0 = update (BPF_ANY, value = key), 1 = lookup, 2 = delete
-// Each run does 1000 operations and returns XDP_PASS. (The lookups do not count their hits: a
-// loop-carried counter that depends on a lookup's result makes our verifier explore every
-// combination, where the kernel's precision tracking prunes them — see the README.)
+// Each run does 1000 operations and returns XDP_PASS. The lookups sum the values they find into
+// `looked_up`, so that no compiler (clang, the kernel's JIT or ours) may drop a lookup whose
+// result is unused: each timed lookup really reads its value.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -26,6 +26,9 @@ MAP(array, BPF_MAP_TYPE_ARRAY);
 MAP(percpu_hash, BPF_MAP_TYPE_PERCPU_HASH);
 MAP(percpu_array, BPF_MAP_TYPE_PERCPU_ARRAY);
 
+/* The sum of the values the last lookup run found (read by nobody; it keeps the loads live). */
+volatile __u64 looked_up;
+
 static __always_inline int mapops(struct xdp_md *ctx, void *map)
 {
     unsigned char *data = (void *)(long)ctx->data;
@@ -41,10 +44,14 @@ static __always_inline int mapops(struct xdp_md *ctx, void *map)
             bpf_map_update_elem(map, &key, &value, BPF_ANY);
         }
     } else if (op == 1) {
+        __u64 sum = 0;
         for (__u32 i = 0; i < OPS; i++) {
             __u32 key = first + i;
-            bpf_map_lookup_elem(map, &key);
+            __u64 *value = bpf_map_lookup_elem(map, &key);
+            if (value)
+                sum += *value;
         }
+        looked_up = sum;
     } else {
         for (__u32 i = 0; i < OPS; i++) {
             __u32 key = first + i;
