@@ -27,6 +27,7 @@ pub mod replay;
 pub mod report;
 pub mod scaling;
 pub mod throughput;
+pub mod traced;
 pub mod uprobe;
 pub mod verify;
 pub mod veth;
@@ -77,6 +78,7 @@ pub fn comparisons() -> Vec<Box<dyn Comparison>> {
         Box::new(verify::Verify),
         Box::new(uprobe::Uprobe),
         Box::new(throughput::Throughput),
+        Box::new(traced::Traced),
         Box::new(scaling::Scaling),
         Box::new(dpdk::Dpdk),
         Box::new(control::Control),

@@ -6,7 +6,7 @@ use benches::report::{self, Machine};
 use benches::{Mode, Table, comparisons};
 
 /// The tests below, one per comparison: a comparison added to the suite needs its line here.
-const TESTED: [&str; 11] = [
+const TESTED: [&str; 12] = [
     "replay",
     "mapops",
     "embed",
@@ -14,6 +14,7 @@ const TESTED: [&str; 11] = [
     "verify",
     "uprobe",
     "throughput",
+    "traced",
     "scaling",
     "dpdk",
     "control",
@@ -110,6 +111,11 @@ fn uprobe() {
 #[test]
 fn throughput() {
     quick("throughput");
+}
+
+#[test]
+fn traced() {
+    quick("traced");
 }
 
 #[test]
