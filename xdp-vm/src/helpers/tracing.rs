@@ -103,17 +103,35 @@ pub(crate) fn call(helper: u32, regs: &[u64; 16], mem: &Memory<'_>) -> Option<u6
     Some(r as u64)
 }
 
-/// For compiled code: the address of a routine `extern "C" fn(dst, src, size) -> i64` that is
-/// `helper` (a `bpf_probe_read` variant) for a constant `size` and a `dst` inside the program's
-/// stack, to call directly instead of through the helper dispatch; `None` when there is none
-/// (other helpers, a string read of size 0).
+/// For compiled code, a `bpf_probe_read` or `bpf_probe_write_user` variant it may run as a
+/// direct call `routine(dst, src, size) -> i64` (the helper's result, zeroing included) instead
+/// of through the helper dispatch, when register `buf` — the program's side of the copy — is
+/// proved to point into the program's stack for `size`, the constant in register `size`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DirectCopy {
+    pub routine: u64,
+    /// The registers passed as the routine's `dst` and `src`.
+    pub dst: u8,
+    pub src: u8,
+    /// The register holding the program-memory buffer, and the one holding the size.
+    pub buf: u8,
+    pub size: u8,
+    /// Size 0 is not for the routine (the string reads, which need room for the NUL).
+    pub nonzero: bool,
+}
+
+/// The direct form of `helper`, if it has one (see [`DirectCopy`]).
 #[must_use]
-pub(crate) fn direct_copy(helper: u32, size: u64) -> Option<u64> {
+pub(crate) fn direct_copy(helper: u32) -> Option<DirectCopy> {
     let string = matches!(helper, id::PROBE_READ_STR | id::PROBE_READ_USER_STR | id::PROBE_READ_KERNEL_STR);
-    if string && size == 0 {
-        return None;
-    }
-    user_copy::direct(helper)
+    let routine = user_copy::direct(helper)?;
+    Some(if helper == id::PROBE_WRITE_USER {
+        // bpf_probe_write_user(dst, src, len): the program's buffer is the source.
+        DirectCopy { routine, dst: 1, src: 2, buf: 2, size: 3, nonzero: false }
+    } else {
+        // bpf_probe_read*(dst, size, src): the program's buffer is the destination.
+        DirectCopy { routine, dst: 1, src: 3, buf: 1, size: 2, nonzero: string }
+    })
 }
 
 /// Whether [`call`] handles `helper`.
@@ -153,6 +171,37 @@ mod tests {
         let interp = crate::Interpreter::new().run(&prog, &mut TraceState::new(&regs, 0), 0).unwrap();
         let jit = JitProgram::compile(&prog).unwrap().run(&mut TraceState::new(&regs, 0), 0).unwrap();
         [interp, jit]
+    }
+
+    #[test]
+    fn writes_agree_between_the_engines() {
+        // *(u64 *)(fp - 8) = 0x11223344; r0 = bpf_probe_write_user(ctx->di, fp - 8, 8)
+        let insns = [
+            Insn::new(0x7a, 10, 0, -8, 0x1122_3344),
+            Insn::new(0x79, 1, 1, off::DI as i16, 0),
+            Insn::new(0xbf, 2, 10, 0, 0),
+            Insn::new(0x07, 2, 0, 0, -8),
+            Insn::new(0xb7, 3, 0, 0, 8),
+            Insn::new(0x85, 0, 0, 0, id::PROBE_WRITE_USER as i32),
+            EXIT,
+        ];
+        let prog = Program::<Uprobe>::from_insns_verified("t", &insns, &[]).expect("verifies");
+        let jit = JitProgram::compile(&prog).unwrap();
+        let mut target = [0u64; 2];
+        for (i, slot) in target.iter_mut().enumerate() {
+            let regs = PtRegs { di: std::ptr::from_mut(slot) as u64, ..PtRegs::default() };
+            let r = if i == 0 {
+                crate::Interpreter::new().run(&prog, &mut TraceState::new(&regs, 0), 0).unwrap()
+            } else {
+                jit.run(&mut TraceState::new(&regs, 0), 0).unwrap()
+            };
+            assert_eq!(r, 0);
+        }
+        assert_eq!(target, [0x1122_3344; 2], "interpreter, JIT");
+        let regs = PtRegs { di: 24, ..PtRegs::default() };
+        let efault = -14i64 as u64;
+        let interp = crate::Interpreter::new().run(&prog, &mut TraceState::new(&regs, 0), 0).unwrap();
+        assert_eq!([interp, jit.run(&mut TraceState::new(&regs, 0), 0).unwrap()], [efault; 2]);
     }
 
     #[test]

@@ -222,16 +222,17 @@ unsafe fn read_str(dst: *mut u8, src: u64, max: usize) -> i64 {
 }
 
 /// The routine compiled code may call directly, as `extern "C" fn(dst, src, size) -> i64`, for
-/// `helper` with a constant `size` (non-zero for the string helpers) and a `dst` the compiler
-/// proved to lie in the program's stack: `bpf_probe_read{,_user,_kernel}` (`dp_user_read`) and
-/// their `_str` variants (`dp_user_str`). Their results are the helpers' (the kernel's), zeroing
-/// included, with no dispatch and no checks left to do. Installs the fault handler the routines
-/// rely on; `None` for any other helper.
+/// `helper` with a constant `size` (non-zero for the string helpers) and the program's side of
+/// the copy proved to lie in its stack: `bpf_probe_read{,_user,_kernel}` (`dp_user_read`), their
+/// `_str` variants (`dp_user_str`) and `bpf_probe_write_user` (`dp_user_write`). Their results
+/// are the helpers' (the kernel's), zeroing included, with no dispatch and no checks left to do.
+/// Installs the fault handler the routines rely on; `None` for any other helper.
 pub(crate) fn direct(helper: u32) -> Option<u64> {
     use super::id;
     let f: unsafe extern "C" fn(*mut u8, *const u8, usize) -> i64 = match helper {
         id::PROBE_READ | id::PROBE_READ_USER | id::PROBE_READ_KERNEL => dp_user_read,
         id::PROBE_READ_STR | id::PROBE_READ_USER_STR | id::PROBE_READ_KERNEL_STR => dp_user_str,
+        id::PROBE_WRITE_USER => dp_user_write,
         _ => return None,
     };
     install();
@@ -340,7 +341,7 @@ mod tests {
     fn direct_routines_are_the_helpers() {
         use super::super::id;
         assert!(direct(id::PROBE_READ_USER).is_some() && direct(id::PROBE_READ_KERNEL_STR).is_some());
-        assert!(direct(id::PROBE_WRITE_USER).is_none() && direct(id::MAP_LOOKUP_ELEM).is_none());
+        assert!(direct(id::PROBE_WRITE_USER).is_some() && direct(id::MAP_LOOKUP_ELEM).is_none());
     }
 
     #[test]
