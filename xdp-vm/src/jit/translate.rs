@@ -1017,19 +1017,22 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         let facts = self.facts.at(pc);
         let env = self.env;
         let map = facts[1].map_handle(self.maps.len()).map(|m| (m, self.maps[m]));
-        // bpf_probe_read{,_user,_kernel}{,_str} of a constant size into the current frame: a
-        // direct call of the fault-safe copy (helpers::tracing::direct_copy), which returns the
-        // helper's result itself and cannot fault the program.
+        // bpf_probe_read{,_user,_kernel}{,_str} into, and bpf_probe_write_user from, the current
+        // frame, of a constant size: a direct call of the fault-safe copy
+        // (helpers::tracing::direct_copy), which returns the helper's result itself and cannot
+        // fault the program.
         let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
-        if let (Fact::Fp(dst), Fact::Const(size)) = (facts[1], facts[2])
+        if let Some(d) = crate::helpers::tracing::direct_copy(helper)
+            && let (Fact::Fp(buf), Fact::Const(size)) =
+                (facts[usize::from(d.buf)], facts[usize::from(d.size)])
             && let size = i64::from(size as u32)
-            && dst >= low
-            && dst + size <= 0
-            && let Some(routine) = crate::helpers::tracing::direct_copy(helper, size as u64)
+            && (size > 0 || !d.nonzero)
+            && buf >= low
+            && buf + size <= 0
         {
-            let (d, src) = (self.get(1), self.get(3));
+            let (dst, src) = (self.get(d.dst), self.get(d.src));
             let n = self.b.ins().iconst(I64, size);
-            return self.call_addr(routine, &[d, src, n]);
+            return self.call_addr(d.routine, &[dst, src, n]);
         }
         match (helper, map) {
             (id::GET_SMP_PROCESSOR_ID, _) => {
