@@ -19,6 +19,12 @@
 //! being explored on the same path is an infinite loop, and the walk stops after
 //! [`MAX_PROCESSED_INSNS`] instructions.
 //!
+//! Callbacks (`bpf_loop`, `bpf_for_each_map_elem`) are walked as the kernel walks them: the
+//! helper call forks into "the helper returns" and "the callback runs" (a new frame with the
+//! kernel's arguments); the callback's exit (r0 in [0, 1]) goes back to the call, which forks
+//! again, until the state there is covered by an earlier walk's. Scalars that keep changing
+//! from walk to walk are widened to unknown (`state::widen`), so the walk converges.
+//!
 //! The model is the kernel's for a privileged loader (`CAP_BPF` + `CAP_PERFMON`, what the
 //! kernel oracle here runs as), with these deliberate differences (all stricter):
 //! - storing a pointer into a map value, the packet or the context, passing one to a helper as
