@@ -58,14 +58,16 @@ fn main() -> anyhow::Result<()> {
     let machine = Machine::here(mode);
     let mut tables = Vec::new();
     let mut took = Vec::new();
+    let mut failed = Vec::new();
     for c in comparisons().iter().filter(|c| only.is_empty() || only.iter().any(|n| n == c.name())) {
         eprintln!("suite: running {}", c.name());
         let t = Instant::now();
         match c.run(mode) {
             Ok(t) => tables.extend(t),
+            // The other modules still run and report; the exit code says one failed.
             Err(e) => {
                 eprintln!("suite: {}: {e:#}", c.name());
-                std::process::exit(1);
+                failed.push(c.name());
             }
         }
         took.push(format!("{} {:.0} s", c.name(), t.elapsed().as_secs_f64()));
@@ -82,5 +84,9 @@ fn main() -> anyhow::Result<()> {
     print!("{md}");
     eprintln!("suite: took {}", took.join(", "));
     eprintln!("suite: wrote {}/report.md, report.json, ratios.svg", out.display());
+    if !failed.is_empty() {
+        eprintln!("suite: failed (no table): {}", failed.join(", "));
+        std::process::exit(1);
+    }
     Ok(())
 }
