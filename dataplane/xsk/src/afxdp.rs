@@ -310,12 +310,16 @@ fn getsockopt<T: Default>(fd: BorrowedFd<'_>, opt: libc::c_int) -> io::Result<T>
     if r < 0 { Err(io::Error::last_os_error()) } else { Ok(value) }
 }
 
+/// How long `bind` keeps retrying while a just-closed socket's pool still holds the queue.
+const BIND_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Socket {
     /// Creates the UMEM and the socket, maps its rings and binds it. The fill ring is filled.
     ///
     /// # Errors
     /// The failing call's error: `ENODEV`/`EINVAL` for a bad interface or queue,
-    /// `EOPNOTSUPP` for zero-copy on a driver without it, `EPERM` without privilege.
+    /// `EOPNOTSUPP` for zero-copy on a driver without it, `EPERM` without privilege, `EBUSY`
+    /// when another socket still holds the queue after [`BIND_BUSY_WAIT`].
     pub fn new(cfg: &SocketConfig) -> io::Result<Self> {
         // SAFETY: plain socket(2); the result is checked and owned below.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -357,16 +361,29 @@ impl Socket {
             sxdp_queue_id: cfg.queue,
             sxdp_shared_umem_fd: 0,
         };
-        // SAFETY: `addr` is a live `sockaddr_xdp` whose size is passed; the kernel only reads it.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                std::ptr::from_ref(&addr).cast(),
-                size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
+        // A socket closed just before (a previous run on this queue, or the same process
+        // re-opening it) leaves its buffer pool registered on the queue until the kernel's
+        // deferred release runs (`xp_put_pool` schedules it on a workqueue, after the last
+        // in-flight TX skb let go of the socket): until then bind fails with EBUSY. Wait for
+        // it, a bounded time; a queue another live socket holds still fails with EBUSY.
+        let deadline = std::time::Instant::now() + BIND_BUSY_WAIT;
+        loop {
+            // SAFETY: `addr` is a live `sockaddr_xdp` whose size is passed; the kernel only reads it.
+            let r = unsafe {
+                libc::bind(
+                    fd.as_raw_fd(),
+                    std::ptr::from_ref(&addr).cast(),
+                    size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EBUSY) || std::time::Instant::now() >= deadline {
+                return Err(err);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         if let Some((usecs, budget)) = cfg.busy_poll {
             let one: libc::c_int = 1;
