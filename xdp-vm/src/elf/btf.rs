@@ -291,11 +291,11 @@ impl<'a> Btf<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Builds a BTF blob from raw type words and a string table.
-    fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
+    pub(crate) fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
         let type_len = u32::try_from(types.len() * 4).unwrap();
         let mut b = vec![0x9f, 0xeb, 1, 0];
         for w in [24, 0, type_len, type_len, u32::try_from(strings.len()).unwrap()] {

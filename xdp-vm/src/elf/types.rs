@@ -225,20 +225,7 @@ fn describe(btf: &Btf<'_>, id: u32, depth: usize) -> CType {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Builds a BTF blob from raw type words and a string table.
-    fn blob(types: &[u32], strings: &[u8]) -> Vec<u8> {
-        let type_len = u32::try_from(types.len() * 4).unwrap();
-        let mut b = vec![0x9f, 0xeb, 1, 0];
-        for w in [24, 0, type_len, type_len, u32::try_from(strings.len()).unwrap()] {
-            b.extend_from_slice(&w.to_le_bytes());
-        }
-        for w in types {
-            b.extend_from_slice(&w.to_le_bytes());
-        }
-        b.extend_from_slice(strings);
-        b
-    }
+    use crate::elf::btf::tests::blob;
 
     #[test]
     fn describes_structs_arrays_enums_and_bitfields() {
