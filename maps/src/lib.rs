@@ -184,6 +184,25 @@ impl HashWalk {
     }
 }
 
+/// Where a `PROG_ARRAY` keeps its slots, for code that reads them without calling
+/// [`Map::prog_id`] (the JIT's `bpf_tail_call`). The memory never moves while the [`Map`] lives.
+///
+/// Slot `i < max_entries` is filled when the byte at `present + i` is non-zero (an acquire
+/// load); its program id is then the native-endian `u32` at `ids + i * id_stride`. A writer
+/// clears the byte, writes the id, then sets the byte (release), so a reader that saw the byte
+/// set reads either the id it guarded or one written later — always an id some update stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgSlots {
+    /// Address of slot 0's presence byte.
+    pub present: usize,
+    /// Address of slot 0's id.
+    pub ids: usize,
+    /// Bytes between consecutive slots' ids.
+    pub id_stride: usize,
+    /// Slots in the array.
+    pub max_entries: u32,
+}
+
 /// A map's definition, field for field as the kernel's `BPF_MAP_CREATE` takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MapDef {
@@ -886,6 +905,15 @@ impl Map {
     pub fn prog_id(&self, index: u32) -> Option<u32> {
         match &self.kind {
             Kind::Slots(s) if self.def.map_type == map_type::PROG_ARRAY => s.id(index),
+            _ => None,
+        }
+    }
+
+    /// `PROG_ARRAY`: where its slots live, for compiled code that reads them inline
+    /// ([`ProgSlots`]); `None` for other maps.
+    pub fn prog_slots(&self) -> Option<ProgSlots> {
+        match &self.kind {
+            Kind::Slots(s) => s.prog_slots(),
             _ => None,
         }
     }

@@ -210,6 +210,21 @@ impl SlotArray {
         Some(u32::from_ne_bytes(v))
     }
 
+    /// `PROG_ARRAY` slots as compiled code reads them: `(presence bytes, address of slot 0's
+    /// id, bytes from one slot's id to the next)` ([`crate::ProgSlots`]).
+    pub(crate) fn prog_slots(&self) -> Option<crate::ProgSlots> {
+        if self.map_type != map_type::PROG_ARRAY {
+            return None;
+        }
+        let (ids, _, vwords) = self.values.layout();
+        Some(crate::ProgSlots {
+            present: self.present.as_ptr() as usize,
+            ids,
+            id_stride: vwords * 8,
+            max_entries: self.max_entries,
+        })
+    }
+
     /// Program-side lookup: a pointer to a `DEVMAP` / `XSKMAP` slot's value; `None` for the
     /// others (the verifier forbids it) and for empty slots.
     #[inline]
@@ -374,5 +389,44 @@ impl SlotArray {
     /// Drains perf slot `i`'s samples in order.
     pub(crate) fn perf_consume(&self, i: u32, f: impl FnMut(&[u8])) -> usize {
         self.perf.as_ref().and_then(|p| p.get(i as usize)?.get()).map_or(0, |r| r.consume(f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{BPF_ANY, Map, MapDef, map_type};
+
+    /// What `ProgSlots` says a reader finds is what `Map::prog_id` finds, slot by slot, through
+    /// fills, replacements and deletes.
+    #[test]
+    #[expect(unsafe_code, reason = "reads the slots where ProgSlots says they are")]
+    fn prog_slots_read_as_prog_id_does() {
+        let def = MapDef {
+            map_type: map_type::PROG_ARRAY,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 5,
+            map_flags: 0,
+        };
+        let m = Map::new("jumps", def, 1).unwrap();
+        let p = m.prog_slots().expect("a prog array");
+        assert_eq!(p.max_entries, 5);
+        let read = |i: u32| {
+            let present = (p.present + i as usize) as *const u8;
+            let id = (p.ids + i as usize * p.id_stride) as *const u32;
+            // SAFETY: both addresses lie inside the live map, as `ProgSlots` documents.
+            unsafe { (present.read_volatile() != 0).then(|| id.read_volatile()) }
+        };
+        for (i, id) in [(0u32, 7u32), (3, 2), (4, 0xdead)] {
+            m.update_user(&i.to_ne_bytes(), &id.to_ne_bytes(), BPF_ANY).unwrap();
+        }
+        m.update_user(&3u32.to_ne_bytes(), &9u32.to_ne_bytes(), BPF_ANY).unwrap();
+        m.delete(&0u32.to_ne_bytes()).unwrap();
+        for i in 0..5 {
+            assert_eq!(read(i), m.prog_id(i), "slot {i}");
+        }
+        assert_eq!(read(3), Some(9));
+        let array = Map::new("a", MapDef { map_type: map_type::ARRAY, ..def }, 1).unwrap();
+        assert!(array.prog_slots().is_none());
     }
 }
