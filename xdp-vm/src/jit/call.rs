@@ -44,11 +44,11 @@ pub(crate) struct Env<'a> {
     pub faulted: u64,
     /// Tail calls made so far in this run (at most `MAX_TAIL_CALL_CNT`).
     pub tail_calls: u64,
-    /// Non-zero once a tail call ran its target: the caller returns the target's `r0`.
-    pub tail_done: u64,
-    /// The tail-call targets (`*const Vec<Weak<JitProgram<C>>>`), type-erased; null when the
-    /// program was never linked.
-    pub tails: *const (),
+    /// The tail-call targets of the running program's link set: `tail_len` entry addresses
+    /// (`TailTable::entries`), indexed by program id; null and 0 when it was never linked.
+    /// Fixed for the run: a tail call keeps the first program's set, as the interpreter does.
+    pub tail_entries: *const u64,
+    pub tail_len: u64,
     /// The context state (`*mut C::State<'_>`), type-erased.
     pub state: *mut (),
     pub maps: &'a [Arc<Map>],
@@ -65,7 +65,10 @@ pub(crate) mod off {
     pub const DEPTH: i32 = offset_of!(Env<'static>, depth) as i32;
     pub const BACKWARD: i32 = offset_of!(Env<'static>, backward) as i32;
     pub const FAULTED: i32 = offset_of!(Env<'static>, faulted) as i32;
-    pub const TAIL_DONE: i32 = offset_of!(Env<'static>, tail_done) as i32;
+    pub const CTX: i32 = offset_of!(Env<'static>, ctx) as i32;
+    pub const TAIL_CALLS: i32 = offset_of!(Env<'static>, tail_calls) as i32;
+    pub const TAIL_ENTRIES: i32 = offset_of!(Env<'static>, tail_entries) as i32;
+    pub const TAIL_LEN: i32 = offset_of!(Env<'static>, tail_len) as i32;
 }
 
 impl Env<'_> {
@@ -88,6 +91,10 @@ impl Env<'_> {
 pub(crate) mod raise_kind {
     pub const CALL_DEPTH: u64 = 1;
     pub const LOOP_LIMIT: u64 = 2;
+    /// `bpf_tail_call` from a subprogram.
+    pub const TAIL_IN_SUBPROGRAM: u64 = 3;
+    /// `bpf_tail_call` whose r1 is not the context.
+    pub const TAIL_CALL_ARG: u64 = 4;
 }
 
 /// Recovers the environment.
@@ -196,17 +203,12 @@ pub(crate) extern "C" fn helper<C: Context>(
     }
 }
 
-/// `bpf_tail_call(ctx, map, index)`: when the prog array slot names a linked program, runs it
-/// on this run's environment and stack (the caller is finished: it returns what the target
-/// returns, see `Env::tail_done`) and returns its `r0`; otherwise 0 and the caller goes on. The
-/// count and the checks are the interpreter's (`interp::tail_target`).
-pub(crate) extern "C" fn tail_call<C: Context>(
-    e: *mut Env<'_>,
-    r1: u64,
-    map: u64,
-    index: u64,
-    pc: u64,
-) -> u64 {
+/// `bpf_tail_call(ctx, map, index)` from the main program when the compiler did not know the
+/// map: the checks and the count of the interpreter (`interp::tail_target`), then the target's
+/// tail entry from the run's link set, which generated code jumps to; 0 when the call fails and
+/// the program goes on (or a fault is recorded). No reference is taken: the running program
+/// owns its link set, and the set owns every target's code, for the whole run.
+pub(crate) extern "C" fn tail_target(e: *mut Env<'_>, r1: u64, map: u64, index: u64, pc: u64) -> u64 {
     // SAFETY: module invariant.
     let e = unsafe { env(e) };
     let pc = pc as usize;
@@ -220,32 +222,22 @@ pub(crate) extern "C" fn tail_call<C: Context>(
         Some(m) => m,
         None => return e.fail(Fault::NotAMap { pc, value: map }),
     };
-    let tails: &[std::sync::Weak<super::JitProgram<C>>] = if e.tails.is_null() {
-        &[]
-    } else {
-        // SAFETY: `tails` is set by `JitProgram::run_with` from the running program's own
-        // linked target list, which the program (borrowed for the whole run) keeps alive.
-        unsafe { &*e.tails.cast::<Vec<std::sync::Weak<super::JitProgram<C>>>>() }
-    };
-    let mut count = e.tail_calls as u32;
     let index = index as u32;
     let def = m.def();
     if def.map_type != maps::map_type::PROG_ARRAY
         || index >= def.max_entries
-        || count >= maps::MAX_TAIL_CALL_CNT
+        || e.tail_calls >= u64::from(maps::MAX_TAIL_CALL_CNT)
     {
         return 0;
     }
-    count += 1;
-    e.tail_calls = u64::from(count);
-    let Some(target) =
-        m.prog_id(index).and_then(|id| tails.get(id as usize)).and_then(std::sync::Weak::upgrade)
-    else {
+    e.tail_calls += 1;
+    let Some(id) = m.prog_id(index) else { return 0 };
+    if u64::from(id) >= e.tail_len {
         return 0;
-    };
-    let r0 = target.code.call_nested(e, r1);
-    e.tail_done = 1;
-    r0
+    }
+    // SAFETY: `tail_entries` holds `tail_len` words (`JitProgram::run_with` sets both from the
+    // running program's link set, which it keeps alive for the run), and `id < tail_len`.
+    unsafe { *e.tail_entries.add(id as usize) }
 }
 
 /// `bpf_loop` / `bpf_for_each_map_elem` (`id`) with the caller's r1-r4: runs the loop of
@@ -417,7 +409,12 @@ pub(crate) extern "C" fn raise(e: *mut Env<'_>, kind: u64, pc: u64) -> u64 {
     // SAFETY: module invariant.
     let e = unsafe { env(e) };
     let pc = pc as usize;
-    e.fail(if kind == raise_kind::CALL_DEPTH { Fault::CallDepth { pc } } else { Fault::LoopLimit { pc } })
+    e.fail(match kind {
+        raise_kind::CALL_DEPTH => Fault::CallDepth { pc },
+        raise_kind::TAIL_IN_SUBPROGRAM => Fault::TailCallInSubprogram { pc },
+        raise_kind::TAIL_CALL_ARG => Fault::HelperArgument { pc, helper: helpers::id::TAIL_CALL },
+        _ => Fault::LoopLimit { pc },
+    })
 }
 
 /// `bpf_ktime_get_ns`.
@@ -444,7 +441,7 @@ pub(crate) struct Targets {
     pub map_update: u64,
     pub map_delete: u64,
     pub raise: u64,
-    pub tail_call: u64,
+    pub tail_target: u64,
     pub callbacks: u64,
     pub ktime_get_ns: u64,
     pub get_prandom_u32: u64,
@@ -468,7 +465,7 @@ impl Targets {
             map_update: map_update as F6 as usize as u64,
             map_delete: map_delete as F4 as usize as u64,
             raise: raise as extern "C" fn(*mut Env<'static>, u64, u64) -> u64 as usize as u64,
-            tail_call: tail_call::<C> as F5 as usize as u64,
+            tail_target: tail_target as F5 as usize as u64,
             callbacks: callbacks as F8 as usize as u64,
             ktime_get_ns: ktime_get_ns as extern "C" fn() -> u64 as usize as u64,
             get_prandom_u32: get_prandom_u32 as extern "C" fn() -> u64 as usize as u64,

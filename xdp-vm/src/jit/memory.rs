@@ -13,14 +13,14 @@ use std::cell::Cell;
 use std::sync::Mutex;
 
 use cranelift_jit::JITModule;
-use cranelift_module::FuncId;
 
 use super::CompileError;
 
 use super::call::{Env, STACK_BYTES};
 
-/// The entry of a compiled program: `(env, r1, r2, r3, r4, r5, fp) -> r0`.
-type Entry = extern "C" fn(*mut Env<'_>, u64, u64, u64, u64, u64, u64) -> u64;
+/// The entry of a compiled program, callable from Rust: `(env, r1) -> r0`, the C calling
+/// convention (`translate`'s wrapper around the main function).
+type Entry = extern "C" fn(*mut Env<'_>, u64) -> u64;
 
 /// Finalized (read-execute) code and the module that owns its pages.
 pub(crate) struct Code {
@@ -28,6 +28,9 @@ pub(crate) struct Code {
     /// module's interior (it holds `RefCell`s).
     module: Mutex<Option<JITModule>>,
     entry: Entry,
+    /// The main function itself, `(env, r1) -> r0` in Cranelift's `tail` convention: what
+    /// another program's `bpf_tail_call` jumps to (never called from Rust).
+    tail_entry: u64,
     size: usize,
 }
 
@@ -44,13 +47,23 @@ impl Code {
     /// Makes `module`'s code read-execute and takes ownership of it. `entry` must be the main
     /// function `translate` defined in `module` (module invariant: only `JitProgram::compile`
     /// calls this, right after `translate`).
-    pub(crate) fn finalize(mut module: JITModule, entry: FuncId, size: usize) -> Result<Self, CompileError> {
+    pub(crate) fn finalize(
+        mut module: JITModule,
+        funcs: super::translate::Entries,
+        size: usize,
+    ) -> Result<Self, CompileError> {
         module.finalize_definitions().map_err(|e| CompileError::Codegen { reason: e.to_string() })?;
-        let ptr = module.get_finalized_function(entry);
-        // SAFETY: `entry` is finalized in `module` (just above) and `translate` defines it with
-        // the `(env, r1..r5, fp) -> r0` signature in the ISA's default (C) calling convention.
+        let ptr = module.get_finalized_function(funcs.entry);
+        // SAFETY: `funcs.entry` is finalized in `module` (just above) and `translate` defines it
+        // with the `(env, r1) -> r0` signature in the ISA's default (C) calling convention.
         let entry = unsafe { std::mem::transmute::<*const u8, Entry>(ptr) };
-        Ok(Self { module: Mutex::new(Some(module)), entry, size })
+        let tail_entry = module.get_finalized_function(funcs.main) as u64;
+        Ok(Self { module: Mutex::new(Some(module)), entry, tail_entry, size })
+    }
+
+    /// The address another program's `bpf_tail_call` jumps to; valid while `self` lives.
+    pub(crate) fn tail_entry(&self) -> u64 {
+        self.tail_entry
     }
 
     /// Bytes of machine code.
@@ -68,17 +81,9 @@ impl Code {
     /// which the `&mut` keeps to this run.
     #[inline]
     pub(crate) fn call_on(&self, env: &mut Env<'_>, r1: u64, stack: &mut Stack) -> u64 {
-        let start = stack.as_mut_ptr() as u64;
-        env.stack_start = start;
-        let fp = start + STACK_BYTES;
-        (self.entry)(env, r1, 0, 0, 0, 0, fp)
-    }
-
-    /// Runs the program inside a run already in progress, on its environment and stack (a tail
-    /// call: the caller is finished with both).
-    pub(crate) fn call_nested(&self, env: &mut Env<'_>, r1: u64) -> u64 {
-        let fp = env.stack_start + STACK_BYTES;
-        (self.entry)(env, r1, 0, 0, 0, 0, fp)
+        // The main function finds its frame at the top of this stack (`STACK_BYTES` above).
+        env.stack_start = stack.as_mut_ptr() as u64;
+        (self.entry)(env, r1)
     }
 }
 

@@ -69,7 +69,7 @@ mod memory;
 mod translate;
 
 use std::marker::PhantomData;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use cranelift_codegen::settings::{self, Configurable};
@@ -102,16 +102,38 @@ pub enum CompileError {
 #[derive(Debug)]
 pub struct JitProgram<C: Context> {
     name: String,
+    compiled: Arc<Compiled>,
+    compile_time: Duration,
+    /// The `bpf_tail_call` targets by program id, set once by [`link_tail_calls`].
+    tails: OnceLock<Arc<TailTable>>,
+    _context: PhantomData<fn() -> C>,
+}
+
+/// What running a program's code needs to stay alive: the code and what it points into.
+#[derive(Debug)]
+struct Compiled {
     // Field order matters: the code goes before the maps and tables it points into.
     code: memory::Code,
     maps: Vec<Arc<Map>>,
     /// Per-CPU array slot bases the code reads (`MapKind::PerCpuArray::table`).
     _tables: Vec<Box<[u64]>>,
-    compile_time: Duration,
-    /// `bpf_tail_call` targets by program id, set once by [`link_tail_calls`]; weak, so programs
-    /// that call each other do not keep each other alive.
-    tails: OnceLock<Vec<Weak<JitProgram<C>>>>,
-    _context: PhantomData<fn() -> C>,
+}
+
+/// The programs of one link set ([`link_tail_calls`]), by program id: each one's tail entry
+/// (the address a `bpf_tail_call` jumps to) and what keeps that code mapped.
+///
+/// How a target stays alive while a run may jump into it: every program of the set holds the
+/// table, the table holds every program's [`Compiled`] (not the `JitProgram`, so there is no
+/// cycle), and a run borrows the program it started with for its whole length. A prog array
+/// update (the control plane's `map update`, a slot deleted) only changes which id a slot
+/// names — every id's code is the table's, alive until the last program of the set is
+/// dropped; a replaced program (`prog replace`) is a new set, and the old set lives while any
+/// worker still holds (and may run) one of its programs. No reference count is touched per
+/// tail call: the set's code is freed only once no program of it can run.
+#[derive(Debug)]
+struct TailTable {
+    entries: Box<[u64]>,
+    _code: Vec<Arc<Compiled>>,
 }
 
 impl<C: Context> JitProgram<C> {
@@ -142,6 +164,8 @@ impl<C: Context> JitProgram<C> {
         let mut flags = settings::builder();
         flags.set("opt_level", "speed").map_err(|e| isa_err(e.to_string()))?;
         flags.set("is_pic", "false").map_err(|e| isa_err(e.to_string()))?;
+        // Cranelift's x86-64 tail calls (`bpf_tail_call`, see `translate`) need frame pointers.
+        flags.set("preserve_frame_pointers", "true").map_err(|e| isa_err(e.to_string()))?;
         // Cranelift's IR verifier re-checks what the translator built; it costs about a third
         // of the compile time, so it runs in debug builds (and so in every test) only.
         let verify_ir = if cfg!(debug_assertions) { "true" } else { "false" };
@@ -155,7 +179,7 @@ impl<C: Context> JitProgram<C> {
         let maps = prog.maps().to_vec();
         let mut tables = Vec::new();
         let infos: Vec<MapInfo> = maps.iter().map(|m| map_info(m, &mut tables)).collect();
-        let (entry, size) = translate::translate::<C>(
+        let (entries, size) = translate::translate::<C>(
             &mut module,
             prog.insns(),
             &infos,
@@ -163,12 +187,10 @@ impl<C: Context> JitProgram<C> {
             prog.verified(),
             disasm,
         )?;
-        let code = memory::Code::finalize(module, entry, size)?;
+        let code = memory::Code::finalize(module, entries, size)?;
         Ok(Self {
             name: prog.name().to_string(),
-            code,
-            maps,
-            _tables: tables,
+            compiled: Arc::new(Compiled { code, maps, _tables: tables }),
             compile_time: started.elapsed(),
             tails: OnceLock::new(),
             _context: PhantomData,
@@ -222,13 +244,14 @@ impl<C: Context> JitProgram<C> {
             backward: 0,
             faulted: 0,
             tail_calls: 0,
-            tail_done: 0,
-            tails: self.tails.get().map_or(std::ptr::null(), |t| std::ptr::from_ref(t).cast()),
+            // The link set lives as long as `self`, borrowed for the whole run.
+            tail_entries: self.tails.get().map_or(std::ptr::null(), |t| t.entries.as_ptr()),
+            tail_len: self.tails.get().map_or(0, |t| t.entries.len() as u64),
             state: std::ptr::from_mut(state).cast(),
-            maps: &self.maps,
+            maps: &self.compiled.maps,
             fault: None,
         };
-        let r0 = call(&self.code, &mut env, ctx);
+        let r0 = call(&self.compiled.code, &mut env, ctx);
         match env.fault {
             Some(f) => Err(f),
             None => Ok(r0),
@@ -250,20 +273,20 @@ impl<C: Context> JitProgram<C> {
     /// Bytes of machine code.
     #[must_use]
     pub fn code_size(&self) -> usize {
-        self.code.size()
+        self.compiled.code.size()
     }
 
     /// The maps the program uses.
     #[must_use]
     pub fn maps(&self) -> &[Arc<Map>] {
-        &self.maps
+        &self.compiled.maps
     }
 }
 
 /// Links compiled programs of one object for `bpf_tail_call`, as
 /// [`crate::program::link_tail_calls`] does for the interpreter: a prog array slot holding id
-/// `i` runs `progs[i]`. A tail call is a call into the target's code on the same stack, at
-/// most `MAX_TAIL_CALL_CNT` deep, whose result the caller returns.
+/// `i` runs `progs[i]`. A tail call is a jump into the target's code on the same frame, at most
+/// `MAX_TAIL_CALL_CNT` per run; the programs keep each other's code alive (see `TailTable`).
 ///
 /// # Errors
 /// [`LinkError::ForeignMaps`] when the programs do not share their maps; a program already
@@ -271,16 +294,19 @@ impl<C: Context> JitProgram<C> {
 pub fn link_tail_calls<C: Context>(progs: &[Arc<JitProgram<C>>]) -> Result<(), LinkError> {
     if let Some(first) = progs.first() {
         for p in progs {
-            let same = p.maps.len() == first.maps.len()
-                && p.maps.iter().zip(&first.maps).all(|(a, b)| Arc::ptr_eq(a, b));
+            let (a, b) = (&p.compiled.maps, &first.compiled.maps);
+            let same = a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b));
             if !same {
                 return Err(LinkError::ForeignMaps { name: p.name.clone(), first: first.name.clone() });
             }
         }
     }
-    let weak: Vec<Weak<JitProgram<C>>> = progs.iter().map(Arc::downgrade).collect();
+    let table = Arc::new(TailTable {
+        entries: progs.iter().map(|p| p.compiled.code.tail_entry()).collect(),
+        _code: progs.iter().map(|p| p.compiled.clone()).collect(),
+    });
     for p in progs {
-        let _ = p.tails.set(weak.clone());
+        let _ = p.tails.set(table.clone());
     }
     Ok(())
 }
@@ -345,6 +371,7 @@ fn map_info(map: &Arc<Map>, tables: &mut Vec<Box<[u64]>>) -> MapInfo {
                 _ => MapKind::Other,
             }
         }
+        map_type::PROG_ARRAY => map.prog_slots().map_or(MapKind::Other, MapKind::ProgArray),
         map_type::LPM_TRIE if matches!(def.key_size, 5 | 6 | 8 | 12) && map.has_lpm_word_lookup() => {
             MapKind::LpmWord
         }

@@ -596,3 +596,204 @@ fn overlapping_stack_accesses_see_every_store() {
     let after = u64::from_le_bytes([0x88, 0x77, 0x99, 0x55, 0xa0, 0x0a, 0x22, 0x11]);
     assert_eq!(r, (after + 1).wrapping_add(after as u32 as u64).wrapping_add(before));
 }
+
+/// `hits[key] += 1` (map 1, an array of u64), keeping r6.
+fn bump(key: i32) -> Vec<Insn> {
+    vec![
+        i(0x62, 10, 0, -4, key),
+        i(0xbf, 2, 10, 0, 0),
+        i(0x07, 2, 0, 0, -4),
+        i(0x18, 1, BPF_PSEUDO_MAP_IDX, 0, 1),
+        i(0, 0, 0, 0, 0),
+        i(0x85, 0, 0, 0, 1),
+        i(0x15, 0, 0, 2, 0),
+        i(0xb7, 1, 0, 0, 1),
+        i(0xdb, 0, 1, 0, 0),
+    ]
+}
+
+/// Program `k` of a link set: count a hit on `hits[k]`, `bpf_tail_call(ctx, jumps, index)`,
+/// and when that falls through, return `100 + k`. `r2` is the prog array (map 0) itself, or
+/// with `hidden` the same address through `ctx->ingress_ifindex` (0 here), so the compiler
+/// cannot know the map; `ctx` false passes r1 = 0 instead of the context.
+fn tail_prog(k: i32, index: i32, hidden: bool, ctx: bool) -> Vec<Insn> {
+    let mut p = vec![i(0xbf, 6, 1, 0, 0)];
+    p.extend(bump(k));
+    p.extend([
+        i(if ctx { 0xbf } else { 0xb7 }, 1, 6, 0, 0),
+        i(0x18, 2, BPF_PSEUDO_MAP_IDX, 0, 0),
+        i(0, 0, 0, 0, 0),
+    ]);
+    if hidden {
+        p.extend([i(0x61, 8, 6, 12, 0), i(0x0f, 2, 8, 0, 0)]);
+    }
+    p.extend([
+        i(0xb7, 3, 0, 0, index),
+        i(0x85, 0, 0, 0, id::TAIL_CALL as i32),
+        i(0xb7, 0, 0, 0, 100 + k),
+        EXIT,
+    ]);
+    p
+}
+
+/// The maps of a tail-call test: a 4-slot prog array with `slots` (index, id), and 8 counters.
+fn tail_maps(slots: &[(u32, u32)]) -> Vec<Arc<Map>> {
+    let def = |map_type, value_size, max_entries| MapDef {
+        map_type,
+        key_size: 4,
+        value_size,
+        max_entries,
+        map_flags: 0,
+    };
+    let jumps = Arc::new(Map::new("jumps", def(map_type::PROG_ARRAY, 4, 4), 1).unwrap());
+    for &(index, id) in slots {
+        jumps.update_user(&index.to_ne_bytes(), &id.to_ne_bytes(), maps::BPF_ANY).unwrap();
+    }
+    vec![jumps, Arc::new(Map::new("hits", def(map_type::ARRAY, 8, 8), 1).unwrap())]
+}
+
+/// Runs `progs[0]` of the link set `progs` with the prog array filled with `slots`, through the
+/// interpreter and the JIT (from programs loaded unverified, then verified when the verifier
+/// accepts them all); both must agree on the result and the counters. Returns the JIT's result
+/// and `hits`.
+fn tail_both(progs: &[Vec<Insn>], slots: &[(u32, u32)]) -> (Result<u64, Fault>, Vec<u64>) {
+    let packet = [0u8; 64];
+    let run = |engine: Option<bool>| {
+        let maps = tail_maps(slots);
+        let load = |p: &Vec<Insn>| match engine {
+            Some(true) => Program::<Xdp>::from_insns_verified("t", p, &maps).ok(),
+            _ => Some(Program::<Xdp>::from_insns("t", p, &maps).expect("loads")),
+        };
+        let mut loaded: Vec<Program<Xdp>> = progs.iter().map(load).collect::<Option<_>>()?;
+        let mut frame = vec![0u8; XDP_FRAME_SIZE];
+        let mut buff = XdpBuff::load(&mut frame, &packet).unwrap();
+        let r = if engine.is_some() {
+            let jits: Vec<_> =
+                loaded.iter().map(|p| Arc::new(JitProgram::compile(p).expect("compiles"))).collect();
+            super::link_tail_calls(&jits).unwrap();
+            jits[0].run(&mut buff, 0)
+        } else {
+            crate::program::link_tail_calls(&mut loaded).unwrap();
+            Interpreter::new().run(&loaded[0], &mut buff, 0)
+        };
+        let hits = (0..8u32)
+            .map(|k| u64::from_ne_bytes(maps[1].lookup_user(&k.to_ne_bytes()).unwrap().try_into().unwrap()))
+            .collect::<Vec<_>>();
+        Some((r, hits))
+    };
+    let (ri, hi) = run(None).unwrap();
+    let (rj, hj) = run(Some(false)).unwrap();
+    assert_eq!((&rj, &hj), (&ri, &hi), "unverified");
+    if let Some((rv, hv)) = run(Some(true)) {
+        assert_eq!((&rv, &hv), (&ri, &hi), "verified");
+    }
+    (rj, hj)
+}
+
+/// `bpf_tail_call` as the kernel does it: a chain through filled slots ends where a slot is
+/// empty; a program calling itself runs 34 times (33 tail calls), then falls through; an index
+/// past the array, an id that names no linked program, a map the compiler could not know.
+#[test]
+fn tail_calls_jump_count_and_fall_through() {
+    let set = |index: [i32; 4], hidden: bool| -> Vec<Vec<Insn>> {
+        (0..4).map(|k| tail_prog(k, index[k as usize], hidden, true)).collect()
+    };
+    for hidden in [false, true] {
+        // 0 -> slot 0 (id 1) -> slot 1 (id 2) -> slot 2: empty.
+        let chain = set([0, 1, 2, 3], hidden);
+        assert_eq!(tail_both(&chain, &[(0, 1), (1, 2)]), (Ok(102), vec![1, 1, 1, 0, 0, 0, 0, 0]));
+        // 0 -> slot 3 (id 3), which calls slot 3 again: 33 tail calls in all.
+        let count = set([3, 0, 0, 3], hidden);
+        assert_eq!(tail_both(&count, &[(3, 3)]), (Ok(103), vec![1, 0, 0, 33, 0, 0, 0, 0]));
+        // Past the array; an id beyond the link set (counted, then nothing runs).
+        assert_eq!(tail_both(&set([4, 0, 0, 0], hidden), &[(0, 1)]).0, Ok(100));
+        assert_eq!(tail_both(&set([-1, 0, 0, 0], hidden), &[(0, 1)]).0, Ok(100));
+        assert_eq!(tail_both(&set([2, 0, 0, 0], hidden), &[(2, 9)]).0, Ok(100));
+        // Program 0 calls slot 0 (program 1), which uses up the budget on slot 1 (id 7,
+        // unlinked): 32 more counted calls, 8 refused for the count; its call of slot 2 then
+        // fails for the count too, so program 2 never runs although slot 2 names it.
+        let spent: Vec<Vec<Insn>> = (0..3)
+            .map(|k| {
+                let mut p = vec![i(0xbf, 6, 1, 0, 0)];
+                p.extend(bump(k));
+                if k == 1 {
+                    // 40 calls of slot 1 (unlinked id), then slot 2.
+                    p.push(i(0xb7, 7, 0, 0, 40));
+                    p.extend([i(0xbf, 1, 6, 0, 0), i(0x18, 2, BPF_PSEUDO_MAP_IDX, 0, 0), i(0, 0, 0, 0, 0)]);
+                    p.extend([i(0xb7, 3, 0, 0, 1), i(0x85, 0, 0, 0, id::TAIL_CALL as i32)]);
+                    p.extend([i(0x07, 7, 0, 0, -1), i(0x55, 7, 0, -7, 0)]);
+                }
+                p.extend([i(0xbf, 1, 6, 0, 0), i(0x18, 2, BPF_PSEUDO_MAP_IDX, 0, 0), i(0, 0, 0, 0, 0)]);
+                p.extend([i(0xb7, 3, 0, 0, k * 2), i(0x85, 0, 0, 0, id::TAIL_CALL as i32)]);
+                p.extend([i(0xb7, 0, 0, 0, 100 + k), EXIT]);
+                p
+            })
+            .collect();
+        assert_eq!(tail_both(&spent, &[(0, 1), (1, 7), (2, 2)]), (Ok(101), vec![1, 1, 0, 0, 0, 0, 0, 0]));
+    }
+}
+
+/// The faults of `bpf_tail_call`: r1 not the context; a call from a subprogram.
+#[test]
+fn tail_call_faults_match_the_interpreter() {
+    let not_ctx = tail_prog(0, 0, false, false);
+    let (r, _) = tail_both(&[not_ctx.clone(), not_ctx], &[(0, 1)]);
+    assert!(matches!(r, Err(Fault::HelperArgument { helper: id::TAIL_CALL, .. })), "{r:?}");
+    // main: call sub; exit. sub: tail call slot 0.
+    let mut main = vec![i(0x85, 0, BPF_PSEUDO_CALL, 0, 1), EXIT];
+    let sub = tail_prog(0, 0, false, true);
+    main.extend(sub);
+    let (r, _) = tail_both(&[main.clone(), main], &[(0, 1)]);
+    assert!(matches!(r, Err(Fault::TailCallInSubprogram { .. })), "{r:?}");
+}
+
+/// A run in flight keeps every program its link set can jump to, whatever the control plane
+/// does meanwhile: one thread runs program 0 (which tail-calls slot 0) holding only program 0,
+/// while another fills, replaces and empties slot 0 — programs 1 and 2, an unlinked id, nothing
+/// — and has dropped its own handles to programs 1 and 2 before the first run. Every result is
+/// one of the three a slot can give, and every run counted once in `hits[0]`.
+#[test]
+fn prog_array_updates_while_runs_go_on() {
+    let maps = tail_maps(&[(0, 1)]);
+    let progs: Vec<Arc<JitProgram<Xdp>>> = (0..3)
+        .map(|k| {
+            // Program 0 jumps through slot 0; 1 and 2 try the empty slot 3 and return.
+            let index = if k == 0 { 0 } else { 3 };
+            let p =
+                Program::<Xdp>::from_insns_verified("t", &tail_prog(k, index, false, true), &maps).unwrap();
+            Arc::new(JitProgram::compile(&p).unwrap())
+        })
+        .collect();
+    super::link_tail_calls(&progs).unwrap();
+    let mut progs = progs.into_iter();
+    let entry = progs.next().unwrap();
+    drop(progs);
+    const RUNS: u64 = 200_000;
+    let runner = std::thread::spawn(move || {
+        let mut frame = vec![0u8; XDP_FRAME_SIZE];
+        let mut buff = XdpBuff::load(&mut frame, &[0u8; 64]).unwrap();
+        let mut runner = super::JitRunner::new();
+        let mut seen = [0u64; 3];
+        for _ in 0..RUNS {
+            let r = entry.run_on(&mut runner, &mut buff, 0).unwrap();
+            assert!((100..=102).contains(&r), "{r}");
+            seen[(r - 100) as usize] += 1;
+        }
+        seen
+    });
+    let jumps = maps[0].clone();
+    let mut updates = 0u64;
+    while !runner.is_finished() {
+        for id in [2u32, 1, 7] {
+            jumps.update_user(&0u32.to_ne_bytes(), &id.to_ne_bytes(), maps::BPF_ANY).unwrap();
+        }
+        let _ = jumps.delete(&0u32.to_ne_bytes());
+        updates += 4;
+    }
+    let seen = runner.join().unwrap();
+    let hits =
+        |k: u32| u64::from_ne_bytes(maps[1].lookup_user(&k.to_ne_bytes()).unwrap().try_into().unwrap());
+    assert_eq!(hits(0), RUNS);
+    assert_eq!((hits(1), hits(2)), (seen[1], seen[2]));
+    assert!(updates > 0);
+}

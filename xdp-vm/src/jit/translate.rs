@@ -1,7 +1,12 @@
 //! eBPF to Cranelift IR: one Cranelift function per eBPF function (the main program and each
 //! bpf-to-bpf call target), eBPF registers as Cranelift variables.
 //!
-//! Every function has the signature `(env, r1, r2, r3, r4, r5, fp) -> r0`. A fault is recorded
+//! The main program is `(env, r1) -> r0` in Cranelift's `tail` calling convention, so that
+//! `bpf_tail_call` is a `return_call_indirect` to another program's main function: the frame
+//! is reused, nothing returns to the caller. It finds its frame pointer in the `Env`, and Rust
+//! enters it through a small C-convention wrapper (`Entries::entry`). Every other function (a
+//! bpf-to-bpf call target, a callback) has the C signature `(env, r1, r2, r3, r4, r5, fp) -> r0`.
+//! A fault is recorded
 //! in the `Env` by the function that detects it; the generated code then returns at once, and
 //! callers check `Env::faulted` after every call that can fail.
 //!
@@ -17,6 +22,7 @@ use cranelift_codegen::ir::{
     AbiParam, AliasRegion, AliasRegionData, AtomicRmwOp, Block, InstBuilder, MemFlagsData, SigRef, Signature,
     Type, Value,
 };
+use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
 use cranelift_jit::JITModule;
 use cranelift_module::{FuncId, Linkage, Module};
@@ -60,6 +66,8 @@ pub(crate) enum MapKind {
     /// `LPM_TRIE` with 1, 2, 4 or 8 bytes of key data: lookups read the prefix length and the
     /// data word inline and call `Map::lookup_lpm_word`.
     LpmWord,
+    /// `PROG_ARRAY`: `bpf_tail_call` reads the slot inline ([`maps::ProgSlots`]).
+    ProgArray(maps::ProgSlots),
     /// Anything else: lookups call `Map::lookup`.
     Other,
 }
@@ -97,7 +105,16 @@ fn is_second_slot(insns: &[Insn], pc: usize) -> bool {
     i != pc
 }
 
-/// Translates and defines every function; returns the main program's id.
+/// The two ways into a translated program.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entries {
+    /// The main function, `(env, r1) -> r0` in the `tail` convention: tail calls jump here.
+    pub main: FuncId,
+    /// `(env, r1) -> r0` in the C convention, calling `main`: what Rust calls.
+    pub entry: FuncId,
+}
+
+/// Translates and defines every function; returns the entries and the bytes of code.
 pub(crate) fn translate<C: Context>(
     module: &mut JITModule,
     insns: &[Insn],
@@ -105,7 +122,7 @@ pub(crate) fn translate<C: Context>(
     targets: &Targets,
     verified: Option<&crate::verifier::Verified>,
     mut disasm: Option<&mut String>,
-) -> Result<(FuncId, usize), CompileError> {
+) -> Result<(Entries, usize), CompileError> {
     let funcs = functions(insns);
     let mut facts = Facts::analyze(insns, &funcs, maps.len());
     if let Some(v) = verified {
@@ -117,31 +134,55 @@ pub(crate) fn translate<C: Context>(
     let mut sig = Signature::new(call_conv);
     sig.params.extend(std::iter::repeat_n(AbiParam::new(I64), 7));
     sig.returns.push(AbiParam::new(I64));
+    let main_sig = entry_sig(CallConv::Tail);
+    let codegen = |e: cranelift_module::ModuleError| CompileError::Codegen { reason: e.to_string() };
 
-    let mut ids = BTreeMap::new();
-    for (i, &(start, _)) in funcs.iter().enumerate() {
-        let id = module
-            .declare_function(&format!("bpf_{i}_{start}"), Linkage::Local, &sig)
-            .map_err(|e| CompileError::Codegen { reason: e.to_string() })?;
-        ids.insert(start, id);
+    // What to define: every function, the main one with its own signature; and when the
+    // program calls its main function as a subprogram (recursion: only an unverified program
+    // can), a second translation of it with the subprograms' signature for those calls.
+    let calls_main = (0..insns.len()).any(|pc| {
+        let insn = insns[pc];
+        let call =
+            insn.is_pseudo_call() && !is_second_slot(insns, pc) && pc as i64 + 1 + i64::from(insn.imm) == 0;
+        call || callback_target(insns, pc) == Some(0)
+    });
+    let mut units: Vec<(usize, usize, bool)> = funcs.iter().map(|&(s, e)| (s, e, s == 0)).collect();
+    if calls_main {
+        units.push((funcs[0].0, funcs[0].1, false));
     }
+    let mut main = None;
+    let mut ids = Vec::new();
+    // What calls and callbacks reach, by first instruction.
+    let mut subs = BTreeMap::new();
+    for (i, &(start, _, is_main)) in units.iter().enumerate() {
+        let s = if is_main { &main_sig } else { &sig };
+        let id = module.declare_function(&format!("bpf_{i}_{start}"), Linkage::Local, s).map_err(codegen)?;
+        ids.push(id);
+        if is_main {
+            main = Some(id);
+        }
+        if !is_main || !calls_main {
+            subs.insert(start, id);
+        }
+    }
+    let main = main.expect("function 0 is the main program");
     let mut ctx = module.make_context();
     let mut fctx = FunctionBuilderContext::new();
     let mut size = 0;
-    for (i, &(start, end)) in funcs.iter().enumerate() {
-        ctx.func.signature = sig.clone();
+    for (i, &(start, end, is_main)) in units.iter().enumerate() {
+        ctx.func.signature = if is_main { main_sig.clone() } else { sig.clone() };
         ctx.set_disasm(disasm.is_some());
         let mut refs = HashMap::new();
-        for (&s, &id) in &ids {
+        for (&s, &id) in &subs {
             refs.insert(s, module.declare_func_in_func(id, &mut ctx.func));
         }
         let b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let mut fx = Fx::<C>::new(b, insns, maps, targets, &facts, call_conv, (start, end));
+        let mut fx = Fx::<C>::new(b, insns, maps, targets, &facts, call_conv, (start, end, is_main));
         fx.function(start, end, &refs)?;
         fx.b.seal_all_blocks();
         fx.b.finalize(module.target_config());
         module
-            .define_function(ids[&start], &mut ctx)
+            .define_function(ids[i], &mut ctx)
             .map_err(|e| CompileError::Codegen { reason: format!("{e:?}") })?;
         size += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
         if let Some(out) = disasm.as_deref_mut() {
@@ -150,7 +191,41 @@ pub(crate) fn translate<C: Context>(
         }
         module.clear_context(&mut ctx);
     }
-    Ok((ids[&0], size))
+
+    // The C-convention entry: calls the main function and returns what it returns.
+    let entry_sig = entry_sig(call_conv);
+    let entry = module.declare_function("bpf_entry", Linkage::Local, &entry_sig).map_err(codegen)?;
+    ctx.func.signature = entry_sig;
+    ctx.set_disasm(disasm.is_some());
+    let main_ref = module.declare_func_in_func(main, &mut ctx.func);
+    let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+    let block = b.create_block();
+    b.append_block_params_for_function_params(block);
+    b.switch_to_block(block);
+    let args = b.block_params(block).to_vec();
+    let call = b.ins().call(main_ref, &args);
+    let r0 = b.inst_results(call)[0];
+    b.ins().return_(&[r0]);
+    b.seal_all_blocks();
+    b.finalize(module.target_config());
+    module
+        .define_function(entry, &mut ctx)
+        .map_err(|e| CompileError::Codegen { reason: format!("{e:?}") })?;
+    size += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+    if let Some(out) = disasm {
+        let text = ctx.compiled_code().and_then(|c| c.vcode.as_deref()).unwrap_or("");
+        out.push_str(&format!("; entry from Rust: calls function 0\n{text}\n"));
+    }
+    module.clear_context(&mut ctx);
+    Ok((Entries { main, entry }, size))
+}
+
+/// `(env, r1) -> r0` in `call_conv`: the main function's signature (`tail`) and its wrapper's.
+pub(crate) fn entry_sig(call_conv: CallConv) -> Signature {
+    let mut sig = Signature::new(call_conv);
+    sig.params.extend([AbiParam::new(I64), AbiParam::new(I64)]);
+    sig.returns.push(AbiParam::new(I64));
+    sig
 }
 
 /// A memory access to emit.
@@ -178,7 +253,7 @@ struct Fx<'a, 'b, C: Context> {
     t: &'a Targets,
     facts: &'a Facts,
     is_main: bool,
-    call_conv: cranelift_codegen::isa::CallConv,
+    call_conv: CallConv,
     regs: [Variable; NUM_REGS],
     env: Value,
     /// Alias region of the `Env`'s fields (only generated code and calls touch them).
@@ -223,8 +298,8 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         maps: &'a [MapInfo],
         t: &'a Targets,
         facts: &'a Facts,
-        call_conv: cranelift_codegen::isa::CallConv,
-        (start, end): (usize, usize),
+        call_conv: CallConv,
+        (start, end, is_main): (usize, usize, bool),
     ) -> Self {
         let regs = std::array::from_fn(|_| b.declare_var(I64));
         let entry = b.create_block();
@@ -232,18 +307,36 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         b.switch_to_block(entry);
         let p = b.block_params(entry).to_vec();
         let env = p[0];
-        for (r, &v) in regs[1..6].iter().zip(&p[1..6]) {
-            b.def_var(*r, v);
-        }
-        let zero = b.ins().iconst(I64, 0);
-        for r in [0, 6, 7, 8, 9] {
-            b.def_var(regs[r], zero);
-        }
-        b.def_var(regs[10], p[6]);
         let mut region = |user_id: u32, description: &'static str| {
             b.func.dfg.alias_regions.insert(AliasRegionData { user_id, description: description.into() })
         };
         let env_region = region(0, "env");
+        let zero = b.ins().iconst(I64, 0);
+        if is_main {
+            // The main function: `(env, r1)`; r2-r5 start at 0 as `run` always passed them; its
+            // frame is the top of the run's stack (fixed for the run, so a tail call lands on
+            // the same frame).
+            b.def_var(regs[1], p[1]);
+            for &r in &regs[2..=5] {
+                b.def_var(r, zero);
+            }
+            let f =
+                MemFlagsData::trusted().with_alias_region(Some(env_region)).with_readonly().with_can_move();
+            let stack = b.ins().load(I64, f, env, off::STACK_START);
+            let fp = b.ins().iadd_imm_u(stack, STACK_BYTES as i64);
+            b.def_var(regs[10], fp);
+        } else {
+            for (r, &v) in regs[1..6].iter().zip(&p[1..6]) {
+                b.def_var(*r, v);
+            }
+            b.def_var(regs[10], p[6]);
+        }
+        for r in [0, 6, 7, 8, 9] {
+            b.def_var(regs[r], zero);
+        }
+        let mut region = |user_id: u32, description: &'static str| {
+            b.func.dfg.alias_regions.insert(AliasRegionData { user_id, description: description.into() })
+        };
         let regions = facts.single_regions(insns, start, end).then(|| Regions {
             stack: region(1, "bpf stack"),
             packet: region(2, "packet"),
@@ -263,8 +356,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             maps,
             t,
             facts,
-            // The main program is the function at instruction 0.
-            is_main: start == 0,
+            is_main,
             call_conv,
             regs,
             env,
@@ -996,19 +1088,87 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
 
     /// `bpf_tail_call`: a call into the target's compiled code (`call::tail_call`); when it
     /// ran, this function returns the target's `r0`, else execution goes on after the call.
+    /// `bpf_tail_call(r1 = ctx, r2 = prog array, r3 = index)`. In the main function, when the
+    /// slot names a program of the run's link set, a jump to that program's main function on
+    /// the same frame (`return_call_indirect`: nothing comes back here); otherwise the program
+    /// goes on with r0 unchanged, as in the interpreter. With the map known at compile time the
+    /// whole check is inline — the kernel's order: the index against `max_entries`, the count
+    /// against `MAX_TAIL_CALL_CNT` (counted even when the slot then is empty), the slot, the id
+    /// against the link set. In a subprogram, the interpreter's fault.
     fn tail_call(&mut self, pc: usize) {
+        if !self.is_main {
+            self.raise(raise_kind::TAIL_IN_SUBPROGRAM, pc);
+            let after = self.b.create_block();
+            self.b.switch_to_block(after);
+            return;
+        }
         let env = self.env;
         let (r1, r2, r3) = (self.get(1), self.get(2), self.get(3));
-        let pcv = self.b.ins().iconst(I64, pc as i64);
-        let r0 = self.call_addr(self.t.tail_call, &[env, r1, r2, r3, pcv]);
-        self.check_fault();
-        let done = self.env_load(off::TAIL_DONE, false);
-        let (ret, cont) = (self.b.create_block(), self.b.create_block());
-        self.b.ins().brif(done, ret, &[], cont, &[]);
-        self.b.switch_to_block(ret);
-        self.b.ins().return_(&[r0]);
+        let sig = self.b.import_signature(entry_sig(CallConv::Tail));
+        let cont = self.b.create_block();
+        let slots = self.facts.at(pc)[2].map_handle(self.maps.len()).and_then(|m| match self.maps[m].kind {
+            MapKind::ProgArray(p) => Some(p),
+            _ => None,
+        });
+        let Some(p) = slots else {
+            let pcv = self.b.ins().iconst(I64, pc as i64);
+            let target = self.call_addr(self.t.tail_target, &[env, r1, r2, r3, pcv]);
+            self.check_fault();
+            let go = self.b.create_block();
+            self.b.ins().brif(target, go, &[], cont, &[]);
+            self.b.switch_to_block(go);
+            self.b.ins().return_call_indirect(sig, target, &[env, r1]);
+            self.b.switch_to_block(cont);
+            return;
+        };
+        let fixed =
+            MemFlagsData::trusted().with_alias_region(Some(self.env_region)).with_readonly().with_can_move();
+        let ctx = self.b.ins().load(I64, fixed, env, off::CTX);
+        let (bad, ok) = (self.b.create_block(), self.b.create_block());
+        let not_ctx = self.b.ins().icmp(IntCC::NotEqual, r1, ctx);
+        self.b.ins().brif(not_ctx, bad, &[], ok, &[]);
+        self.b.switch_to_block(bad);
+        self.raise(raise_kind::TAIL_CALL_ARG, pc);
+
+        self.b.switch_to_block(ok);
+        let index = self.b.ins().band_imm_u(r3, 0xffff_ffff);
+        let in_range = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, index, i64::from(p.max_entries));
+        let count = self.b.create_block();
+        self.b.ins().brif(in_range, count, &[], cont, &[]);
+
+        self.b.switch_to_block(count);
+        let n = self.env_load(off::TAIL_CALLS, false);
+        let spent =
+            self.b.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, n, i64::from(maps::MAX_TAIL_CALL_CNT));
+        let slot = self.b.create_block();
+        self.b.ins().brif(spent, cont, &[], slot, &[]);
+
+        self.b.switch_to_block(slot);
+        let n1 = self.b.ins().iadd_imm_u(n, 1);
+        self.env_store(n1, off::TAIL_CALLS);
+        let trusted = MemFlagsData::trusted();
+        let present_at = self.b.ins().iadd_imm_u(index, p.present as i64);
+        let present = self.b.ins().atomic_load(I8, trusted, present_at);
+        let filled = self.b.create_block();
+        self.b.ins().brif(present, filled, &[], cont, &[]);
+
+        self.b.switch_to_block(filled);
+        let id_off = self.b.ins().imul_imm_u(index, p.id_stride as i64);
+        let id_at = self.b.ins().iadd_imm_u(id_off, p.ids as i64);
+        let id = self.b.ins().load(I32, trusted, id_at, 0);
+        let id = self.b.ins().uextend(I64, id);
+        let len = self.b.ins().load(I64, fixed, env, off::TAIL_LEN);
+        let linked = self.b.ins().icmp(IntCC::UnsignedLessThan, id, len);
+        let go = self.b.create_block();
+        self.b.ins().brif(linked, go, &[], cont, &[]);
+
+        self.b.switch_to_block(go);
+        let table = self.b.ins().load(I64, fixed, env, off::TAIL_ENTRIES);
+        let at = self.b.ins().ishl_imm_u(id, 3);
+        let at = self.b.ins().iadd(table, at);
+        let entry = self.b.ins().load(I64, trusted.with_readonly(), at, 0);
+        self.b.ins().return_call_indirect(sig, entry, &[env, r1]);
         self.b.switch_to_block(cont);
-        self.set(0, r0);
     }
 
     /// A helper call; returns r0. Map helpers on a map known at compile time, and the cheap
@@ -1111,7 +1271,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             | MapKind::HashWord
             | MapKind::HashInline(_)
             | MapKind::LpmWord => Some(i64::from(info.key_size)),
-            MapKind::Other => None,
+            MapKind::ProgArray(_) | MapKind::Other => None,
         };
         let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
         let env = self.env;
