@@ -75,8 +75,11 @@
 //! # Hashing
 //!
 //! Keys are read as zero-padded native-endian words (one word for keys up to 8 bytes, two up to
-//! 16) and mixed with a multiply-xorshift per word and the murmur3 finaliser, seeded per map
-//! (zero with `BPF_F_ZERO_SEED`, as the kernel). Comparison is word by word, after the 32-bit hash.
+//! 16). A one-word key is hashed by multiply-shift — one multiply by the map's random odd
+//! multiplier, the top bits pick the bucket ([`crate::HashWalk::hash`]); longer keys are mixed
+//! with a multiply-xorshift per word and the murmur3 finaliser, seeded with the same number.
+//! `BPF_F_ZERO_SEED` fixes the multiplier (the golden ratio's), as the kernel fixes its seed.
+//! Comparison is word by word, after the 32-bit hash.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -347,6 +350,7 @@ pub(crate) struct HashTable {
     /// Words per element in `elems`: the link word and the key.
     ewords: usize,
     mask: u32,
+    /// The hash multiplier (odd, [`crate::HashWalk::multiplier`]); longer keys' seed.
     seed: u64,
     /// Elements in the slabs (`max_entries` plus the spares).
     capacity: usize,
@@ -487,7 +491,11 @@ impl HashTable {
         let free = FreeLists::new(worker_slots, max, capacity, lazy, pool.clone())
             .ok_or_else(|| oom(capacity * 4))?;
         let spares = (max..max + spares).map(|e| Spare(AtomicU32::new(e as u32))).collect();
-        let seed = if def.map_flags & f::ZERO_SEED != 0 { 0 } else { RandomState::new().hash_one(name) };
+        let seed = if def.map_flags & f::ZERO_SEED != 0 {
+            crate::HashWalk::MIX
+        } else {
+            crate::HashWalk::multiplier(RandomState::new().hash_one(name))
+        };
         let lru = if lru {
             let state = try_collect(capacity, |_| AtomicU8::new(0)).ok_or_else(|| oom(capacity))?;
             Some(Lru { state, hand: AtomicU32::new(0) })
@@ -526,11 +534,12 @@ impl HashTable {
             let h = (h ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
             h ^ h >> 29
         }
-        let mut h = self.seed ^ (self.key_size as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h = match key {
-            Probe::One(a) => mix(h, a),
-            Probe::Two(a, b) => mix(mix(h, a), b),
-            Probe::Long(bytes) => bytes.chunks(8).fold(h, |h, chunk| mix(h, pad_word(chunk))),
+        let init = self.seed ^ (self.key_size as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut h = match key {
+            // Multiply-shift (what compiled code inlines, `HashWalk::hash`).
+            Probe::One(a) => return crate::HashWalk::hash(self.seed, a),
+            Probe::Two(a, b) => mix(mix(init, a), b),
+            Probe::Long(bytes) => bytes.chunks(8).fold(init, |h, chunk| mix(h, pad_word(chunk))),
         };
         // murmur3 fmix64
         h ^= h >> 33;
@@ -543,7 +552,7 @@ impl HashTable {
 
     #[inline]
     fn bucket_of(&self, hash: u32) -> usize {
-        (hash & self.mask) as usize
+        crate::HashWalk::bucket(self.mask, hash)
     }
 
     /// Bucket `b`'s head word: the chain head (an element index or a nulls marker) in the low
@@ -771,7 +780,7 @@ impl HashTable {
             heads: self.heads.base_addr(),
             head_stride: 8 << self.head_shift,
             mask: self.mask,
-            hash_init: self.seed ^ (self.key_size as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            hash_init: self.seed,
             elems: self.elems.base_addr(),
             elem_bytes: self.ewords * 8,
             capacity: self.capacity,
@@ -1182,7 +1191,7 @@ mod tests {
                 let probe = Probe::One(word);
                 let hash = h.hash(probe);
                 assert_eq!(HashWalk::hash(w.hash_init, word), hash, "{t} {ks} {i}");
-                let b = (hash & w.mask) as usize;
+                let b = HashWalk::bucket(w.mask, hash);
                 assert_eq!(h.head(b).as_ptr() as usize, w.heads + w.head_stride * b);
                 assert_eq!(w.head_stride, 64, "a small map's heads have a line each");
                 let e = h.find(probe, hash).expect("just inserted") as usize;

@@ -1413,21 +1413,16 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     fn hash_walk(&mut self, w: &maps::HashWalk, m: Value, word: Value, slot: Value) -> Value {
         use maps::HashWalk;
         let trusted = MemFlagsData::trusted();
-        // hash = fmix64(mix(init ^ word)) as u32
-        let h = self.b.ins().bxor_imm_u(word, w.hash_init as i64);
-        let h = self.b.ins().imul_imm_u(h, HashWalk::MIX as i64);
-        let t = self.b.ins().ushr_imm_u(h, 29);
-        let h = self.b.ins().bxor(h, t);
-        let t = self.b.ins().ushr_imm_u(h, 33);
-        let h = self.b.ins().bxor(h, t);
-        let h = self.b.ins().imul_imm_u(h, HashWalk::FMIX1 as i64);
-        let t = self.b.ins().ushr_imm_u(h, 33);
-        let h = self.b.ins().bxor(h, t);
-        let h = self.b.ins().imul_imm_u(h, HashWalk::FMIX2 as i64);
-        let t = self.b.ins().ushr_imm_u(h, 33);
-        let h = self.b.ins().bxor(h, t);
-        let hash = self.low32(h);
-        let bucket = self.b.ins().band_imm_u(h, i64::from(w.mask));
+        // hash = (word * init) >> 32 (`HashWalk::hash`); the bucket is its top bits
+        // (`HashWalk::bucket`), taken from the product directly.
+        let h = self.b.ins().imul_imm_u(word, w.hash_init as i64);
+        let hash = self.b.ins().ushr_imm_u(h, 32);
+        let bits = 32 - w.mask.leading_zeros();
+        let bucket = if bits == 0 {
+            self.b.ins().iconst(I64, 0)
+        } else {
+            self.b.ins().ushr_imm_u(h, i64::from(64 - bits))
+        };
         let end = self.b.ins().bor_imm_u(bucket, i64::from(HashWalk::NULLS));
         let head_off = self.b.ins().imul_imm_u(bucket, w.head_stride as i64);
         let head_addr = self.b.ins().iadd_imm_u(head_off, w.heads as i64);
