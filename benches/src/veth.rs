@@ -76,9 +76,8 @@ impl SinkPair {
     /// Frames per second back at the peer over `window`, the peer sending the lab's frames flat
     /// out from `threads` senders at once, each one thread on an `AF_PACKET` socket: the kernel
     /// spreads the lab's 16 flows over the peer's tx queues by their hash, and veth delivers a
-    /// frame sent on the peer's queue `q` to the near end's queue `q`. (`AF_XDP` would pin a
-    /// sender to a queue, but pktgen counts an interface's queues in `/sys/class/net`, which
-    /// does not follow a thread into the namespace.)
+    /// frame sent on the peer's queue `q` to the near end's queue `q`, as a NIC's RSS spreads
+    /// flows. (`AF_XDP` senders would pin each thread's frames to one queue instead.)
     ///
     /// # Errors
     /// When a sender cannot start in the namespace.

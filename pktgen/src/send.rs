@@ -128,15 +128,12 @@ pub struct Counters {
     pub last_ns: AtomicU64,
 }
 
-/// Number of TX queues of `name` (`/sys/class/net/NAME/queues/tx-*`).
+/// Number of TX queues of `name` in the calling thread's network namespace (asked over
+/// rtnetlink, so a thread that entered a namespace counts that namespace's interface; 1 when
+/// the kernel does not say).
 #[must_use]
 pub fn tx_queues(name: &str) -> u32 {
-    std::fs::read_dir(std::path::Path::new("/sys/class/net").join(name).join("queues"))
-        .map(|d| {
-            d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("tx-")).count()
-                as u32
-        })
-        .unwrap_or(1)
+    xsk::netns::queues_here(name).map_or(1, |q| q.tx.max(1))
 }
 
 enum Engine {

@@ -323,3 +323,34 @@ fn frames_reflected_back_to_the_sending_interface_are_counted_with_their_round_t
     assert_eq!(u(lat, "samples"), received, "one round trip per frame back: {r}");
     assert!(u(lat, "min_ns") > 0 && u(lat, "p50_ns") <= u(lat, "p999_ns"), "{r}");
 }
+
+/// A sender started by the library from a thread that entered the namespace (as the dataplane's
+/// lab and the benches start it) sees the namespace's interface and its two queues: it sends on
+/// both, and every frame reaches the other end. (`/sys/class/net`, where the queues used to be
+/// counted, shows the host's interfaces to such a thread: `pb` does not exist there.)
+#[test]
+fn a_sender_started_inside_the_namespace_counts_that_namespaces_queues() {
+    let ns = Netns::new("inns");
+    let before = ns.stat("pa", "rx_packets");
+    let cfg = pktgen::send::SendConfig {
+        iface: "pb".into(),
+        frames: vec![pktgen::craft::icmp_echo()],
+        rate: None,
+        duration: None,
+        count: Some(2000),
+        queues: 2,
+        threads: 2,
+        mode: pktgen::send::Mode::AfXdpCopy,
+        stamp: None,
+    };
+    let (queues, totals) = xsk::netns::in_netns(&ns.0, move || {
+        let queues = pktgen::send::tx_queues("pb");
+        let totals = pktgen::send::start(&cfg).map(|r| r.join());
+        (queues, totals)
+    })
+    .expect("enter the namespace");
+    assert_eq!(queues, 2);
+    let totals = totals.expect("start on two queues").expect("send");
+    assert_eq!(totals.frames, 2000);
+    assert_eq!(ns.stat("pa", "rx_packets") - before, 2000);
+}

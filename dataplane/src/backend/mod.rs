@@ -19,8 +19,6 @@ pub mod queue;
 #[expect(unsafe_code, reason = "TUNSETIFF through a raw ioctl")]
 pub mod sys;
 
-use std::path::Path;
-
 use maps::{MapDef, map_type};
 use xdp_vm::elf::{MapKind, MapSpec, Object, ProgramKind, ProgramSpec};
 use xdp_vm::insn::{BPF_PSEUDO_MAP_IDX, Insn};
@@ -57,24 +55,20 @@ pub enum BackendError {
     },
 }
 
-/// The interface index of `name` in the current network namespace (from sysfs).
+/// The interface index of `name` in the calling thread's network namespace.
 #[must_use]
 pub fn ifindex(name: &str) -> Option<u32> {
     if name.is_empty() || name.contains('/') || name.starts_with('.') {
         return None;
     }
-    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("ifindex")).ok()?.trim().parse().ok()
+    sys::ifindex_here(name).ok()
 }
 
-/// Number of RX queues of `name` (`/sys/class/net/NAME/queues/rx-*`).
+/// Number of RX queues of `name` in the calling thread's network namespace (rtnetlink; not
+/// sysfs, which shows the namespace it was mounted in); 1 when the kernel does not say.
 #[must_use]
 pub fn rx_queues(name: &str) -> u32 {
-    std::fs::read_dir(Path::new("/sys/class/net").join(name).join("queues"))
-        .map(|d| {
-            d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().starts_with("rx-")).count()
-                as u32
-        })
-        .unwrap_or(1)
+    sys::queues_here(name).map_or(1, |q| q.rx.max(1))
 }
 
 /// The kernel-side half of AF_XDP: `return bpf_redirect_map(&xsks, ctx->rx_queue_index,

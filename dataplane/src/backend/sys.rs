@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 
-pub use xsk::netns::{ifindex_here, in_netns};
+pub use xsk::netns::{Queues, ifindex_here, in_netns, queues_here};
 pub use xsk::packet::PacketSocket;
 
 const IFNAMSIZ: usize = 16;
