@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use xdp_vm::context::{PtRegs, TraceState, Uprobe};
 use xdp_vm::jit::{JitProgram, JitRunner};
 
-use super::{Attached, Probe, ProbeKind};
+use super::{Attached, Probe};
 
 /// Bytes the stubs reserve: xmm0-7 (128) then `struct pt_regs` (168), then 8 to keep the
 /// stack 16-byte aligned (the return stub enters at a different alignment and uses 8 less).
@@ -147,10 +147,9 @@ std::arch::global_asm!(
     "lea rdi, [rsp + 128]",
     "mov rsi, [rsp + 304]",
     "call {entry}",
-    "mov [rsp + 248], rax",
+    "test eax, eax",
     restore_xmm0_7!(),
     restore_caller_saved!(),
-    "cmp qword ptr [rsp + 248], 0",
     "lea rsp, [rsp + 296]",
     "ret 8",
     ".p2align 4",
@@ -159,7 +158,7 @@ std::arch::global_asm!(
     "dp_uprobe_site:",
     "sub rsp, 296",
     save_gprs!(),
-    "lea rax, [rsp + 312]",
+    "lea rax, [rsp + 320]",
     "mov [rsp + 280], rax",
     "lea rdi, [rsp + 128]",
     "mov rsi, [rsp + 304]",
@@ -366,9 +365,19 @@ impl Block {
         self.state.store(s, Ordering::Release);
     }
 
-    /// Runs `progs` on one hit.
-    #[inline]
+    /// Runs `progs` on one hit: one program (the usual case) straight, several in a loop kept
+    /// out of the way.
+    #[inline(always)]
     fn run(&self, progs: &[Arc<JitProgram<Uprobe>>], regs: &PtRegs, func_ip: u64) {
+        match progs {
+            [] => {}
+            [p] => self.run_one(p, regs, func_ip),
+            _ => self.run_all(progs, regs, func_ip),
+        }
+    }
+
+    #[inline(always)]
+    fn run_one(&self, p: &JitProgram<Uprobe>, regs: &PtRegs, func_ip: u64) {
         let slot = match self.slot.get() {
             usize::MAX => xdp_vm::sys::current_cpu(),
             s => s,
@@ -376,11 +385,34 @@ impl Block {
         // SAFETY: the runner belongs to this thread's block, and no other run uses it now: a
         // hit does not nest in another (`in_hit`).
         let runner = unsafe { &mut *self.runner.get() };
+        let mut st = TraceState::new(regs, func_ip);
+        // A faulting program stops; the traced code goes on, as with the kernel's.
+        let _ = p.run_on(runner, &mut st, slot);
+    }
+
+    #[inline(never)]
+    fn run_all(&self, progs: &[Arc<JitProgram<Uprobe>>], regs: &PtRegs, func_ip: u64) {
         for p in progs {
-            let mut st = TraceState::new(regs, func_ip);
-            // A faulting program stops; the traced code goes on, as with the kernel's.
-            let _ = p.run_on(runner, &mut st, slot);
+            self.run_one(p, regs, func_ip);
         }
+    }
+
+    /// Takes the return address of the function a hit entered onto the shadow stack, for its
+    /// return programs (`attached`); `false` when the shadow stack is full.
+    #[inline(never)]
+    fn push_return(&self, regs: &PtRegs, probe: &Probe, attached: *const Attached) -> bool {
+        let depth = self.depth.get();
+        if depth >= MAX_DEPTH {
+            return false;
+        }
+        // SAFETY: at a function's entry `sp` points at its return address, on this thread's
+        // stack; the trampoline's return path replaces it with its own `call`.
+        let ret = unsafe { (regs.sp as usize as *const u64).read() };
+        let p = Pending { ret, sp_after: regs.sp + 8, probe, attached };
+        // SAFETY: this thread's own shadow stack, not borrowed elsewhere (`in_hit`).
+        unsafe { (*self.pending.get())[depth] = p };
+        self.depth.set(depth + 1);
+        true
     }
 }
 
@@ -400,36 +432,24 @@ extern "C" fn on_entry(regs: *mut PtRegs, probe: *const Probe) -> u64 {
     compiler_fence(Ordering::SeqCst);
     let s = b.enter();
     let ptr = probe.attached.load(Ordering::Acquire);
-    let mut taken = 0;
-    if !ptr.is_null() {
-        // SAFETY: a non-null `attached` is a live `Arc<Attached>` while this thread is busy
-        // (module invariant: `publish` frees it only after the busy count fell to zero).
-        let att = unsafe { &*ptr };
-        regs.ip = probe.func_ip;
-        if probe.kind == ProbeKind::Site {
-            // The site's `call` pushed a return address the probed code never saw.
-            regs.sp += 8;
+    // SAFETY: a non-null `attached` is a live `Arc<Attached>` while this thread is busy
+    // (module invariant: `publish` frees it only after the busy count fell to zero).
+    let taken = match unsafe { ptr.as_ref() } {
+        None => false,
+        Some(att) => {
+            regs.ip = probe.func_ip;
+            b.run(&att.entry, regs, probe.func_ip);
+            // Only functions have return programs (`attach` refuses them on a site). The
+            // pending return keeps the thread busy in place of the hit.
+            !att.ret.is_empty() && b.push_return(regs, probe, ptr)
         }
-        b.run(&att.entry, regs, probe.func_ip);
-        let depth = b.depth.get();
-        if !att.ret.is_empty() && probe.kind == ProbeKind::Function && depth < MAX_DEPTH {
-            // SAFETY: at a function's entry `sp` points at its return address, on this
-            // thread's stack; the trampoline's return path replaces it with its own `call`.
-            let ret = unsafe { (regs.sp as usize as *const u64).read() };
-            let p = Pending { ret, sp_after: regs.sp + 8, probe, attached: ptr };
-            // SAFETY: this thread's own shadow stack, not borrowed elsewhere (`in_hit`).
-            unsafe { (*b.pending.get())[depth] = p };
-            b.depth.set(depth + 1);
-            // The pending return keeps the thread busy in place of the hit.
-            taken = 1;
-        }
-    }
-    if taken == 0 {
+    };
+    if !taken {
         b.leave(s, 1);
     }
     compiler_fence(Ordering::SeqCst);
     b.in_hit.set(false);
-    taken
+    u64::from(taken)
 }
 
 /// A uretprobed function returned: runs its return programs; returns the real return address.
