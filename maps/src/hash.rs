@@ -5,9 +5,10 @@
 //! can tell: their elements are handed out as entries are inserted (see [`FreeLists`]), so
 //! their memory is taken on insert, not at creation; limits and errnos are the kernel's (an
 //! insert into a map holding `max_entries` keys fails with `E2BIG`, a replacement never does).
-//! What the kernel adds, freeing a deleted element only after an RCU grace period, is not
-//! needed for memory safety here (see Reclamation): freed elements are reused, as preallocated
-//! ones are. LRU maps refuse the flag with `ENOTSUPP`, as the kernel does. LRU eviction is
+//! What the kernel adds, freeing a deleted element only after an RCU grace period that outlasts
+//! every program run, is not needed for memory safety here (see Reclamation): freed elements are
+//! reused as preallocated ones are (after the shorter grace period of lock-free updates, in
+//! the maps that have them). LRU maps refuse the flag with `ENOTSUPP`, as the kernel does. LRU eviction is
 //! described at [`Lru`]; `BPF_F_NO_COMMON_LRU` is accepted and the common LRU used anyway (the
 //! kernel would split `max_entries` between per-CPU lists, which only makes it evict earlier).
 //!
@@ -22,26 +23,36 @@
 //! - `values`: a [`Values`] store indexed by element (slot-major for per-CPU maps), so value bytes
 //!   never sit next to key or link bytes and `contains_value` is pure arithmetic;
 //! - free lists holding `max_entries` elements, one per worker slot and one for userspace
-//!   ([`FreeLists`]), and, for plain hash maps, one spare element per slot plus one for
-//!   userspace (the kernel's per-CPU `extra_elems`) and, when the heads are padded, a pool of
-//!   spares for buckets (one per bucket while elements are small, fewer for large values: the
-//!   pool never takes more memory than the padding does).
+//!   ([`FreeLists`]), and, for plain hash maps with values over 8 bytes, one spare element per
+//!   slot plus one for userspace (the kernel's per-CPU `extra_elems`) and, when the heads are
+//!   padded, a pool of spares for buckets (one per bucket while elements are small, fewer for
+//!   large values: the pool never takes more memory than the padding does).
 //!
-//! An update of an existing key in a plain hash map fills a spare element with the key and the
-//! new value, links it at the head of the bucket, unlinks the old element and keeps that as the
-//! spare. The spare is the bucket's own, kept in its head's cache line under its lock, so the
-//! whole replacement costs one atomic read-modify-write (the lock); a bucket without one (the
-//! pool ran out, or heads are packed) uses the slot's spare, taken with a swap. Either way a
-//! program holding the old pointer keeps seeing the old value (never a torn mix) until the
-//! element is reused by the next replacement, as in the kernel, and a full map can still replace
-//! its keys. (If the slot's spare is in use by a concurrent update on the same slot the value is
-//! overwritten in place instead.) Per-CPU hash maps update in place, as the kernel does. Deleted elements go back to the deleting slot's free
-//! list with their values untouched; a later insert may reuse them.
+//! # Updates of existing keys
+//!
+//! Per-CPU hash maps write the value into the existing element in place, as the kernel does
+//! (`pcpu_copy_value`: a program's update writes its own slot only). Plain hash maps whose values
+//! are at most 8 bytes do the same with one atomic store of the whole (zero-padded) word: the
+//! kernel replaces the element so that no reader ever sees a torn value, and one aligned store
+//! cannot tear. Both run without the bucket lock (`lockless` maps, see Concurrency). LRU maps
+//! keep the kernel's locked update.
+//!
+//! Plain hash maps with larger values replace, under the bucket lock: the update fills a spare
+//! element with the key and the new value, links it at the head of the bucket, unlinks the old
+//! element and keeps that as the spare. The spare is the bucket's own, kept in its head's cache
+//! line under its lock, so the whole replacement costs one atomic read-modify-write (the lock);
+//! a bucket without one (the pool ran out, or heads are packed) uses the slot's spare, taken
+//! with a swap. Either way a program holding the old pointer keeps seeing the old value (never a
+//! torn mix) until the element is reused by the next replacement, as in the kernel, and a full
+//! map can still replace its keys. (If the slot's spare is in use by a concurrent update on the
+//! same slot the value is overwritten in place instead.) Deleted elements go back to the
+//! deleting slot's free list with their values untouched (in `lockless` maps through its limbo,
+//! see Reclamation); a later insert may reuse them.
 //!
 //! # Concurrency
 //!
-//! Writers (update, delete) take the bucket's lock: a test-and-test-and-set bit in the bucket's
-//! head word, so locking, relinking and unlocking touch one cache line, and two buckets' locks
+//! Inserts, deletes and (outside `lockless` maps) updates of existing keys take the bucket's
+//! lock: a test-and-test-and-set bit in the bucket's head word, so locking, relinking and unlocking touch one cache line, and two buckets' locks
 //! never share a line in maps small enough to be cache-resident (the heads are padded there).
 //! The lock yields the thread after a while, since a userspace lock holder can be preempted.
 //! While a writer holds the bucket, a change of the first element is kept aside and published
@@ -50,6 +61,19 @@
 //! slot (each on its own line), free lists are per slot (lock-free Treiber stacks on their own
 //! lines, with a generation tag against ABA), and preallocated maps keep no element count (the
 //! free lists running dry is what makes a full map refuse an insert, as in the kernel).
+//!
+//! What needs no lock does not take it. In `lockless` maps an update first walks the chain as a
+//! lookup does ([`HashTable::update_unlocked`]): if the key is there, the value is written into
+//! its element and the update is done, with no atomic read-modify-write at all; `BPF_NOEXIST`
+//! then fails with `EEXIST`, and a miss with `BPF_EXIST` fails with `ENOENT` (a lock-free miss is
+//! as certain as a lookup's, below). Only a miss that must insert locks the bucket, and looks
+//! again under the lock. A write racing with a delete of the same key lands either in the live
+//! element or in the unlinked one; both orders are ones the kernel's lock would allow (update
+//! then delete). A write can never land in an element reused for another key: see Reclamation.
+//! A program's lock-free update of its per-CPU slot may interleave word by word with a
+//! userspace update of every slot (the kernel serializes those two on the bucket lock, but not a
+//! program's own writes through its lookup pointer, which mix the same way). Deletes, in every
+//! hash map, answer a key that the lock-free walk does not find with `ENOENT` without locking.
 //!
 //! Lookups take no lock. They walk the chain with acquire loads, as the kernel's RCU readers walk
 //! its `hlist_nulls` lists: every chain ends in a "nulls" marker naming its bucket, elements are
@@ -72,6 +96,23 @@
 //! as with the kernel's preallocated maps, whose freed elements go straight back on the free
 //! list. No RCU or epoch scheme is needed for memory safety.
 //!
+//! One is needed for the lock-free updates of `lockless` maps: an update that found an element
+//! must not write into it after it was deleted and reused for another key (the kernel's lock
+//! rules that out). So there, the walk and the write form one read section of [`grace`], and a
+//! deleted element is not handed out again until every section that might have found it has
+//! ended. A delete pushes the element onto its slot's limbo ([`FreeLists::retire`], the same
+//! one compare-exchange a free-list push costs); an insert that finds every free list empty
+//! moves all limbo elements to the free lists after [`grace::synchronize`]
+//! ([`FreeLists::reclaim`]), outside any bucket lock, and tries again. Why that suffices: a
+//! section that starts (its odd sequence store) after the synchronize's barrier reads the chain
+//! after the unlinks of every element in limbo, and a walk reaches only elements linked at some
+//! moment after it started (by induction over its steps: an element's link changes only while
+//! it is linked, and an unlinked element's frozen link names what followed it when it was
+//! unlinked), so it reaches none of them; a section running before the barrier is seen and
+//! waited for. A full map is still full only when nothing waits in limbo either (`E2BIG` as in
+//! the kernel), and the cost of a grace period (a `membarrier`) is shared by every element it
+//! frees.
+//!
 //! # Hashing
 //!
 //! Keys are read as zero-padded native-endian words (one word for keys up to 8 bytes, two up to
@@ -87,6 +128,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use crate::create_flags::{self as f, access_ok};
+use crate::grace;
+use crate::lock::SpinLock;
 use crate::slab::{LINE_WORDS, Mem, Slab, pad_word};
 use crate::values::Values;
 use crate::{
@@ -167,12 +210,20 @@ impl Drop for Locked<'_> {
 /// The same line holds the slot's share of the bucket-spare pool (see
 /// [`HashTable::bucket_spare`]): elements `pool.0..pool_end` not yet given to a bucket. A slot's
 /// share is a contiguous run, so the spares its buckets get sit on lines of their own too.
+///
+/// And, in maps whose updates of existing keys run lock-free, the slot's limbo: elements it
+/// deleted that wait for a grace period before they may be reused (see [`FreeLists::retire`]).
 #[derive(Debug)]
 #[repr(align(64))]
 struct FreeList {
     head: AtomicU64,
     pool: AtomicU32,
     pool_end: u32,
+    /// First element of the limbo chain (linked through `FreeLists::next`), a push-only stack
+    /// that a reclaim takes whole.
+    limbo: AtomicU32,
+    /// The limbo chain a reclaim took, while it waits for the grace period (reclaim lock held).
+    taken: AtomicU32,
 }
 
 impl FreeList {
@@ -181,6 +232,8 @@ impl FreeList {
             head: AtomicU64::new(u64::from(NIL)),
             pool: AtomicU32::new(pool.start),
             pool_end: pool.end,
+            limbo: AtomicU32::new(NIL),
+            taken: AtomicU32::new(NIL),
         }
     }
 }
@@ -203,6 +256,10 @@ struct FreeLists {
     /// Elements `fresh..limit` have never been handed out (none, for a preallocated map).
     fresh: AtomicU32,
     limit: u32,
+    /// Whether deleted elements go through limbo (maps with lock-free updates).
+    deferred: bool,
+    /// Held by the one reclaim that runs at a time.
+    reclaiming: SpinLock,
 }
 
 /// Never-used elements a slot of a `BPF_F_NO_PREALLOC` map takes at once.
@@ -218,6 +275,7 @@ impl FreeLists {
         n: usize,
         capacity: usize,
         lazy: bool,
+        deferred: bool,
         pool: std::ops::Range<u32>,
     ) -> Option<FreeLists> {
         let count = slots.clamp(1, MAX_SPARES) + 1;
@@ -228,8 +286,9 @@ impl FreeLists {
             FreeList::new(start..start.saturating_add(share).min(pool.end))
         })?;
         let limit = u32::try_from(n).ok()?;
+        let reclaiming = SpinLock::default();
         if lazy {
-            return Some(FreeLists { lists, next, fresh: AtomicU32::new(0), limit });
+            return Some(FreeLists { lists, next, fresh: AtomicU32::new(0), limit, deferred, reclaiming });
         }
         let per = n.div_ceil(count).max(1);
         for (l, list) in lists.iter().enumerate() {
@@ -243,7 +302,7 @@ impl FreeLists {
             }
             list.head.store(run.start as u64, Ordering::Relaxed);
         }
-        Some(FreeLists { lists, next, fresh: AtomicU32::new(limit), limit })
+        Some(FreeLists { lists, next, fresh: AtomicU32::new(limit), limit, deferred, reclaiming })
     }
 
     /// The list of program slot `slot`, or userspace's for `None`.
@@ -321,6 +380,91 @@ impl FreeLists {
         }
     }
 
+    /// Gives deleted element `e` back: straight to list `home`, or, in a map whose updates run
+    /// lock-free, to `home`'s limbo, from which only a reclaim (after a grace period) takes it.
+    #[inline]
+    fn retire(&self, home: usize, e: u32) {
+        if !self.deferred {
+            return self.push(home, e);
+        }
+        // A push-only stack: a push whose compare-exchange succeeds links `e` to the current
+        // first element whatever happened in between, so it needs no ABA tag.
+        let limbo = &self.lists[home].limbo;
+        let mut head = limbo.load(Ordering::Relaxed);
+        loop {
+            self.next[e as usize].store(head, Ordering::Relaxed);
+            match limbo.compare_exchange_weak(head, e, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Moves every limbo element to the free lists once no lock-free update can still hold one
+    /// ([`grace::synchronize`]); `false` when there was nothing to move and no free element
+    /// either (the map is full).
+    ///
+    /// Called when a pop found every free list empty, so its cost (a `membarrier`, a walk over
+    /// the chains) is shared by all the elements it frees. Never call it holding a bucket lock:
+    /// it waits for read sections, and a read section's walk may be waiting for that lock. One
+    /// reclaim runs at a time; a caller that waited for another finds that one's elements.
+    #[cold]
+    #[inline(never)]
+    fn reclaim(&self) -> bool {
+        let _one = self.reclaiming.lock();
+        if self.lists.iter().any(|l| l.head.load(Ordering::Relaxed) as u32 != NIL) {
+            return true;
+        }
+        let mut any = false;
+        for list in &self.lists {
+            // Acquire: the chain's links, written before each push's release.
+            let chain = list.limbo.swap(NIL, Ordering::Acquire);
+            list.taken.store(chain, Ordering::Relaxed);
+            any |= chain != NIL;
+        }
+        if !any {
+            return false;
+        }
+        // Every element taken was unlinked before it was retired, so before this call: after
+        // it, no read section that could have found one is still running.
+        grace::synchronize();
+        for (l, list) in self.lists.iter().enumerate() {
+            let first = list.taken.swap(NIL, Ordering::Relaxed);
+            if first != NIL {
+                self.splice(l, first);
+            }
+        }
+        true
+    }
+
+    /// Pushes the chain starting at `first` (linked through `next`, ending in `NIL`) onto list
+    /// `l` with one compare-exchange.
+    fn splice(&self, l: usize, first: u32) {
+        let mut last = first;
+        loop {
+            let next = self.next[last as usize].load(Ordering::Relaxed);
+            if next == NIL {
+                break;
+            }
+            last = next;
+        }
+        let list = &self.lists[l].head;
+        let mut head = list.load(Ordering::Relaxed);
+        loop {
+            self.next[last as usize].store(head as u32, Ordering::Relaxed);
+            let tag = (head >> 32).wrapping_add(1);
+            match list.compare_exchange_weak(
+                head,
+                tag << 32 | u64::from(first),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
     /// Free elements on every list (a racy sum, for tests).
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -368,6 +512,10 @@ pub(crate) struct HashTable {
     bucket_spares: bool,
     /// The eviction state of `LRU_HASH` / `LRU_PERCPU_HASH` maps.
     lru: Option<Lru>,
+    /// Whether an update of an existing key writes the value into its element without the
+    /// bucket lock (per-CPU maps, and plain maps whose values are one word at most; not LRU
+    /// maps), so that deleted elements wait for a grace period before reuse.
+    lockless: bool,
 }
 
 /// One worker slot's spare element, alone on its cache line: every replacing update swaps it, and
@@ -451,12 +599,20 @@ impl HashTable {
             });
         }
         let n_buckets = def.max_entries.next_power_of_two();
-        // Plain maps keep one value slot but still get a spare per worker slot (and one for
-        // userspace), like the kernel's per-CPU extra elements.
+        // Updates of existing keys write in place, without the lock, where that is what the
+        // kernel does (per-CPU maps: `pcpu_copy_value` into the existing element) or cannot be
+        // told apart from its replacement (a value of one word is written by one atomic store,
+        // so no reader sees a torn value). `grace` decides once how its grace periods fence.
+        let lockless = !lru && (per_cpu || value_size <= 8);
+        if lockless {
+            grace::asymmetric();
+        }
+        // Plain maps that replace keep one value slot but still get a spare per worker slot
+        // (and one for userspace), like the kernel's per-CPU extra elements.
         // LRU maps have none either: the kernel's `htab_has_extra_elems` is false for them, and
         // a replacing update takes a fresh element from the LRU (evicting if need be).
         let worker_slots = slots;
-        let spares = if per_cpu || lru { 0 } else { slots.clamp(1, MAX_SPARES) + 1 };
+        let spares = if lockless || lru { 0 } else { slots.clamp(1, MAX_SPARES) + 1 };
         let slots = if per_cpu { slots } else { 1 };
         let head_shift = if n_buckets <= PADDED_BUCKETS_MAX { LINE_WORDS.trailing_zeros() } else { 0 };
         let ewords = 1 + key_size.div_ceil(8);
@@ -488,7 +644,7 @@ impl HashTable {
         let max = def.max_entries as usize;
         let lazy = def.map_flags & f::NO_PREALLOC != 0;
         let pool = (max + spares) as u32..capacity as u32;
-        let free = FreeLists::new(worker_slots, max, capacity, lazy, pool.clone())
+        let free = FreeLists::new(worker_slots, max, capacity, lazy, lockless, pool.clone())
             .ok_or_else(|| oom(capacity * 4))?;
         let spares = (max..max + spares).map(|e| Spare(AtomicU32::new(e as u32))).collect();
         let seed = if def.map_flags & f::ZERO_SEED != 0 {
@@ -520,6 +676,7 @@ impl HashTable {
             spares,
             bucket_spares: !pool.is_empty(),
             lru,
+            lockless,
         })
     }
 
@@ -651,7 +808,10 @@ impl HashTable {
     }
 
     /// Finds `key` without locking (see the module docs for why that is sound).
-    #[inline]
+    ///
+    /// Always inlined: called, it takes the probe through memory, and the copy the caller makes
+    /// of a probe it has just built stalls store forwarding (a third of an update's time).
+    #[inline(always)]
     fn find(&self, key: Probe<'_>, hash: u32) -> Option<u32> {
         let b = self.bucket_of(hash);
         let end = NULLS | b as u32;
@@ -820,9 +980,29 @@ impl HashTable {
         }
         let probe = Probe::new(key);
         let hash = self.hash(probe);
-        if self.lru.is_some() {
+        if self.lockless {
+            if let Some(done) = self.update_unlocked(probe, hash, value, flags, value_slot) {
+                return done;
+            }
+        } else if self.lru.is_some() {
             return self.update_lru(probe, hash, value, flags, slot, value_slot);
         }
+        self.update_locked(probe, hash, value, flags, slot, value_slot)
+    }
+
+    /// The locked part of an update: inserts, and (outside `lockless` maps) updates of
+    /// existing keys.
+    #[inline(never)]
+    fn update_locked(
+        &self,
+        probe: Probe<'_>,
+        hash: u32,
+        value: &[u8],
+        flags: u64,
+        slot: Option<usize>,
+        value_slot: Option<usize>,
+    ) -> Result<(), OpError> {
+        let home = self.free.home(slot);
         let mut bucket = self.lock(self.bucket_of(hash));
         let old = self.find_locked(&bucket, probe, hash);
         match (old, flags) {
@@ -832,12 +1012,23 @@ impl HashTable {
         }
         match old {
             None => {
-                let e = self.free.pop(self.free.home(slot)).ok_or(OpError::TooBig)?;
+                let Some(e) = self.free.pop(home) else {
+                    drop(bucket);
+                    // Every free list is empty. Deleted elements waiting in limbo are freed
+                    // outside the bucket lock (see `FreeLists::reclaim`), then the update starts
+                    // over: the key may have come meanwhile.
+                    return if self.free.deferred && self.free.reclaim() {
+                        self.update_after_reclaim(probe, hash, value, flags, slot, value_slot)
+                    } else {
+                        Err(OpError::TooBig)
+                    };
+                };
                 self.write_values(e, value, value_slot, true);
                 let head = bucket.head;
                 self.publish(&mut bucket, e, probe, hash, head);
             }
-            Some((_, e)) if self.per_cpu => self.write_values(e, value, value_slot, false),
+            // Inserted since the lock-free walk missed it (or no walk ran): in place, as there.
+            Some((_, e)) if self.lockless => self.write_values(e, value, value_slot, false),
             Some((prev, e)) => {
                 // The bucket's spare, under the bucket's lock like the rest of its line; else
                 // the slot's, which only a concurrent update on the same slot (two threads
@@ -884,6 +1075,81 @@ impl HashTable {
             }
         }
         Ok(())
+    }
+
+    /// An insert that found every free list empty, retried once the limbo has been reclaimed.
+    #[cold]
+    #[inline(never)]
+    fn update_after_reclaim(
+        &self,
+        probe: Probe<'_>,
+        hash: u32,
+        value: &[u8],
+        flags: u64,
+        slot: Option<usize>,
+        value_slot: Option<usize>,
+    ) -> Result<(), OpError> {
+        let home = self.free.home(slot);
+        loop {
+            let mut bucket = self.lock(self.bucket_of(hash));
+            match (self.find_locked(&bucket, probe, hash), flags) {
+                (Some(_), BPF_NOEXIST) => return Err(OpError::Exists),
+                (Some((_, e)), _) => {
+                    self.write_values(e, value, value_slot, false);
+                    return Ok(());
+                }
+                (None, BPF_EXIST) => return Err(OpError::NotFound),
+                (None, _) => {}
+            }
+            if let Some(e) = self.free.pop(home) {
+                self.write_values(e, value, value_slot, true);
+                let head = bucket.head;
+                self.publish(&mut bucket, e, probe, hash, head);
+                return Ok(());
+            }
+            drop(bucket);
+            // Others took what the reclaim freed; go on while there is anything to reclaim.
+            if !self.free.reclaim() {
+                return Err(OpError::TooBig);
+            }
+        }
+    }
+
+    /// The lock-free part of an update in a `lockless` map: `Some(result)` when the key's
+    /// presence decided it — present: the value is written into the element in place
+    /// (`BPF_NOEXIST`: `EEXIST`); absent with `BPF_EXIST`: `ENOENT` — and `None` when the key
+    /// is absent and must be inserted under the bucket lock (or the thread cannot enter a read
+    /// section any more).
+    ///
+    /// The walk is the lock-free lookup's, so a miss is as certain as a lookup's. A hit is
+    /// ordered at the walk: a delete that unlinks the element after it makes the write land in a
+    /// dead element, as if the update had come first. The element cannot have been given to
+    /// another key meanwhile: the walk and the write form one [`grace::enter`] section, and a
+    /// deleted element of a `lockless` map waits in limbo until a grace period has passed
+    /// ([`FreeLists::reclaim`]). No bucket lock, no read-modify-write: two stores to the
+    /// thread's own line (the section) and the value's.
+    ///
+    /// The key, value and probe stay in registers (a closure around the section, or a probe
+    /// copied through the stack, cost a store-forwarding stall here).
+    #[inline(always)]
+    fn update_unlocked(
+        &self,
+        probe: Probe<'_>,
+        hash: u32,
+        value: &[u8],
+        flags: u64,
+        value_slot: Option<usize>,
+    ) -> Option<Result<(), OpError>> {
+        let _section = grace::enter()?;
+        match self.find(probe, hash) {
+            Some(_) if flags == BPF_NOEXIST => Some(Err(OpError::Exists)),
+            Some(e) => {
+                self.write_values(e, value, value_slot, false);
+                Some(Ok(()))
+            }
+            None if flags == BPF_EXIST => Some(Err(OpError::NotFound)),
+            None => None,
+        }
     }
 
     /// Writes an update's value(s) into element `e`: one slot's (zeroing the others of a new
@@ -1017,11 +1283,13 @@ impl HashTable {
         }
         let key = Probe::new(key);
         let hash = self.hash(key);
+        // A miss takes no lock: the lock-free walk is as sure of it as a lookup is.
+        self.find(key, hash).ok_or(OpError::NotFound)?;
         let mut bucket = self.lock(self.bucket_of(hash));
         let (prev, e) = self.find_locked(&bucket, key, hash).ok_or(OpError::NotFound)?;
         self.unlink(&mut bucket, prev, e);
         drop(bucket);
-        self.free.push(self.free.home(slot), e);
+        self.free.retire(self.free.home(slot), e);
         Ok(())
     }
 
@@ -1296,49 +1564,116 @@ mod tests {
 
     #[test]
     fn replaced_and_deleted_values_stay_readable_memory() {
-        let m = hash_map(4, 8, 4);
-        m.update(&k(1), &[1; 8], BPF_ANY, 0).unwrap();
+        let m = hash_map(4, 16, 4);
+        m.update(&k(1), &[1; 16], BPF_ANY, 0).unwrap();
         let old = m.lookup(&k(1), 0).unwrap().as_ptr() as usize;
         // A replacing update moves the key to another element; the old pointer keeps the old value.
-        m.update(&k(1), &[2; 8], BPF_ANY, 0).unwrap();
+        m.update(&k(1), &[2; 16], BPF_ANY, 0).unwrap();
         let new = m.lookup(&k(1), 0).unwrap().as_ptr() as usize;
         assert_ne!(old, new);
-        assert!(m.contains_value(old, 8) && m.contains_value(new, 8));
-        assert_eq!(m.lookup_user(&k(1)).unwrap(), [2; 8]);
+        assert!(m.contains_value(old, 16) && m.contains_value(new, 16));
+        assert_eq!(m.lookup_user(&k(1)).unwrap(), [2; 16]);
         m.delete(&k(1)).unwrap();
-        assert!(m.contains_value(new, 8), "deleted elements' values still count");
+        assert!(m.contains_value(new, 16), "deleted elements' values still count");
+    }
+
+    #[test]
+    fn one_word_values_and_per_cpu_values_are_updated_in_place() {
+        for (m, vs) in [(hash_map(4, 8, 4), 8), (hash_map(4, 3, 4), 3), (percpu(24, 4, 2), 24)] {
+            let HashOnly(h) = HashOnly::of(&m);
+            assert!(h.lockless && h.spares.is_empty() && !h.bucket_spares, "no spares needed");
+            m.update(&k(1), &vec![1; vs], BPF_ANY, 1).unwrap();
+            let at = m.lookup(&k(1), 1).unwrap();
+            for (flags, slot, byte) in [(BPF_ANY, 1, 2), (BPF_EXIST, 1, 3), (BPF_ANY, 0, 4)] {
+                m.update(&k(1), &vec![byte; vs], flags, slot).unwrap();
+                assert_eq!(m.lookup(&k(1), 1), Some(at), "the same element");
+            }
+            m.update_user(&k(1), &vec![5; vs * m.slots()], BPF_EXIST).unwrap();
+            assert_eq!(m.lookup(&k(1), 1), Some(at));
+            assert_eq!(m.lookup_user(&k(1)).unwrap(), vec![5; vs * m.slots()]);
+            assert_eq!(m.update(&k(1), &vec![6; vs], BPF_NOEXIST, 0), Err(OpError::Exists));
+            assert_eq!(m.update(&k(2), &vec![6; vs], BPF_EXIST, 0), Err(OpError::NotFound));
+            assert_eq!(m.lookup_user(&k(1)).unwrap(), vec![5; vs * m.slots()]);
+        }
+        // Per-CPU: a program's update writes its own slot only.
+        let m = percpu(8, 4, 3);
+        m.update_user(&k(1), &[[1; 8], [2; 8], [3; 8]].concat(), BPF_ANY).unwrap();
+        m.update(&k(1), &[9; 8], BPF_EXIST, 1).unwrap();
+        assert_eq!(m.lookup_user(&k(1)).unwrap(), [[1; 8], [9; 8], [3; 8]].concat());
+    }
+
+    #[test]
+    fn deleted_elements_wait_in_limbo_until_a_grace_period() {
+        // 12 entries, three lists of four (two slots, userspace).
+        let m = hash_map(4, 8, 12);
+        let HashOnly(h) = HashOnly::of(&m);
+        let elem =
+            |key: u32| h.find(super::Probe::One(u64::from(key)), h.hash(super::Probe::One(u64::from(key))));
+        let limbo = |l: usize| {
+            let mut n = 0;
+            let mut e = h.free.lists[l].limbo.load(std::sync::atomic::Ordering::Relaxed);
+            while e != super::NIL {
+                n += 1;
+                e = h.free.next[e as usize].load(std::sync::atomic::Ordering::Relaxed);
+            }
+            n
+        };
+        m.update(&k(1), &[1; 8], BPF_ANY, 0).unwrap();
+        assert_eq!(elem(1), Some(0));
+        // The delete parks the element: the slot's next insert takes another one.
+        m.delete_from(&k(1), 0).unwrap();
+        assert_eq!((limbo(0), h.free.len()), (1, 11));
+        m.update(&k(2), &[2; 8], BPF_ANY, 0).unwrap();
+        assert_eq!(elem(2), Some(1));
+        // Fill the map; the twelfth key finds every list empty and reclaims element 0.
+        for i in 3..14 {
+            m.update(&k(i), &[3; 8], BPF_NOEXIST, 1).unwrap();
+        }
+        assert_eq!((limbo(0), h.free.len(), m.entries().len()), (0, 0, 12));
+        assert_eq!(m.update(&k(99), &[0; 8], BPF_ANY, 0), Err(OpError::TooBig));
+        // Deletes from any slot (and userspace) make room for any other, through limbo.
+        m.delete_from(&k(5), 1).unwrap();
+        m.delete(&k(6)).unwrap();
+        assert_eq!((limbo(1), limbo(2)), (1, 1));
+        m.update(&k(99), &[0; 8], BPF_ANY, 0).unwrap();
+        m.update_user(&k(98), &[0; 8], BPF_ANY).unwrap();
+        assert_eq!(m.update(&k(97), &[0; 8], BPF_ANY, 1), Err(OpError::TooBig));
+        assert_every_element_accounted(h);
     }
 
     #[test]
     fn plain_maps_get_a_spare_per_slot_and_one_for_userspace() {
         let def =
-            MapDef { map_type: map_type::HASH, key_size: 4, value_size: 8, max_entries: 2, map_flags: 0 };
+            MapDef { map_type: map_type::HASH, key_size: 4, value_size: 16, max_entries: 2, map_flags: 0 };
         let m = Map::new("h", def, 4).unwrap();
         let HashOnly(h) = HashOnly::of(&m);
         // Two entries, five slot spares, a spare for each of the two (padded) buckets.
         assert_eq!((h.spares.len(), h.capacity), (5, 9));
         // Every replacement, from every slot, moves the key to another element.
-        m.update(&k(1), &[0; 8], BPF_ANY, 0).unwrap();
+        m.update(&k(1), &[0; 16], BPF_ANY, 0).unwrap();
         for slot in 0..6 {
             let before = m.lookup(&k(1), slot).unwrap();
-            m.update(&k(1), &[slot as u8; 8], BPF_ANY, slot).unwrap();
+            m.update(&k(1), &[slot as u8; 16], BPF_ANY, slot).unwrap();
             assert_ne!(m.lookup(&k(1), slot).unwrap(), before, "slot {slot}");
         }
         let before = m.lookup(&k(1), 0).unwrap();
-        m.update_user(&k(1), &[9; 8], BPF_ANY).unwrap();
+        m.update_user(&k(1), &[9; 16], BPF_ANY).unwrap();
         assert_ne!(m.lookup(&k(1), 0).unwrap(), before);
-        assert_eq!(m.lookup_user(&k(1)).unwrap(), [9; 8]);
+        assert_eq!(m.lookup_user(&k(1)).unwrap(), [9; 16]);
         // Plain maps ignore `slots`, however absurd.
-        let m = Map::new("h", def, usize::MAX).unwrap();
-        m.update(&k(1), &[1; 8], BPF_ANY, usize::MAX).unwrap();
-        m.update(&k(1), &[2; 8], BPF_ANY, usize::MAX).unwrap();
-        assert_eq!(m.lookup_user(&k(1)).unwrap(), [2; 8]);
+        for vs in [8, 16] {
+            let m = Map::new("h", MapDef { value_size: vs, ..def }, usize::MAX).unwrap();
+            m.update(&k(1), &vec![1; vs as usize], BPF_ANY, usize::MAX).unwrap();
+            m.update(&k(1), &vec![2; vs as usize], BPF_ANY, usize::MAX).unwrap();
+            assert_eq!(m.lookup_user(&k(1)).unwrap(), vec![2; vs as usize]);
+        }
     }
 
     #[test]
     fn free_lists_are_per_slot_and_a_full_map_is_full_however_spread() {
+        // Values of two words: replaced, not written in place, so deletes free at once.
         let def =
-            MapDef { map_type: map_type::HASH, key_size: 4, value_size: 8, max_entries: 12, map_flags: 0 };
+            MapDef { map_type: map_type::HASH, key_size: 4, value_size: 16, max_entries: 12, map_flags: 0 };
         let m = Map::new("h", def, 2).unwrap();
         let HashOnly(h) = HashOnly::of(&m);
         // Three lists (two slots, userspace) of 4 contiguous elements each.
@@ -1346,30 +1681,30 @@ mod tests {
         assert_eq!(h.free.len(), 12);
         let elem =
             |key: u32| h.find(super::Probe::One(u64::from(key)), h.hash(super::Probe::One(u64::from(key))));
-        m.update(&k(1), &[1; 8], BPF_ANY, 0).unwrap();
-        m.update(&k(2), &[2; 8], BPF_ANY, 1).unwrap();
-        m.update_user(&k(3), &[3; 8], BPF_ANY).unwrap();
+        m.update(&k(1), &[1; 16], BPF_ANY, 0).unwrap();
+        m.update(&k(2), &[2; 16], BPF_ANY, 1).unwrap();
+        m.update_user(&k(3), &[3; 16], BPF_ANY).unwrap();
         assert_eq!([elem(1), elem(2), elem(3)], [Some(0), Some(4), Some(8)], "each from its own run");
         // A slot's delete feeds its own list; its next insert takes that element back.
         m.delete_from(&k(2), 0).unwrap();
-        m.update(&k(4), &[4; 8], BPF_ANY, 0).unwrap();
+        m.update(&k(4), &[4; 16], BPF_ANY, 0).unwrap();
         assert_eq!(elem(4), Some(4));
         // Slot 1 alone fills the map, stealing once its own list runs dry; then E2BIG, from
         // every slot and userspace, and replacing still works.
         for i in 10..19 {
-            m.update(&k(i), &[9; 8], BPF_NOEXIST, 1).unwrap();
+            m.update(&k(i), &[9; 16], BPF_NOEXIST, 1).unwrap();
         }
         assert_eq!(m.entries().len(), 12);
         assert_eq!(h.free.len(), 0);
         for slot in [0, 1, 7] {
-            assert_eq!(m.update(&k(99), &[0; 8], BPF_ANY, slot), Err(OpError::TooBig));
-            m.update(&k(10), &[slot as u8; 8], BPF_ANY, slot).unwrap();
+            assert_eq!(m.update(&k(99), &[0; 16], BPF_ANY, slot), Err(OpError::TooBig));
+            m.update(&k(10), &[slot as u8; 16], BPF_ANY, slot).unwrap();
         }
-        assert_eq!(m.update_user(&k(99), &[0; 8], BPF_ANY), Err(OpError::TooBig));
+        assert_eq!(m.update_user(&k(99), &[0; 16], BPF_ANY), Err(OpError::TooBig));
         // Deletes from any slot make room for any other.
         m.delete(&k(10)).unwrap();
-        m.update(&k(99), &[0; 8], BPF_ANY, 1).unwrap();
-        assert_eq!(m.update(&k(98), &[0; 8], BPF_ANY, 0), Err(OpError::TooBig));
+        m.update(&k(99), &[0; 16], BPF_ANY, 1).unwrap();
+        assert_eq!(m.update(&k(98), &[0; 16], BPF_ANY, 0), Err(OpError::TooBig));
     }
 
     #[test]
@@ -1434,11 +1769,14 @@ mod tests {
             assert_eq!(cur, super::NULLS | b as u32, "chain {b} ends on its own marker");
         }
         for l in &h.free.lists {
-            let mut e = l.head.load(Relaxed) as u32;
-            while e != super::NIL {
-                seen[e as usize] += 1;
-                e = h.free.next[e as usize].load(Relaxed);
+            for first in [l.head.load(Relaxed) as u32, l.limbo.load(Relaxed)] {
+                let mut e = first;
+                while e != super::NIL {
+                    seen[e as usize] += 1;
+                    e = h.free.next[e as usize].load(Relaxed);
+                }
             }
+            assert_eq!(l.taken.load(Relaxed), super::NIL, "a reclaim left a chain taken");
         }
         for spare in &h.spares {
             let e = spare.0.load(Relaxed);

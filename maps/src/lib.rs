@@ -44,6 +44,8 @@
 #![deny(unsafe_code)]
 
 mod array;
+#[expect(unsafe_code, reason = "the membarrier system call")]
+mod grace;
 mod hash;
 mod lock;
 mod lpm;

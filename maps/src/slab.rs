@@ -184,7 +184,7 @@ impl Slab {
 
     /// Copies `src` to the words starting at word `i`; the tail of a partial last word is zeroed
     /// (it is padding no reader ever sees as value bytes).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn write(&self, i: usize, src: &[u8]) {
         // One word (u64 counters, the common value) without the loop.
         if let Ok(word) = <[u8; 8]>::try_from(src) {

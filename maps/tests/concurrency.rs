@@ -125,6 +125,72 @@ fn percpu_slots_count_exactly() {
     }
 }
 
+/// Updates of existing keys run without the bucket lock in plain maps with one-word values and
+/// in per-CPU maps; deletes and reinserts of the same keys race with them. A lock-free update
+/// that found its element just before a delete must never write into that element once it is
+/// reused for another key: every value here names its key, and a value under the wrong key is
+/// exactly that. Values are checked through the locked userspace copy, which is exact.
+#[test]
+fn lockless_updates_never_land_in_another_keys_element() {
+    const KEYS: u64 = 8;
+    for (map_type, value_size) in
+        [(map_type::HASH, 8), (map_type::PERCPU_HASH, 8), (map_type::PERCPU_HASH, 24)]
+    {
+        // Fewer entries than keys: inserts keep finding the map full, so deleted elements are
+        // reclaimed (after a grace period) and reused as soon as that is allowed.
+        let def = MapDef { map_type, key_size: 8, value_size, max_entries: 6, map_flags: 0 };
+        let map = Map::new("reuse", def, THREADS).unwrap();
+        let slots = map.slots();
+        let vs = value_size as usize;
+        let check = |key: u64| {
+            if let Ok(all) = map.lookup_user(&key.to_ne_bytes()) {
+                assert_eq!(all.len(), vs * slots);
+                for (slot, v) in all.chunks_exact(vs).enumerate() {
+                    let words: Vec<u64> =
+                        v.chunks_exact(8).map(|w| u64::from_ne_bytes(w.try_into().unwrap())).collect();
+                    // Each word is this key's (or zero: a per-CPU slot nobody wrote since the
+                    // element was inserted). A value of several words may mix writes of this key
+                    // word by word: the locked copy here races with a program's lock-free write
+                    // of its slot (as a userspace read races with a program writing through its
+                    // lookup pointer in the kernel), and a userspace update of every slot with it.
+                    for w in words {
+                        assert!(
+                            w == 0 || w >> 32 == key,
+                            "type {map_type}: key {key}, slot {slot} holds another key's value {w:#x}"
+                        );
+                    }
+                }
+            }
+        };
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let (map, check) = (&map, &check);
+                s.spawn(move || {
+                    let mut rng = 0xdead_beef ^ (t as u64 + 1);
+                    for round in 0..ROUNDS {
+                        let key = xorshift(&mut rng) % KEYS;
+                        let tag = key << 32 | (t as u64) << 24 | u64::from(round & 0xff_ffff);
+                        let value: Vec<u8> = (0..vs / 8).flat_map(|_| tag.to_ne_bytes()).collect();
+                        let k = key.to_ne_bytes();
+                        match xorshift(&mut rng) % 6 {
+                            0 | 1 => drop(map.update(&k, &value, BPF_ANY, t)),
+                            2 => drop(map.update(&k, &value, BPF_EXIST, t)),
+                            3 => drop(map.delete_from(&k, t)),
+                            4 => drop(map.update_user(&k, &value.repeat(slots), BPF_ANY)),
+                            _ => drop(map.delete(&k)),
+                        }
+                        check(xorshift(&mut rng) % KEYS);
+                    }
+                });
+            }
+        });
+        for key in 0..KEYS {
+            check(key);
+        }
+        assert!(map.entries().len() <= 6);
+    }
+}
+
 #[test]
 fn lru_counts_are_exact_without_pressure() {
     // Room for every key plus each thread's fresh element: nothing is evicted, so an LRU map must
