@@ -1363,6 +1363,48 @@ impl HashTable {
         self.first_key_from(b + 1)
     }
 
+    /// Calls `f(key, value)` for each element, `value` being slot `slot`'s (slot 0 of a plain
+    /// map), until `f` returns `false`: `bpf_for_each_map_elem` on a hash map. Allocation-free
+    /// for keys of up to 64 bytes (longer ones take one buffer per walk).
+    ///
+    /// Like the kernel's (`bpf_for_each_hash_elem`, an RCU walk of each bucket), the walk takes
+    /// no lock, so `f` may update and delete in the same map: an element added, deleted or
+    /// moved while the walk runs may be visited or not, and an element deleted and reused for a
+    /// key of a later bucket may be visited again there. Each chain's link is read before `f`
+    /// runs, so deleting the element being visited does not cut the walk short; a bucket's
+    /// walk stops after `capacity` steps (a chain that keeps changing under it).
+    pub(crate) fn for_each(&self, slot: usize, mut f: impl FnMut(&[u8], NonNull<u8>) -> bool) {
+        let slot = if self.per_cpu {
+            if slot >= self.slots {
+                return;
+            }
+            slot
+        } else {
+            0
+        };
+        let mut small = [0u8; 64];
+        let mut large = Vec::new();
+        let key: &mut [u8] = if self.key_size <= small.len() {
+            &mut small[..self.key_size]
+        } else {
+            large.resize(self.key_size, 0);
+            &mut large
+        };
+        for b in 0..self.n_buckets {
+            let mut cur = self.head(b).load(Ordering::Acquire) as u32;
+            let mut steps = 0;
+            while cur & NULLS == 0 && steps <= self.capacity {
+                let next = self.link(cur).load(Ordering::Acquire) as u32;
+                self.elems.read(cur as usize * self.ewords + 1, key);
+                if !f(key, self.values.ptr(cur as usize, slot)) {
+                    return;
+                }
+                cur = next;
+                steps += 1;
+            }
+        }
+    }
+
     pub(crate) fn entries(&self) -> Vec<Entry> {
         let mut out = Vec::new();
         for b in 0..self.n_buckets {
@@ -1877,6 +1919,51 @@ mod tests {
                 _ => panic!("not a hash map"),
             }
         }
+    }
+
+    #[test]
+    fn for_each_visits_every_key_once_and_lets_the_callback_delete() {
+        for (t, vs) in [(map_type::HASH, 8), (map_type::HASH, 16), (map_type::PERCPU_HASH, 8)] {
+            let m = Map::new(
+                "fe",
+                MapDef { map_type: t, key_size: 4, value_size: vs, max_entries: 64, map_flags: 0 },
+                2,
+            )
+            .unwrap();
+            for i in 0..50u32 {
+                m.update(&k(i), &vec![i as u8; vs as usize], BPF_ANY, 1).unwrap();
+            }
+            let mut seen = BTreeSet::new();
+            assert!(m.for_each_hash_entry(1, |key, value| {
+                let i = u32::from_ne_bytes(key.try_into().unwrap());
+                assert_eq!(Some(value), m.lookup(key, 1), "type {t}: key {i}'s value");
+                assert!(seen.insert(i), "type {t}: key {i} twice");
+                true
+            }));
+            assert_eq!(seen, (0..50).collect());
+            // Stops when the callback says so.
+            let mut n = 0;
+            m.for_each_hash_entry(0, |_, _| {
+                n += 1;
+                n < 7
+            });
+            assert_eq!(n, 7);
+            // Deleting the element being visited does not cut the walk short.
+            let mut n = 0;
+            m.for_each_hash_entry(0, |key, _| {
+                m.delete(key).unwrap();
+                n += 1;
+                true
+            });
+            assert_eq!((n, m.entries().len()), (50, 0), "type {t}");
+        }
+        let array = Map::new(
+            "a",
+            MapDef { map_type: map_type::ARRAY, key_size: 4, value_size: 4, max_entries: 2, map_flags: 0 },
+            1,
+        )
+        .unwrap();
+        assert!(!array.for_each_hash_entry(0, |_, _| true));
     }
 
     #[test]

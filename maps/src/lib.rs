@@ -731,6 +731,22 @@ impl Map {
         }
     }
 
+    /// `bpf_for_each_map_elem` on a hash map (`HASH`, `PERCPU_HASH` and the LRU flavours):
+    /// calls `f(key, value)` for each key, `value` pointing at slot `slot`'s value (a plain
+    /// map's only one), until `f` returns `false`. No lock is held while `f` runs, so it may
+    /// update or delete in this map; keys changed meanwhile may be visited or not, as in the
+    /// kernel. No allocation for keys of up to 64 bytes. Returns `false` (and calls nothing)
+    /// for other map types.
+    pub fn for_each_hash_entry(&self, slot: usize, f: impl FnMut(&[u8], NonNull<u8>) -> bool) -> bool {
+        match &self.kind {
+            Kind::Hash(h) => {
+                h.for_each(slot, f);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether `[addr, addr + len)` lies entirely inside the value bytes of one value of this map
     /// (any slot; for hash maps any element, live or deleted, and never key or link bytes). O(1).
     #[inline]
