@@ -126,10 +126,25 @@ pub(crate) fn for_each_map_elem<E>(
             }
         }
         t::HASH | t::PERCPU_HASH | t::LRU_HASH | t::LRU_PERCPU_HASH => {
-            for e in map.entries() {
-                if !visit(&e.key, &mut n)? {
-                    break;
+            // The map's own lock-free walk: no snapshot allocated, the callback may update and
+            // delete (keys changed meanwhile may be visited or not, as in the kernel).
+            let mut failed = None;
+            map.for_each_hash_entry(slot, |key, value| {
+                n += 1;
+                if !mem.write(key_at, key) {
+                    failed = Some(bad_key());
+                    return false;
                 }
+                match call(key_at, value.as_ptr() as u64) {
+                    Ok(r) => r == 0,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
         _ => return Ok(errno_ret(libc::EINVAL)),
