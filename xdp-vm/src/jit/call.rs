@@ -42,7 +42,8 @@ pub(crate) struct Env<'a> {
     pub backward: u64,
     /// Non-zero once `fault` is set: generated code checks it after every fallible call.
     pub faulted: u64,
-    /// Tail calls made so far in this run (at most `MAX_TAIL_CALL_CNT`).
+    /// Tail calls made so far in this run (at most `MAX_TAIL_CALL_CNT`), while `tail_target`
+    /// runs: generated code keeps the count in a register and passes it here and back.
     pub tail_calls: u64,
     /// The tail-call targets of the running program's link set: `tail_len` entry addresses
     /// (`TailTable::entries`), indexed by program id; null and 0 when it was never linked.

@@ -28,7 +28,8 @@ pub(crate) struct Code {
     /// module's interior (it holds `RefCell`s).
     module: Mutex<Option<JITModule>>,
     entry: Entry,
-    /// The main function itself, `(env, r1) -> r0` in Cranelift's `tail` convention: what
+    /// The main function itself, `(env, r1, tail calls so far) -> r0` in Cranelift's `tail`
+    /// convention (`translate::main_sig`): what
     /// another program's `bpf_tail_call` jumps to (never called from Rust).
     tail_entry: u64,
     size: usize,

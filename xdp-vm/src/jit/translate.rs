@@ -1,14 +1,14 @@
 //! eBPF to Cranelift IR: one Cranelift function per eBPF function (the main program and each
 //! bpf-to-bpf call target), eBPF registers as Cranelift variables.
 //!
-//! The main program is `(env, r1) -> r0` in Cranelift's `tail` calling convention, so that
-//! `bpf_tail_call` is a `return_call_indirect` to another program's main function: the frame
-//! is reused, nothing returns to the caller. It finds its frame pointer in the `Env`, and Rust
-//! enters it through a small C-convention wrapper (`Entries::entry`). Every other function (a
-//! bpf-to-bpf call target, a callback) has the C signature `(env, r1, r2, r3, r4, r5, fp) -> r0`.
-//! A fault is recorded
-//! in the `Env` by the function that detects it; the generated code then returns at once, and
-//! callers check `Env::faulted` after every call that can fail.
+//! The main program is `(env, r1, tail calls so far) -> r0` in Cranelift's `tail` calling
+//! convention, so that `bpf_tail_call` is a `return_call_indirect` to another program's main
+//! function: the frame is reused, nothing returns to the caller. It finds its frame pointer in
+//! the `Env`, and Rust enters it through a small C-convention wrapper (`Entries::entry`). Every
+//! other function (a bpf-to-bpf call target, a callback) has the C signature
+//! `(env, r1, r2, r3, r4, r5, fp) -> r0`. A fault is recorded in the `Env` by the function that
+//! detects it; the generated code then returns at once, and callers check `Env::faulted` after
+//! every call that can fail.
 //!
 //! Memory accesses are checked as the interpreter checks them: inline range compares against the
 //! packet frame and the stack, then a call into `call::*_slow` for everything else (context,
@@ -108,7 +108,7 @@ fn is_second_slot(insns: &[Insn], pc: usize) -> bool {
 /// The two ways into a translated program.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Entries {
-    /// The main function, `(env, r1) -> r0` in the `tail` convention: tail calls jump here.
+    /// The main function ([`main_sig`], the `tail` convention): tail calls jump here.
     pub main: FuncId,
     /// `(env, r1) -> r0` in the C convention, calling `main`: what Rust calls.
     pub entry: FuncId,
@@ -134,7 +134,7 @@ pub(crate) fn translate<C: Context>(
     let mut sig = Signature::new(call_conv);
     sig.params.extend(std::iter::repeat_n(AbiParam::new(I64), 7));
     sig.returns.push(AbiParam::new(I64));
-    let main_sig = entry_sig(CallConv::Tail);
+    let main_sig = main_sig();
     let codegen = |e: cranelift_module::ModuleError| CompileError::Codegen { reason: e.to_string() };
 
     // What to define: every function, the main one with its own signature; and when the
@@ -202,7 +202,8 @@ pub(crate) fn translate<C: Context>(
     let block = b.create_block();
     b.append_block_params_for_function_params(block);
     b.switch_to_block(block);
-    let args = b.block_params(block).to_vec();
+    let mut args = b.block_params(block).to_vec();
+    args.push(b.ins().iconst(I64, 0));
     let call = b.ins().call(main_ref, &args);
     let r0 = b.inst_results(call)[0];
     b.ins().return_(&[r0]);
@@ -220,10 +221,20 @@ pub(crate) fn translate<C: Context>(
     Ok((Entries { main, entry }, size))
 }
 
-/// `(env, r1) -> r0` in `call_conv`: the main function's signature (`tail`) and its wrapper's.
+/// `(env, r1) -> r0` in `call_conv`: the signature of the entry Rust calls.
 pub(crate) fn entry_sig(call_conv: CallConv) -> Signature {
     let mut sig = Signature::new(call_conv);
     sig.params.extend([AbiParam::new(I64), AbiParam::new(I64)]);
+    sig.returns.push(AbiParam::new(I64));
+    sig
+}
+
+/// `(env, r1, tail calls so far) -> r0` in the `tail` convention: the main function's
+/// signature. The count travels in a register from one program to the next, as the kernel's
+/// JIT keeps it, so a chain of tail calls has no memory round trip for it.
+pub(crate) fn main_sig() -> Signature {
+    let mut sig = Signature::new(CallConv::Tail);
+    sig.params.extend([AbiParam::new(I64), AbiParam::new(I64), AbiParam::new(I64)]);
     sig.returns.push(AbiParam::new(I64));
     sig
 }
@@ -255,6 +266,8 @@ struct Fx<'a, 'b, C: Context> {
     is_main: bool,
     call_conv: CallConv,
     regs: [Variable; NUM_REGS],
+    /// Tail calls made so far in this run (the main function's third parameter).
+    tail_count: Variable,
     env: Value,
     /// Alias region of the `Env`'s fields (only generated code and calls touch them).
     env_region: AliasRegion,
@@ -302,6 +315,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         (start, end, is_main): (usize, usize, bool),
     ) -> Self {
         let regs = std::array::from_fn(|_| b.declare_var(I64));
+        let tail_count = b.declare_var(I64);
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -317,6 +331,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             // frame is the top of the run's stack (fixed for the run, so a tail call lands on
             // the same frame).
             b.def_var(regs[1], p[1]);
+            b.def_var(tail_count, p[2]);
             for &r in &regs[2..=5] {
                 b.def_var(r, zero);
             }
@@ -359,6 +374,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             is_main,
             call_conv,
             regs,
+            tail_count,
             env,
             env_region,
             regions,
@@ -1104,40 +1120,47 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         }
         let env = self.env;
         let (r1, r2, r3) = (self.get(1), self.get(2), self.get(3));
-        let sig = self.b.import_signature(entry_sig(CallConv::Tail));
+        let sig = self.b.import_signature(main_sig());
         let cont = self.b.create_block();
         let slots = self.facts.at(pc)[2].map_handle(self.maps.len()).and_then(|m| match self.maps[m].kind {
             MapKind::ProgArray(p) => Some(p),
             _ => None,
         });
         let Some(p) = slots else {
+            // The count goes through the `Env` for the Rust side, and comes back.
+            let n = self.b.use_var(self.tail_count);
+            self.env_store(n, off::TAIL_CALLS);
             let pcv = self.b.ins().iconst(I64, pc as i64);
             let target = self.call_addr(self.t.tail_target, &[env, r1, r2, r3, pcv]);
             self.check_fault();
+            let n = self.env_load(off::TAIL_CALLS, false);
+            self.b.def_var(self.tail_count, n);
             let go = self.b.create_block();
             self.b.ins().brif(target, go, &[], cont, &[]);
             self.b.switch_to_block(go);
-            self.b.ins().return_call_indirect(sig, target, &[env, r1]);
+            self.b.ins().return_call_indirect(sig, target, &[env, r1, n]);
             self.b.switch_to_block(cont);
             return;
         };
         let fixed =
             MemFlagsData::trusted().with_alias_region(Some(self.env_region)).with_readonly().with_can_move();
-        let ctx = self.b.ins().load(I64, fixed, env, off::CTX);
-        let (bad, ok) = (self.b.create_block(), self.b.create_block());
-        let not_ctx = self.b.ins().icmp(IntCC::NotEqual, r1, ctx);
-        self.b.ins().brif(not_ctx, bad, &[], ok, &[]);
-        self.b.switch_to_block(bad);
-        self.raise(raise_kind::TAIL_CALL_ARG, pc);
-
-        self.b.switch_to_block(ok);
+        if !self.facts.is_verified() {
+            // The verifier proves r1 is the context (at offset 0); unverified code is checked.
+            let ctx = self.b.ins().load(I64, fixed, env, off::CTX);
+            let (bad, ok) = (self.b.create_block(), self.b.create_block());
+            let not_ctx = self.b.ins().icmp(IntCC::NotEqual, r1, ctx);
+            self.b.ins().brif(not_ctx, bad, &[], ok, &[]);
+            self.b.switch_to_block(bad);
+            self.raise(raise_kind::TAIL_CALL_ARG, pc);
+            self.b.switch_to_block(ok);
+        }
         let index = self.b.ins().band_imm_u(r3, 0xffff_ffff);
         let in_range = self.b.ins().icmp_imm_u(IntCC::UnsignedLessThan, index, i64::from(p.max_entries));
         let count = self.b.create_block();
         self.b.ins().brif(in_range, count, &[], cont, &[]);
 
         self.b.switch_to_block(count);
-        let n = self.env_load(off::TAIL_CALLS, false);
+        let n = self.b.use_var(self.tail_count);
         let spent =
             self.b.ins().icmp_imm_u(IntCC::UnsignedGreaterThanOrEqual, n, i64::from(maps::MAX_TAIL_CALL_CNT));
         let slot = self.b.create_block();
@@ -1145,7 +1168,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
 
         self.b.switch_to_block(slot);
         let n1 = self.b.ins().iadd_imm_u(n, 1);
-        self.env_store(n1, off::TAIL_CALLS);
+        self.b.def_var(self.tail_count, n1);
         let trusted = MemFlagsData::trusted();
         let present_at = self.b.ins().iadd_imm_u(index, p.present as i64);
         let present = self.b.ins().atomic_load(I8, trusted, present_at);
@@ -1167,7 +1190,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         let at = self.b.ins().ishl_imm_u(id, 3);
         let at = self.b.ins().iadd(table, at);
         let entry = self.b.ins().load(I64, trusted.with_readonly(), at, 0);
-        self.b.ins().return_call_indirect(sig, entry, &[env, r1]);
+        self.b.ins().return_call_indirect(sig, entry, &[env, r1, n1]);
         self.b.switch_to_block(cont);
     }
 
