@@ -2,7 +2,10 @@
 //! ... repeat N`): every XDP program of `configs/bpf/` run on the seed's 98-byte ICMP frame by
 //! our interpreter, our JIT (a worker's `JitRunner`), the kernel (`BPF_PROG_TEST_RUN`), rbpf
 //! 0.4.1's interpreter and JIT where they can run the program, and, for `xdp_counter`, the same
-//! logic in plain Rust on the same map store. Dropping a `.c` into `configs/bpf/` adds its XDP
+//! logic in plain Rust on the same map store and two floors: what no engine can remove from a
+//! run of it on this machine — the `lock xadd` the program asks for, alone in a Rust loop — and
+//! what our engine adds to any run — the JIT running an empty program (`r0 = XDP_PASS; exit`)
+//! through the same `run_on`. Dropping a `.c` into `configs/bpf/` adds its XDP
 //! programs as rows. Then the JIT's compile time beside the kernel's load.
 //!
 //! Each round runs each contestant for one batch of `repeat` runs on the same frame (as the
@@ -109,6 +112,8 @@ const KERNEL: &str = "kernel";
 const NATIVE: &str = "plain Rust, same map store";
 const RBPF_INTERP: &str = "rbpf 0.4.1 interpreter";
 const RBPF_JIT: &str = "rbpf 0.4.1 JIT";
+const FLOOR_XADD: &str = "floor: its one `lock xadd` (u32), alone in a Rust loop";
+const FLOOR_CALL: &str = "floor: our JIT running an empty program (the call alone)";
 
 /// rbpf for `prog`, checked to compute what our JIT computes on `frame` (return value and output
 /// packet) in its interpreter and then its JIT; otherwise why not.
@@ -181,8 +186,17 @@ fn replay_row(
 
     let mut names = vec![INTERP, JIT, KERNEL];
     if native.is_some() {
-        names.push(NATIVE);
+        names.extend([NATIVE, FLOOR_XADD, FLOOR_CALL]);
     }
+    // The floors: a counter like the one the program adds to (a u32 map value), and an empty
+    // program, run like the JIT contestant.
+    let counter = std::sync::atomic::AtomicU32::new(0);
+    let empty = {
+        let insns = [xdp_vm::insn::Insn::new(0xb7, 0, 0, 0, 2), xdp_vm::insn::Insn::new(0x95, 0, 0, 0, 0)];
+        JitProgram::compile(&Program::<Xdp>::from_insns_verified("empty", &insns, &[])?)?
+    };
+    let (mut empty_frame, mut empty_runner) = (vec![0u8; XDP_FRAME_SIZE], JitRunner::new());
+    let mut empty_buff = XdpBuff::load(&mut empty_frame, frame)?;
     let (rbpf_prog, _) = setup()?;
     let mut rbpf = rbpf_for(&rbpf_prog, frame);
     if rbpf.is_ok() {
@@ -224,6 +238,14 @@ fn replay_row(
                 }
                 ns
             }
+            FLOOR_XADD => cpu_ns_per(u64::from(repeat), || {
+                std::hint::black_box(&counter).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }),
+            FLOOR_CALL => cpu_ns_per(u64::from(repeat), || {
+                if let Err(e) = empty.run_on(&mut empty_runner, &mut empty_buff, slot) {
+                    fault = Some(e);
+                }
+            }),
             _ => {
                 let map = native.as_ref().expect("native row only for xdp_counter");
                 cpu_ns_per(u64::from(repeat), || {
