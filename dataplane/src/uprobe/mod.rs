@@ -126,8 +126,40 @@ pub(crate) enum ProbeKind {
 /// The programs attached to one probe, as the hit handler reads them.
 #[derive(Debug, Default)]
 pub(crate) struct Attached {
-    pub(crate) entry: Vec<Arc<JitProgram<Uprobe>>>,
-    pub(crate) ret: Vec<Arc<JitProgram<Uprobe>>>,
+    pub(crate) entry: Hooks,
+    pub(crate) ret: Hooks,
+}
+
+/// Programs to run at one point of a probe. One program (the usual case) is held inline: a hit
+/// reaches it with one load less.
+#[derive(Debug, Default)]
+pub(crate) enum Hooks {
+    #[default]
+    None,
+    One(Hook),
+    Many(Vec<Hook>),
+}
+
+impl Hooks {
+    fn push(&mut self, h: Hook) {
+        *self = match std::mem::take(self) {
+            Hooks::None => Hooks::One(h),
+            Hooks::One(first) => Hooks::Many(vec![first, h]),
+            Hooks::Many(mut v) => {
+                v.push(h);
+                Hooks::Many(v)
+            }
+        };
+    }
+}
+
+/// One program attached to one probe.
+#[derive(Debug, Clone)]
+pub(crate) struct Hook {
+    /// Unique for the life of the process: keys the per-thread run environments of the hit
+    /// handler (never reused, so one of a detached program is never taken for another's).
+    pub(crate) id: u64,
+    pub(crate) jit: Arc<JitProgram<Uprobe>>,
 }
 
 /// One patched location. Leaked: lives as long as the process.
@@ -196,7 +228,7 @@ impl TraceProgram {
 }
 
 /// One attached program: (attachment id, uretprobe?, program).
-type Entry = (u64, bool, Arc<JitProgram<Uprobe>>);
+type Entry = (u64, bool, Hook);
 
 #[derive(Default)]
 struct Registry {
@@ -206,6 +238,7 @@ struct Registry {
     /// Per probe address: (attachment id, uretprobe?, program).
     programs: HashMap<u64, Vec<Entry>>,
     next_id: u64,
+    next_hook: u64,
 }
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
@@ -254,7 +287,11 @@ pub fn attach(target: &Target, programs: &[&TraceProgram]) -> Result<Attachment,
     let mut addrs = Vec::new();
     for probe in probes {
         let list = reg.programs.entry(probe.addr).or_default();
-        list.extend(programs.iter().map(|p| (id, p.ret, p.jit.clone())));
+        for p in programs {
+            reg.next_hook += 1;
+            let hook = Hook { id: reg.next_hook, jit: p.jit.clone() };
+            list.push((id, p.ret, hook));
+        }
         let first = list.len() == programs.len();
         let snapshot = snapshot(list);
         let sys = |what, source| UprobeError::Sys { target: target.to_string(), what, source };

@@ -27,9 +27,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use xdp_vm::context::{PtRegs, TraceState, Uprobe};
-use xdp_vm::jit::{JitProgram, JitRunner};
+use xdp_vm::jit::{JitFrame, JitProgram, JitRunner};
 
-use super::{Attached, Probe};
+use super::{Attached, Hook, Hooks, Probe};
 
 /// Bytes the stubs reserve: xmm0-7 (128) then `struct pt_regs` (168), then 8 to keep the
 /// stack 16-byte aligned (the return stub enters at a different alignment and uses 8 less).
@@ -259,7 +259,22 @@ struct Block {
     slot: Cell<usize>,
     depth: Cell<usize>,
     runner: UnsafeCell<JitRunner>,
+    /// Run environments of the programs this thread ran last, by `Hook::id % FRAMES`.
+    frames: UnsafeCell<[Option<Frame>; FRAMES]>,
     pending: UnsafeCell<[Pending; MAX_DEPTH]>,
+}
+
+/// Run environments a thread keeps: a hit whose program has one runs it writing only the
+/// context and the run counters ([`JitFrame::run`]); another program's replaces it.
+const FRAMES: usize = 4;
+
+/// A program's run environment on one thread.
+struct Frame {
+    /// The `Hook::id` it was made for.
+    id: u64,
+    /// Borrows the hook's program: used only by a hit running that hook (so while the program
+    /// lives, see `Block::run_one`), left unused once the program is gone (ids are not reused).
+    frame: JitFrame<'static, Uprobe>,
 }
 
 // SAFETY: other threads only read `state` (an atomic); every other field is used by the thread
@@ -326,6 +341,7 @@ fn block_slow() -> Option<&'static Block> {
             slot: Cell::new(usize::MAX),
             depth: Cell::new(0),
             runner: UnsafeCell::new(JitRunner::new()),
+            frames: UnsafeCell::new([const { None }; FRAMES]),
             pending: UnsafeCell::new([NO_PENDING; MAX_DEPTH]),
         }));
         BLOCKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(b);
@@ -368,32 +384,38 @@ impl Block {
     /// Runs `progs` on one hit: one program (the usual case) straight, several in a loop kept
     /// out of the way.
     #[inline(always)]
-    fn run(&self, progs: &[Arc<JitProgram<Uprobe>>], regs: &PtRegs, func_ip: u64) {
-        match progs {
-            [] => {}
-            [p] => self.run_one(p, regs, func_ip),
-            _ => self.run_all(progs, regs, func_ip),
+    fn run(&self, hooks: &Hooks, regs: &PtRegs, func_ip: u64) {
+        match hooks {
+            Hooks::None => {}
+            Hooks::One(h) => self.run_one(h, regs, func_ip),
+            Hooks::Many(v) => self.run_all(v, regs, func_ip),
         }
     }
 
+    /// Runs one program, in its run environment kept by this thread.
     #[inline(always)]
-    fn run_one(&self, p: &JitProgram<Uprobe>, regs: &PtRegs, func_ip: u64) {
+    fn run_one(&self, h: &Hook, regs: &PtRegs, func_ip: u64) {
         let slot = match self.slot.get() {
             usize::MAX => xdp_vm::sys::current_cpu(),
             s => s,
         };
-        // SAFETY: the runner belongs to this thread's block, and no other run uses it now: a
-        // hit does not nest in another (`in_hit`).
-        let runner = unsafe { &mut *self.runner.get() };
+        // SAFETY: the runner and the frames belong to this thread's block, and no other run
+        // uses them now: a hit does not nest in another (`in_hit`).
+        let (runner, frames) = unsafe { (&mut *self.runner.get(), &mut *self.frames.get()) };
+        let f = &mut frames[(h.id % FRAMES as u64) as usize];
+        if f.as_ref().is_none_or(|f| f.id != h.id) {
+            new_frame(f, h);
+        }
+        let Some(f) = f.as_mut() else { return };
         let mut st = TraceState::new(regs, func_ip);
         // A faulting program stops; the traced code goes on, as with the kernel's.
-        let _ = p.run_on(runner, &mut st, slot);
+        let _ = f.frame.run(runner, &mut st, slot);
     }
 
     #[inline(never)]
-    fn run_all(&self, progs: &[Arc<JitProgram<Uprobe>>], regs: &PtRegs, func_ip: u64) {
-        for p in progs {
-            self.run_one(p, regs, func_ip);
+    fn run_all(&self, progs: &[Hook], regs: &PtRegs, func_ip: u64) {
+        for h in progs {
+            self.run_one(h, regs, func_ip);
         }
     }
 
@@ -414,6 +436,19 @@ impl Block {
         self.depth.set(depth + 1);
         true
     }
+}
+
+/// Makes `slot` the run environment of `h`'s program.
+#[cold]
+#[inline(never)]
+fn new_frame(slot: &mut Option<Frame>, h: &Hook) {
+    // SAFETY: the frame borrows the program for longer than `h` guarantees, but it is only run
+    // by a hit running the hook of the same id (`Block::run_one`), whose `Attached` — holding the
+    // program — the hit keeps alive (module invariant); ids are never reused, so once that
+    // program is gone the frame is never run again (only overwritten, which reads nothing
+    // through its borrows).
+    let jit: &'static JitProgram<Uprobe> = unsafe { &*Arc::as_ptr(&h.jit) };
+    *slot = Some(Frame { id: h.id, frame: jit.frame() });
 }
 
 /// A hit: runs the entry programs; for a function with uretprobes, takes its return address
@@ -441,7 +476,7 @@ extern "C" fn on_entry(regs: *mut PtRegs, probe: *const Probe) -> u64 {
             b.run(&att.entry, regs, probe.func_ip);
             // Only functions have return programs (`attach` refuses them on a site). The
             // pending return keeps the thread busy in place of the hit.
-            !att.ret.is_empty() && b.push_return(regs, probe, ptr)
+            !matches!(att.ret, Hooks::None) && b.push_return(regs, probe, ptr)
         }
     };
     if !taken {
