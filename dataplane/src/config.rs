@@ -451,14 +451,33 @@ impl Config {
             if p.frame_size != 2048 && p.frame_size != 4096 {
                 return Err(invalid(key("frame_size"), format!("{} is neither 2048 nor 4096", p.frame_size)));
             }
-            if p.umem_frames < p.fill_ring + p.batch || p.umem_frames > 1 << 20 {
-                return Err(invalid(
-                    key("umem_frames"),
+            // Each worker of this port lends LANE_DEPTH chunks to every worker of the other
+            // ports (the buffers redirects into this port are copied into): they are out of the
+            // fill ring's reach as long as the run lasts.
+            let lent = if self.backend == BackendKind::Dpdk {
+                0
+            } else {
+                let others: usize =
+                    self.ports.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, o)| o.queues.len()).sum();
+                u64::try_from(others * crate::worker::LANE_DEPTH).unwrap_or(u64::MAX)
+            };
+            let need = u64::from(p.fill_ring) + u64::from(p.batch) + lent;
+            if u64::from(p.umem_frames) < need || p.umem_frames > 1 << 20 {
+                let why = if lent == 0 {
                     format!(
-                        "{} frames cannot keep a {}-entry fill ring full and still transmit (need fill_ring + batch .. 1048576)",
+                        "{} frames cannot keep a {}-entry fill ring full and still transmit (need fill_ring + batch = {need} .. 1048576)",
                         p.umem_frames, p.fill_ring
-                    ),
-                ));
+                    )
+                } else {
+                    format!(
+                        "{} frames cannot keep a {}-entry fill ring full, lend {lent} to the other ports' workers for redirects \
+                         and still transmit (need fill_ring + batch + {} per queue of the other ports = {need} .. 1048576)",
+                        p.umem_frames,
+                        p.fill_ring,
+                        crate::worker::LANE_DEPTH
+                    )
+                };
+                return Err(invalid(key("umem_frames"), why));
             }
             if !(1..=256).contains(&p.batch) {
                 return Err(invalid(key("batch"), format!("{} is not in 1..=256", p.batch)));
@@ -655,6 +674,29 @@ mod tests {
         assert!(e.contains("ports"), "{e}");
         let e = Config::parse(&format!("{MIN}[lab]\ninterface = \"other\"\n")).unwrap_err().to_string();
         assert!(e.contains("lab.interface"), "{e}");
+    }
+
+    #[test]
+    fn umem_frames_cover_the_fill_ring_a_batch_and_the_chunks_lent_to_other_ports() {
+        let port = |name: &str, queues: &str| {
+            format!(
+                "[[ports]]\ninterface = \"{name}\"\nqueues = {queues}\nfill_ring = 1024\numem_frames = 1100\n"
+            )
+        };
+        // One port: 1024 + 64 fit in 1100.
+        Config::parse(&format!("[program]\nobject = \"x.o\"\n{}", port("a", "[0]"))).unwrap();
+        // Two ports: each also lends 256 chunks to the other port's one worker.
+        let two = format!("[program]\nobject = \"x.o\"\n{}{}", port("a", "[0]"), port("b", "[0]"));
+        let e = Config::parse(&two).unwrap_err().to_string();
+        assert!(e.contains("ports[0].umem_frames") && e.contains("lend 256") && e.contains("= 1344"), "{e}");
+        // Two queues on the other port: 512 lent.
+        let e = Config::parse(
+            &two.replacen("umem_frames = 1100", "umem_frames = 1500", 1).replace("[0]\nfill", "[0, 1]\nfill"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ports[0].umem_frames") && e.contains("lend 512") && e.contains("= 1600"), "{e}");
+        Config::parse(&two.replace("umem_frames = 1100", "umem_frames = 1344")).unwrap();
     }
 
     #[test]
