@@ -30,6 +30,13 @@
 //! `sendto` that hands TX to the kernel (fill/completion ring upkeep, RX ring reads, TX ring
 //! writes) — the worker loop overhead.
 //!
+//! Every cell's note also gives the sender thread's CPU time per frame of the cell's rate (its
+//! `schedstat` over the window): the sender's own work plus, since a veth runs the receiving
+//! end's NAPI in the sender's softirq, everything the near end does on that CPU — the kernel's
+//! program, XDP_TX and the sink for the kernel; the redirect into our AF_XDP socket (the copy
+//! into the UMEM, the rings, the socket's wake-up) for ours. It shows what each contestant costs
+//! the sending CPU, whatever else the machine runs.
+//!
 //! `cargo bench -p benches --bench suite -- --only throughput` (as root): 3 rounds of 3 s each;
 //! `--quick`: 1 round of 300 ms.
 
@@ -91,15 +98,23 @@ fn napi_defer(iface: &str, on: bool) {
     let _ = std::fs::write(dir.join("gro_flush_timeout"), if on { "200000" } else { "0" });
 }
 
-/// Ours attached to the near end for `window`: the rate `kind` measures, and the worker's ns
-/// per frame (p50).
+/// One round's figures: the rate the case measures, the sender thread's CPU per frame of that
+/// rate, and (ours) the worker's own ns per frame (p50).
+#[derive(Debug, Clone, Copy)]
+struct RoundFigures {
+    rate: f64,
+    sender_ns: f64,
+    worker_ns: Option<u64>,
+}
+
+/// Ours attached to the near end for `window`.
 fn our_round(
     s: &SinkPair,
     object: &Path,
     kind: Kind,
     (extra, busy): (&str, bool),
     window: Duration,
-) -> anyhow::Result<(f64, u64)> {
+) -> anyhow::Result<RoundFigures> {
     let name = format!("dpbench{}", std::process::id());
     let mut cfg = Config::parse(&format!(
         "name = {name:?}\n[program]\nobject = {:?}\n[[ports]]\ninterface = {:?}\n{extra}[stats]\ninterval = 0\n",
@@ -127,23 +142,23 @@ fn our_round(
         Ok(())
     };
     let t0 = Instant::now();
-    let pps = blocked.map_err(anyhow::Error::from).and_then(|()| s.measure(window));
+    let measured = blocked.map_err(anyhow::Error::from).and_then(|()| s.measure_cpu(window));
     let traffic = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let summary = h.join().map_err(|_| anyhow::anyhow!("dataplane thread panicked"))??;
     napi_defer(&s.lab.interface, false);
-    let pps = pps?;
+    let measured = measured?;
     let rate = if kind == Kind::Dropped {
         summary.totals.verdicts[xdp_vm::context::action::DROP as usize] as f64 / traffic
     } else {
-        pps
+        measured.pps
     };
-    Ok((rate, summary.frame_ns.0))
+    Ok(RoundFigures { rate, sender_ns: measured.sender_ns_per(rate), worker_ns: Some(summary.frame_ns.0) })
 }
 
 /// The kernel's firewall round: the object attached natively with the prefix blocked; its own
 /// `verdicts` count of drops over the traffic's duration.
-fn kernel_drop_round(s: &SinkPair, obj: &Object, window: Duration) -> anyhow::Result<f64> {
+fn kernel_drop_round(s: &SinkPair, obj: &Object, window: Duration) -> anyhow::Result<RoundFigures> {
     let prog = KernelProgram::load(obj, &obj.programs[0])?;
     let maps = prog.maps();
     let find = |n: &str| maps.iter().find(|m| m.name() == n).ok_or_else(|| anyhow::anyhow!("no map {n}"));
@@ -161,9 +176,10 @@ fn kernel_drop_round(s: &SinkPair, obj: &Object, window: Duration) -> anyhow::Re
     let _link = prog.attach_xdp(idx, XdpMode::Native)?;
     let d0 = drops();
     let t0 = Instant::now();
-    s.measure(window)?;
+    let measured = s.measure_cpu(window)?;
     let traffic = t0.elapsed().as_secs_f64();
-    Ok(drops().saturating_sub(d0) as f64 / traffic)
+    let rate = drops().saturating_sub(d0) as f64 / traffic;
+    Ok(RoundFigures { rate, sender_ns: measured.sender_ns_per(rate), worker_ns: None })
 }
 
 impl Comparison for Throughput {
@@ -207,25 +223,31 @@ impl Comparison for Throughput {
                 continue;
             }
             let s = SinkPair::create(&format!("db{i}"))?;
-            let mut ns = vec![Vec::new(); VARIANTS.len()];
-            let samples = alternate(rounds, contestants.len(), |_, c| match VARIANTS.get(c) {
-                Some(&(_, extra, busy)) => {
-                    let (pps, frame_ns) = our_round(&s, path, *kind, (extra, busy), window)?;
-                    ns[c].push(frame_ns as f64);
-                    Ok(pps)
-                }
-                None if *kind == Kind::Dropped => kernel_drop_round(&s, obj, window),
-                None => s.kernel_round(obj, window),
+            let mut worker_ns = vec![Vec::new(); contestants.len()];
+            let mut sender_ns = vec![Vec::new(); contestants.len()];
+            let samples = alternate(rounds, contestants.len(), |_, c| {
+                let r = match VARIANTS.get(c) {
+                    Some(&(_, extra, busy)) => our_round(&s, path, *kind, (extra, busy), window)?,
+                    None if *kind == Kind::Dropped => kernel_drop_round(&s, obj, window)?,
+                    None => {
+                        let m = s.kernel_round_cpu(obj, window)?;
+                        RoundFigures { rate: m.pps, sender_ns: m.sender_ns_per(m.pps), worker_ns: None }
+                    }
+                };
+                worker_ns[c].extend(r.worker_ns.map(|n| n as f64));
+                sender_ns[c].push(r.sender_ns);
+                Ok(r.rate)
             })?;
             let cells = samples
                 .into_iter()
                 .enumerate()
                 .map(|(c, v)| {
-                    let cell = Cell::new(contestants[c], v);
-                    match ns.get(c) {
-                        Some(ns) => cell.with_note(format!("(worker {:.0} ns/frame p50)", median(ns))),
-                        None => cell,
-                    }
+                    let sender = format!("sender CPU {:.0} ns/frame", median(&sender_ns[c]));
+                    Cell::new(contestants[c], v).with_note(if worker_ns[c].is_empty() {
+                        format!("({sender})")
+                    } else {
+                        format!("(worker {:.0} ns/frame p50; {sender})", median(&worker_ns[c]))
+                    })
                 })
                 .collect();
             rows.push(Row { label: name.clone(), reference: KERNEL.into(), cells });
@@ -242,7 +264,9 @@ impl Comparison for Throughput {
                  {window:?}, alternating. xdp_firewall: the lab's prefix blocked, frames dropped per second of \
                  traffic (the kernel's own verdicts map; our worker's count). \"no program\": ours runs the worker \
                  loop alone (its note: the loop's userspace time per frame without the TX kick), the kernel a program \
-                 that is just `return XDP_TX`. Reference: the kernel."
+                 that is just `return XDP_TX`. \"sender CPU\": the pktgen thread's CPU time per frame of the cell's rate \
+                 (its syscalls and the softirq work they run: on a veth, the receiving end's NAPI — the kernel's \
+                 program or our redirect into the AF_XDP socket). Reference: the kernel."
             ),
             row_header: "program".into(),
             unit: "pps".into(),

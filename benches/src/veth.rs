@@ -65,12 +65,26 @@ impl SinkPair {
     /// # Errors
     /// When the generator cannot start.
     pub fn measure(&self, window: Duration) -> anyhow::Result<f64> {
+        self.measure_cpu(window).map(|m| m.pps)
+    }
+
+    /// [`SinkPair::measure`], also timing the sender thread's CPU over the window: everything the
+    /// sending CPU does for a frame, since a veth runs the receiving end's NAPI (the program
+    /// under test, or the redirect into an AF_XDP socket) in the sender's softirq.
+    ///
+    /// # Errors
+    /// When the generator cannot start.
+    pub fn measure_cpu(&self, window: Duration) -> anyhow::Result<Measured> {
         let (stop, _sent, h) = lab::spawn_generator(&self.lab, 16, 0)?;
         std::thread::sleep(Duration::from_millis(300));
+        let cpu0 = threads_cpu_ns(SENDER_THREAD);
+        let t0 = Instant::now();
         let pps = self.count_over(window);
+        let sender_cpu_ns = threads_cpu_ns(SENDER_THREAD).saturating_sub(cpu0);
+        let secs = t0.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         let _ = h.join();
-        Ok(pps)
+        Ok(Measured { pps, sender_cpu_ns, secs })
     }
 
     /// Frames per second back at the peer over `window`, the peer sending the lab's frames flat
@@ -113,11 +127,54 @@ impl SinkPair {
     /// # Errors
     /// When the program cannot be loaded or attached, or the generator cannot start.
     pub fn kernel_round(&self, obj: &Object, window: Duration) -> anyhow::Result<f64> {
+        self.kernel_round_cpu(obj, window).map(|m| m.pps)
+    }
+
+    /// [`SinkPair::kernel_round`] with the sender's CPU time ([`SinkPair::measure_cpu`]).
+    ///
+    /// # Errors
+    /// As [`SinkPair::kernel_round`].
+    pub fn kernel_round_cpu(&self, obj: &Object, window: Duration) -> anyhow::Result<Measured> {
         let prog = KernelProgram::load(obj, &obj.programs[0])?;
         let idx = backend::ifindex(&self.lab.interface).ok_or_else(|| anyhow::anyhow!("no interface"))?;
         let _link = prog.attach_xdp(idx, XdpMode::Native)?;
-        self.measure(window)
+        self.measure_cpu(window)
     }
+}
+
+/// What [`SinkPair::measure_cpu`] saw over its window.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// Frames per second back at the sink.
+    pub pps: f64,
+    /// CPU time of the sender thread (its syscalls and the softirq work they run) over the window.
+    pub sender_cpu_ns: u64,
+    /// The window's length.
+    pub secs: f64,
+}
+
+impl Measured {
+    /// Sender CPU per frame, for `rate` frames per second handled over the window (0 when none
+    /// was).
+    #[must_use]
+    pub fn sender_ns_per(&self, rate: f64) -> f64 {
+        if rate > 0.0 && self.secs > 0.0 { self.sender_cpu_ns as f64 / (rate * self.secs) } else { 0.0 }
+    }
+}
+
+/// The name pktgen gives its first sending thread.
+const SENDER_THREAD: &str = "pktgen-tx0";
+
+/// CPU nanoseconds used so far by this process's threads named `name` (`/proc/self/task/*/comm`,
+/// `schedstat`): the kernel's own accounting, exact whatever else runs on the CPU.
+#[must_use]
+pub fn threads_cpu_ns(name: &str) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0 };
+    dir.filter_map(Result::ok)
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Stops and joins `senders`, returning `e`.
