@@ -531,6 +531,56 @@ fn tail_calls_run_through_the_prog_array() {
     let _ = std::fs::remove_file(cfg);
 }
 
+/// `prog replace` with an object that has a prog array links the new object's programs and fills
+/// its array, as a start with that object does: the tail calls of the replacement run.
+#[test]
+fn prog_replace_links_the_new_objects_tail_calls() {
+    if !is_root() {
+        return;
+    }
+    let (ns, a, b) = names("r");
+    let lab = Lab::create(&ns, &a, &b, 1).unwrap();
+    let name = format!("dpr{}", std::process::id());
+    let body = format!("name = {name:?}\n{}", port_config(&obj("xdp_counter.o"), &a, ""));
+    let cfg = write_config("r", &body);
+    let run = start(&cfg, &[]);
+    let replace = Command::new(env!("CARGO_BIN_EXE_dataplane"))
+        .args(["prog", "replace"])
+        .arg(obj("tail_call.o"))
+        .args(["--program", "tail_entry", "--name", &name])
+        .output()
+        .unwrap();
+    assert!(replace.status.success(), "{}", String::from_utf8_lossy(&replace.stderr));
+    let frame = |slot: u8| {
+        let mut f = pktgen::craft::icmp_echo();
+        f[14] = slot;
+        f
+    };
+    let sock = lab.peer_socket().unwrap();
+    let pass = vec![frame(1); 20];
+    let refs: Vec<&[u8]> = pass.iter().map(Vec::as_slice).collect();
+    assert_eq!(sock.send_batch(&refs).unwrap(), pass.len());
+    let back = exchange(&sock, &vec![frame(2); 100]);
+    let (code, out) = run.stop();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(back.len(), 100, "tail_entry's tail call into tail_tx sent them back\n{out}");
+    assert!(back.iter().all(|f| *f == frame(2)));
+    let maps = maps_json(&out);
+    let hits = |i: u32| -> u64 {
+        let key = dataplane::prog_run::hex(&i.to_le_bytes());
+        maps["tail_hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["key"] == key.as_str())
+            .map_or(0, |e| u64::from_str_radix(e["value"].as_str().unwrap(), 16).unwrap().swap_bytes())
+    };
+    // Entries, failed tail calls, tail_pass, tail_tx.
+    assert_eq!((hits(0), hits(1), hits(2), hits(3)), (120, 0, 20, 100), "{maps}");
+    drop(lab);
+    let _ = std::fs::remove_file(cfg);
+}
+
 #[test]
 fn busy_polling_without_prefetch_returns_every_frame() {
     if !is_root() {

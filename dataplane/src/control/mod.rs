@@ -22,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
+use xdp_vm::create_maps;
 use xdp_vm::elf::MapKind;
-use xdp_vm::{Program, create_maps};
 
 use crate::config::{Config, EngineKind, GlobalValue};
 use crate::prog_run::{self, hex};
@@ -388,7 +388,12 @@ impl Instance {
         let _one = lock(&self.replace_lock);
         let started = Instant::now();
         let cur = self.slot.current();
-        let mut obj = prog_run::read_object(object).map_err(|e| chain(&e))?;
+        let bytes = std::fs::read(object).map_err(|source| {
+            chain(&prog_run::RunError::Read { path: object.display().to_string(), source })
+        })?;
+        let (mut obj, extras) = xdp_vm::elf::Object::parse_with_extras(&bytes).map_err(|source| {
+            chain(&prog_run::RunError::Object { path: object.display().to_string(), source })
+        })?;
         let mut skipped = Vec::new();
         for (name, value) in globals {
             let size = obj.maps.iter().flat_map(|m| m.vars.iter()).find(|v| &v.name == name).map(|v| v.size);
@@ -399,7 +404,7 @@ impl Instance {
             let bytes = value.bytes(size).map_err(|r| format!("config key program.globals.{name}: {r}"))?;
             obj.set_global(name, &bytes).map_err(|e| format!("config key program.globals.{name}: {e}"))?;
         }
-        let spec = prog_run::xdp_program(&obj, object, program).map_err(|e| chain(&e))?.clone();
+        let spec = prog_run::xdp_program(&obj, object, program).map_err(|e| chain(&e))?;
         let fresh = create_maps(&obj, self.cpu_slots)
             .map_err(|e| format!("cannot load program {}: {e}", spec.name))?;
         let mut maps = Vec::with_capacity(fresh.len());
@@ -408,6 +413,12 @@ impl Instance {
         for (ms, new) in obj.maps.iter().zip(fresh) {
             let running = cur.prog.maps().iter().find(|m| m.name() == ms.name);
             match (ms.kind, running) {
+                // A prog array holds the programs of the object it was loaded with: the new
+                // object's is always its own, filled from its initialiser below.
+                (MapKind::Regular, Some(_)) if ms.def.map_type == maps::map_type::PROG_ARRAY => {
+                    created.push(ms.name.clone());
+                    maps.push(new);
+                }
                 (MapKind::Regular, Some(m)) if *m.def() == ms.def => {
                     kept.push(ms.name.clone());
                     maps.push(m.clone());
@@ -427,9 +438,11 @@ impl Instance {
                 }
             }
         }
-        let prog = Program::new(&spec, &maps)
-            .map_err(|e| format!("refusing to replace: cannot load program {}: {}", spec.name, chain(&e)))?;
-        let loaded = Loaded::new(cur.id + 1, prog, engine, object.to_path_buf())
+        // With a prog array, every XDP program of the object is loaded and linked and the array
+        // filled from its initialiser, as at start (`runtime::load_program`).
+        let (progs, index) = prog_run::load_linked(object, &obj, &extras, &maps, spec, true)
+            .map_err(|e| format!("refusing to replace: {}", chain(&e)))?;
+        let loaded = Loaded::linked(cur.id + 1, &progs, index, engine, object.to_path_buf())
             .map_err(|e| format!("refusing to replace: {}", chain(&e)))?;
         let ready_us = started.elapsed().as_micros() as u64;
         let id = loaded.id;
