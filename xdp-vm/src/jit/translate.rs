@@ -268,6 +268,9 @@ struct Fx<'a, 'b, C: Context> {
     regs: [Variable; NUM_REGS],
     /// Tail calls made so far in this run (the main function's third parameter).
     tail_count: Variable,
+    /// Inline array lookup results, `select(ok, ptr, 0)`, with `(ok, ptr)`: a NULL check of
+    /// one branches on `ok` itself and hands the branch `ptr` (or 0), so the select is gone.
+    nonnull: HashMap<Value, (Value, Value)>,
     env: Value,
     /// Alias region of the `Env`'s fields (only generated code and calls touch them).
     env_region: AliasRegion,
@@ -375,6 +378,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             call_conv,
             regs,
             tail_count,
+            nonnull: HashMap::new(),
             env,
             env_region,
             regions,
@@ -769,6 +773,32 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 }
                 _ => {
                     let a64 = self.get(dst);
+                    if matches!(op, BPF_JEQ | BPF_JNE)
+                        && class == BPF_JMP
+                        && !x
+                        && imm == 0
+                        && let Some(&(ok, ptr)) = self.nonnull.get(&a64)
+                    {
+                        // `if (p == NULL)` right after an inline array lookup: branch on the
+                        // lookup's own bound check, with `dst` the element pointer on the
+                        // non-NULL edge and 0 on the other.
+                        let target = (pc as i64 + 1 + i64::from(off)) as usize;
+                        let (hit_edge, miss_edge) = (self.b.create_block(), self.b.create_block());
+                        let zero = self.b.ins().iconst(I64, 0);
+                        self.b.ins().brif(ok, hit_edge, &[], miss_edge, &[]);
+                        for (edge, value, taken) in
+                            [(hit_edge, ptr, op == BPF_JNE), (miss_edge, zero, op == BPF_JEQ)]
+                        {
+                            self.b.switch_to_block(edge);
+                            self.set(dst, value);
+                            if taken {
+                                self.jump_to(pc, target, blocks);
+                            } else {
+                                self.b.ins().jump(blocks[&(pc + 1)], &[]);
+                            }
+                        }
+                        return Ok(false);
+                    }
                     let (a, s) = if class == BPF_JMP32 {
                         let a = self.b.ins().ireduce(I32, a64);
                         let s = if x {
@@ -1530,7 +1560,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         match per_cpu {
             None => {
                 let p = self.b.ins().iadd_imm_s(off, base as i64);
-                self.b.ins().select(in_range, p, zero)
+                let r = self.b.ins().select(in_range, p, zero);
+                self.nonnull.insert(r, (in_range, p));
+                r
             }
             Some(slots) => {
                 let slot = self.env_load(off::SLOT, true);
@@ -1545,7 +1577,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 let fixed = MemFlagsData::trusted().with_readonly().with_can_move();
                 let slot_base = self.b.ins().load(I64, fixed, entry, 0);
                 let p = self.b.ins().iadd(slot_base, off);
-                self.b.ins().select(ok, p, zero)
+                let r = self.b.ins().select(ok, p, zero);
+                self.nonnull.insert(r, (ok, p));
+                r
             }
         }
     }
