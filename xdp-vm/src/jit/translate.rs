@@ -1554,11 +1554,11 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
 
     /// `idx < max ? base(slot) + idx * stride : NULL`.
     fn array_elem(&mut self, idx: Value, base: u64, per_cpu: Option<u64>, stride: u64, max: u32) -> Value {
-        let in_range = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, idx, i64::from(max));
         let off = self.b.ins().imul_imm_s(idx, stride as i64);
         let zero = self.b.ins().iconst(I64, 0);
         match per_cpu {
             None => {
+                let in_range = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, idx, i64::from(max));
                 let p = self.b.ins().iadd_imm_s(off, base as i64);
                 let r = self.b.ins().select(in_range, p, zero);
                 self.nonnull.insert(r, (in_range, p));
@@ -1567,7 +1567,12 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             Some(slots) => {
                 let slot = self.env_load(off::SLOT, true);
                 let slot_ok = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, slot, slots as i64);
-                let ok = self.b.ins().band(in_range, slot_ok);
+                // One compare per lookup: the index against a bound that is `max` for a slot
+                // the map has and 0 for one it has not (the bound does not change during a
+                // run, so Cranelift hoists it out of a loop of lookups).
+                let max = self.b.ins().iconst(I64, i64::from(max));
+                let bound = self.b.ins().select(slot_ok, max, zero);
+                let ok = self.b.ins().icmp(IntCC::UnsignedLessThan, idx, bound);
                 // An out-of-range slot reads table[0] (never used: the result is NULL then).
                 let s = self.b.ins().select(slot_ok, slot, zero);
                 let s8 = self.b.ins().ishl_imm_u(s, 3);
