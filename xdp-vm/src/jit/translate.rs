@@ -604,7 +604,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         let x = code & BPF_X != 0;
         match class {
             BPF_ALU64 => {
-                let a = self.get(dst);
+                // A move does not read its destination: reading it would keep the register's
+                // old value alive into this block (a block parameter Cranelift never drops).
+                let a = if op == BPF_MOV { self.b.ins().iconst(I64, 0) } else { self.get(dst) };
                 let v = match op {
                     BPF_NEG => self.b.ins().ineg(a),
                     BPF_MOV if x => {
@@ -636,7 +638,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 self.set(dst, v);
             }
             BPF_ALU => {
-                let a64 = self.get(dst);
+                let a64 = if op == BPF_MOV { self.b.ins().iconst(I64, 0) } else { self.get(dst) };
                 let v = match op {
                     BPF_END if !x => match imm {
                         16 => self.b.ins().band_imm_u(a64, 0xffff),
