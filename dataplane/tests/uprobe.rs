@@ -378,6 +378,34 @@ fn the_kernels_uprobe_sees_the_same_arguments() {
 }
 
 #[test]
+fn the_kernels_usdt_probe_on_a_site_sees_the_sites_arguments() {
+    // The site's `.note.stapsdt` address, as a file offset, is what bpftrace's `usdt:` probe
+    // attaches the kernel's uprobe to: the kernel sees the same arguments as our probe does.
+    let l = loaded();
+    let kernel =
+        dataplane::kernel::KernelProgram::load(&l.obj, l.obj.program(Some("on_entry")).unwrap()).unwrap();
+    let image = uprobe::symbols::image().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let notes = image.site("rx");
+    assert!(!notes.is_empty());
+    let links: Vec<_> = notes
+        .iter()
+        .map(|n| {
+            let offset = image.file_offset(n.addr).expect("a site is in the file's code");
+            kernel.attach_uprobe(&exe, offset, false).unwrap()
+        })
+        .collect();
+    dataplane::uprobe::site::rx(21, 2, 1500, 5);
+    drop(links);
+    let kmap = kernel.map("seen").unwrap();
+    let word = |k: u32| {
+        u64::from_le_bytes(kmap.lookup(&k.to_le_bytes()).unwrap().unwrap()[0][..8].try_into().unwrap())
+    };
+    assert_eq!([word(ARG1), word(ARG1 + 1), word(ARG1 + 2), word(ARG1 + 3)], [21, 2, 1500, 5]);
+    assert_eq!(word(ENTRIES), 1, "one hit");
+}
+
+#[test]
 fn a_bad_trace_entry_is_one_line_and_exit_2_before_any_interface() {
     let obj = format!("{}/uprobe_args.o", dataplane::BPF_OBJ_DIR);
     let counter = format!("{}/xdp_counter.o", dataplane::BPF_OBJ_DIR);

@@ -39,6 +39,37 @@ impl KernelProgram {
     /// [`KernelError::Syscall`] when the PMU is missing or the kernel refuses the event or the
     /// program.
     pub fn attach_uprobe(&self, binary: &Path, offset: u64, ret: bool) -> Result<UprobeLink, KernelError> {
+        self.attach_uprobe_for(binary, offset, ret, 0, -1)
+    }
+
+    /// [`KernelProgram::attach_uprobe`] for every task that runs on CPU `cpu` (`pid = -1`), as
+    /// `bpftrace` attaches a USDT probe system-wide: how a worker thread pinned to that CPU is
+    /// traced by the kernel.
+    ///
+    /// # Errors
+    /// As [`KernelProgram::attach_uprobe`].
+    pub fn attach_uprobe_on_cpu(
+        &self,
+        binary: &Path,
+        offset: u64,
+        ret: bool,
+        cpu: u32,
+    ) -> Result<UprobeLink, KernelError> {
+        let cpu = libc::c_int::try_from(cpu).map_err(|_| KernelError::Syscall {
+            cmd: "perf_event_open",
+            source: io::Error::new(io::ErrorKind::InvalidInput, "CPU number out of range"),
+        })?;
+        self.attach_uprobe_for(binary, offset, ret, -1, cpu)
+    }
+
+    fn attach_uprobe_for(
+        &self,
+        binary: &Path,
+        offset: u64,
+        ret: bool,
+        pid: libc::pid_t,
+        cpu: libc::c_int,
+    ) -> Result<UprobeLink, KernelError> {
         let path = CString::new(binary.as_os_str().as_encoded_bytes()).map_err(|_| KernelError::Syscall {
             cmd: "perf_event_open",
             source: io::Error::new(io::ErrorKind::InvalidInput, "path with a NUL byte"),
@@ -53,7 +84,7 @@ impl KernelProgram {
         // SAFETY: `attr` is a zero-padded perf_event_attr of at least ATTR_SIZE bytes and the
         // path it points to lives until the call returns; the kernel copies both.
         let fd = unsafe {
-            libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, PERF_FLAG_FD_CLOEXEC)
+            libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), pid, cpu, -1, PERF_FLAG_FD_CLOEXEC)
         };
         if fd < 0 {
             return Err(syscall("perf_event_open (uprobe)")(io::Error::last_os_error()));

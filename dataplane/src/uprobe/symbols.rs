@@ -153,6 +153,18 @@ impl Image {
     pub fn site(&self, name: &str) -> Vec<&SiteNote> {
         self.sites.iter().filter(|s| s.provider == "dataplane" && s.name == name).collect()
     }
+
+    /// Where the code at run-time address `addr` is in the file (what a kernel uprobe, or a
+    /// USDT probe of `bpftrace`, is attached by).
+    #[must_use]
+    pub fn file_offset(&self, addr: u64) -> Option<u64> {
+        let file = object::File::parse(&*self.bytes).ok()?;
+        let link = addr.wrapping_sub(self.bias);
+        file.sections().filter(|s| s.kind() == object::SectionKind::Text).find_map(|s| {
+            let (off, _) = s.file_range()?;
+            (link >= s.address() && link < s.address() + s.size()).then(|| off + (link - s.address()))
+        })
+    }
 }
 
 #[cfg(test)]
