@@ -31,10 +31,37 @@ pub struct Traced;
 
 const UNTRACED: &str = "ours, untraced";
 const TRACED: &str = "ours, rx_cpu_hist on site:rx";
+const KERNEL: &str = "kernel uprobe: rx_cpu_hist on the rx USDT note";
 
-/// One round of ours on the near end for `window`: frames back per second, and the worker's
-/// ns per frame (p50).
-fn round(s: &SinkPair, traced: bool, window: Duration) -> anyhow::Result<(f64, u64)> {
+/// The kernel's contestant: `rx_cpu_hist` loaded into the kernel and attached as a uprobe at
+/// every `rx` site's `.note.stapsdt` address, for the tasks on CPU 0 (the worker's), as
+/// `bpftrace -e 'usdt:...:dataplane:rx { ... }'` attaches it; detached when dropped.
+struct KernelTrace {
+    _links: Vec<dataplane::kernel::UprobeLink>,
+}
+
+fn kernel_trace(prog: &dataplane::kernel::KernelProgram) -> anyhow::Result<KernelTrace> {
+    let image = dataplane::uprobe::symbols::image().map_err(anyhow::Error::msg)?;
+    let exe = std::env::current_exe()?;
+    let mut links = Vec::new();
+    for n in image.site("rx") {
+        let offset = image
+            .file_offset(n.addr)
+            .ok_or_else(|| anyhow::anyhow!("rx site at {:#x} is not in the file", n.addr))?;
+        links.push(prog.attach_uprobe_on_cpu(&exe, offset, false, 0)?);
+    }
+    Ok(KernelTrace { _links: links })
+}
+
+/// One round of ours on the near end for `window`, untraced (with the kernel's trace when
+/// `kernel` is given) or traced by us: frames back per second, and the worker's ns per frame
+/// (p50).
+fn round(
+    s: &SinkPair,
+    traced: bool,
+    kernel: Option<&dataplane::kernel::KernelProgram>,
+    window: Duration,
+) -> anyhow::Result<(f64, u64)> {
     let object = crate::object("xdp_counter");
     let trace = if traced {
         format!(
@@ -54,10 +81,15 @@ fn round(s: &SinkPair, traced: bool, window: Duration) -> anyhow::Result<(f64, u
     let opts = RunOptions { duration: None, no_program: false, config_path: None };
     let st = stop.clone();
     let h = std::thread::spawn(move || runtime::run(&cfg, &opts, &st));
+    let ktrace = kernel.map(kernel_trace).transpose();
     std::thread::sleep(Duration::from_millis(500));
-    let pps = s.measure(window);
+    let pps = if ktrace.is_ok() { s.measure(window) } else { Ok(0.0) };
+    // The kernel's probes go before the dataplane stops; a failure to attach them is reported
+    // once it has stopped.
+    let attached = ktrace.map(drop);
     stop.store(true, Ordering::Relaxed);
     let summary = h.join().map_err(|_| anyhow::anyhow!("dataplane thread panicked"))??;
+    attached?;
     Ok((pps?, summary.frame_ns.0))
 }
 
@@ -68,7 +100,7 @@ impl Comparison for Traced {
 
     fn run(&self, mode: Mode) -> anyhow::Result<Vec<Table>> {
         let (rounds, window) = mode.pick((1, Duration::from_millis(300)), (5, Duration::from_secs(3)));
-        let contestants = [UNTRACED, TRACED];
+        let contestants = [UNTRACED, TRACED, KERNEL];
         let label = "xdp_counter";
         let rows = if !crate::is_root() {
             vec![Row::skipped(label, UNTRACED, &contestants, "needs root for a veth pair and AF_XDP")]
@@ -79,10 +111,12 @@ impl Comparison for Traced {
                 // The bench and the peer's sender on CPU 1, the worker on CPU 0.
                 dataplane::kernel::pin_current_thread(1)?;
             }
+            let obj = xdp_vm::elf::Object::parse(&std::fs::read(crate::object("rx_cpu_hist"))?)?;
+            let kprog = dataplane::kernel::KernelProgram::load(&obj, obj.program(Some("rx_cpu_hist"))?)?;
             let s = SinkPair::create("dt")?;
-            let mut ns = [Vec::new(), Vec::new()];
+            let mut ns = [Vec::new(), Vec::new(), Vec::new()];
             let samples = alternate(rounds, contestants.len(), |_, c| {
-                let (pps, frame_ns) = round(&s, c == 1, window)?;
+                let (pps, frame_ns) = round(&s, c == 1, (c == 2).then_some(&kprog), window)?;
                 ns[c].push(frame_ns as f64);
                 Ok(pps)
             })?;
@@ -104,9 +138,12 @@ impl Comparison for Traced {
                  copy mode, CPU 1) and counts what comes back in a native XDP sink. The near end runs our dataplane \
                  (one worker on CPU 0, xdp_counter, JIT) untraced, or with configs/bpf/rx_cpu_hist.c (the seed's \
                  `@[dev] = lhist(cpu, 0, 128, 1)`) attached to its rx probe site through a [[trace]] entry, as \
-                 configs/trace.toml does: the program runs on every received frame. {rounds} round(s) of {window:?}, \
-                 alternating. The note: the worker's time per frame from RX to the verdict (p50), where the probe's \
-                 cost shows. Reference: untraced; the goal is at least 0.95x."
+                 configs/trace.toml does: the program runs on every received frame; or untraced with the same object \
+                 loaded into the kernel and attached by the kernel as a uprobe on every rx site's USDT note \
+                 (perf_event_open uprobe PMU + BPF_PROG_TYPE_KPROBE, the tasks of CPU 0), as bpftrace's usdt probe \
+                 attaches it. {rounds} round(s) of {window:?}, alternating. The note: the worker's time per frame from \
+                 RX to the verdict (p50), where the probe's cost shows. Reference: untraced; the goal is at least \
+                 0.95x."
             ),
             row_header: "program".into(),
             unit: "pps".into(),
