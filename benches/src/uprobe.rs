@@ -5,7 +5,8 @@
 //! baseline every figure is relative to); our symbol patch (uprobe) and uretprobe; our probe
 //! site (`site:rx`, against the disabled site); the kernel's uprobe and uretprobe
 //! (`perf_event_open` uprobe PMU + `BPF_PROG_TYPE_KPROBE`) on a twin of the function (same
-//! code; see `uprobe_bench_target_kernel`). Programs: `sum` (`return
+//! code; see `uprobe_bench_target_kernel`); for the site, the kernel's uprobe on the site's USDT
+//! note (a NOP the kernel emulates: its cheapest probe). Programs: `sum` (`return
 //! PT_REGS_PARM2 + PT_REGS_PARM3`, the seed's `return b + c`) and `counter` (a map lookup and an
 //! atomic add); all from `dataplane/tests/bpf/uprobe_args.c`, the same object for both sides.
 //! Then `bpf_probe_read_user` alone: `read_user4` minus `read_user1`, over three reads, ours
@@ -110,6 +111,9 @@ enum Side {
     KernelUprobe,
     KernelUretprobe,
     KernelBoth,
+    /// The kernel's uprobe on every `rx` site's `.note.stapsdt` address (a USDT probe, as
+    /// `bpftrace` attaches it): a 5-byte NOP, which the kernel emulates instead of stepping.
+    KernelSite,
 }
 
 struct Contestant {
@@ -132,7 +136,11 @@ impl Comparison for Uprobe {
             ("uprobe", Side::OursUprobe, Side::KernelUprobe),
             ("uretprobe", Side::OursUretprobe, Side::KernelUretprobe),
             ("uprobe + uretprobe on the same function", Side::OursBoth, Side::KernelBoth),
-            ("site:rx probe (ours) vs uprobe (kernel)", Side::OursSite, Side::KernelUprobe),
+            (
+                "site:rx probe (ours) vs the kernel's uprobe on its USDT note",
+                Side::OursSite,
+                Side::KernelSite,
+            ),
         ];
         let table = |rows, base: f64| Table {
             id: "uprobe".into(),
@@ -142,7 +150,8 @@ impl Comparison for Uprobe {
                  ours patched (symbol patch to a trampoline) or the probe site, the kernel's probe \
                  (perf_event_open uprobe PMU + BPF_PROG_TYPE_KPROBE) on a twin of the function in its own page; \
                  programs `sum` and `counter` (a map lookup and an atomic add) of dataplane/tests/bpf/uprobe_args.c, \
-                 the same object on both sides. Figure: thread CPU time (user and system: the kernel's trap \
+                 the same object on both sides. The site row's kernel contestant: the kernel's uprobe on the rx site's \
+                 USDT note (its 5-byte NOP, which the kernel emulates rather than single-steps: its best case). Figure: thread CPU time (user and system: the kernel's trap \
                  counts, other tasks' time does not) per call probed minus unprobed (unprobed: {base:.1} ns), \
                  {rounds} rounds, every contestant once per round. \"uprobe + uretprobe\": both attached at once \
                  (the seed's __bench_uprobe_uretprobe). bpf_probe_read_user: `read_user4` minus `read_user1`, per \
@@ -183,6 +192,15 @@ impl Comparison for Uprobe {
             .file_offset
             .ok_or_else(|| anyhow::anyhow!("no file offset for uprobe_bench_target_kernel"))?;
         let target = Target::Function("uprobe_bench_target".into());
+        let site_offsets: Vec<u64> = image
+            .site("rx")
+            .iter()
+            .map(|n| {
+                image
+                    .file_offset(n.addr)
+                    .ok_or_else(|| anyhow::anyhow!("rx site at {:#x} not in the file", n.addr))
+            })
+            .collect::<anyhow::Result<_>>()?;
         let kernel_prog = |n: &str| -> anyhow::Result<Arc<KernelProgram>> {
             Ok(Arc::new(KernelProgram::load(&obj, obj.program(Some(n))?)?))
         };
@@ -223,6 +241,7 @@ impl Comparison for Uprobe {
                 Side::KernelUprobe,
                 Side::KernelUretprobe,
                 Side::KernelBoth,
+                Side::KernelSite,
             ] {
                 cs.push(Contestant { side, prog, added: Vec::new() });
             }
@@ -234,8 +253,10 @@ impl Comparison for Uprobe {
 
         for _ in 0..rounds {
             for c in &mut cs {
-                let kernel_side =
-                    matches!(c.side, Side::KernelUprobe | Side::KernelUretprobe | Side::KernelBoth);
+                let kernel_side = matches!(
+                    c.side,
+                    Side::KernelUprobe | Side::KernelUretprobe | Side::KernelBoth | Side::KernelSite
+                );
                 let n = if kernel_side { n_kernel } else { n_ours };
                 let (base, probed) = match c.side {
                     Side::OursSite => {
@@ -263,6 +284,17 @@ impl Comparison for Uprobe {
                         let att = uprobe::attach(&target, &[&entry, &exit])?;
                         let probed = call_loop(uprobe_bench_target, n);
                         att.detach()?;
+                        (base, probed)
+                    }
+                    Side::KernelSite => {
+                        let Some((_, k)) = kernel_progs.iter().find(|(n, _)| *n == c.prog) else { continue };
+                        let base = site_loop(n);
+                        let links = site_offsets
+                            .iter()
+                            .map(|&o| k.attach_uprobe(&exe, o, false))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let probed = site_loop(n);
+                        drop(links);
                         (base, probed)
                     }
                     Side::KernelBoth => {
