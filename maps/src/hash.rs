@@ -1405,6 +1405,22 @@ impl HashTable {
         }
     }
 
+    /// Calls `f` with the first `n` bytes (at most 8) of every entry's value (slot 0), bucket by
+    /// bucket, without allocating; `f` runs under the bucket's lock, so it must be short.
+    pub(crate) fn for_each_value_prefix(&self, n: usize, mut f: impl FnMut(&[u8])) {
+        let n = n.min(8).min(self.value_size);
+        let mut word = [0u8; 8];
+        for b in 0..self.n_buckets {
+            let bucket = self.lock(b);
+            let mut cur = bucket.head;
+            while cur & NULLS == 0 {
+                self.values.read_prefix(cur as usize, 0, &mut word[..n]);
+                f(&word[..n]);
+                cur = self.link(cur).load(Ordering::Acquire) as u32;
+            }
+        }
+    }
+
     pub(crate) fn entries(&self) -> Vec<Entry> {
         let mut out = Vec::new();
         for b in 0..self.n_buckets {

@@ -1003,6 +1003,24 @@ impl Map {
         }
     }
 
+    /// `bpf_redirect_map(map, _, BPF_F_BROADCAST)`: calls `f` with every interface index the map
+    /// holds — a DEVMAP's in key order, a DEVMAP_HASH's in bucket order — without allocating (the
+    /// packet path broadcasts per frame). Other map types: no call.
+    #[inline]
+    pub fn for_each_redirect_target(&self, mut f: impl FnMut(u32)) {
+        match &self.kind {
+            Kind::Slots(s) if self.def.map_type == map_type::DEVMAP => {
+                (0..self.def.max_entries).filter_map(|k| s.id(k)).for_each(f);
+            }
+            Kind::DevHash(h) => h.for_each_value_prefix(4, |v| {
+                if let Ok(b) = <[u8; 4]>::try_from(v) {
+                    f(u32::from_ne_bytes(b));
+                }
+            }),
+            _ => {}
+        }
+    }
+
     /// Maps of maps: the inner map at `key` (`bpf_map_lookup_elem` on the outer map). Valid for
     /// as long as the outer map lives, whatever later updates do.
     #[inline]
