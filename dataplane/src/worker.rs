@@ -161,6 +161,8 @@ struct Tally {
     runs: u64,
     run_ns: u64,
     timed_runs: u64,
+    /// A broadcast's target interfaces, reused from frame to frame.
+    targets: Vec<u32>,
 }
 
 /// The program a worker runs now, with its engine.
@@ -347,22 +349,13 @@ impl<Q: Queue> Worker<Q> {
                                 forward(&self.outbox, to, buff.packet(), totals, at);
                             }
                         };
-                        if map.def().map_type == maps::map_type::DEVMAP {
-                            (0..map.def().max_entries)
-                                .filter_map(|k| map.redirect_target(k))
-                                .for_each(&mut to_each);
-                        } else {
-                            // DEVMAP_HASH: walked key by key.
-                            let mut key: Option<Vec<u8>> = None;
-                            while let Ok(k) = map.next_key(key.as_deref()) {
-                                if let Ok(k4) = <[u8; 4]>::try_from(k.as_slice())
-                                    && let Some(to) = map.redirect_target(u32::from_ne_bytes(k4))
-                                {
-                                    to_each(to);
-                                }
-                                key = Some(k);
-                            }
-                        }
+                        // The targets first (the walk holds the map's bucket locks, copying
+                        // into loans does not need to), into a buffer kept between frames.
+                        let mut targets = std::mem::take(&mut tally.targets);
+                        targets.clear();
+                        map.for_each_redirect_target(|to| targets.push(to));
+                        targets.iter().for_each(|&to| to_each(to));
+                        tally.targets = targets;
                         if own { self.back_out(frame, start, len, totals) } else { Fate::Release(frame) }
                     }
                     None => {

@@ -440,7 +440,10 @@ fn devmap_broadcast_copies_to_every_port_in_the_map() {
         .collect();
     let idx: Vec<u32> = labs.iter().map(|l| backend::ifindex(&l.interface).unwrap()).collect();
     let frames: Vec<Vec<u8>> = dataplane::lab::frames(16).into_iter().cycle().take(32).collect();
-    for (mode, exclude) in [(2, true), (3, false)] {
+    // DEVMAP with and without the ingress port, DEVMAP_HASH (keys far apart) without it.
+    for (mode, exclude, map, keys) in
+        [(2, true, "ports", [0, 1, 2]), (3, false, "ports", [0, 1, 2]), (5, true, "ports_hash", [7, 1000, 5])]
+    {
         let name = format!("dtbc{pid}");
         let mut body = format!(
             "name = {name:?}\n[program]\nobject = {:?}\n[program.globals]\ningress = {}\nmode = {mode}\n\
@@ -455,9 +458,9 @@ fn devmap_broadcast_copies_to_every_port_in_the_map() {
         let cfg = write_config("m", &body);
         let run = start(&cfg, &[]);
         // Every port is in the map, the ingress port too.
-        map_update(&name, "ports", 0, idx[1]);
-        map_update(&name, "ports", 1, idx[2]);
-        map_update(&name, "ports", 2, idx[0]);
+        map_update(&name, map, keys[0], idx[1]);
+        map_update(&name, map, keys[1], idx[2]);
+        map_update(&name, map, keys[2], idx[0]);
         let socks: Vec<_> = labs.iter().map(|l| l.peer_socket().unwrap()).collect();
         let mut got = vec![Vec::new(); 3];
         for chunk in frames.chunks(16) {

@@ -5,6 +5,7 @@
  *   2: bpf_redirect_map(&ports, 0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS)
  *   3: bpf_redirect_map(&ports, 0, BPF_F_BROADCAST)
  *   4: XDP_PASS
+ *   5: bpf_redirect_map(&ports_hash, 0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS)
  * Frames arriving anywhere else are dropped (no loops). */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -26,6 +27,13 @@ struct {
 	__type(value, __u32);
 } ports SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u32);
+} ports_hash SEC(".maps");
+
 SEC("xdp")
 int fanout(struct xdp_md *ctx)
 {
@@ -40,6 +48,8 @@ int fanout(struct xdp_md *ctx)
 		return bpf_redirect_map(&ports, 0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);
 	case 3:
 		return bpf_redirect_map(&ports, 0, BPF_F_BROADCAST);
+	case 5:
+		return bpf_redirect_map(&ports_hash, 0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);
 	default:
 		return XDP_PASS;
 	}
