@@ -5,7 +5,7 @@
 //! included), stack and packet loads and stores of every width (sign-extending too), atomics,
 //! forward JMP/JMP32 branches, a bounded backward loop, map lookups/updates/deletes on an
 //! array, a per-CPU array and a hash map (with accesses through the returned pointers),
-//! helpers, and a bpf-to-bpf call; a few accesses are deliberately out of bounds, so faults are
+//! helpers, a bpf-to-bpf call, and `bpf_loop` with a callback that writes the caller's stack; a few accesses are deliberately out of bounds, so faults are
 //! compared too. Registers: r6 holds the context, r7 the packet start, r8 the loop counter; the
 //! others are scratch. Stack slots `r10 - 64 .. r10` are initialized first, so nothing reads
 //! uninitialized memory (where the engines may legitimately differ).
@@ -162,7 +162,9 @@ fn mem(r: &mut Rng, g: &mut Gen) {
         } else {
             -(r.below(64 - u64::from(size) + 1) as i16) - i16::from(size)
         };
-        (base, if !safe && r.chance(3) { off - 4096 } else { off })
+        // Out of bounds: below the whole run stack (the frames and the callbacks' key area;
+        // just below the frames is the key area, in bounds and never initialized).
+        (base, if !safe && r.chance(3) { off - super::call::STACK_BYTES as i16 } else { off })
     } else {
         let off = r.below(64 - u64::from(size) + 1) as i16;
         (7, if r.chance(3) { off + 100 } else { off })
@@ -273,7 +275,7 @@ fn scrub(g: &mut Gen) {
 
 fn block(r: &mut Rng, g: &mut Gen, n: usize, depth: u32) {
     for _ in 0..n {
-        match r.below(20) {
+        match r.below(21) {
             0..=7 => alu(r, g),
             8..=12 => mem(r, g),
             13 | 14 if depth < 2 => branch(r, g, depth),
@@ -290,6 +292,24 @@ fn block(r: &mut Rng, g: &mut Gen, n: usize, depth: u32) {
                 g.push(Insn::new(BPF_LDX | BPF_MEM | BPF_W, 7, 6, 0, 0));
                 for reg in 1..=5 {
                     g.push(Insn::new(BPF_ALU64 | BPF_MOV, reg, 0, 0, 77 * i32::from(reg)));
+                }
+            }
+            20 if depth == 0 => {
+                // bpf_loop(nr, callback, r10 - 16, flags): the callback (after the subprogram)
+                // adds its index into the caller's stack slot through the context pointer and
+                // stops the loop at index 5. r0 is the number of calls (or an error).
+                let nr = if r.1 { r.pick(&[0, 1, 2, 4, 9]) } else { r.pick(&[0, 1, 3, 9, -1]) };
+                g.push(Insn::new(BPF_ALU64 | BPF_MOV, 1, 0, 0, nr));
+                g.fixups.push((g.insns.len(), CALLBACK));
+                g.push(Insn::new(0x18, 2, BPF_PSEUDO_FUNC, 0, 0));
+                g.push(Insn::new(0, 0, 0, 0, 0));
+                g.push(Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 3, 10, 0, 0));
+                g.push(Insn::new(BPF_ALU64 | BPF_ADD, 3, 0, 0, -16));
+                let flags = if r.1 || r.chance(80) { 0 } else { 1 };
+                g.push(Insn::new(BPF_ALU64 | BPF_MOV, 4, 0, 0, flags));
+                g.push(Insn::new(BPF_JMP | BPF_CALL, 0, 0, 0, crate::helpers::id::LOOP as i32));
+                for reg in 1..=5 {
+                    g.push(Insn::new(BPF_ALU64 | BPF_MOV, reg, 0, 0, r.imm()));
                 }
             }
             19 if depth == 0 => {
@@ -335,23 +355,42 @@ fn program(r: &mut Rng) -> Vec<Insn> {
     g.push(EXIT);
     // The subprogram: r0 from r1-r5, its own stack (left out when nothing calls it and the
     // program is for the verifier, which refuses unreachable code).
-    let sub = g.insns.len();
-    let calls: Vec<usize> = g.fixups.iter().filter(|(_, l)| *l == usize::MAX).map(|(at, _)| *at).collect();
-    g.fixups.retain(|(_, l)| *l != usize::MAX);
-    if calls.is_empty() && r.1 {
-        return g.finish();
+    let refs =
+        |g: &Gen, label| g.fixups.iter().filter(|(_, l)| *l == label).map(|(at, _)| *at).collect::<Vec<_>>();
+    let (calls, loops) = (refs(&g, usize::MAX), refs(&g, CALLBACK));
+    g.fixups.retain(|(_, l)| *l < CALLBACK);
+    if !calls.is_empty() || !r.1 {
+        let sub = g.insns.len();
+        for at in calls {
+            g.insns[at].imm = (sub as i64 - at as i64 - 1) as i32;
+        }
+        g.push(Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 0, 1, 0, 0));
+        g.push(Insn::new(BPF_STX | BPF_MEM | BPF_DW, 10, 2, -8, 0));
+        g.push(Insn::new(BPF_ALU64 | BPF_MUL | BPF_X, 0, 3, 0, 0));
+        g.push(Insn::new(BPF_LDX | BPF_MEM | BPF_DW, 4, 10, -8, 0));
+        g.push(Insn::new(BPF_ALU64 | BPF_XOR | BPF_X, 0, 4, 0, 0));
+        g.push(EXIT);
     }
-    for at in calls {
-        g.insns[at].imm = (sub as i64 - at as i64 - 1) as i32;
+    // The bpf_loop callback: (index, context) -> 0 to go on, 1 to stop.
+    if !loops.is_empty() {
+        let cb = g.insns.len();
+        for at in loops {
+            g.insns[at].imm = (cb as i64 - at as i64 - 1) as i32;
+        }
+        g.push(Insn::new(BPF_LDX | BPF_MEM | BPF_DW, 0, 2, 0, 0));
+        g.push(Insn::new(BPF_ALU64 | BPF_ADD | BPF_X, 0, 1, 0, 0));
+        g.push(Insn::new(BPF_ALU64 | BPF_MUL, 0, 0, 0, 3));
+        g.push(Insn::new(BPF_STX | BPF_MEM | BPF_DW, 2, 0, 0, 0));
+        g.push(Insn::new(BPF_ALU64 | BPF_MOV, 0, 0, 0, 0));
+        g.push(Insn::new(BPF_JMP | BPF_JNE, 1, 0, 1, 5));
+        g.push(Insn::new(BPF_ALU64 | BPF_MOV, 0, 0, 0, 1));
+        g.push(EXIT);
     }
-    g.push(Insn::new(BPF_ALU64 | BPF_MOV | BPF_X, 0, 1, 0, 0));
-    g.push(Insn::new(BPF_STX | BPF_MEM | BPF_DW, 10, 2, -8, 0));
-    g.push(Insn::new(BPF_ALU64 | BPF_MUL | BPF_X, 0, 3, 0, 0));
-    g.push(Insn::new(BPF_LDX | BPF_MEM | BPF_DW, 4, 10, -8, 0));
-    g.push(Insn::new(BPF_ALU64 | BPF_XOR | BPF_X, 0, 4, 0, 0));
-    g.push(EXIT);
     g.finish()
 }
+
+/// The label of a `bpf_loop` callback's function reference (resolved by `program`).
+const CALLBACK: usize = usize::MAX - 1;
 
 fn make_maps() -> Vec<Arc<Map>> {
     let def =
@@ -379,7 +418,7 @@ fn run_fuzz(verified_only: bool) {
     let programs: u64 = std::env::var("JIT_FUZZ_PROGRAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
     let seed: u64 = std::env::var("JIT_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_cafe);
     let mut rng = Rng(seed | 1, verified_only);
-    let (mut faults, mut runs, mut accepted) = (0u64, 0u64, 0u64);
+    let (mut faults, mut runs, mut accepted, mut loops) = (0u64, 0u64, 0u64, 0u64);
     for n in 0..programs {
         let insns = program(&mut rng);
         if verified_only {
@@ -391,6 +430,9 @@ fn run_fuzz(verified_only: bool) {
             }
             accepted += 1;
         }
+        let calls_loop =
+            |i: &Insn| i.code == BPF_JMP | BPF_CALL && i.src == 0 && i.imm == crate::helpers::id::LOOP as i32;
+        loops += u64::from(insns.iter().any(calls_loop));
         let packet: Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(37)).collect();
         let slot = (n % 2) as usize;
         let mut outcome = Vec::new();
@@ -440,8 +482,9 @@ fn run_fuzz(verified_only: bool) {
         assert!(accepted > 0, "the verifier accepted none of {programs} programs: the test proves nothing");
         assert_eq!(faults, 0, "a verified program faulted at run time");
     }
+    assert!(loops > 0, "no program with a bpf_loop callback ran");
     eprintln!(
-        "{programs} random programs ({} run{}), {runs} executions (interpreter + JIT), {faults} faulting runs, all equal",
+        "{programs} random programs ({} run{}, {loops} with a bpf_loop callback), {runs} executions (interpreter + JIT), {faults} faulting runs, all equal",
         if verified_only { accepted } else { programs },
         if verified_only { ", the ones the verifier accepted" } else { "" }
     );
