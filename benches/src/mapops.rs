@@ -204,8 +204,9 @@ impl Comparison for MapOps {
                 title: "Hash updates from one and two threads".into(),
                 method: "The hash update program from one thread (CPU 0), then from two at once (CPUs 0 and 1, keys \
                          0..999 and 2048..3047), ours and the kernel's, alternating; millions of updates per second \
-                         of wall time, all threads together. The note gives the two-thread rate over the one-thread \
-                         rate."
+                         of wall time, all threads together. The notes give the thread CPU time per update (all \
+                         threads' CPU time over all updates: it rises with contention between the threads, hardly with other \
+                         load on the CPUs) and, for two threads, both over the one-thread figures."
                     .into(),
                 row_header: "threads".into(),
                 unit: "M updates/s".into(),
@@ -223,50 +224,67 @@ fn scaling_rows(ours: &Ours, kern: &KernelProgram, mode: Mode) -> anyhow::Result
     // Online CPUs (not `available_parallelism`, which says 1 once this thread is pinned).
     let cpus = crate::report::online_cpus();
     let threads_max = cpus.min(2);
-    // One closure per (contestant, threads): M updates per second.
-    let measure = |kernel_side: bool, threads: usize| -> anyhow::Result<f64> {
+    // One closure per (contestant, threads): M updates per second of wall time, and thread CPU
+    // nanoseconds per update (all threads' CPU time over all updates). On a machine whose CPUs
+    // other work also wants, the wall-time rate of two threads says as much about that work as
+    // about contention; the CPU time per update rises only with contention (shared cache lines,
+    // locks), so the two together tell them apart.
+    let measure = |kernel_side: bool, threads: usize| -> anyhow::Result<(f64, f64)> {
         let barrier = Barrier::new(threads);
-        let elapsed = std::thread::scope(|s| -> anyhow::Result<f64> {
+        let (elapsed, cpu) = std::thread::scope(|s| -> anyhow::Result<(f64, f64)> {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
                     let barrier = &barrier;
-                    s.spawn(move || -> anyhow::Result<f64> {
+                    s.spawn(move || -> anyhow::Result<(f64, f64)> {
                         kernel::pin_current_thread(t)?;
                         let packet = frame(2048 * t as u32, Op::Update as u8);
                         let mut runner = JitRunner::new();
                         let mut buf = vec![0u8; XDP_FRAME_SIZE];
                         barrier.wait();
                         let t0 = Instant::now();
+                        let c0 = clock::thread_cpu_ns();
                         if kernel_side {
                             kern.test_run(&packet, runs)?;
                         } else {
                             ours.batch(&mut runner, &mut buf, &packet, runs, t)?;
                         }
-                        Ok(t0.elapsed().as_secs_f64())
+                        Ok((t0.elapsed().as_secs_f64(), (clock::thread_cpu_ns() - c0) as f64))
                     })
                 })
                 .collect();
-            let mut longest = 0f64;
+            let (mut longest, mut cpu) = (0f64, 0f64);
             for h in handles {
-                longest = longest.max(h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??);
+                let (wall, ns) = h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+                longest = longest.max(wall);
+                cpu += ns;
             }
-            Ok(longest)
+            Ok((longest, cpu))
         })?;
-        Ok(threads as f64 * f64::from(runs) * OPS / elapsed / 1e6)
+        let updates = threads as f64 * f64::from(runs) * OPS;
+        Ok((updates / elapsed / 1e6, cpu / updates))
     };
     let mut rows = Vec::new();
-    let mut one = (0.0, 0.0);
+    let mut one = [(0.0, 0.0); 2];
     for threads in 1..=threads_max {
-        let samples = alternate(rounds, 2, |_, c| measure(c == 1, threads))?;
+        let mut cpu = [Vec::new(), Vec::new()];
+        let samples = alternate(rounds, 2, |_, c| {
+            let (rate, ns) = measure(c == 1, threads)?;
+            cpu[c].push(ns);
+            Ok(rate)
+        })?;
         let mut cells = vec![Cell::new(OURS, samples[0].clone()), Cell::new(KERNEL, samples[1].clone())];
-        let medians: Vec<f64> = cells.iter().map(|c| c.stats.map_or(0.0, |s| s.median)).collect();
-        if threads == 1 {
-            one = (medians[0], medians[1]);
-        } else {
-            for (cell, (m, base)) in cells.iter_mut().zip([(medians[0], one.0), (medians[1], one.1)]) {
-                if base > 0.0 {
-                    cell.note = format!("({:.2}x the one-thread rate)", m / base);
-                }
+        for (c, cell) in cells.iter_mut().enumerate() {
+            let rate = cell.stats.map_or(0.0, |s| s.median);
+            let ns = crate::median(&cpu[c]);
+            if threads == 1 {
+                one[c] = (rate, ns);
+                cell.note = format!("(CPU {ns:.1} ns per update)");
+            } else if one[c].0 > 0.0 && one[c].1 > 0.0 {
+                cell.note = format!(
+                    "({:.2}x the one-thread rate; CPU {ns:.1} ns per update, {:.2}x one thread's)",
+                    rate / one[c].0,
+                    ns / one[c].1
+                );
             }
         }
         rows.push(Row { label: format!("{threads}"), reference: KERNEL.into(), cells });
