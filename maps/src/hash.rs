@@ -117,8 +117,13 @@
 //!
 //! Keys are read as zero-padded native-endian words (one word for keys up to 8 bytes, two up to
 //! 16). A one-word key is hashed by multiply-shift — one multiply by the map's random odd
-//! multiplier, the top bits pick the bucket ([`crate::HashWalk::hash`]); longer keys are mixed
-//! with a multiply-xorshift per word and the murmur3 finaliser, seeded with the same number.
+//! multiplier, the top bits pick the bucket ([`crate::HashWalk::hash`]); longer keys take a
+//! keyed folded multiply per pair of words (the 128-bit product of `a ^ k1` and `b ^ k2`, its
+//! halves xored, chained through `k1`), then the murmur3 finaliser, with `k1` and `k2` drawn
+//! from the same secret. A chain of per-word multiply-xorshifts (what this used before) let a
+//! sender collide keys without knowing the seed: flipping bit 63 of the first word changes the
+//! state by a constant that the second word can cancel. Under the folded multiply a difference
+//! in either word reaches both halves of the product through the unknown keys.
 //! `BPF_F_ZERO_SEED` fixes the multiplier (the golden ratio's), as the kernel fixes its seed.
 //! Comparison is word by word, after the 32-bit hash.
 
@@ -686,17 +691,35 @@ impl HashTable {
 
     #[inline(always)]
     fn hash(&self, key: Probe<'_>) -> u32 {
-        #[inline]
-        fn mix(h: u64, word: u64) -> u64 {
-            let h = (h ^ word).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            h ^ h >> 29
+        /// The 128-bit product's halves xored (the folded multiply of foldhash and aHash).
+        #[inline(always)]
+        fn fold(x: u64, y: u64) -> u64 {
+            let p = u128::from(x) * u128::from(y);
+            (p as u64) ^ ((p >> 64) as u64)
         }
-        let init = self.seed ^ (self.key_size as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // Two secret keys from the map's secret: the seed itself and a splitmix64 step of it.
+        let k1 = self.seed;
+        let k2 = {
+            let z = self.seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
         let mut h = match key {
             // Multiply-shift (what compiled code inlines, `HashWalk::hash`).
             Probe::One(a) => return crate::HashWalk::hash(self.seed, a),
-            Probe::Two(a, b) => mix(mix(init, a), b),
-            Probe::Long(bytes) => bytes.chunks(8).fold(init, |h, chunk| mix(h, pad_word(chunk))),
+            Probe::Two(a, b) => fold(a ^ k1, b ^ k2),
+            Probe::Long(bytes) => {
+                // Pairs of words; an odd last word is paired with zero. Each pair's product is
+                // chained into the next pair's first key, so the order of pairs counts.
+                let mut h = k1 ^ (self.key_size as u64);
+                for pair in bytes.chunks(16) {
+                    let (a, b) = pair.split_at(pair.len().min(8));
+                    let b = if b.is_empty() { 0 } else { pad_word(b) };
+                    h = fold(pad_word(a) ^ h, b ^ k2);
+                }
+                h
+            }
         };
         // murmur3 fmix64
         h ^= h >> 33;
@@ -2057,6 +2080,43 @@ mod tests {
         let before = m.lookup(&k(3), 1).unwrap();
         m.update(&k(3), &[8; 4], BPF_ANY, 1).unwrap();
         assert_eq!(m.lookup(&k(3), 1).unwrap(), before);
+    }
+
+    /// Keys over 8 bytes: the differential that collided every pair of keys under the old
+    /// per-word multiply-xorshift chain (flip bit 63 of the first word, and bits 63 and 34 of
+    /// the second) must not collide them now, and related keys of a 5-tuple-like 13-byte key
+    /// must spread over the buckets.
+    #[test]
+    fn long_keys_resist_seed_independent_collisions() {
+        for key_size in [16u32, 13, 24] {
+            let def =
+                MapDef { map_type: map_type::HASH, key_size, value_size: 8, max_entries: 1024, map_flags: 0 };
+            let m = Map::new("long", def, 1).unwrap();
+            let crate::Kind::Hash(h) = &m.kind else { unreachable!() };
+            let mut same = 0;
+            for i in 0..256u64 {
+                let mut a = vec![0u8; key_size as usize];
+                a[..8].copy_from_slice(&(i * 0x0101_0101).to_ne_bytes());
+                let mut b = a.clone();
+                b[7] ^= 0x80; // bit 63 of word 0
+                b[15.min(key_size as usize - 1)] ^= 0x80; // bit 63 of word 1 (or the key's last byte)
+                b[12.min(key_size as usize - 1)] ^= 0x04; // bit 34 of word 1
+                if h.hash(super::Probe::new(&a)) == h.hash(super::Probe::new(&b)) {
+                    same += 1;
+                }
+            }
+            assert!(same <= 2, "{key_size}-byte keys: {same} of 256 differential pairs collide");
+            // Spread: 4096 keys counting in one byte of each word over 1024 buckets.
+            let mut load = vec![0u32; 1024];
+            for i in 0..4096u32 {
+                let mut a = vec![0u8; key_size as usize];
+                a[3] = i as u8;
+                a[9] = (i >> 8) as u8;
+                load[h.bucket_of(h.hash(super::Probe::new(&a)))] += 1;
+            }
+            let worst = *load.iter().max().unwrap();
+            assert!(worst <= 14, "{key_size}-byte keys: {worst} keys in one bucket of 1024 (mean 4)");
+        }
     }
 
     #[test]
