@@ -39,8 +39,9 @@ pub struct Loaded {
     /// object has none or can no longer be read.
     pub types: Types,
     pub loaded_at: SystemTime,
-    /// Every compiled program `bpf_tail_call` can reach (`prog` among them): the JIT links
-    /// them by weak reference, so they live as long as this does. Empty without tail calls.
+    /// Every compiled program `bpf_tail_call` can reach (`prog` among them), linked into one
+    /// set by `xdp_vm::jit::link_tail_calls`, whose table keeps every member's code alive while
+    /// any member lives. Empty without tail calls.
     pub tail_jits: Vec<Arc<JitProgram<Xdp>>>,
 }
 
