@@ -40,7 +40,7 @@ enum Engine {
 const ENGINES: [Engine; 2] = [Engine::Interp, Engine::Jit];
 
 enum Vm {
-    Interp(Interpreter),
+    Interp(Box<Interpreter>),
     Jit(JitProgram<Xdp>),
 }
 
@@ -55,7 +55,7 @@ impl Ours {
         let maps = create_maps(obj, slots).expect("our map store creates the object's maps");
         let prog = Program::<Xdp>::new(spec, &maps).expect("our loader accepts what the kernel accepts");
         let vm = match engine {
-            Engine::Interp => Vm::Interp(Interpreter::new()),
+            Engine::Interp => Vm::Interp(Box::new(Interpreter::new())),
             Engine::Jit => {
                 Vm::Jit(JitProgram::compile(&prog).unwrap_or_else(|e| panic!("{}: {e}", spec.name)))
             }
@@ -672,7 +672,7 @@ fn tail_calls_match_the_kernel() {
                 .unwrap();
         }
         let ours =
-            Ours { maps: maps.clone(), prog: progs[entry].clone(), vm: Vm::Interp(Interpreter::new()) };
+            Ours { maps: maps.clone(), prog: progs[entry].clone(), vm: Vm::Interp(Box::new(Interpreter::new())) };
         for selector in [0u8, 1, 2, 3, 4, 5, 6, 7, 200] {
             let mut data = vec![0x11u8; 60];
             data[14] = selector;
