@@ -671,8 +671,11 @@ fn tail_calls_match_the_kernel() {
                 .update(&i.to_le_bytes(), &0u64.to_le_bytes(), 0)
                 .unwrap();
         }
-        let ours =
-            Ours { maps: maps.clone(), prog: progs[entry].clone(), vm: Vm::Interp(Box::new(Interpreter::new())) };
+        let ours = Ours {
+            maps: maps.clone(),
+            prog: progs[entry].clone(),
+            vm: Vm::Interp(Box::new(Interpreter::new())),
+        };
         for selector in [0u8, 1, 2, 3, 4, 5, 6, 7, 200] {
             let mut data = vec![0x11u8; 60];
             data[14] = selector;
