@@ -25,10 +25,33 @@ fn names(tag: &str) -> (String, String, String) {
     (format!("dtn{pid}{tag}"), format!("dt{pid}{tag}a"), format!("dt{pid}{tag}b"))
 }
 
-fn write_config(tag: &str, body: &str) -> PathBuf {
+/// A config file in the temporary directory, removed when dropped — also when the test fails
+/// and unwinds.
+struct TempConfig(PathBuf);
+
+impl std::ops::Deref for TempConfig {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempConfig {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn write_config(tag: &str, body: &str) -> TempConfig {
     let path = std::env::temp_dir().join(format!("dp-afxdp-{}-{tag}.toml", std::process::id()));
     std::fs::write(&path, body).unwrap();
-    path
+    TempConfig(path)
 }
 
 fn port_config(object: &Path, iface: &str, extra: &str) -> String {
@@ -127,7 +150,6 @@ fn xdp_counter_swaps_macs_counts_every_frame_and_detaches() {
     assert!(out.contains("umem frames held at exit: 0"), "{out}");
     assert!(!backend::has_xdp(&a, None), "nothing attached after exit");
     drop(lab);
-    let _ = std::fs::remove_file(cfg);
 }
 
 #[test]
@@ -175,7 +197,6 @@ fn balancer_encapsulates_towards_a_backend() {
         .sum();
     assert_eq!(packets, udp.len() as u64);
     drop(lab);
-    let _ = std::fs::remove_file(cfg);
 }
 
 #[test]
@@ -207,7 +228,6 @@ fn lab_mode_cleans_up_after_sigkill_on_the_next_start() {
     assert!(err.contains("left by killed run"), "{err}");
     assert!(!Path::new("/run/netns").join(&ns).exists());
     assert!(!Path::new("/sys/class/net").join(&a).exists());
-    let _ = std::fs::remove_file(cfg);
 }
 
 fn fails_cleanly(tag: &str, body: &str, iface: Option<&str>, expect: &str) {
@@ -220,7 +240,6 @@ fn fails_cleanly(tag: &str, body: &str, iface: Option<&str>, expect: &str) {
     if let Some(i) = iface {
         assert!(!backend::has_xdp(i, None), "nothing left attached to {i}");
     }
-    let _ = std::fs::remove_file(cfg);
 }
 
 #[test]
@@ -311,7 +330,6 @@ fn two_queues_two_workers_return_every_frame_with_per_queue_stats() {
     assert_eq!(queue_counts(&out, &format!("{a}/q1")), (800, 800), "{out}");
     assert!(out.contains("umem frames held at exit: 0"), "{out}");
     drop(lab);
-    let _ = std::fs::remove_file(cfg);
 }
 
 #[test]
@@ -364,7 +382,6 @@ fn pass_tap_delivers_passed_frames_to_a_kernel_socket() {
     assert!(!out.contains("pass_dropped"), "{out}");
     assert!(!Path::new("/sys/class/net").join(tap).exists(), "the TAP is gone after exit");
     drop(lab);
-    let _ = std::fs::remove_file(cfg);
 }
 
 #[test]
@@ -409,7 +426,6 @@ fn xskmap_redirects_reach_the_ports_application_tap_only_for_its_own_queue() {
             assert!(out.contains("redirect_unsupported 64"), "{out}");
         }
         assert!(!backend::has_xdp(&a, None));
-        let _ = std::fs::remove_file(cfg);
     }
     drop(lab);
 }
@@ -485,7 +501,6 @@ fn devmap_broadcast_copies_to_every_port_in_the_map() {
             "exclude_ingress {exclude}: copies back out of the ingress port\n{out}"
         );
         assert!(out.contains("umem frames held at exit: 0"), "{out}");
-        let _ = std::fs::remove_file(cfg);
     }
     drop(labs);
 }
@@ -531,7 +546,6 @@ fn tail_calls_run_through_the_prog_array() {
     assert_eq!((hits(0), hits(1), hits(2), hits(3)), (150, 0, 50, 100), "{maps}");
     assert!(out.contains("pass_dropped 50"), "{out}");
     drop(lab);
-    let _ = std::fs::remove_file(cfg);
 }
 
 /// `prog replace` with an object that has a prog array links the new object's programs and fills
@@ -581,7 +595,6 @@ fn prog_replace_links_the_new_objects_tail_calls() {
     // Entries, failed tail calls, tail_pass, tail_tx.
     assert_eq!((hits(0), hits(1), hits(2), hits(3)), (120, 0, 20, 100), "{maps}");
     drop(lab);
-    let _ = std::fs::remove_file(cfg);
 }
 
 #[test]
@@ -600,5 +613,4 @@ fn busy_polling_without_prefetch_returns_every_frame() {
     assert_eq!(back.len(), frames.len(), "every frame came back\n{out}");
     assert!(out.contains("umem frames held at exit: 0"), "{out}");
     drop(lab);
-    let _ = std::fs::remove_file(cfg);
 }
