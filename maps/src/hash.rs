@@ -368,14 +368,21 @@ impl FreeLists {
 
     #[inline]
     fn push(&self, home: usize, e: u32) {
-        let list = &self.lists[home].head;
+        self.push_chain(home, e, e);
+    }
+
+    /// Pushes the chain `first ..= last` (linked through `next`) onto list `l` with one
+    /// compare-exchange, bumping the list's ABA tag.
+    #[inline]
+    fn push_chain(&self, l: usize, first: u32, last: u32) {
+        let list = &self.lists[l].head;
         let mut head = list.load(Ordering::Relaxed);
         loop {
-            self.next[e as usize].store(head as u32, Ordering::Relaxed);
+            self.next[last as usize].store(head as u32, Ordering::Relaxed);
             let tag = (head >> 32).wrapping_add(1);
             match list.compare_exchange_weak(
                 head,
-                tag << 32 | u64::from(e),
+                tag << 32 | u64::from(first),
                 Ordering::Release,
                 Ordering::Relaxed,
             ) {
@@ -453,21 +460,7 @@ impl FreeLists {
             }
             last = next;
         }
-        let list = &self.lists[l].head;
-        let mut head = list.load(Ordering::Relaxed);
-        loop {
-            self.next[last as usize].store(head as u32, Ordering::Relaxed);
-            let tag = (head >> 32).wrapping_add(1);
-            match list.compare_exchange_weak(
-                head,
-                tag << 32 | u64::from(first),
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(now) => head = now,
-            }
-        }
+        self.push_chain(l, first, last);
     }
 
     /// Free elements on every list (a racy sum, for tests).
