@@ -228,29 +228,8 @@ impl<C: Context> JitProgram<C> {
         slot: usize,
         call: impl FnOnce(&memory::Code, &mut Env<'_>, u64) -> u64,
     ) -> Result<u64, Fault> {
-        let (mut pkt_start, mut pkt_len) = C::memory(state);
-        let ctx = C::address(state);
-        if pkt_len < 8 {
-            // An empty (or tiny) region: checks against it then never pass.
-            (pkt_start, pkt_len) = (usize::MAX - 16, 8);
-        }
-        let mut env = Env {
-            pkt_start: pkt_start as u64,
-            pkt_len: pkt_len as u64,
-            stack_start: 0,
-            ctx,
-            slot: slot as u64,
-            depth: 0,
-            backward: 0,
-            faulted: 0,
-            tail_calls: 0,
-            // The link set lives as long as `self`, borrowed for the whole run.
-            tail_entries: self.tails.get().map_or(std::ptr::null(), |t| t.entries.as_ptr()),
-            tail_len: self.tails.get().map_or(0, |t| t.entries.len() as u64),
-            state: std::ptr::from_mut(state).cast(),
-            maps: &self.compiled.maps,
-            fault: None,
-        };
+        let mut env = self.env();
+        let ctx = begin_run::<C>(&mut env, state, slot);
         let r0 = call(&self.compiled.code, &mut env, ctx);
         match env.fault {
             Some(f) => Err(f),
@@ -262,26 +241,28 @@ impl<C: Context> JitProgram<C> {
     /// hits): [`JitFrame::run`] then writes only what changes from run to run.
     #[must_use]
     pub fn frame(&self) -> JitFrame<'_, C> {
-        JitFrame {
-            prog: self,
-            code: &self.compiled.code,
-            env: Env {
-                pkt_start: 0,
-                pkt_len: 0,
-                stack_start: 0,
-                ctx: 0,
-                slot: 0,
-                depth: 0,
-                backward: 0,
-                faulted: 0,
-                tail_calls: 0,
-                // As in `run_with`: the link set lives as long as `self`, which the frame borrows.
-                tail_entries: self.tails.get().map_or(std::ptr::null(), |t| t.entries.as_ptr()),
-                tail_len: self.tails.get().map_or(0, |t| t.entries.len() as u64),
-                state: std::ptr::null_mut(),
-                maps: &self.compiled.maps,
-                fault: None,
-            },
+        JitFrame { prog: self, code: &self.compiled.code, env: self.env() }
+    }
+
+    /// The run environment's per-program part (maps, tail-call set); [`begin_run`] fills in a
+    /// run's. Borrows `self`, so the link set it points into outlives every run made with it.
+    #[inline]
+    fn env(&self) -> Env<'_> {
+        Env {
+            pkt_start: 0,
+            pkt_len: 0,
+            stack_start: 0,
+            ctx: 0,
+            slot: 0,
+            depth: 0,
+            backward: 0,
+            faulted: 0,
+            tail_calls: 0,
+            tail_entries: self.tails.get().map_or(std::ptr::null(), |t| t.entries.as_ptr()),
+            tail_len: self.tails.get().map_or(0, |t| t.entries.len() as u64),
+            state: std::ptr::null_mut(),
+            maps: &self.compiled.maps,
+            fault: None,
         }
     }
 
@@ -371,20 +352,8 @@ impl<'p, C: Context> JitFrame<'p, C> {
         state: &mut C::State<'_>,
         slot: usize,
     ) -> Result<u64, Fault> {
-        let (mut pkt_start, mut pkt_len) = C::memory(state);
-        let ctx = C::address(state);
-        if pkt_len < 8 {
-            // As in `run_with`: an empty (or tiny) region, whose checks never pass.
-            (pkt_start, pkt_len) = (usize::MAX - 16, 8);
-        }
         let env = &mut self.env;
-        env.pkt_start = pkt_start as u64;
-        env.pkt_len = pkt_len as u64;
-        env.ctx = ctx;
-        env.slot = slot as u64;
-        env.backward = 0;
-        env.tail_calls = 0;
-        env.state = std::ptr::from_mut(state).cast();
+        let ctx = begin_run::<C>(env, state, slot);
         let r0 = self.code.call_on(env, ctx, &mut runner.stack);
         let Some(fault) = env.fault.take() else { return Ok(r0) };
         // A fault may stop a run inside a bpf-to-bpf call: what it left goes back to a fresh
@@ -393,6 +362,26 @@ impl<'p, C: Context> JitFrame<'p, C> {
         env.depth = 0;
         Err(fault)
     }
+}
+
+/// Fills in what changes from run to run of `env` — the packet region, the context, the
+/// per-CPU slot, the state, the run counters — and returns the context's address (`r1`).
+#[inline(always)]
+fn begin_run<C: Context>(env: &mut Env<'_>, state: &mut C::State<'_>, slot: usize) -> u64 {
+    let (mut pkt_start, mut pkt_len) = C::memory(state);
+    let ctx = C::address(state);
+    if pkt_len < 8 {
+        // An empty (or tiny) region: checks against it then never pass.
+        (pkt_start, pkt_len) = (usize::MAX - 16, 8);
+    }
+    env.pkt_start = pkt_start as u64;
+    env.pkt_len = pkt_len as u64;
+    env.ctx = ctx;
+    env.slot = slot as u64;
+    env.backward = 0;
+    env.tail_calls = 0;
+    env.state = std::ptr::from_mut(state).cast();
+    ctx
 }
 
 /// What one worker keeps between runs of compiled programs: the 4 KiB program stack, so a run
