@@ -54,6 +54,24 @@ fn write_config(tag: &str, body: &str) -> TempConfig {
     TempConfig(path)
 }
 
+/// An ICMP echo whose byte 14 picks `tail_call.c`'s prog array slot.
+fn tail_frame(slot: u8) -> Vec<u8> {
+    let mut f = pktgen::craft::icmp_echo();
+    f[14] = slot;
+    f
+}
+
+/// `tail_call.c`'s `tail_hits[i]` from a maps dump at exit (0 when absent).
+fn tail_hits(maps: &serde_json::Value, i: u32) -> u64 {
+    let key = dataplane::prog_run::hex(&i.to_le_bytes());
+    maps["tail_hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == key.as_str())
+        .map_or(0, |e| u64::from_str_radix(e["value"].as_str().unwrap(), 16).unwrap().swap_bytes())
+}
+
 fn port_config(object: &Path, iface: &str, extra: &str) -> String {
     format!(
         "[program]\nobject = {:?}\n[[ports]]\ninterface = {iface:?}\nqueues = [0]\nattach = \"native\"\n\
@@ -517,32 +535,19 @@ fn tail_calls_run_through_the_prog_array() {
     let cfg = write_config("t", &body);
     let run = start(&cfg, &[]);
     // Byte 14 picks the prog array slot: 2 is tail_tx (XDP_TX), 1 is tail_pass (XDP_PASS).
-    let frame = |slot: u8| {
-        let mut f = pktgen::craft::icmp_echo();
-        f[14] = slot;
-        f
-    };
     let sock = lab.peer_socket().unwrap();
-    let pass = vec![frame(1); 50];
+    let pass = vec![tail_frame(1); 50];
     for chunk in pass.chunks(10) {
         let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
         assert_eq!(sock.send_batch(&refs).unwrap(), chunk.len());
     }
-    let back = exchange(&sock, &vec![frame(2); 100]);
+    let back = exchange(&sock, &vec![tail_frame(2); 100]);
     let (code, out) = run.stop();
     assert_eq!(code, 0, "{out}");
     assert_eq!(back.len(), 100, "the XDP_TX tail came back, the XDP_PASS one did not\n{out}");
-    assert!(back.iter().all(|f| *f == frame(2)));
+    assert!(back.iter().all(|f| *f == tail_frame(2)));
     let maps = maps_json(&out);
-    let hits = |i: u32| -> u64 {
-        let key = dataplane::prog_run::hex(&i.to_le_bytes());
-        maps["tail_hits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["key"] == key.as_str())
-            .map_or(0, |e| u64::from_str_radix(e["value"].as_str().unwrap(), 16).unwrap().swap_bytes())
-    };
+    let hits = |i: u32| tail_hits(&maps, i);
     assert_eq!((hits(0), hits(1), hits(2), hits(3)), (150, 0, 50, 100), "{maps}");
     assert!(out.contains("pass_dropped 50"), "{out}");
     drop(lab);
@@ -568,30 +573,17 @@ fn prog_replace_links_the_new_objects_tail_calls() {
         .output()
         .unwrap();
     assert!(replace.status.success(), "{}", String::from_utf8_lossy(&replace.stderr));
-    let frame = |slot: u8| {
-        let mut f = pktgen::craft::icmp_echo();
-        f[14] = slot;
-        f
-    };
     let sock = lab.peer_socket().unwrap();
-    let pass = vec![frame(1); 20];
+    let pass = vec![tail_frame(1); 20];
     let refs: Vec<&[u8]> = pass.iter().map(Vec::as_slice).collect();
     assert_eq!(sock.send_batch(&refs).unwrap(), pass.len());
-    let back = exchange(&sock, &vec![frame(2); 100]);
+    let back = exchange(&sock, &vec![tail_frame(2); 100]);
     let (code, out) = run.stop();
     assert_eq!(code, 0, "{out}");
     assert_eq!(back.len(), 100, "tail_entry's tail call into tail_tx sent them back\n{out}");
-    assert!(back.iter().all(|f| *f == frame(2)));
+    assert!(back.iter().all(|f| *f == tail_frame(2)));
     let maps = maps_json(&out);
-    let hits = |i: u32| -> u64 {
-        let key = dataplane::prog_run::hex(&i.to_le_bytes());
-        maps["tail_hits"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["key"] == key.as_str())
-            .map_or(0, |e| u64::from_str_radix(e["value"].as_str().unwrap(), 16).unwrap().swap_bytes())
-    };
+    let hits = |i: u32| tail_hits(&maps, i);
     // Entries, failed tail calls, tail_pass, tail_tx.
     assert_eq!((hits(0), hits(1), hits(2), hits(3)), (120, 0, 20, 100), "{maps}");
     drop(lab);
