@@ -5,33 +5,16 @@
 //! difference over the difference of calls. Timing: ROUNDS > 0 alternates the loop unprobed
 //! and probed and prints the median ns added per call (thread CPU time).
 
-#![allow(unsafe_code, reason = "the assembly target the probe finds by name")]
-
 use std::hint::black_box;
 
+use benches::clock::thread_cpu_ns;
+use benches::uprobe::{TARGET, uprobe_bench_target};
 use dataplane::uprobe::{self, Target, TraceProgram};
 use xdp_vm::elf::Object;
 
-std::arch::global_asm!(
-    ".pushsection .text.uprobe_hits_target,\"ax\",@progbits",
-    ".p2align 12",
-    ".globl uprobe_hits_target",
-    ".type uprobe_hits_target,@function",
-    "uprobe_hits_target:",
-    "lea rax, [rsi + rdx]",
-    "ret",
-    ".size uprobe_hits_target, . - uprobe_hits_target",
-    ".p2align 12",
-    ".popsection",
-);
-
-unsafe extern "C" {
-    safe fn uprobe_hits_target(a: u64, b: u64, c: u64) -> u64;
-}
-
 #[inline(never)]
 fn call_loop(n: u64) {
-    let f: extern "C" fn(u64, u64, u64) -> u64 = black_box(uprobe_hits_target);
+    let f: extern "C" fn(u64, u64, u64) -> u64 = black_box(uprobe_bench_target);
     for i in 0..n {
         black_box(f(0, i, 1));
     }
@@ -42,13 +25,6 @@ fn site_loop(n: u64) {
     for i in 0..n {
         uprobe::site::rx(black_box(1), 0, i, 0);
     }
-}
-
-fn cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec for the call.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,10 +46,10 @@ fn main() -> anyhow::Result<()> {
     let (entry, exit) = (load(false)?, load(true)?);
     let site = kind == "site";
     let (target, progs): (Target, Vec<&TraceProgram>) = match kind.as_str() {
-        "none" => (Target::Function("uprobe_hits_target".into()), vec![]),
-        "uprobe" => (Target::Function("uprobe_hits_target".into()), vec![&entry]),
-        "uretprobe" => (Target::Function("uprobe_hits_target".into()), vec![&exit]),
-        "both" => (Target::Function("uprobe_hits_target".into()), vec![&entry, &exit]),
+        "none" => (Target::Function(TARGET.into()), vec![]),
+        "uprobe" => (Target::Function(TARGET.into()), vec![&entry]),
+        "uretprobe" => (Target::Function(TARGET.into()), vec![&exit]),
+        "both" => (Target::Function(TARGET.into()), vec![&entry, &exit]),
         "site" => (Target::Site("rx".into()), vec![&entry]),
         k => anyhow::bail!("unknown kind {k}"),
     };
@@ -85,13 +61,13 @@ fn main() -> anyhow::Result<()> {
     }
     let mut added = Vec::new();
     for _ in 0..rounds {
-        let t = cpu_ns();
+        let t = thread_cpu_ns();
         run(calls);
-        let base = cpu_ns() - t;
+        let base = thread_cpu_ns() - t;
         let att = uprobe::attach(&target, &progs)?;
-        let t = cpu_ns();
+        let t = thread_cpu_ns();
         run(calls);
-        let probed = cpu_ns() - t;
+        let probed = thread_cpu_ns() - t;
         att.detach()?;
         added.push((probed as f64 - base as f64) / calls as f64);
     }

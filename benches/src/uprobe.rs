@@ -62,11 +62,15 @@ std::arch::global_asm!(
 );
 
 unsafe extern "C" {
-    safe fn uprobe_bench_target(a: u64, b: u64, c: u64) -> u64;
+    /// The probed function (found by name, [`TARGET`]); `benches/examples/uprobe_hits.rs` uses it too.
+    pub safe fn uprobe_bench_target(a: u64, b: u64, c: u64) -> u64;
     safe fn uprobe_bench_target_kernel(a: u64, b: u64, c: u64) -> u64;
 }
 
 type Fun = extern "C" fn(u64, u64, u64) -> u64;
+
+/// The symbol of [`uprobe_bench_target`], what our probes attach to.
+pub const TARGET: &str = "uprobe_bench_target";
 
 #[inline(never)]
 fn call_loop(f: Fun, n: u64) -> f64 {
@@ -191,7 +195,7 @@ impl Comparison for Uprobe {
         let offset = image.functions("uprobe_bench_target_kernel")[0]
             .file_offset
             .ok_or_else(|| anyhow::anyhow!("no file offset for uprobe_bench_target_kernel"))?;
-        let target = Target::Function("uprobe_bench_target".into());
+        let target = Target::Function(TARGET.into());
         let site_offsets: Vec<u64> = image
             .site("rx")
             .iter()
