@@ -67,6 +67,12 @@ impl Code {
         self.tail_entry
     }
 
+    /// The address of the `(env, r1) -> r0` entry (C calling convention); valid while `self`
+    /// lives. For callers that run the code from their own machine code (`frame`).
+    pub(crate) fn entry_address(&self) -> u64 {
+        self.entry as usize as u64
+    }
+
     /// Bytes of machine code.
     pub(crate) fn size(&self) -> usize {
         self.size

@@ -65,6 +65,7 @@
 
 mod call;
 mod facts;
+pub mod frame;
 mod memory;
 mod translate;
 
@@ -80,6 +81,7 @@ use crate::context::Context;
 use crate::interp::Fault;
 use crate::program::{LinkError, Program};
 use call::{Env, Targets};
+pub use frame::RawFrame;
 use translate::{MapInfo, MapKind};
 
 /// Why a program could not be compiled.

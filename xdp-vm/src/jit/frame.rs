@@ -1,0 +1,70 @@
+//! Running a [`JitFrame`] from the caller's own machine code: the uprobe stubs call a probe's
+//! one program straight from assembly, without a Rust function in between.
+//!
+//! The contract ([`JitFrame::raw`] gives the addresses, [`env`] the offsets): once a frame is
+//! prepared for raw runs, a run is
+//!
+//! 1. write the environment's `ctx` (the context's address, also passed as `r1`), `slot` (the
+//!    per-CPU slot), `state` (a `*mut C::State` for the helpers) and zero `backward` and
+//!    `tail_calls`;
+//! 2. call `entry(env, ctx) -> r0` (C calling convention);
+//! 3. if the environment's `faulted` word is non-zero, call [`JitFrame::take_fault`] before the
+//!    frame runs again.
+//!
+//! Everything else (the stack, the packet region, the call depth, the maps and tail-call set)
+//! stays as `raw` and [`JitFrame::take_fault`] left it. A raw run has the semantics of
+//! [`JitFrame::run`] with the same state; runs of either kind may be mixed on one frame.
+
+use std::mem::offset_of;
+
+use super::call::Env;
+use super::{JitFrame, JitRunner, begin_run};
+use crate::context::Context;
+use crate::interp::Fault;
+
+/// Where a prepared frame's code and environment are (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawFrame {
+    /// `extern "C" fn(env, r1) -> r0`.
+    pub entry: u64,
+    /// The environment to pass it, inside the frame.
+    pub env: u64,
+}
+
+/// Byte offsets of the environment's fields a raw run writes or reads (all 8-byte words).
+pub mod env {
+    use super::{Env, offset_of};
+    pub const CTX: usize = offset_of!(Env<'static>, ctx);
+    pub const SLOT: usize = offset_of!(Env<'static>, slot);
+    pub const STATE: usize = offset_of!(Env<'static>, state);
+    pub const BACKWARD: usize = offset_of!(Env<'static>, backward);
+    pub const TAIL_CALLS: usize = offset_of!(Env<'static>, tail_calls);
+    pub const FAULTED: usize = offset_of!(Env<'static>, faulted);
+}
+
+impl<C: Context> JitFrame<'_, C> {
+    /// Prepares the frame for raw runs on `runner`'s stack and returns where its code and
+    /// environment are. `sample` gives the packet region every raw run then uses: raw runs are
+    /// for contexts whose states all have the same one (the tracing contexts have none).
+    ///
+    /// The addresses stay valid while the frame and `runner` are neither moved nor dropped, and
+    /// no other run (raw or not) of this frame is on another runner in between.
+    pub fn raw(&mut self, runner: &mut JitRunner, sample: &mut C::State<'_>) -> RawFrame {
+        let ctx = begin_run::<C>(&mut self.env, sample, 0);
+        self.env.state = std::ptr::null_mut();
+        self.env.ctx = ctx;
+        self.env.stack_start = runner.stack.as_mut_ptr() as u64;
+        RawFrame { entry: self.code.entry_address(), env: std::ptr::from_mut(&mut self.env) as u64 }
+    }
+
+    /// The fault a run (raw or not) left, if any, and the environment made ready for the next
+    /// run.
+    pub fn take_fault(&mut self) -> Option<Fault> {
+        let fault = self.env.fault.take();
+        self.env.faulted = 0;
+        self.env.depth = 0;
+        fault
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<*mut ()>() == 8);
