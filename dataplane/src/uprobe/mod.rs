@@ -128,6 +128,9 @@ pub(crate) enum ProbeKind {
 pub(crate) struct Attached {
     pub(crate) entry: Hooks,
     pub(crate) ret: Hooks,
+    /// The `Hook::id` of the one entry program when there is no other program (entry or
+    /// return), else 0: the stubs run it without the Rust handler (see `patch`).
+    pub(crate) fast: u64,
 }
 
 /// Programs to run at one point of a probe. One program (the usual case) is held inline: a hit
@@ -352,6 +355,9 @@ fn snapshot(list: &[Entry]) -> Arc<Attached> {
     let mut a = Attached::default();
     for (_, ret, p) in list {
         if *ret { a.ret.push(p.clone()) } else { a.entry.push(p.clone()) }
+    }
+    if let (Hooks::One(h), Hooks::None) = (&a.entry, &a.ret) {
+        a.fast = h.id;
     }
     Arc::new(a)
 }

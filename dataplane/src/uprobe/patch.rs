@@ -22,11 +22,13 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::io;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering, compiler_fence};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use xdp_vm::context::{PtRegs, TraceState, Uprobe};
+use xdp_vm::jit::frame::env as raw_env;
 use xdp_vm::jit::{JitFrame, JitProgram, JitRunner};
 
 use super::{Attached, Hook, Hooks, Probe};
@@ -125,6 +127,102 @@ macro_rules! restore_xmm0_7 {
     };
 }
 
+// The fast path of the entry and site stubs, right after `save_gprs`: when the probe has one
+// entry program and no return program (`Attached::fast`), and this thread has that program's
+// frame prepared for raw runs (`Block::fast`) and knows its per-CPU slot (`Block::cpu`), it runs
+// the program's code itself — what `on_entry` does, without the Rust handler: mark the thread in
+// a hit and busy, load the programs (after the busy mark, as `on_entry`; the grace period of
+// `publish` covers them), fill in the frame's environment (`xdp_vm::jit::frame`), call the code,
+// hand a fault to `on_fast_fault`, end the busy count and the hit. Anything else (no block yet,
+// a nested hit, several programs, a uretprobe, no frame, no slot) goes to the handler (label
+// 78, with nothing changed). Uses rbx (the block) and r12 (the frame), callee-saved, restored
+// from `pt_regs`; ends at label 79 with eax = 0 (no return address taken).
+macro_rules! fast_path {
+    () => {
+        concat!(
+            "mov rax, qword ptr [rip + dp_uprobe_block@GOTTPOFF]\n",
+            "mov rbx, qword ptr fs:[rax]\n",
+            "test rbx, rbx\n",
+            "jz 78f\n",
+            "cmp byte ptr [rbx + {b_in_hit}], 0\n",
+            "jne 78f\n",
+            "mov byte ptr [rbx + {b_in_hit}], 1\n",
+            "mov rax, qword ptr [rbx + {b_state}]\n",
+            "add rax, 1\n",
+            "mov qword ptr [rbx + {b_state}], rax\n",
+            "mov rsi, qword ptr [rsp + 304]\n",
+            "mov rcx, qword ptr [rsi + {p_attached}]\n",
+            "test rcx, rcx\n",
+            "jz 74f\n",
+            "mov rdx, qword ptr [rcx + {a_fast}]\n",
+            "test rdx, rdx\n",
+            "jz 76f\n",
+            "mov r12, qword ptr [rbx + {b_cpu}]\n",
+            "test r12, r12\n",
+            "jz 76f\n",
+            "mov eax, dword ptr [r12]\n",
+            "test eax, eax\n",
+            "js 76f\n",
+            "mov r12d, edx\n",
+            "and r12d, {frames_mask}\n",
+            "shl r12d, 5\n",
+            "lea r12, [rbx + r12 + {b_fast}]\n",
+            "cmp qword ptr [r12], rdx\n",
+            "jne 76f\n",
+            "mov rdi, qword ptr [r12 + 16]\n",
+            "mov qword ptr [rdi + {e_slot}], rax\n",
+            "lea rax, [rsp + 128]\n",
+            "mov qword ptr [rdi + {e_ctx}], rax\n",
+            "mov qword ptr [rbx + {b_trace_regs}], rax\n",
+            "mov rax, qword ptr [rsi + {p_func_ip}]\n",
+            "mov qword ptr [rbx + {b_trace_ip}], rax\n",
+            "mov qword ptr [rsp + 256], rax\n",
+            "lea rax, [rbx + {b_trace}]\n",
+            "mov qword ptr [rdi + {e_state}], rax\n",
+            "xor eax, eax\n",
+            "mov qword ptr [rdi + {e_backward}], rax\n",
+            "mov qword ptr [rdi + {e_tail_calls}], rax\n",
+            "lea rsi, [rsp + 128]\n",
+            "call qword ptr [r12 + 8]\n",
+            "mov rdi, qword ptr [r12 + 16]\n",
+            "cmp qword ptr [rdi + {e_faulted}], 0\n",
+            "jne 75f\n",
+            "74:\n",
+            leave_hit!(),
+            "xor eax, eax\n",
+            "jmp 79f\n",
+            "75:\n",
+            "mov rdi, rbx\n",
+            "mov rsi, qword ptr [r12]\n",
+            "call {fault}\n",
+            "jmp 74b\n",
+            "76:\n",
+            leave_hit!(),
+            "78:\n",
+            "mov rbx, qword ptr [rsp + 168]\n",
+            "mov r12, qword ptr [rsp + 152]\n",
+        )
+    };
+}
+
+// `Block::leave(s, 1)` and the end of the hit, on the block in rbx; then rbx and r12 back.
+macro_rules! leave_hit {
+    () => {
+        concat!(
+            "mov rax, qword ptr [rbx + {b_state}]\n",
+            "sub rax, 1\n",
+            "test eax, {busy}\n",
+            "jnz 77f\n",
+            "add rax, {epoch}\n",
+            "77:\n",
+            "mov qword ptr [rbx + {b_state}], rax\n",
+            "mov byte ptr [rbx + {b_in_hit}], 0\n",
+            "mov rbx, qword ptr [rsp + 168]\n",
+            "mov r12, qword ptr [rsp + 152]\n",
+        )
+    };
+}
+
 // Three stubs, each saving what its kind of probe must keep and no more:
 //
 // - `dp_uprobe_entry`, a function's entry. A trampoline enters it with `push [probe]; call
@@ -154,9 +252,11 @@ std::arch::global_asm!(
     save_gprs!(),
     "lea rax, [rsp + 312]",
     "mov [rsp + 280], rax",
+    fast_path!(),
     "lea rdi, [rsp + 128]",
     "mov rsi, [rsp + 304]",
     "call {entry}",
+    "79:",
     "test eax, eax",
     restore_xmm0_7!(),
     restore_caller_saved!(),
@@ -170,9 +270,11 @@ std::arch::global_asm!(
     save_gprs!(),
     "lea rax, [rsp + 320]",
     "mov [rsp + 280], rax",
+    fast_path!(),
     "lea rdi, [rsp + 128]",
     "mov rsi, [rsp + 304]",
     "call {entry}",
+    "79:",
     restore_caller_saved!(),
     "add rsp, 296",
     "ret 8",
@@ -199,8 +301,39 @@ std::arch::global_asm!(
     "add rsp, 304",
     "ret",
     ".popsection",
+    // This thread's `Block` once set up (null before and after), for the stubs: `BLOCK` is
+    // Rust's, whose address assembly cannot name.
+    ".pushsection .tbss,\"awT\",@nobits",
+    ".p2align 3",
+    ".globl dp_uprobe_block",
+    ".hidden dp_uprobe_block",
+    ".type dp_uprobe_block,@object",
+    ".size dp_uprobe_block, 8",
+    "dp_uprobe_block:",
+    ".zero 8",
+    ".popsection",
     entry = sym on_entry,
     ret = sym on_return,
+    fault = sym on_fast_fault,
+    b_state = const std::mem::offset_of!(Block, state),
+    b_in_hit = const std::mem::offset_of!(Block, in_hit),
+    b_cpu = const std::mem::offset_of!(Block, cpu),
+    b_fast = const std::mem::offset_of!(Block, fast),
+    b_trace = const std::mem::offset_of!(Block, trace),
+    b_trace_regs = const std::mem::offset_of!(Block, trace) + std::mem::offset_of!(TraceState<'static>, regs),
+    b_trace_ip = const std::mem::offset_of!(Block, trace) + std::mem::offset_of!(TraceState<'static>, func_ip),
+    p_attached = const std::mem::offset_of!(Probe, attached),
+    p_func_ip = const std::mem::offset_of!(Probe, func_ip),
+    a_fast = const std::mem::offset_of!(Attached, fast),
+    frames_mask = const FRAMES - 1,
+    busy = const BUSY,
+    epoch = const EPOCH,
+    e_ctx = const raw_env::CTX,
+    e_slot = const raw_env::SLOT,
+    e_state = const raw_env::STATE,
+    e_backward = const raw_env::BACKWARD,
+    e_tail_calls = const raw_env::TAIL_CALLS,
+    e_faulted = const raw_env::FAULTED,
 );
 
 const _: () = assert!(XMM == 0 && REGS == 128 && REGS + std::mem::size_of::<PtRegs>() + 8 == FRAME);
@@ -267,12 +400,36 @@ struct Block {
     in_hit: Cell<bool>,
     /// The per-CPU map slot ([`set_slot`]), `usize::MAX` for the CPU of the hit.
     slot: Cell<usize>,
+    /// For the stubs' fast path: where the slot is — `slot_word` after [`set_slot`], else this
+    /// thread's `struct rseq` `cpu_id` (the CPU it runs on, kept by the kernel, as
+    /// `sched_getcpu` reads it), or null (no rseq: the handler asks `sched_getcpu`).
+    cpu: Cell<*const u32>,
+    slot_word: Cell<u32>,
     depth: Cell<usize>,
     runner: UnsafeCell<JitRunner>,
     /// Run environments of the programs this thread ran last, by `Hook::id % FRAMES`.
     frames: UnsafeCell<[Option<Frame>; FRAMES]>,
+    /// The same frames as the stubs' fast path finds them: `fast[i]` describes `frames[i]`
+    /// once prepared for raw runs (id 0: none).
+    fast: UnsafeCell<[FastFrame; FRAMES]>,
+    /// The fast path's `TraceState` (the helpers' view of a hit), written by the stub per hit.
+    trace: UnsafeCell<MaybeUninit<TraceState<'static>>>,
     pending: UnsafeCell<[Pending; MAX_DEPTH]>,
 }
+
+/// A frame prepared for raw runs (`xdp_vm::jit::frame`), as the stubs read it: 32 bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FastFrame {
+    /// The `Hook::id` of `Block::frames[id % FRAMES]`.
+    id: u64,
+    entry: u64,
+    env: u64,
+    _pad: u64,
+}
+
+const NO_FAST: FastFrame = FastFrame { id: 0, entry: 0, env: 0, _pad: 0 };
+const _: () = assert!(std::mem::size_of::<FastFrame>() == 32 && FRAMES.is_power_of_two());
 
 /// Run environments a thread keeps: a hit whose program has one runs it writing only the
 /// context and the run counters ([`JitFrame::run`]); another program's replaces it.
@@ -304,6 +461,7 @@ struct Owner;
 
 impl Drop for Owner {
     fn drop(&mut self) {
+        set_fast_block(std::ptr::null());
         let b = BLOCK.with(|c| c.replace(SETTING_UP));
         if b.is_null() || b == SETTING_UP {
             return;
@@ -316,6 +474,7 @@ impl Drop for Owner {
         b.depth.set(0);
         b.in_hit.set(false);
         b.slot.set(usize::MAX);
+        b.cpu.set(std::ptr::null());
         FREE.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(b);
     }
 }
@@ -349,16 +508,67 @@ fn block_slow() -> Option<&'static Block> {
             state: AtomicU64::new(0),
             in_hit: Cell::new(false),
             slot: Cell::new(usize::MAX),
+            cpu: Cell::new(std::ptr::null()),
+            slot_word: Cell::new(0),
             depth: Cell::new(0),
             runner: UnsafeCell::new(JitRunner::new()),
             frames: UnsafeCell::new([const { None }; FRAMES]),
+            fast: UnsafeCell::new([NO_FAST; FRAMES]),
+            trace: UnsafeCell::new(MaybeUninit::uninit()),
             pending: UnsafeCell::new([NO_PENDING; MAX_DEPTH]),
         }));
         BLOCKS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(b);
         b
     });
+    b.cpu.set(rseq_cpu_id());
     BLOCK.with(|c| c.set(b));
+    set_fast_block(b);
     Some(b)
+}
+
+/// Makes `b` (or null) this thread's block for the stubs' fast path (`dp_uprobe_block`).
+fn set_fast_block(b: *const Block) {
+    // SAFETY: writes this thread's own `dp_uprobe_block` (an 8-byte TLS variable defined with
+    // the stubs), through its initial-exec TLS offset; nothing else is touched.
+    unsafe {
+        std::arch::asm!(
+            "mov {t}, qword ptr [rip + dp_uprobe_block@GOTTPOFF]",
+            "mov qword ptr fs:[{t}], {b}",
+            t = out(reg) _,
+            b = in(reg) b,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// The address of this thread's `struct rseq` `cpu_id` (glibc registers one per thread and
+/// exports where: `__rseq_offset` from the thread pointer, `__rseq_size` non-zero when
+/// registered), or null.
+fn rseq_cpu_id() -> *const u32 {
+    static OFFSET: OnceLock<Option<isize>> = OnceLock::new();
+    let off = *OFFSET.get_or_init(|| {
+        let sym = |name: &std::ffi::CStr| {
+            // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks the name up.
+            unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }
+        };
+        let (offset, size) = (sym(c"__rseq_offset"), sym(c"__rseq_size"));
+        if offset.is_null() || size.is_null() {
+            return None;
+        }
+        // SAFETY: glibc's `ptrdiff_t __rseq_offset` and `unsigned int __rseq_size`, constant
+        // after start-up.
+        let (offset, size) = unsafe { (*offset.cast::<isize>(), *size.cast::<u32>()) };
+        (size >= 8).then_some(offset)
+    });
+    let Some(off) = off else { return std::ptr::null() };
+    let tp: usize;
+    // SAFETY: on x86-64 Linux the thread pointer's first word holds its own address (the TCB's
+    // `self`); reading it touches nothing else.
+    unsafe {
+        std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags))
+    };
+    // `struct rseq { u32 cpu_id_start; u32 cpu_id; ... }`: the thread's own, alive as long as it.
+    tp.wrapping_add_signed(off).wrapping_add(4) as *const u32
 }
 
 /// Sets the per-CPU map slot that programs run from this thread use (a worker's slot);
@@ -366,6 +576,13 @@ fn block_slow() -> Option<&'static Block> {
 pub(super) fn set_slot(slot: usize) {
     if let Some(b) = block() {
         b.slot.set(slot);
+        match u32::try_from(slot) {
+            Ok(w) if w <= i32::MAX as u32 => {
+                b.slot_word.set(w);
+                b.cpu.set(b.slot_word.as_ptr());
+            }
+            _ => b.cpu.set(std::ptr::null()),
+        }
     }
 }
 
@@ -412,12 +629,22 @@ impl Block {
         // SAFETY: the runner and the frames belong to this thread's block, and no other run
         // uses them now: a hit does not nest in another (`in_hit`).
         let (runner, frames) = unsafe { (&mut *self.runner.get(), &mut *self.frames.get()) };
-        let f = &mut frames[(h.id % FRAMES as u64) as usize];
-        if f.as_ref().is_none_or(|f| f.id != h.id) {
+        let i = (h.id % FRAMES as u64) as usize;
+        let f = &mut frames[i];
+        let fresh = f.as_ref().is_none_or(|f| f.id != h.id);
+        if fresh {
             new_frame(f, h);
         }
         let Some(f) = f.as_mut() else { return };
         let mut st = TraceState::new(regs, func_ip);
+        if fresh {
+            // From now on the stubs run this hook's program on this thread themselves.
+            let raw = f.frame.raw(runner, &mut st);
+            // SAFETY: this thread's own fast frames, not borrowed elsewhere (`in_hit`).
+            unsafe {
+                (*self.fast.get())[i] = FastFrame { id: h.id, entry: raw.entry, env: raw.env, _pad: 0 }
+            };
+        }
         // A faulting program stops; the traced code goes on, as with the kernel's.
         let _ = f.frame.run(runner, &mut st, slot);
     }
@@ -459,6 +686,17 @@ fn new_frame(slot: &mut Option<Frame>, h: &Hook) {
     // through its borrows).
     let jit: &'static JitProgram<Uprobe> = unsafe { &*Arc::as_ptr(&h.jit) };
     *slot = Some(Frame { id: h.id, frame: jit.frame() });
+}
+
+/// A run of the stubs' fast path faulted: clears the fault from the frame of hook `id` (the
+/// program stops, as with the kernel's; the traced code goes on).
+extern "C" fn on_fast_fault(b: *const Block, id: u64) {
+    // SAFETY: the stub passes this thread's block (`dp_uprobe_block`), which is in a hit
+    // (`in_hit`), so its frames are this call's alone.
+    let frames = unsafe { &mut *(*b).frames.get() };
+    if let Some(f) = frames[(id % FRAMES as u64) as usize].as_mut().filter(|f| f.id == id) {
+        let _ = f.frame.take_fault();
+    }
 }
 
 /// A hit: runs the entry programs; for a function with uretprobes, takes its return address
