@@ -91,6 +91,21 @@ extern "C" fn uprobe_target_recursive(n: u64) -> u64 {
     if black_box(n) == 0 { 0 } else { n + uprobe_target_recursive(n - 1) }
 }
 
+/// Sets the flags to exactly `flags` (`popfq`) and calls [`uprobe_target_flags`], whose entry
+/// then sees them: a `call` changes no flag. The stack stays aligned as at any call.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn uprobe_flags_call(_flags: u64) -> u64 {
+    naked_asm!("sub rsp, 8", "push rdi", "popfq", "call {t}", "add rsp, 8", "ret", t = sym uprobe_target_flags)
+}
+
+/// Called with known flags by [`uprobe_flags_call`]: `push rbp; mov rbp, rsp; xor eax, eax; ...`.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn uprobe_target_flags() -> u64 {
+    naked_asm!("push rbp", "mov rbp, rsp", "xor eax, eax", "pop rbp", "ret")
+}
+
 type Target6 = extern "C" fn(u64, u64, u64, u64, u64, u64) -> u64;
 
 fn call(f: Target6, args: [u64; 6]) -> u64 {
@@ -107,6 +122,8 @@ const RET_FUNC_IP: u32 = 10;
 const READ_RET: u32 = 11;
 const READ_VAL: u32 = 12;
 const PID_TGID: u32 = 13;
+const FLAGS: u32 = 14;
+const CPU: u32 = 15;
 
 struct Loaded {
     obj: Object,
@@ -196,6 +213,83 @@ fn core_reads_over_a_reordered_local_pt_regs_see_the_real_arguments() {
     assert_eq!(get(2), args[1], "ctx->si");
     assert_eq!(get(3), 1, "bpf_core_field_exists(ctx->si)");
     assert_eq!(get(4), 8, "bpf_core_field_size(ctx->si)");
+}
+
+/// EFLAGS in user mode: bit 1 (always set) and IF.
+const FLAGS_BASE: u64 = 0x202;
+/// CF, PF, AF, ZF, SF, OF: what code can set and a probe reports.
+const FLAGS_ARITH: u64 = 0x8d5;
+
+#[test]
+fn pt_regs_flags_are_the_probed_codes_flags_as_the_kernel_sees_them() {
+    let l = loaded();
+    let spec = l.obj.program(Some("on_entry")).unwrap();
+    let kernel = dataplane::kernel::KernelProgram::load(&l.obj, spec).unwrap();
+    let image = uprobe::symbols::image().unwrap();
+    let f = &image.functions("uprobe_target_flags")[0];
+    let exe = std::env::current_exe().unwrap();
+    let kmap = kernel.map("seen").unwrap();
+    let kernel_flags = |flags: u64| {
+        let link = kernel.attach_uprobe(&exe, f.file_offset.unwrap(), false).unwrap();
+        assert_eq!(uprobe_flags_call(flags), 0);
+        drop(link);
+        let v = kmap.lookup(&FLAGS.to_le_bytes()).unwrap().unwrap();
+        u64::from_le_bytes(v[0][..8].try_into().unwrap())
+    };
+    // None, all, and CF | ZF | OF.
+    let cases = [FLAGS_BASE, FLAGS_BASE | FLAGS_ARITH, FLAGS_BASE | 0x841];
+    let kernel_saw: Vec<u64> = cases.iter().map(|&c| kernel_flags(c)).collect();
+    assert_eq!(kernel_saw, cases, "the kernel's uprobe sees the flags set");
+    // Ours: the first hit on this thread runs through the handler, the next ones through the
+    // stub's fast path; both see the same.
+    let entry = l.prog("on_entry");
+    let att = uprobe::attach(&func("uprobe_target_flags"), &[&entry]).unwrap();
+    for round in 0..3 {
+        for &c in &cases {
+            let before = l.seen(ENTRIES);
+            assert_eq!(uprobe_flags_call(c), 0);
+            assert_eq!(l.seen(ENTRIES), before + 1, "round {round}: one hit");
+            assert_eq!(l.seen(FLAGS), c, "round {round}: flags {c:#x}");
+            assert_eq!(l.seen(FUNC_IP), uprobe_target_flags as *const () as usize as u64, "bpf_get_func_ip");
+            assert_eq!(
+                l.seen(PID_TGID) & 0xffff_ffff,
+                u64::from(xdp_vm::sys::gettid()),
+                "the calling thread"
+            );
+        }
+    }
+    att.detach().unwrap();
+}
+
+#[test]
+fn programs_see_the_cpu_they_run_on_or_the_threads_slot() {
+    let l = loaded();
+    let entry = l.prog("on_entry");
+    let _att = uprobe::attach(&func("uprobe_target_frame"), &[&entry]).unwrap();
+    let ncpus = std::thread::available_parallelism().map_or(1, usize::from);
+    // One thread at a time (they share the map): each pinned to a CPU, then one with a slot
+    // set. Each thread's first hit runs through the handler, the next through the fast path.
+    for cpu in (0..ncpus.min(4)).map(Some).chain([None]) {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let expected = match cpu {
+                    Some(cpu) => {
+                        dataplane::kernel::pin_current_thread(cpu).unwrap();
+                        cpu as u64
+                    }
+                    None => {
+                        uprobe::set_slot(7);
+                        7
+                    }
+                };
+                for i in 0..3 {
+                    assert_eq!(call(uprobe_target_frame, [0, i, 1, 0, 0, 0]), i + 1);
+                    assert_eq!(l.seen(ARG1 + 1), i, "this call's hit");
+                    assert_eq!(l.seen(CPU), expected, "hit {i}, {cpu:?}");
+                }
+            });
+        });
+    }
 }
 
 #[test]

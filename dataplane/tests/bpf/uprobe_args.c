@@ -14,7 +14,10 @@ enum {
 	ARG1, ARG2, ARG3, ARG4, ARG5, ARG6, /* what the entry saw */
 	ENTRIES, EXITS, RC, FUNC_IP, RET_FUNC_IP, /* hits and the return */
 	READ_RET, READ_VAL, /* bpf_probe_read_user through PARM1 */
-	PID_TGID, NSLOTS
+	PID_TGID,
+	FLAGS, /* the probed code's flags (pt_regs.flags) */
+	CPU, /* bpf_get_smp_processor_id: the slot */
+	NSLOTS
 };
 
 struct {
@@ -47,6 +50,8 @@ int BPF_KPROBE(on_entry, __u64 a1, __u64 a2, __u64 a3, __u64 a4, __u64 a5)
 	put(ARG6, ctx->r9); /* PT_REGS_PARM6: libbpf 1.1 lacks the macro */
 	put(FUNC_IP, bpf_get_func_ip(ctx));
 	put(PID_TGID, bpf_get_current_pid_tgid());
+	put(FLAGS, ctx->eflags);
+	put(CPU, bpf_get_smp_processor_id());
 	bump(ENTRIES);
 	return 0;
 }
