@@ -181,7 +181,13 @@ impl Comparison for MapOps {
                 });
             }
             if label == "hash" {
-                scaling = scaling_rows(&ours, &kern, mode)?;
+                // The control: a second copy of the program and its map for each contestant.
+                let own_maps = create_maps(&obj, prog_run::cpu_slots())?;
+                let control = Contestants {
+                    ours: Ours { jit: JitProgram::compile(&Program::<Xdp>::new(spec, &own_maps)?)? },
+                    kern: KernelProgram::load(&obj, spec)?,
+                };
+                scaling = scaling_rows(&Contestants { ours, kern }, &control, mode)?;
             }
         }
         Ok(vec![
@@ -202,12 +208,21 @@ impl Comparison for MapOps {
             Table {
                 id: "mapops_scaling".into(),
                 title: "Hash updates from one and two threads".into(),
-                method: "The hash update program from one thread (CPU 0), then from two at once (CPUs 0 and 1, keys \
-                         0..999 and 2048..3047), ours and the kernel's, alternating; millions of updates per second \
-                         of wall time, all threads together. The notes give the thread CPU time per update (all \
-                         threads' CPU time over all updates: it rises with contention between the threads, hardly with other \
-                         load on the CPUs) and, for two threads, both over the one-thread figures."
-                    .into(),
+                method: format!(
+                    "The hash update program from one thread (CPU 0), then from two at once (CPUs 0 and 1, keys \
+                     0..999 and 2048..3047) on one map, then, as the control, from two at once each on a map of \
+                     its own (nothing of a map shared: what the machine allows), ours and the kernel's, \
+                     alternating; millions of updates per second of wall time, all threads together. The bench \
+                     threads run {}, so that other processes' load does not take their CPUs (it would cap the \
+                     two-thread rate whatever the store does). The notes give the thread CPU time per update (all \
+                     threads' CPU time over all updates: it rises with contention between the threads, hardly \
+                     with other load on the CPUs) and, for two threads, both over the one-thread figures.",
+                    if realtime::available() {
+                        "at SCHED_FIFO priority 1"
+                    } else {
+                        "at the normal policy (SCHED_FIFO was refused)"
+                    }
+                ),
                 row_header: "threads".into(),
                 unit: "M updates/s".into(),
                 better: Better::Higher,
@@ -217,26 +232,35 @@ impl Comparison for MapOps {
     }
 }
 
-/// Hash-update rates from 1 and 2 threads, ours and the kernel's.
-fn scaling_rows(ours: &Ours, kern: &KernelProgram, mode: Mode) -> anyhow::Result<Vec<Row>> {
+/// Both contestants of one hash-update program.
+struct Contestants {
+    ours: Ours,
+    kern: KernelProgram,
+}
+
+/// Hash-update rates from 1 and 2 threads on one map, and from 2 threads on a map each (the
+/// control: `control` holds a second map for each contestant), ours and the kernel's.
+fn scaling_rows(one_map: &Contestants, control: &Contestants, mode: Mode) -> anyhow::Result<Vec<Row>> {
     let runs: u32 = mode.pick(20, 2000);
     let rounds = mode.pick(2, 5);
     // Online CPUs (not `available_parallelism`, which says 1 once this thread is pinned).
     let cpus = crate::report::online_cpus();
-    let threads_max = cpus.min(2);
-    // One closure per (contestant, threads): M updates per second of wall time, and thread CPU
-    // nanoseconds per update (all threads' CPU time over all updates). On a machine whose CPUs
-    // other work also wants, the wall-time rate of two threads says as much about that work as
-    // about contention; the CPU time per update rises only with contention (shared cache lines,
-    // locks), so the two together tell them apart.
-    let measure = |kernel_side: bool, threads: usize| -> anyhow::Result<(f64, f64)> {
+    // One closure per (contestant, threads, maps): M updates per second of wall time, and thread
+    // CPU nanoseconds per update (all threads' CPU time over all updates). On a machine whose
+    // CPUs other work also wants, the wall-time rate of two threads says as much about that work
+    // as about contention; the CPU time per update rises only with contention (shared cache
+    // lines, locks) while the threads really run at once, so the two together tell them apart.
+    // Thread `t` runs on CPU `t`, on `one_map`, or for `t > 0` with `own_maps` on `control`.
+    let measure = |kernel_side: bool, threads: usize, own_maps: bool| -> anyhow::Result<(f64, f64)> {
         let barrier = Barrier::new(threads);
         let (elapsed, cpu) = std::thread::scope(|s| -> anyhow::Result<(f64, f64)> {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
                     let barrier = &barrier;
+                    let side = if own_maps && t > 0 { control } else { one_map };
                     s.spawn(move || -> anyhow::Result<(f64, f64)> {
                         kernel::pin_current_thread(t)?;
+                        realtime::enter();
                         let packet = frame(2048 * t as u32, Op::Update as u8);
                         let mut runner = JitRunner::new();
                         let mut buf = vec![0u8; XDP_FRAME_SIZE];
@@ -244,9 +268,9 @@ fn scaling_rows(ours: &Ours, kern: &KernelProgram, mode: Mode) -> anyhow::Result
                         let t0 = Instant::now();
                         let c0 = clock::thread_cpu_ns();
                         if kernel_side {
-                            kern.test_run(&packet, runs)?;
+                            side.kern.test_run(&packet, runs)?;
                         } else {
-                            ours.batch(&mut runner, &mut buf, &packet, runs, t)?;
+                            side.ours.batch(&mut runner, &mut buf, &packet, runs, t)?;
                         }
                         Ok((t0.elapsed().as_secs_f64(), (clock::thread_cpu_ns() - c0) as f64))
                     })
@@ -265,10 +289,15 @@ fn scaling_rows(ours: &Ours, kern: &KernelProgram, mode: Mode) -> anyhow::Result
     };
     let mut rows = Vec::new();
     let mut one = [(0.0, 0.0); 2];
-    for threads in 1..=threads_max {
+    let cases: &[(usize, bool, &str)] = if cpus >= 2 {
+        &[(1, false, "1"), (2, false, "2, one map"), (2, true, "2, a map each (control)")]
+    } else {
+        &[(1, false, "1")]
+    };
+    for &(threads, own_maps, label) in cases {
         let mut cpu = [Vec::new(), Vec::new()];
         let samples = alternate(rounds, 2, |_, c| {
-            let (rate, ns) = measure(c == 1, threads)?;
+            let (rate, ns) = measure(c == 1, threads, own_maps)?;
             cpu[c].push(ns);
             Ok(rate)
         })?;
@@ -287,10 +316,10 @@ fn scaling_rows(ours: &Ours, kern: &KernelProgram, mode: Mode) -> anyhow::Result
                 );
             }
         }
-        rows.push(Row { label: format!("{threads}"), reference: KERNEL.into(), cells });
+        rows.push(Row { label: label.into(), reference: KERNEL.into(), cells });
     }
     kernel::pin_current_thread(0)?;
-    if threads_max < 2 {
+    if cpus < 2 {
         rows.push(Row {
             label: "2".into(),
             reference: KERNEL.into(),
@@ -301,4 +330,23 @@ fn scaling_rows(ours: &Ours, kern: &KernelProgram, mode: Mode) -> anyhow::Result
         });
     }
     Ok(rows)
+}
+
+/// `SCHED_FIFO` for the scaling threads (they are short-lived: each measurement spawns its own).
+mod realtime {
+    #![expect(unsafe_code, reason = "sched_setscheduler through libc")]
+
+    /// Puts the calling thread at `SCHED_FIFO` priority 1; `false` when that is not permitted
+    /// (not root, or real-time scheduling is not available): the thread then stays as it was.
+    pub(super) fn enter() -> bool {
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: `param` is a valid `sched_param` that lives across the call; pid 0 names the
+        // calling thread, whose policy is all that changes; failure only returns -1.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+    }
+
+    /// Whether [`enter`] works here, tried on a short-lived thread of its own.
+    pub(super) fn available() -> bool {
+        std::thread::spawn(enter).join().unwrap_or(false)
+    }
 }
