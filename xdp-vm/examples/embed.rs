@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use xdp_vm::context::{XDP_FRAME_SIZE, XdpBuff};
 use xdp_vm::elf::Object;
-use xdp_vm::jit::{JitProgram, JitRunner};
+use xdp_vm::jit::{JitProgram, JitWorker};
 use xdp_vm::{Program, Xdp, create_maps};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,8 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let jit = Arc::new(JitProgram::compile(&prog)?);
     println!("{}: {} instructions, compiled in {:?}", jit.name(), prog.insns().len(), jit.compile_time());
 
-    // 4. Call it from every thread: each keeps a `JitRunner` (its program stack) and a frame,
-    //    and passes its own slot for per-CPU maps.
+    // 4. Call it from every thread: each keeps a `JitWorker` (the program, its run environment
+    //    and stack, for the thread's own slot of per-CPU maps) and a frame.
     let mut packet = vec![0u8; 98];
     packet[..12].copy_from_slice(&[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2]);
     packet[12..14].copy_from_slice(&[0x08, 0x00]);
@@ -53,13 +53,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|slot| {
             let (jit, packet) = (jit.clone(), packet.clone());
             std::thread::spawn(move || -> Result<(u64, f64), xdp_vm::Fault> {
-                let mut runner = JitRunner::new();
+                let mut worker = JitWorker::new(jit, slot);
                 let mut frame = vec![0u8; XDP_FRAME_SIZE];
                 let mut buff = XdpBuff::load(&mut frame, &packet).expect("a 98-byte frame fits");
                 let t = Instant::now();
                 let mut last = 0;
                 for _ in 0..runs {
-                    last = jit.run_on(&mut runner, &mut buff, slot)?;
+                    last = worker.run(&mut buff)?;
                 }
                 Ok((last, t.elapsed().as_nanos() as f64 / runs as f64))
             })

@@ -10,7 +10,8 @@
 //! create its maps ([`create_maps`], one per-CPU slot per thread that will run it), bind and
 //! verify a program ([`Program::new`]), compile it once ([`jit::JitProgram::compile`]; the result
 //! is `Send + Sync`), then call it from any thread on a context ([`XdpBuff`]) with that thread's
-//! slot — [`jit::JitProgram::run`], or `run_on` with a per-thread [`jit::JitRunner`] in a loop.
+//! slot — [`jit::JitProgram::run`], or in a loop a per-thread [`jit::JitWorker`] (the program's
+//! run environment and stack, filled in once).
 //! The maps are shared by every caller and readable from Rust (`Map::lookup_user`). The `jit`
 //! module has a self-contained example; `examples/embed.rs` does it with a clang-built object
 //! from several threads (`cargo run --release -p xdp-vm --example embed -- target/bpf/xdp_counter.o`),

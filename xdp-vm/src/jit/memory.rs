@@ -20,7 +20,7 @@ use super::call::{Env, STACK_BYTES};
 
 /// The entry of a compiled program, callable from Rust: `(env, r1) -> r0`, the C calling
 /// convention (`translate`'s wrapper around the main function).
-type Entry = extern "C" fn(*mut Env<'_>, u64) -> u64;
+pub(crate) type Entry = extern "C" fn(*mut Env<'_>, u64) -> u64;
 
 /// Finalized (read-execute) code and the module that owns its pages.
 pub(crate) struct Code {
@@ -58,7 +58,7 @@ impl Code {
         // SAFETY: `funcs.entry` is finalized in `module` (just above) and `translate` defines it
         // with the `(env, r1) -> r0` signature in the ISA's default (C) calling convention.
         let entry = unsafe { std::mem::transmute::<*const u8, Entry>(ptr) };
-        let tail_entry = module.get_finalized_function(funcs.main) as u64;
+        let tail_entry = module.get_finalized_function(funcs.tail) as u64;
         Ok(Self { module: Mutex::new(Some(module)), entry, tail_entry, size })
     }
 
@@ -71,6 +71,12 @@ impl Code {
     /// lives. For callers that run the code from their own machine code (`frame`).
     pub(crate) fn entry_address(&self) -> u64 {
         self.entry as usize as u64
+    }
+
+    /// The entry Rust calls, `(env, r1) -> r0`: `env` must be a complete run environment
+    /// whose `stack_start` is a [`Stack`] of its own (see `call_on`).
+    pub(crate) fn entry(&self) -> Entry {
+        self.entry
     }
 
     /// Bytes of machine code.

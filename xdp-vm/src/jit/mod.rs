@@ -25,8 +25,11 @@
 //! value to a later load of it — a lookup key written then read, a `memcpy` temporary — instead
 //! of reading it back from memory.
 //!
-//! Running: [`JitProgram::run`] takes a stack from a per-thread cache; a worker that runs
-//! programs in a loop keeps a [`JitRunner`] and calls [`JitProgram::run_on`], which skips that.
+//! Running: [`JitProgram::run`] takes a stack from a per-thread cache and builds the run
+//! environment; a worker that runs one program in a loop keeps a [`JitWorker`] (program,
+//! environment and stack filled in once), whose run writes the packet region and context and
+//! makes one call. [`JitProgram::run_on`] with a [`JitRunner`] (a stack for any program) is in
+//! between; a tracing probe keeps a [`JitFrame`].
 //!
 //! Code pages are written, then made read-execute (never both; see `memory`).
 //!
@@ -60,6 +63,14 @@
 //!     })
 //! };
 //! assert_eq!(worker.join().unwrap()?, 60);
+//!
+//! // A thread that runs it on frame after frame keeps a `JitWorker` (here for per-CPU slot 1).
+//! let mut worker = xdp_vm::jit::JitWorker::new(jit.clone(), 1);
+//! let mut frame = vec![0u8; XDP_FRAME_SIZE];
+//! for len in [60, 98] {
+//!     let mut buff = XdpBuff::load(&mut frame, &vec![0u8; len]).unwrap();
+//!     assert_eq!(worker.run(&mut buff)?, len as u64);
+//! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -68,6 +79,7 @@ mod facts;
 pub mod frame;
 mod memory;
 mod translate;
+mod worker;
 
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
@@ -83,6 +95,7 @@ use crate::program::{LinkError, Program};
 use call::{Env, Targets};
 pub use frame::RawFrame;
 use translate::{MapInfo, MapKind};
+pub use worker::JitWorker;
 
 /// Why a program could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -370,6 +383,16 @@ impl<'p, C: Context> JitFrame<'p, C> {
 /// per-CPU slot, the state, the run counters — and returns the context's address (`r1`).
 #[inline(always)]
 fn begin_run<C: Context>(env: &mut Env<'_>, state: &mut C::State<'_>, slot: usize) -> u64 {
+    env.slot = slot as u64;
+    env.backward = 0;
+    env.tail_calls = 0;
+    begin_packet::<C>(env, state)
+}
+
+/// Fills in `env`'s packet region, context and state for a run on `state`; returns the
+/// context's address (`r1`).
+#[inline(always)]
+fn begin_packet<C: Context>(env: &mut Env<'_>, state: &mut C::State<'_>) -> u64 {
     let (mut pkt_start, mut pkt_len) = C::memory(state);
     let ctx = C::address(state);
     if pkt_len < 8 {
@@ -379,9 +402,6 @@ fn begin_run<C: Context>(env: &mut Env<'_>, state: &mut C::State<'_>, slot: usiz
     env.pkt_start = pkt_start as u64;
     env.pkt_len = pkt_len as u64;
     env.ctx = ctx;
-    env.slot = slot as u64;
-    env.backward = 0;
-    env.tail_calls = 0;
     env.state = std::ptr::from_mut(state).cast();
     ctx
 }

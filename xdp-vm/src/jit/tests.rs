@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use maps::{Map, MapDef, map_type};
 
-use super::JitProgram;
+use super::{JitProgram, JitWorker};
 use crate::context::{XDP_FRAME_SIZE, Xdp, XdpBuff};
 use crate::helpers::{errno_ret, id};
 use crate::insn::*;
@@ -18,24 +18,28 @@ const fn i(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
 const EXIT: Insn = i(0x95, 0, 0, 0, 0);
 
 /// Runs `insns` through both engines (fresh maps for each, from `make_maps`); asserts they
-/// agree on the result and the frame, and returns the JIT's result. When the verifier accepts
-/// the program, the JIT also runs it compiled from the verified program (no checks, alias
-/// regions), which must agree too.
+/// agree on the result and the frame, and returns the JIT's result. The JIT runs the program
+/// loaded unverified through [`JitProgram::run`] and through a [`JitWorker`]; when the verifier
+/// accepts the program, also compiled from the verified program (no checks, alias regions)
+/// through a `JitWorker`, as the dataplane runs it. Every run must agree.
 fn both_with(insns: &[Insn], make_maps: &dyn Fn() -> Vec<Arc<Map>>, slot: usize) -> Result<u64, Fault> {
     let packet: Vec<u8> = (0..64).collect();
-    // `Some(verified)`: the JIT, from a program loaded unverified or verified.
-    let run = |jit: Option<bool>| {
+    // `Some((verified, through a JitWorker))`: the JIT, from a program loaded unverified or
+    // verified.
+    let run = |jit: Option<(bool, bool)>| {
         let maps = make_maps();
         let prog = match jit {
-            Some(true) => Program::<Xdp>::from_insns_verified("t", insns, &maps).ok()?,
+            Some((true, _)) => Program::<Xdp>::from_insns_verified("t", insns, &maps).ok()?,
             _ => Program::<Xdp>::from_insns("t", insns, &maps).expect("loads"),
         };
         let mut frame = vec![0u8; XDP_FRAME_SIZE];
         let mut buff = XdpBuff::load(&mut frame, &packet).unwrap();
-        let r = if jit.is_some() {
-            JitProgram::compile(&prog).expect("compiles").run(&mut buff, slot)
-        } else {
-            Interpreter::new().run(&prog, &mut buff, slot)
+        let r = match jit {
+            Some((_, false)) => JitProgram::compile(&prog).expect("compiles").run(&mut buff, slot),
+            Some((_, true)) => {
+                JitWorker::new(Arc::new(JitProgram::compile(&prog).expect("compiles")), slot).run(&mut buff)
+            }
+            None => Interpreter::new().run(&prog, &mut buff, slot),
         };
         let out = buff.meta_and_packet().to_vec();
         let dumps: Vec<_> = maps.iter().map(sorted_entries).collect();
@@ -43,11 +47,13 @@ fn both_with(insns: &[Insn], make_maps: &dyn Fn() -> Vec<Arc<Map>>, slot: usize)
     };
     let (ri, oi, mi) = run(None).expect("the interpreter runs");
     let ri = ri.map_err(without_addr);
-    let (rj, oj, mj) = run(Some(false)).expect("unverified programs load");
+    let (rj, oj, mj) = run(Some((false, false))).expect("unverified programs load");
     assert_eq!(rj.map_err(without_addr), ri, "result");
     assert_eq!(oj, oi, "output frame");
     assert_eq!(mj, mi, "maps");
-    if let Some((rv, ov, mv)) = run(Some(true)) {
+    let (rw, ow, mw) = run(Some((false, true))).expect("unverified programs load");
+    assert_eq!((rw.map_err(without_addr), ow, mw), (ri, oi.clone(), mi.clone()), "through a JitWorker");
+    if let Some((rv, ov, mv)) = run(Some((true, true))) {
         assert_eq!(rv.map_err(without_addr), ri, "result (verified)");
         assert_eq!(ov, oi, "output frame (verified)");
         assert_eq!(mv, mi, "maps (verified)");
@@ -667,11 +673,16 @@ fn tail_both(progs: &[Vec<Insn>], slots: &[(u32, u32)]) -> (Result<u64, Fault>, 
         let mut loaded: Vec<Program<Xdp>> = progs.iter().map(load).collect::<Option<_>>()?;
         let mut frame = vec![0u8; XDP_FRAME_SIZE];
         let mut buff = XdpBuff::load(&mut frame, &packet).unwrap();
-        let r = if engine.is_some() {
+        let r = if let Some(verified) = engine {
             let jits: Vec<_> =
                 loaded.iter().map(|p| Arc::new(JitProgram::compile(p).expect("compiles"))).collect();
             super::link_tail_calls(&jits).unwrap();
-            jits[0].run(&mut buff, 0)
+            // Unverified through `run`, verified through a `JitWorker` (the dataplane's way).
+            if verified {
+                JitWorker::new(jits[0].clone(), 0).run(&mut buff)
+            } else {
+                jits[0].run(&mut buff, 0)
+            }
         } else {
             crate::program::link_tail_calls(&mut loaded).unwrap();
             Interpreter::new().run(&loaded[0], &mut buff, 0)
@@ -692,9 +703,18 @@ fn tail_both(progs: &[Vec<Insn>], slots: &[(u32, u32)]) -> (Result<u64, Fault>, 
 
 /// `bpf_tail_call` as the kernel does it: a chain through filled slots ends where a slot is
 /// empty; a program calling itself runs 34 times (33 tail calls), then falls through; an index
-/// past the array, an id that names no linked program, a map the compiler could not know.
+/// past the array, an id that names no linked program, a map the compiler could not know; a
+/// target that makes no tail calls itself (compiled with the C convention, entered through its
+/// `tail`-convention wrapper).
 #[test]
 fn tail_calls_jump_count_and_fall_through() {
+    for hidden in [false, true] {
+        let mut leaf = vec![i(0xbf, 6, 1, 0, 0)];
+        leaf.extend(bump(1));
+        leaf.extend([i(0xb7, 0, 0, 0, 201), EXIT]);
+        let to_leaf = vec![tail_prog(0, 0, hidden, true), leaf];
+        assert_eq!(tail_both(&to_leaf, &[(0, 1)]), (Ok(201), vec![1, 1, 0, 0, 0, 0, 0, 0]));
+    }
     let set = |index: [i32; 4], hidden: bool| -> Vec<Vec<Insn>> {
         (0..4).map(|k| tail_prog(k, index[k as usize], hidden, true)).collect()
     };
@@ -766,16 +786,16 @@ fn prog_array_updates_while_runs_go_on() {
         .collect();
     super::link_tail_calls(&progs).unwrap();
     let mut progs = progs.into_iter();
-    let entry = progs.next().unwrap();
+    // A worker made here runs on the other thread.
+    let mut entry = JitWorker::new(progs.next().unwrap(), 0);
     drop(progs);
     const RUNS: u64 = 200_000;
     let runner = std::thread::spawn(move || {
         let mut frame = vec![0u8; XDP_FRAME_SIZE];
         let mut buff = XdpBuff::load(&mut frame, &[0u8; 64]).unwrap();
-        let mut runner = super::JitRunner::new();
         let mut seen = [0u64; 3];
         for _ in 0..RUNS {
-            let r = entry.run_on(&mut runner, &mut buff, 0).unwrap();
+            let r = entry.run(&mut buff).unwrap();
             assert!((100..=102).contains(&r), "{r}");
             seen[(r - 100) as usize] += 1;
         }

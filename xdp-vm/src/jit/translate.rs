@@ -1,10 +1,13 @@
 //! eBPF to Cranelift IR: one Cranelift function per eBPF function (the main program and each
 //! bpf-to-bpf call target), eBPF registers as Cranelift variables.
 //!
-//! The main program is `(env, r1, tail calls so far) -> r0` in Cranelift's `tail` calling
-//! convention, so that `bpf_tail_call` is a `return_call_indirect` to another program's main
-//! function: the frame is reused, nothing returns to the caller. It finds its frame pointer in
-//! the `Env`, and Rust enters it through a small C-convention wrapper (`Entries::entry`). Every
+//! A main program that makes tail calls is `(env, r1, tail calls so far) -> r0` in Cranelift's
+//! `tail` calling convention, so that `bpf_tail_call` is a `return_call_indirect` to another
+//! program's tail entry: the frame is reused, nothing returns to the caller. It finds its frame
+//! pointer in the `Env`, and Rust enters it through a small C-convention wrapper
+//! (`Entries::entry`). A main program that makes none is `(env, r1) -> r0` in the C convention
+//! and Rust calls it directly (one call less per run); its tail entry is a small `tail`-
+//! convention wrapper around it, for other programs' tail calls into it. Every
 //! other function (a bpf-to-bpf call target, a callback) has the C signature
 //! `(env, r1, r2, r3, r4, r5, fp) -> r0`. A fault is recorded in the `Env` by the function that
 //! detects it; the generated code then returns at once, and callers check `Env::faulted` after
@@ -108,10 +111,21 @@ fn is_second_slot(insns: &[Insn], pc: usize) -> bool {
 /// The two ways into a translated program.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Entries {
-    /// The main function ([`main_sig`], the `tail` convention): tail calls jump here.
-    pub main: FuncId,
-    /// `(env, r1) -> r0` in the C convention, calling `main`: what Rust calls.
+    /// [`main_sig`], the `tail` convention: what other programs' tail calls jump to.
+    pub tail: FuncId,
+    /// `(env, r1) -> r0` in the C convention: what Rust calls.
     pub entry: FuncId,
+}
+
+/// Whether the program may make a tail call (a `bpf_tail_call` helper call anywhere).
+fn makes_tail_calls(insns: &[Insn]) -> bool {
+    (0..insns.len()).any(|pc| {
+        let i = insns[pc];
+        i.code == BPF_JMP | BPF_CALL
+            && i.src == 0
+            && i.imm == id::TAIL_CALL as i32
+            && !is_second_slot(insns, pc)
+    })
 }
 
 /// Translates and defines every function; returns the entries and the bytes of code.
@@ -134,7 +148,9 @@ pub(crate) fn translate<C: Context>(
     let mut sig = Signature::new(call_conv);
     sig.params.extend(std::iter::repeat_n(AbiParam::new(I64), 7));
     sig.returns.push(AbiParam::new(I64));
-    let main_sig = main_sig();
+    // The main function's own signature: the `tail` one only when it makes tail calls.
+    let tails = makes_tail_calls(insns);
+    let main_sig = if tails { main_sig() } else { entry_sig(call_conv) };
     let codegen = |e: cranelift_module::ModuleError| CompileError::Codegen { reason: e.to_string() };
 
     // What to define: every function, the main one with its own signature; and when the
@@ -192,10 +208,15 @@ pub(crate) fn translate<C: Context>(
         module.clear_context(&mut ctx);
     }
 
-    // The C-convention entry: calls the main function and returns what it returns.
-    let entry_sig = entry_sig(call_conv);
-    let entry = module.declare_function("bpf_entry", Linkage::Local, &entry_sig).map_err(codegen)?;
-    ctx.func.signature = entry_sig;
+    // The wrapper: a C-convention entry around a `tail`-convention main function, or the
+    // other way round.
+    let (wrapper_sig, note) = if tails {
+        (entry_sig(call_conv), "entry from Rust: calls function 0")
+    } else {
+        (self::main_sig(), "tail entry (for other programs' tail calls): calls function 0")
+    };
+    let wrapper = module.declare_function("bpf_wrapper", Linkage::Local, &wrapper_sig).map_err(codegen)?;
+    ctx.func.signature = wrapper_sig;
     ctx.set_disasm(disasm.is_some());
     let main_ref = module.declare_func_in_func(main, &mut ctx.func);
     let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
@@ -203,22 +224,30 @@ pub(crate) fn translate<C: Context>(
     b.append_block_params_for_function_params(block);
     b.switch_to_block(block);
     let mut args = b.block_params(block).to_vec();
-    args.push(b.ins().iconst(I64, 0));
+    if tails {
+        // No tail calls made yet.
+        args.push(b.ins().iconst(I64, 0));
+    } else {
+        // Its own tail-call count: the main function makes none.
+        args.truncate(2);
+    }
     let call = b.ins().call(main_ref, &args);
     let r0 = b.inst_results(call)[0];
     b.ins().return_(&[r0]);
     b.seal_all_blocks();
     b.finalize(module.target_config());
     module
-        .define_function(entry, &mut ctx)
+        .define_function(wrapper, &mut ctx)
         .map_err(|e| CompileError::Codegen { reason: format!("{e:?}") })?;
     size += ctx.compiled_code().map_or(0, |c| c.code_buffer().len());
     if let Some(out) = disasm {
         let text = ctx.compiled_code().and_then(|c| c.vcode.as_deref()).unwrap_or("");
-        out.push_str(&format!("; entry from Rust: calls function 0\n{text}\n"));
+        out.push_str(&format!("; {note}\n{text}\n"));
     }
     module.clear_context(&mut ctx);
-    Ok((Entries { main, entry }, size))
+    let entries =
+        if tails { Entries { tail: main, entry: wrapper } } else { Entries { tail: wrapper, entry: main } };
+    Ok((entries, size))
 }
 
 /// `(env, r1) -> r0` in `call_conv`: the signature of the entry Rust calls.
@@ -334,7 +363,8 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             // frame is the top of the run's stack (fixed for the run, so a tail call lands on
             // the same frame).
             b.def_var(regs[1], p[1]);
-            b.def_var(tail_count, p[2]);
+            // A main function without tail calls has no count parameter (see `translate`).
+            b.def_var(tail_count, p.get(2).copied().unwrap_or(zero));
             for &r in &regs[2..=5] {
                 b.def_var(r, zero);
             }
