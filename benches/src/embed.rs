@@ -5,8 +5,8 @@
 //! The same table answers where a worker's time goes on the engine side: besides one frame run
 //! again and again (the replay figure), the program runs over a ring of 64 distinct frames laid
 //! out as in a UMEM (4 KiB apart), with an `XdpBuff` made per frame as the AF_XDP worker does,
-//! through `JitProgram::run` (per-thread stack cache, the worker's call) and `run_on` (a
-//! `JitRunner`); and over the ring with each frame's packet evicted from the caches before its
+//! through `JitWorker::run` (the worker's call: its run frame filled in once) and
+//! `JitProgram::run_on` (a `JitRunner`: the whole run environment built per call); and over the ring with each frame's packet evicted from the caches before its
 //! run (`clflush`), as a frame the kernel has just written from another CPU arrives. The cost of
 //! the flush alone is its own row, to subtract.
 
@@ -14,7 +14,7 @@ use dataplane::kernel::{self, KernelProgram};
 use dataplane::prog_run;
 use xdp_vm::context::{XDP_FRAME_SIZE, XDP_PACKET_HEADROOM, XdpBuff};
 use xdp_vm::elf::Object;
-use xdp_vm::jit::{JitProgram, JitRunner};
+use xdp_vm::jit::{JitProgram, JitRunner, JitWorker};
 use xdp_vm::{Program, Xdp, create_maps};
 
 use crate::{Better, Cell, Comparison, Mode, Row, Table, alternate, clock, cpu_ns_per};
@@ -57,7 +57,8 @@ impl Comparison for Embed {
         let kern = KernelProgram::load(&obj, spec)?;
         let maps = create_maps(&obj, prog_run::cpu_slots())?;
         let prog = Program::<Xdp>::new(spec, &maps)?;
-        let jit = JitProgram::compile(&prog)?;
+        let jit = std::sync::Arc::new(JitProgram::compile(&prog)?);
+        let mut worker = JitWorker::new(jit.clone(), 0);
         let packet = pktgen::craft::icmp_echo();
 
         let mut one = vec![0u8; XDP_FRAME_SIZE];
@@ -71,10 +72,10 @@ impl Comparison for Embed {
         let len = packet.len();
 
         let names = [
-            "ours: run_on, one frame",
-            "ours: XdpBuff::new + run, ring of 64 frames (the worker's call)",
-            "ours: XdpBuff::new + run_on, ring of 64 frames",
-            "ours: as above, each frame flushed from the caches first",
+            "ours: JitWorker::run, one frame",
+            "ours: XdpBuff::new + JitWorker::run, ring of 64 frames (the worker's call)",
+            "ours: XdpBuff::new + JitProgram::run_on, ring of 64 frames",
+            "ours: as the worker's call, each frame flushed from the caches first",
             "clflush of a frame alone (to subtract)",
             KERNEL,
         ];
@@ -87,7 +88,7 @@ impl Comparison for Embed {
             };
             Ok(match c {
                 0 => cpu_ns_per(calls, || {
-                    if let Err(e) = jit.run_on(&mut runner, &mut one_buff, 0) {
+                    if let Err(e) = worker.run(&mut one_buff) {
                         fault = Some(e);
                     }
                 }),
@@ -99,7 +100,7 @@ impl Comparison for Embed {
                     let Ok(mut buff) = XdpBuff::new(chunk, XDP_PACKET_HEADROOM, len) else { return };
                     buff.ingress_ifindex = 1;
                     let r =
-                        if c == 1 { jit.run(&mut buff, 0) } else { jit.run_on(&mut runner, &mut buff, 0) };
+                        if c == 2 { jit.run_on(&mut runner, &mut buff, 0) } else { worker.run(&mut buff) };
                     if let Err(e) = r {
                         fault = Some(e);
                     }

@@ -14,7 +14,7 @@ use dataplane::kernel::{self, KernelProgram};
 use dataplane::prog_run;
 use xdp_vm::context::{XDP_FRAME_SIZE, XdpBuff};
 use xdp_vm::elf::{Object, ProgramKind, ProgramSpec, SlotTarget};
-use xdp_vm::jit::{JitProgram, JitRunner};
+use xdp_vm::jit::{JitProgram, JitWorker};
 use xdp_vm::{Interpreter, Xdp, create_maps};
 
 use crate::{Better, Cell, Comparison, Mode, Row, Table, alternate, clock, cpu_ns_per};
@@ -128,7 +128,7 @@ fn row(
     let mut jit_buff = XdpBuff::load(&mut jit_frame, frame)?;
     jit_buff.ingress_ifindex = 1;
     let mut vm = Interpreter::new();
-    let mut runner = JitRunner::new();
+    let mut jit = JitWorker::new(jit.clone(), 0);
     let names = [INTERP, JIT, KERNEL];
     let samples = alternate(rounds, names.len(), |_, c| {
         let mut fault = None;
@@ -139,7 +139,7 @@ fn row(
                 }
             }),
             JIT => cpu_ns_per(u64::from(repeat), || {
-                if let Err(e) = jit.run_on(&mut runner, &mut jit_buff, 0) {
+                if let Err(e) = jit.run(&mut jit_buff) {
                     fault = Some(e);
                 }
             }),

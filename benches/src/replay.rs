@@ -1,11 +1,11 @@
 //! icmp.bin replay (the seed's `xdp-bpftime-runner ... icmp.bin N` against `bpftool prog run
 //! ... repeat N`): every XDP program of `configs/bpf/` run on the seed's 98-byte ICMP frame by
-//! our interpreter, our JIT (a worker's `JitRunner`), the kernel (`BPF_PROG_TEST_RUN`), rbpf
+//! our interpreter, our JIT (a worker's `JitWorker`, the dataplane worker's entry), the kernel (`BPF_PROG_TEST_RUN`), rbpf
 //! 0.4.1's interpreter and JIT where they can run the program, and, for `xdp_counter`, the same
 //! logic in plain Rust on the same map store and two floors: what no engine can remove from a
 //! run of it on this machine — the `lock xadd` the program asks for, alone in a Rust loop — and
 //! what our engine adds to any run — the JIT running an empty program (`r0 = XDP_PASS; exit`)
-//! through the same `run_on`. Dropping a `.c` into `configs/bpf/` adds its XDP
+//! through the same entry (`JitWorker::run`). Dropping a `.c` into `configs/bpf/` adds its XDP
 //! programs as rows. Then the JIT's compile time beside the kernel's load.
 //!
 //! Each round runs each contestant for one batch of `repeat` runs on the same frame (as the
@@ -20,7 +20,7 @@ use dataplane::kernel::{self, KernelProgram};
 use dataplane::prog_run;
 use xdp_vm::context::{XDP_FRAME_SIZE, XdpBuff};
 use xdp_vm::elf::{Object, ProgramKind};
-use xdp_vm::jit::{JitProgram, JitRunner};
+use xdp_vm::jit::{JitProgram, JitWorker};
 use xdp_vm::{Interpreter, Program, Xdp, create_maps};
 
 use crate::{Better, Cell, Comparison, Mode, Row, Stats, Table, alternate, clock, cpu_ns_per};
@@ -176,10 +176,9 @@ fn replay_row(
     interp_buff.ingress_ifindex = 1;
     let mut vm = Interpreter::new();
     let (jit_prog, mut jit_frame) = setup()?;
-    let jit = JitProgram::compile(&jit_prog)?;
+    let mut jit = JitWorker::new(std::sync::Arc::new(JitProgram::compile(&jit_prog)?), slot);
     let mut jit_buff = XdpBuff::load(&mut jit_frame, frame)?;
     jit_buff.ingress_ifindex = 1;
-    let mut runner = JitRunner::new();
     let native_maps = create_maps(&obj, slots)?;
     let mut native_frame = frame.to_vec();
     let native = (name == "xdp_counter").then(|| native_maps[0].clone());
@@ -193,9 +192,10 @@ fn replay_row(
     let counter = std::sync::atomic::AtomicU32::new(0);
     let empty = {
         let insns = [xdp_vm::insn::Insn::new(0xb7, 0, 0, 0, 2), xdp_vm::insn::Insn::new(0x95, 0, 0, 0, 0)];
-        JitProgram::compile(&Program::<Xdp>::from_insns_verified("empty", &insns, &[])?)?
+        let prog = JitProgram::compile(&Program::<Xdp>::from_insns_verified("empty", &insns, &[])?)?;
+        JitWorker::new(std::sync::Arc::new(prog), slot)
     };
-    let (mut empty_frame, mut empty_runner) = (vec![0u8; XDP_FRAME_SIZE], JitRunner::new());
+    let (mut empty, mut empty_frame) = (empty, vec![0u8; XDP_FRAME_SIZE]);
     let mut empty_buff = XdpBuff::load(&mut empty_frame, frame)?;
     let (rbpf_prog, _) = setup()?;
     let mut rbpf = rbpf_for(&rbpf_prog, frame);
@@ -212,7 +212,7 @@ fn replay_row(
                 }
             }),
             JIT => cpu_ns_per(u64::from(repeat), || {
-                if let Err(e) = jit.run_on(&mut runner, &mut jit_buff, slot) {
+                if let Err(e) = jit.run(&mut jit_buff) {
                     fault = Some(e);
                 }
             }),
@@ -242,7 +242,7 @@ fn replay_row(
                 std::hint::black_box(&counter).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }),
             FLOOR_CALL => cpu_ns_per(u64::from(repeat), || {
-                if let Err(e) = empty.run_on(&mut empty_runner, &mut empty_buff, slot) {
+                if let Err(e) = empty.run(&mut empty_buff) {
                     fault = Some(e);
                 }
             }),

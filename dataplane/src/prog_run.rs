@@ -277,10 +277,10 @@ pub fn run(req: &RunRequest<'_>) -> Result<RunReport, RunError> {
                 .collect::<Result<Vec<_>, _>>()?;
             // Linking only fails for programs with different maps; these share one set.
             let _ = xdp_vm::jit::link_tail_calls(&jits);
-            let jit = &jits[index];
+            let mut jit = xdp_vm::jit::JitWorker::new(jits[index].clone(), slot);
             let start = Instant::now();
             for _ in 0..repeat {
-                retval = jit.run(&mut buff, slot).map_err(fault)?;
+                retval = jit.run(&mut buff).map_err(fault)?;
             }
             start.elapsed()
         }

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use xdp_vm::context::{Redirect, XdpBuff, action};
-use xdp_vm::jit::{CompileError, JitProgram};
+use xdp_vm::jit::{CompileError, JitProgram, JitWorker};
 use xdp_vm::{Fault, Interpreter, Program, Xdp};
 
 use crate::backend::queue::Queue;
@@ -35,8 +35,9 @@ use crate::stats::{self, Snapshot, WorkerCounters};
 #[derive(Debug)]
 pub enum Engine {
     Interp(Box<Interpreter>),
-    /// Compiled once per program, shared by every worker.
-    Jit(Arc<JitProgram<Xdp>>),
+    /// Compiled once per program, shared by every worker; each keeps its own run frame
+    /// ([`JitWorker`]: environment and stack filled in once, for its slot).
+    Jit(Box<JitWorker<Xdp>>),
 }
 
 /// The engine could not be set up for the program.
@@ -49,30 +50,32 @@ pub struct EngineError {
 }
 
 impl Engine {
-    /// An engine of kind `kind` for `prog` (the JIT compiles it here).
+    /// An engine of kind `kind` for `prog`, run with per-CPU slot `slot` (the JIT compiles it
+    /// here).
     ///
     /// # Errors
     /// [`EngineError`] when the JIT cannot compile the program.
-    pub fn new(kind: EngineKind, prog: &Program<Xdp>) -> Result<Self, EngineError> {
+    pub fn new(kind: EngineKind, prog: &Program<Xdp>, slot: usize) -> Result<Self, EngineError> {
         match kind {
             EngineKind::Interp => Ok(Engine::Interp(Box::new(Interpreter::new()))),
             EngineKind::Jit => JitProgram::compile(prog)
-                .map(|j| Engine::Jit(Arc::new(j)))
+                .map(|j| Engine::Jit(Box::new(JitWorker::new(Arc::new(j), slot))))
                 .map_err(|source| EngineError { name: prog.name().to_string(), source }),
         }
     }
 
-    /// The engine for a loaded program (no compiling: the JIT's code is shared).
+    /// The engine for a loaded program, run with per-CPU slot `slot` (no compiling: the JIT's
+    /// code is shared).
     #[must_use]
-    pub fn for_loaded(loaded: &Loaded) -> Self {
+    pub fn for_loaded(loaded: &Loaded, slot: usize) -> Self {
         match &loaded.jit {
-            Some(j) => Engine::Jit(j.clone()),
+            Some(j) => Engine::Jit(Box::new(JitWorker::new(j.clone(), slot))),
             None => Engine::Interp(Box::new(Interpreter::new())),
         }
     }
 
-    /// Runs `prog` once on `buff` with per-CPU slot `slot` (the JIT runs the program it
-    /// compiled from `prog`).
+    /// Runs `prog` once on `buff` with per-CPU slot `slot`, the one the engine was made for
+    /// (the JIT runs the program it compiled from `prog`).
     ///
     /// # Errors
     /// The program's [`Fault`].
@@ -80,7 +83,10 @@ impl Engine {
     pub fn run(&mut self, prog: &Program<Xdp>, buff: &mut XdpBuff<'_>, slot: usize) -> Result<u64, Fault> {
         match self {
             Engine::Interp(i) => i.run(prog, buff, slot),
-            Engine::Jit(j) => j.run(buff, slot),
+            Engine::Jit(j) => {
+                debug_assert_eq!(j.slot(), slot, "a JIT engine runs with the slot it was made for");
+                j.run(buff)
+            }
         }
     }
 }
@@ -189,14 +195,14 @@ impl<Q: Queue> Worker<Q> {
         let mut batches = 0u32;
         let timer_ns = timer_overhead_ns();
         let loaded = self.program.current();
-        let mut cur = Current { engine: Engine::for_loaded(&loaded), loaded };
+        let mut cur = Current { engine: Engine::for_loaded(&loaded, self.slot), loaded };
         self.counters.adopt(cur.loaded.id);
         while !self.stop.load(Ordering::Relaxed) {
             // The epoch check, once per batch: a replaced program is taken between two batches,
             // and the old one is let go before the new id is published.
             if self.program.id() != cur.loaded.id {
                 let loaded = self.program.current();
-                cur = Current { engine: Engine::for_loaded(&loaded), loaded };
+                cur = Current { engine: Engine::for_loaded(&loaded, self.slot), loaded };
                 (tally.runs, tally.run_ns, tally.timed_runs) = (0, 0, 0);
                 self.counters.adopt(cur.loaded.id);
             }
