@@ -128,9 +128,10 @@ pub(crate) enum ProbeKind {
 pub(crate) struct Attached {
     pub(crate) entry: Hooks,
     pub(crate) ret: Hooks,
-    /// The `Hook::id` of the one entry program when there is no other program (entry or
-    /// return), else 0: the stubs run it without the Rust handler (see `patch`).
-    pub(crate) fast: u64,
+    /// When there is at most one entry and at most one return program: their `Hook::id`s (0:
+    /// none), which the stubs run without the Rust handlers (see `patch`); else both 0.
+    pub(crate) fast_entry: u64,
+    pub(crate) fast_ret: u64,
 }
 
 /// Programs to run at one point of a probe. One program (the usual case) is held inline: a hit
@@ -356,8 +357,13 @@ fn snapshot(list: &[Entry]) -> Arc<Attached> {
     for (_, ret, p) in list {
         if *ret { a.ret.push(p.clone()) } else { a.entry.push(p.clone()) }
     }
-    if let (Hooks::One(h), Hooks::None) = (&a.entry, &a.ret) {
-        a.fast = h.id;
+    let id = |h: &Hooks| match h {
+        Hooks::None => Some(0),
+        Hooks::One(h) => Some(h.id),
+        Hooks::Many(_) => None,
+    };
+    if let (Some(e), Some(r)) = (id(&a.entry), id(&a.ret)) {
+        (a.fast_entry, a.fast_ret) = (e, r);
     }
     Arc::new(a)
 }

@@ -127,36 +127,24 @@ macro_rules! restore_xmm0_7 {
     };
 }
 
-// The fast path of the entry and site stubs, right after `save_gprs`: when the probe has one
-// entry program and no return program (`Attached::fast`), and this thread has that program's
-// frame prepared for raw runs (`Block::fast`) and knows its per-CPU slot (`Block::cpu`), it runs
-// the program's code itself — what `on_entry` does, without the Rust handler: mark the thread in
-// a hit and busy, load the programs (after the busy mark, as `on_entry`; the grace period of
-// `publish` covers them), fill in the frame's environment (`xdp_vm::jit::frame`), call the code,
-// hand a fault to `on_fast_fault`, end the busy count and the hit. Anything else (no block yet,
-// a nested hit, several programs, a uretprobe, no frame, no slot) goes to the handler (label
-// 78, with nothing changed). Uses rbx (the block) and r12 (the frame), callee-saved, restored
-// from `pt_regs`; ends at label 79 with eax = 0 (no return address taken).
-macro_rules! fast_path {
+// The fast paths of the stubs, right after `save_gprs`: when the probe has at most one entry
+// and at most one return program (`Attached::fast_entry`, `fast_ret`), this thread has their
+// frames prepared for raw runs (`Block::fast`) and knows its per-CPU slot (`Block::cpu`), the
+// stubs do what `on_entry` and `on_return` do, without the Rust handlers: mark the thread in a
+// hit and busy, load the programs (after the busy mark, as `on_entry`; the grace period of
+// `publish` covers them), run the program (`run_prog`), take the return address onto the
+// shadow stack (entry) or take it back (return), end the hit. Anything else (no block yet, a
+// nested hit, several programs, no frame, no slot, a full shadow stack, a return that is not
+// the top one) goes to the handler with nothing changed. They use rbx (the block), r12 (the
+// frame) and r13, callee-saved, restored from `pt_regs`.
+
+// Runs the program of hook rdx with `bpf_get_func_ip` = rsi on the block in rbx, the context
+// being the stub's `pt_regs` (whose `ip` the caller set): fills in the frame's environment
+// (`xdp_vm::jit::frame`), calls the code, hands a fault to `on_fast_fault`. Jumps to 76 with
+// nothing changed when the frame or the slot is not there.
+macro_rules! run_prog {
     () => {
         concat!(
-            "mov rax, qword ptr [rip + dp_uprobe_block@GOTTPOFF]\n",
-            "mov rbx, qword ptr fs:[rax]\n",
-            "test rbx, rbx\n",
-            "jz 78f\n",
-            "cmp byte ptr [rbx + {b_in_hit}], 0\n",
-            "jne 78f\n",
-            "mov byte ptr [rbx + {b_in_hit}], 1\n",
-            "mov rax, qword ptr [rbx + {b_state}]\n",
-            "add rax, 1\n",
-            "mov qword ptr [rbx + {b_state}], rax\n",
-            "mov rsi, qword ptr [rsp + 304]\n",
-            "mov rcx, qword ptr [rsi + {p_attached}]\n",
-            "test rcx, rcx\n",
-            "jz 74f\n",
-            "mov rdx, qword ptr [rcx + {a_fast}]\n",
-            "test rdx, rdx\n",
-            "jz 76f\n",
             "mov r12, qword ptr [rbx + {b_cpu}]\n",
             "test r12, r12\n",
             "jz 76f\n",
@@ -171,12 +159,10 @@ macro_rules! fast_path {
             "jne 76f\n",
             "mov rdi, qword ptr [r12 + 16]\n",
             "mov qword ptr [rdi + {e_slot}], rax\n",
+            "mov qword ptr [rbx + {b_trace_ip}], rsi\n",
             "lea rax, [rsp + 128]\n",
             "mov qword ptr [rdi + {e_ctx}], rax\n",
             "mov qword ptr [rbx + {b_trace_regs}], rax\n",
-            "mov rax, qword ptr [rsi + {p_func_ip}]\n",
-            "mov qword ptr [rbx + {b_trace_ip}], rax\n",
-            "mov qword ptr [rsp + 256], rax\n",
             "lea rax, [rbx + {b_trace}]\n",
             "mov qword ptr [rdi + {e_state}], rax\n",
             "xor eax, eax\n",
@@ -186,26 +172,27 @@ macro_rules! fast_path {
             "call qword ptr [r12 + 8]\n",
             "mov rdi, qword ptr [r12 + 16]\n",
             "cmp qword ptr [rdi + {e_faulted}], 0\n",
-            "jne 75f\n",
-            "74:\n",
-            leave_hit!(),
-            "xor eax, eax\n",
-            "jmp 79f\n",
-            "75:\n",
+            "je 75f\n",
             "mov rdi, rbx\n",
             "mov rsi, qword ptr [r12]\n",
             "call {fault}\n",
-            "jmp 74b\n",
-            "76:\n",
-            leave_hit!(),
-            "78:\n",
-            "mov rbx, qword ptr [rsp + 168]\n",
-            "mov r12, qword ptr [rsp + 152]\n",
+            "75:\n",
         )
     };
 }
 
-// `Block::leave(s, 1)` and the end of the hit, on the block in rbx; then rbx and r12 back.
+// rbx, r12, r13 back from `pt_regs`.
+macro_rules! restore_fast_regs {
+    () => {
+        concat!(
+            "mov rbx, qword ptr [rsp + 168]\n",
+            "mov r12, qword ptr [rsp + 152]\n",
+            "mov r13, qword ptr [rsp + 144]\n",
+        )
+    };
+}
+
+// `Block::leave(s, 1)` and the end of the hit, on the block in rbx; then rbx, r12, r13 back.
 macro_rules! leave_hit {
     () => {
         concat!(
@@ -217,8 +204,123 @@ macro_rules! leave_hit {
             "77:\n",
             "mov qword ptr [rbx + {b_state}], rax\n",
             "mov byte ptr [rbx + {b_in_hit}], 0\n",
-            "mov rbx, qword ptr [rsp + 168]\n",
-            "mov r12, qword ptr [rsp + 152]\n",
+            restore_fast_regs!(),
+        )
+    };
+}
+
+// The entry and site stubs' fast path; the probe at [rsp + 304]. Ends at 79 with eax = 1 when
+// the return address was taken for a uretprobe, else 0; the handler's call follows it.
+macro_rules! fast_entry {
+    () => {
+        concat!(
+            "mov rax, qword ptr [rip + dp_uprobe_block@GOTTPOFF]\n",
+            "mov rbx, qword ptr fs:[rax]\n",
+            "test rbx, rbx\n",
+            "jz 78f\n",
+            "cmp byte ptr [rbx + {b_in_hit}], 0\n",
+            "jne 78f\n",
+            "mov byte ptr [rbx + {b_in_hit}], 1\n",
+            "mov rax, qword ptr [rbx + {b_state}]\n",
+            "add rax, 1\n",
+            "mov qword ptr [rbx + {b_state}], rax\n",
+            "mov rsi, qword ptr [rsp + 304]\n",
+            "mov r13, qword ptr [rsi + {p_attached}]\n",
+            "test r13, r13\n",
+            "jz 74f\n",
+            "mov rdx, qword ptr [r13 + {a_fast_entry}]\n",
+            "mov rax, qword ptr [r13 + {a_fast_ret}]\n",
+            "mov rcx, rax\n",
+            "or rcx, rdx\n",
+            "jz 76f\n",
+            "test rax, rax\n",
+            "jz 71f\n",
+            "cmp qword ptr [rbx + {b_depth}], {max_depth}\n",
+            "jae 76f\n",
+            "71:\n",
+            "test rdx, rdx\n",
+            "jz 72f\n",
+            "mov rsi, qword ptr [rsi + {p_func_ip}]\n",
+            "mov qword ptr [rsp + 256], rsi\n",
+            run_prog!(),
+            "72:\n",
+            "cmp qword ptr [r13 + {a_fast_ret}], 0\n",
+            "je 74f\n",
+            // The shadow stack's next entry: (return address, sp after the return, probe,
+            // programs); the pending return keeps the thread busy.
+            "mov rax, qword ptr [rbx + {b_depth}]\n",
+            "mov rcx, rax\n",
+            "shl rcx, 5\n",
+            "lea rcx, [rbx + rcx + {b_pending}]\n",
+            "mov rdx, qword ptr [rsp + 280]\n",
+            "mov rsi, qword ptr [rdx]\n",
+            "mov qword ptr [rcx + {pd_ret}], rsi\n",
+            "add rdx, 8\n",
+            "mov qword ptr [rcx + {pd_sp_after}], rdx\n",
+            "mov rsi, qword ptr [rsp + 304]\n",
+            "mov qword ptr [rcx + {pd_probe}], rsi\n",
+            "mov qword ptr [rcx + {pd_attached}], r13\n",
+            "add rax, 1\n",
+            "mov qword ptr [rbx + {b_depth}], rax\n",
+            "mov byte ptr [rbx + {b_in_hit}], 0\n",
+            restore_fast_regs!(),
+            "mov eax, 1\n",
+            "jmp 79f\n",
+            "74:\n",
+            leave_hit!(),
+            "xor eax, eax\n",
+            "jmp 79f\n",
+            "76:\n",
+            leave_hit!(),
+            "78:\n",
+            restore_fast_regs!(),
+        )
+    };
+}
+
+// The return stub's fast path: the top of the shadow stack is this return (its `sp` matches)
+// and its programs are one return program. Ends at 69 with rax = the real return address.
+macro_rules! fast_return {
+    () => {
+        concat!(
+            "mov rax, qword ptr [rip + dp_uprobe_block@GOTTPOFF]\n",
+            "mov rbx, qword ptr fs:[rax]\n",
+            "test rbx, rbx\n",
+            "jz 68f\n",
+            "cmp byte ptr [rbx + {b_in_hit}], 0\n",
+            "jne 68f\n",
+            "mov rax, qword ptr [rbx + {b_depth}]\n",
+            "test rax, rax\n",
+            "jz 68f\n",
+            "lea r13, [rax - 1]\n",
+            "mov rcx, r13\n",
+            "shl rcx, 5\n",
+            "lea rcx, [rbx + rcx + {b_pending}]\n",
+            "mov rax, qword ptr [rcx + {pd_sp_after}]\n",
+            "cmp rax, qword ptr [rsp + 280]\n",
+            "jne 68f\n",
+            "mov rax, qword ptr [rcx + {pd_attached}]\n",
+            "mov rdx, qword ptr [rax + {a_fast_ret}]\n",
+            "test rdx, rdx\n",
+            "jz 68f\n",
+            "mov byte ptr [rbx + {b_in_hit}], 1\n",
+            "mov rax, qword ptr [rcx + {pd_ret}]\n",
+            "mov qword ptr [rsp + 256], rax\n",
+            "mov rsi, qword ptr [rcx + {pd_probe}]\n",
+            "mov rsi, qword ptr [rsi + {p_func_ip}]\n",
+            run_prog!(),
+            // Popped; the busy count the pending return held ends.
+            "mov qword ptr [rbx + {b_depth}], r13\n",
+            "shl r13, 5\n",
+            "mov r13, qword ptr [rbx + r13 + {b_pending} + {pd_ret}]\n",
+            "mov qword ptr [rsp + 312], r13\n",
+            leave_hit!(),
+            "mov rax, qword ptr [rsp + 312]\n",
+            "jmp 69f\n",
+            "76:\n",
+            "mov byte ptr [rbx + {b_in_hit}], 0\n",
+            "68:\n",
+            restore_fast_regs!(),
         )
     };
 }
@@ -252,7 +354,7 @@ std::arch::global_asm!(
     save_gprs!(),
     "lea rax, [rsp + 312]",
     "mov [rsp + 280], rax",
-    fast_path!(),
+    fast_entry!(),
     "lea rdi, [rsp + 128]",
     "mov rsi, [rsp + 304]",
     "call {entry}",
@@ -270,7 +372,7 @@ std::arch::global_asm!(
     save_gprs!(),
     "lea rax, [rsp + 320]",
     "mov [rsp + 280], rax",
-    fast_path!(),
+    fast_entry!(),
     "lea rdi, [rsp + 128]",
     "mov rsi, [rsp + 304]",
     "call {entry}",
@@ -290,8 +392,10 @@ std::arch::global_asm!(
     save_gprs!(),
     "lea rax, [rsp + 320]",
     "mov [rsp + 280], rax",
+    fast_return!(),
     "lea rdi, [rsp + 128]",
     "call {ret}",
+    "69:",
     "mov [rsp + 312], rax",
     "movaps xmm0, [rsp + 0]",
     "movaps xmm1, [rsp + 16]",
@@ -324,7 +428,15 @@ std::arch::global_asm!(
     b_trace_ip = const std::mem::offset_of!(Block, trace) + std::mem::offset_of!(TraceState<'static>, func_ip),
     p_attached = const std::mem::offset_of!(Probe, attached),
     p_func_ip = const std::mem::offset_of!(Probe, func_ip),
-    a_fast = const std::mem::offset_of!(Attached, fast),
+    a_fast_entry = const std::mem::offset_of!(Attached, fast_entry),
+    a_fast_ret = const std::mem::offset_of!(Attached, fast_ret),
+    b_depth = const std::mem::offset_of!(Block, depth),
+    b_pending = const std::mem::offset_of!(Block, pending),
+    pd_ret = const std::mem::offset_of!(Pending, ret),
+    pd_sp_after = const std::mem::offset_of!(Pending, sp_after),
+    pd_probe = const std::mem::offset_of!(Pending, probe),
+    pd_attached = const std::mem::offset_of!(Pending, attached),
+    max_depth = const MAX_DEPTH,
     frames_mask = const FRAMES - 1,
     busy = const BUSY,
     epoch = const EPOCH,
@@ -374,7 +486,8 @@ const MAX_DEPTH: usize = 64;
 const BUSY: u64 = (1 << 24) - 1;
 const EPOCH: u64 = 1 << 24;
 
-/// A uretprobe waiting for its function to return.
+/// A uretprobe waiting for its function to return (32 bytes, as the stubs index them).
+#[repr(C)]
 #[derive(Clone, Copy)]
 struct Pending {
     /// The real return address.
@@ -386,6 +499,8 @@ struct Pending {
     /// busy count).
     attached: *const Attached,
 }
+
+const _: () = assert!(std::mem::size_of::<Pending>() == 32);
 
 const NO_PENDING: Pending =
     Pending { ret: 0, sp_after: 0, probe: std::ptr::null(), attached: std::ptr::null() };
