@@ -375,14 +375,27 @@ fn uretprobes_keep_stack_arguments_and_recursion_up_to_64_deep() {
     assert_eq!(fl(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]).to_bits(), expected.to_bits());
     att.detach().unwrap();
     assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (4, 4));
+    // The entry stub keeps xmm0-7 only around a program whose code may change them: one of
+    // each kind, alone, each hit twice (the handler, then the stubs' fast path).
+    let helpers = l.prog("on_entry");
+    assert!(entry.general_purpose_only(), "count_entry: a map lookup and an add");
+    assert!(!helpers.general_purpose_only(), "on_entry calls helpers (Rust code)");
+    for p in [&entry, &helpers] {
+        let att = uprobe::attach(&func("uprobe_target_float"), &[p]).unwrap();
+        for _ in 0..2 {
+            assert_eq!(fl(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]).to_bits(), expected.to_bits());
+        }
+        att.detach().unwrap();
+    }
+    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (8, 4));
     // 101 nested calls: every entry runs, the 64 outermost returns run (the kernel's
     // MAX_URETPROBE_DEPTH), and every call returns its own value.
     let att = uprobe::attach(&func("uprobe_target_recursive"), &[&entry, &exit]).unwrap();
     let rec = black_box(uprobe_target_recursive as extern "C" fn(u64) -> u64);
     assert_eq!(rec(100), 5050);
-    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (4 + 101, 4 + 64));
+    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (8 + 101, 4 + 64));
     assert_eq!(rec(10), 55);
-    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (4 + 101 + 11, 4 + 64 + 11));
+    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (8 + 101 + 11, 4 + 64 + 11));
     att.detach().unwrap();
 }
 

@@ -132,6 +132,8 @@ pub(crate) struct Attached {
     /// none), which the stubs run without the Rust handlers (see `patch`); else both 0.
     pub(crate) fast_entry: u64,
     pub(crate) fast_ret: u64,
+    /// 1 when that entry program is `Hook::plain`: the entry stub then keeps no xmm register.
+    pub(crate) fast_entry_plain: u64,
 }
 
 /// Programs to run at one point of a probe. One program (the usual case) is held inline: a hit
@@ -164,6 +166,8 @@ pub(crate) struct Hook {
     /// handler (never reused, so one of a detached program is never taken for another's).
     pub(crate) id: u64,
     pub(crate) jit: Arc<JitProgram<Uprobe>>,
+    /// The compiled code leaves the vector registers alone (`TraceProgram::plain`).
+    pub(crate) plain: bool,
 }
 
 /// One patched location. Leaked: lives as long as the process.
@@ -196,9 +200,20 @@ pub struct TraceProgram {
     pub ret: bool,
     /// The target from the section name (`uprobe/TARGET`), if any.
     pub target: Option<Target>,
+    /// Its compiled code, and all it calls, uses general-purpose registers only
+    /// ([`trampoline::leaves_vector_registers_alone`]): the entry stub need not keep xmm0-7
+    /// around it.
+    plain: bool,
 }
 
 impl TraceProgram {
+    /// Whether its compiled code (and all it calls) uses general-purpose registers only, so the
+    /// entry stub keeps no xmm register around it.
+    #[must_use]
+    pub fn general_purpose_only(&self) -> bool {
+        self.plain
+    }
+
     /// Verifies and compiles a uprobe or uretprobe program of an object over `maps` (the
     /// object's maps, possibly shared with an XDP program of the same object).
     ///
@@ -227,8 +242,19 @@ impl TraceProgram {
         let jit = JitProgram::compile(&prog)
             .map_err(|source| UprobeError::Compile { program: spec.name.clone(), source })?;
         let target = (!target.is_empty()).then(|| Target::parse(target));
-        Ok(Self { name: spec.name.clone(), jit: Arc::new(jit), ret, target })
+        let plain = trampoline::leaves_vector_registers_alone(jit.frame().entry_address(), &mut own_page);
+        Ok(Self { name: spec.name.clone(), jit: Arc::new(jit), ret, target, plain })
     }
+}
+
+/// The 4 KiB page of this process at `addr`, read through `/proc/self/mem` (an unmapped one is
+/// an error there, not a crash); `None` when it cannot be read.
+fn own_page(addr: u64) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mem = std::fs::File::open("/proc/self/mem").ok()?;
+    let mut page = vec![0u8; 4096];
+    mem.read_exact_at(&mut page, addr).ok()?;
+    Some(page)
 }
 
 /// One attached program: (attachment id, uretprobe?, program).
@@ -293,7 +319,7 @@ pub fn attach(target: &Target, programs: &[&TraceProgram]) -> Result<Attachment,
         let list = reg.programs.entry(probe.addr).or_default();
         for p in programs {
             reg.next_hook += 1;
-            let hook = Hook { id: reg.next_hook, jit: p.jit.clone() };
+            let hook = Hook { id: reg.next_hook, jit: p.jit.clone(), plain: p.plain };
             list.push((id, p.ret, hook));
         }
         let first = list.len() == programs.len();
@@ -364,6 +390,7 @@ fn snapshot(list: &[Entry]) -> Arc<Attached> {
     };
     if let (Some(e), Some(r)) = (id(&a.entry), id(&a.ret)) {
         (a.fast_entry, a.fast_ret) = (e, r);
+        a.fast_entry_plain = u64::from(matches!(&a.entry, Hooks::One(h) if h.plain));
     }
     Arc::new(a)
 }

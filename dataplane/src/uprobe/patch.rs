@@ -181,14 +181,35 @@ macro_rules! run_prog {
     };
 }
 
-// rbx, r12, r13 back from `pt_regs`.
+// rbx, r12, r13, r14 back from `pt_regs`.
 macro_rules! restore_fast_regs {
     () => {
         concat!(
             "mov rbx, qword ptr [rsp + 168]\n",
             "mov r12, qword ptr [rsp + 152]\n",
             "mov r13, qword ptr [rsp + 144]\n",
+            "mov r14, qword ptr [rsp + 136]\n",
         )
+    };
+}
+
+// The entry stub's fast path keeps xmm0-7 only around a program that may change them
+// (`Attached::fast_entry_plain`); r14 says whether it did.
+macro_rules! save_xmm_unless_plain {
+    () => {
+        concat!(
+            "cmp qword ptr [r13 + {a_fast_entry_plain}], 0\n",
+            "jne 70f\n",
+            save_xmm0_7!(),
+            "mov r14d, 1\n",
+            "70:\n",
+        )
+    };
+}
+
+macro_rules! restore_xmm_if_saved {
+    () => {
+        concat!("test r14d, r14d\n", "jz 70f\n", restore_xmm0_7!(), "70:\n",)
     };
 }
 
@@ -209,11 +230,13 @@ macro_rules! leave_hit {
     };
 }
 
-// The entry and site stubs' fast path; the probe at [rsp + 304]. Ends at 79 with eax = 1 when
-// the return address was taken for a uretprobe, else 0; the handler's call follows it.
+// The entry and site stubs' fast path; the probe at [rsp + 304]; `$save`/`$restore` keep the
+// xmm registers the stub must keep around a program. Ends at 79 with eax = 1 when the return
+// address was taken for a uretprobe, else 0; the handler's call follows it.
 macro_rules! fast_entry {
-    () => {
+    ($save:expr, $restore:expr) => {
         concat!(
+            "xor r14d, r14d\n",
             "mov rax, qword ptr [rip + dp_uprobe_block@GOTTPOFF]\n",
             "mov rbx, qword ptr fs:[rax]\n",
             "test rbx, rbx\n",
@@ -242,7 +265,9 @@ macro_rules! fast_entry {
             "jz 72f\n",
             "mov rsi, qword ptr [rsi + {p_func_ip}]\n",
             "mov qword ptr [rsp + 256], rsi\n",
+            $save,
             run_prog!(),
+            $restore,
             "72:\n",
             "cmp qword ptr [r13 + {a_fast_ret}], 0\n",
             "je 74f\n",
@@ -333,7 +358,9 @@ macro_rules! fast_return {
 //   entry (SysV): the argument registers (rdi, rsi, rdx, rcx, r8, r9, xmm0-7, al for varargs,
 //   r10 for a static chain) and the callee-saved ones, which the handler keeps as every C
 //   function does; xmm8-15 and the flags are dead. The stub saves every general-purpose register
-//   (the program's `pt_regs`) and xmm0-7, and gives back the caller-saved ones. On the way out,
+//   (the program's `pt_regs`) and xmm0-7 — on its fast path only when the program's compiled
+//   code is not `TraceProgram::general_purpose_only` (saving them costs about 3 ns before a
+//   program's locked instruction) —, and gives back the caller-saved ones. On the way out,
 //   ZF tells the trampoline whether `on_entry` took the return address for a uretprobe (ZF
 //   clear: take the return path).
 // - `dp_uprobe_site`, a probe site: the same, but no xmm register, which the site's `asm!`
@@ -350,17 +377,17 @@ std::arch::global_asm!(
     ".hidden dp_uprobe_entry",
     "dp_uprobe_entry:",
     "lea rsp, [rsp - 296]",
-    save_xmm0_7!(),
     save_gprs!(),
     "lea rax, [rsp + 312]",
     "mov [rsp + 280], rax",
-    fast_entry!(),
+    fast_entry!(save_xmm_unless_plain!(), restore_xmm_if_saved!()),
+    save_xmm0_7!(),
     "lea rdi, [rsp + 128]",
     "mov rsi, [rsp + 304]",
     "call {entry}",
+    restore_xmm0_7!(),
     "79:",
     "test eax, eax",
-    restore_xmm0_7!(),
     restore_caller_saved!(),
     "lea rsp, [rsp + 296]",
     "ret 8",
@@ -372,7 +399,7 @@ std::arch::global_asm!(
     save_gprs!(),
     "lea rax, [rsp + 320]",
     "mov [rsp + 280], rax",
-    fast_entry!(),
+    fast_entry!("", ""),
     "lea rdi, [rsp + 128]",
     "mov rsi, [rsp + 304]",
     "call {entry}",
@@ -430,6 +457,7 @@ std::arch::global_asm!(
     p_func_ip = const std::mem::offset_of!(Probe, func_ip),
     a_fast_entry = const std::mem::offset_of!(Attached, fast_entry),
     a_fast_ret = const std::mem::offset_of!(Attached, fast_ret),
+    a_fast_entry_plain = const std::mem::offset_of!(Attached, fast_entry_plain),
     b_depth = const std::mem::offset_of!(Block, depth),
     b_pending = const std::mem::offset_of!(Block, pending),
     pd_ret = const std::mem::offset_of!(Pending, ret),

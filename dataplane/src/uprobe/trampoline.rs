@@ -30,9 +30,11 @@
 //! A probe site's trampoline is `push`, `call` and `ret`: the site's `call` returns behind its
 //! 5-byte instruction.
 
+use std::collections::{HashMap, HashSet};
+
 use iced_x86::{
-    BlockEncoder, BlockEncoderOptions, Decoder, DecoderOptions, FlowControl, Instruction, InstructionBlock,
-    OpKind,
+    BlockEncoder, BlockEncoderOptions, CpuidFeature, Decoder, DecoderOptions, EncodingKind, FlowControl,
+    Instruction, InstructionBlock, OpKind,
 };
 
 /// Bytes a `jmp rel32` / `call rel32` takes: what a probe replaces.
@@ -213,6 +215,101 @@ pub const SWITCH_ON: [u8; 8] = [0x0f, 0x1f, 0x44, 0x00, 0x00, 0x0f, 0x1f, 0x00];
 /// ... and when they do not: `jmp T+26` (the relocated instructions), then the 3-byte NOP.
 pub const SWITCH_OFF: [u8; 8] = [0xe9, DISPLACED_AT as u8 - 5, 0, 0, 0, 0x0f, 0x1f, 0x00];
 
+/// Instructions [`leaves_vector_registers_alone`] follows at most.
+const SCAN_LIMIT: usize = 20_000;
+
+/// Whether the machine code at `entry` — every instruction it can reach, through branches and
+/// direct calls — leaves the vector registers (xmm/ymm/zmm, x87, MMX, the mask registers and
+/// MXCSR) alone: each is a general-purpose instruction (legacy encoding, CPUID features of the
+/// 8086 to 486, x86-64, CMOV, CMPXCHG16B, BMI1/2, LZCNT, POPCNT, MOVBE, ADX, multi-byte NOP,
+/// PAUSE), and none is an indirect call or jump (whose target cannot be followed). `false` when
+/// in doubt (something cannot be read or decoded, more than 20,000 instructions). The entry
+/// stub keeps xmm0-7 for a program only when its compiled code is not such code. `page` reads
+/// the 4 KiB page at an address (`None`: unmapped).
+pub fn leaves_vector_registers_alone(entry: u64, page: &mut impl FnMut(u64) -> Option<Vec<u8>>) -> bool {
+    const PAGE: u64 = 4096;
+    let mut pages: HashMap<u64, Option<Vec<u8>>> = HashMap::new();
+    // Up to 15 bytes at `at` (fewer only where the next page is unmapped).
+    let mut bytes = |at: u64| -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(15);
+        let mut a = at;
+        while out.len() < 15 {
+            let base = a & !(PAGE - 1);
+            let p = pages.entry(base).or_insert_with(|| page(base)).as_ref();
+            let Some(p) = p else { break };
+            let from = (a - base) as usize;
+            let n = (15 - out.len()).min(p.len().saturating_sub(from));
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&p[from..from + n]);
+            a += n as u64;
+        }
+        (!out.is_empty()).then_some(out)
+    };
+    let plain = |insn: &Instruction| {
+        insn.encoding() == EncodingKind::Legacy
+            && insn.cpuid_features().iter().all(|f| {
+                matches!(
+                    f,
+                    CpuidFeature::INTEL8086
+                        | CpuidFeature::INTEL186
+                        | CpuidFeature::INTEL286
+                        | CpuidFeature::INTEL386
+                        | CpuidFeature::INTEL486
+                        | CpuidFeature::X64
+                        | CpuidFeature::CMOV
+                        | CpuidFeature::CMPXCHG16B
+                        | CpuidFeature::BMI1
+                        | CpuidFeature::BMI2
+                        | CpuidFeature::LZCNT
+                        | CpuidFeature::POPCNT
+                        | CpuidFeature::MOVBE
+                        | CpuidFeature::ADX
+                        | CpuidFeature::MULTIBYTENOP
+                        | CpuidFeature::PAUSE
+                )
+            })
+    };
+    let mut todo = vec![entry];
+    let mut seen = HashSet::new();
+    let mut count = 0;
+    while let Some(start) = todo.pop() {
+        let mut at = start;
+        while seen.insert(at) {
+            count += 1;
+            let Some(code) = bytes(at).filter(|_| count <= SCAN_LIMIT) else { return false };
+            let insn = Decoder::with_ip(64, &code, at, DecoderOptions::NONE).decode();
+            if insn.is_invalid() || !plain(&insn) {
+                return false;
+            }
+            let target = matches!(insn.op0_kind(), OpKind::NearBranch64).then(|| insn.near_branch_target());
+            match insn.flow_control() {
+                FlowControl::Next => {}
+                FlowControl::ConditionalBranch | FlowControl::Call => match target {
+                    Some(t) => todo.push(t),
+                    None => return false,
+                },
+                FlowControl::UnconditionalBranch => match target {
+                    Some(t) => {
+                        todo.push(t);
+                        break;
+                    }
+                    None => return false,
+                },
+                // A trap (`ud2`) ends the process; a return goes back to what called.
+                FlowControl::Return | FlowControl::Exception => break,
+                FlowControl::IndirectBranch
+                | FlowControl::IndirectCall
+                | FlowControl::Interrupt
+                | FlowControl::XbeginXabortXend => return false,
+            }
+            at = insn.next_ip();
+        }
+    }
+    true
+}
+
 /// `jmp rel32`.
 pub const JMP: u8 = 0xe9;
 /// `call rel32`.
@@ -243,6 +340,32 @@ mod tests {
         let code = [0x90, 0x90, 0x90, 0x90, 0x90, 0x90, 0xeb, 0xf9];
         let err = displace(0x1000, &code).unwrap_err();
         assert!(err.contains("refers to +0x1"), "{err}");
+    }
+
+    #[test]
+    fn vector_free_code_is_general_purpose_instructions_only_and_every_path_is_followed() {
+        let at = 0x10_000u64;
+        let scan = |code: &[u8]| {
+            let mut page = code.to_vec();
+            page.resize(4096, 0xcc);
+            leaves_vector_registers_alone(at, &mut |p| (p == at).then(|| page.clone()))
+        };
+        // mov rax, [rdi]; lock xadd [rsi], rax; ret
+        assert!(scan(&[0x48, 0x8b, 0x07, 0xf0, 0x48, 0x0f, 0xc1, 0x06, 0xc3]));
+        // movaps [rsp], xmm0; ret
+        assert!(!scan(&[0x0f, 0x29, 0x04, 0x24, 0xc3]));
+        // call rax; ret: an indirect call
+        assert!(!scan(&[0xff, 0xd0, 0xc3]));
+        // je +1; ret; pxor xmm0, xmm0; ret: the branch target uses xmm0
+        assert!(!scan(&[0x74, 0x01, 0xc3, 0x66, 0x0f, 0xef, 0xc0, 0xc3]));
+        // call +2; ret; ret; pxor xmm0, xmm0; ret: a direct call into code using xmm0
+        assert!(!scan(&[0xe8, 0x02, 0x00, 0x00, 0x00, 0xc3, 0xc3, 0x66, 0x0f, 0xef, 0xc0, 0xc3]));
+        // call +1; ret; xor eax, eax; ret: a direct call into plain code
+        assert!(scan(&[0xe8, 0x01, 0x00, 0x00, 0x00, 0xc3, 0x31, 0xc0, 0xc3]));
+        // fld qword ptr [rdi] (x87, no register operand); ret
+        assert!(!scan(&[0xdd, 0x07, 0xc3]));
+        // Running off the readable code.
+        assert!(!leaves_vector_registers_alone(at, &mut |_| None));
     }
 
     #[test]
