@@ -1006,6 +1006,66 @@ impl HashTable {
         self.update_locked(probe, hash, value, flags, slot, value_slot)
     }
 
+    /// [`HashTable::update`] from a program in slot `slot`, for a key and a value of at most 8
+    /// bytes each given as their zero-padded words (as [`HashTable::lookup_word`] takes keys):
+    /// no slices, no length dispatch, the value stored as one word. The same results as
+    /// `update` with the words' bytes; `Invalid` for maps with longer keys or values.
+    #[inline]
+    pub(crate) fn update_word(&self, key: u64, value: u64, flags: u64, slot: usize) -> Result<(), OpError> {
+        if self.key_size > 8 || self.value_size > 8 {
+            return Err(OpError::Invalid);
+        }
+        let value_slot = if !self.per_cpu {
+            0
+        } else if slot < self.slots {
+            slot
+        } else {
+            return Err(OpError::Invalid);
+        };
+        if flags & !BPF_F_LOCK > BPF_EXIST || flags & BPF_F_LOCK != 0 {
+            return Err(OpError::Invalid);
+        }
+        // Bytes past `value_size` are padding, which stays zero whatever the caller passed.
+        let value = value & (u64::MAX >> (64 - 8 * self.value_size));
+        let probe = Probe::One(key);
+        let hash = self.hash(probe);
+        if self.lockless
+            && let Some(_section) = grace::enter()
+        {
+            // `update_unlocked` with the value as a word (see there for why this is sound).
+            match self.find(probe, hash) {
+                Some(_) if flags == BPF_NOEXIST => return Err(OpError::Exists),
+                Some(e) => {
+                    self.values.write_word(e as usize, value_slot, value);
+                    return Ok(());
+                }
+                None if flags == BPF_EXIST => return Err(OpError::NotFound),
+                None => {}
+            }
+        }
+        self.update_word_slow(probe, hash, value, flags, slot, value_slot)
+    }
+
+    /// The rest of [`HashTable::update_word`]: inserts, LRU maps, and threads that cannot enter
+    /// a read section, through the byte-slice paths.
+    #[inline(never)]
+    fn update_word_slow(
+        &self,
+        probe: Probe<'_>,
+        hash: u32,
+        value: u64,
+        flags: u64,
+        slot: usize,
+        value_slot: usize,
+    ) -> Result<(), OpError> {
+        let bytes = value.to_ne_bytes();
+        let value = &bytes[..self.value_size];
+        if self.lru.is_some() {
+            return self.update_lru(probe, hash, value, flags, Some(slot), Some(value_slot));
+        }
+        self.update_locked(probe, hash, value, flags, Some(slot), Some(value_slot))
+    }
+
     /// The locked part of an update: inserts, and (outside `lockless` maps) updates of
     /// existing keys.
     #[inline(never)]
@@ -1297,7 +1357,11 @@ impl HashTable {
         if key.len() != self.key_size {
             return Err(OpError::Invalid);
         }
-        let key = Probe::new(key);
+        self.delete_probe(Probe::new(key), slot)
+    }
+
+    #[inline(always)]
+    fn delete_probe(&self, key: Probe<'_>, slot: Option<usize>) -> Result<(), OpError> {
         let hash = self.hash(key);
         // A miss takes no lock: the lock-free walk is as sure of it as a lookup is.
         self.find(key, hash).ok_or(OpError::NotFound)?;
@@ -1307,6 +1371,16 @@ impl HashTable {
         drop(bucket);
         self.free.retire(self.free.home(slot), e);
         Ok(())
+    }
+
+    /// [`HashTable::delete`] from a program in slot `slot` of a key of at most 8 bytes given as
+    /// its zero-padded word; `Invalid` for maps with longer keys.
+    #[inline]
+    pub(crate) fn delete_word(&self, key: u64, slot: usize) -> Result<(), OpError> {
+        if self.key_size > 8 {
+            return Err(OpError::Invalid);
+        }
+        self.delete_probe(Probe::One(key), Some(slot))
     }
 
     /// Copies the first `out.len()` bytes of `key`'s (slot 0) value into `out`; `false` when
@@ -2129,6 +2203,64 @@ mod tests {
         }
         let keys = |m: &Map| m.entries().into_iter().map(|e| e.key).collect::<Vec<_>>();
         assert_eq!(keys(&a), keys(&b));
+    }
+
+    /// `update_word` / `delete_word` (compiled code's entries) give exactly what `update` /
+    /// `delete_from` give with the words' bytes, step by step and in the final contents, for
+    /// every hash flavour and word size: inserts up to `E2BIG` (and LRU eviction), in-place
+    /// updates, flag errors, out-of-range slots, deletes and misses. Bytes past `value_size` in
+    /// the value word are ignored.
+    #[test]
+    fn word_entries_match_the_byte_forms() {
+        let types = [map_type::HASH, map_type::PERCPU_HASH, map_type::LRU_HASH, map_type::LRU_PERCPU_HASH];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for t in types {
+            for (ks, vs) in [(4u32, 8u32), (1, 1), (8, 2), (2, 4), (4, 3)] {
+                let def = MapDef {
+                    map_type: t,
+                    key_size: ks,
+                    value_size: vs,
+                    max_entries: 6,
+                    map_flags: crate::create_flags::ZERO_SEED,
+                };
+                let (bytes, words) = (Map::new("b", def, 2).unwrap(), Map::new("w", def, 2).unwrap());
+                let key_mask = u64::MAX >> (64 - 8 * ks);
+                for step in 0..400 {
+                    let r = next();
+                    let key = ((r >> 8) % 10) & key_mask;
+                    let slot = (r >> 16) as usize % 3;
+                    let kb = &key.to_ne_bytes()[..ks as usize];
+                    if r % 4 == 0 {
+                        let (a, b) = (bytes.delete_from(kb, slot), words.delete_word(key, slot));
+                        assert_eq!(a, b, "type {t} key {ks} value {vs}, step {step}: delete {key}");
+                        continue;
+                    }
+                    let value = next();
+                    let flags =
+                        [BPF_ANY, BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK, 7][(r >> 24) as usize % 6];
+                    let vb = &value.to_ne_bytes()[..vs as usize];
+                    let (a, b) =
+                        (bytes.update(kb, vb, flags, slot), words.update_word(key, value, flags, slot));
+                    assert_eq!(a, b, "type {t} key {ks} value {vs}, step {step}: update {key} flags {flags}");
+                }
+                let sorted = |m: &Map| {
+                    let mut e: Vec<_> = m.entries().into_iter().map(|e| (e.key, e.values)).collect();
+                    e.sort();
+                    e
+                };
+                assert_eq!(sorted(&bytes), sorted(&words), "type {t} key {ks} value {vs}");
+            }
+        }
+        // Maps the word entries do not serve.
+        assert_eq!(hash_map(12, 8, 4).update_word(1, 1, BPF_ANY, 0), Err(OpError::Invalid));
+        assert_eq!(hash_map(4, 12, 4).update_word(1, 1, BPF_ANY, 0), Err(OpError::Invalid));
+        assert_eq!(hash_map(12, 8, 4).delete_word(1, 0), Err(OpError::Invalid));
     }
 
     fn lru(map_type: u32, max_entries: u32, map_flags: u32) -> Map {

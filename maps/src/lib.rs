@@ -624,6 +624,38 @@ impl Map {
         }
     }
 
+    /// [`Map::update`] for a hash map whose keys and values are at most 8 bytes, the key and the
+    /// value given as their zero-padded words (bytes in memory order, as `u64::from_ne_bytes`
+    /// reads them padded with zeroes; value bytes past `value_size` are ignored): a non-generic
+    /// fast path for compiled code, with the same results as `update` with those bytes. Serves
+    /// hash maps (plain, per-CPU, LRU) whose keys and values fit a word.
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::update`]; [`OpError::Invalid`] for a map it does not serve.
+    #[inline]
+    pub fn update_word(&self, key: u64, value: u64, flags: u64, slot: usize) -> Result<(), OpError> {
+        match &self.kind {
+            Kind::Hash(h) => h.update_word(key, value, flags, slot),
+            _ => Err(OpError::Invalid),
+        }
+    }
+
+    /// [`Map::delete_from`] for a hash map whose keys are at most 8 bytes, the key given as its
+    /// zero-padded word (as [`Map::lookup_word`] takes it): the same results as `delete_from`
+    /// with its bytes. Serves the maps [`Map::has_word_lookup`] names.
+    ///
+    /// # Errors
+    ///
+    /// As [`Map::delete`]; [`OpError::Invalid`] for a map it does not serve.
+    #[inline]
+    pub fn delete_word(&self, key: u64, slot: usize) -> Result<(), OpError> {
+        match &self.kind {
+            Kind::Hash(h) => h.delete_word(key, slot),
+            _ => Err(OpError::Invalid),
+        }
+    }
+
     /// `bpf_map_delete_elem` (program or userspace: the semantics are the same).
     ///
     /// # Errors

@@ -9,6 +9,8 @@
 
 use std::ptr::NonNull;
 
+use std::sync::atomic::Ordering;
+
 use crate::slab::{LINE_WORDS, Mem, Slab};
 
 /// The value store of one map.
@@ -82,6 +84,14 @@ impl Values {
     pub(crate) fn write(&self, elem: usize, slot: usize, src: &[u8]) {
         debug_assert_eq!(src.len(), self.value_size);
         self.slab.write(self.word(elem, slot), src);
+    }
+
+    /// Sets value `(elem, slot)` of a map whose values fit one word to `word` (its bytes in
+    /// memory order, zero past `value_size`).
+    #[inline]
+    pub(crate) fn write_word(&self, elem: usize, slot: usize, word: u64) {
+        debug_assert!(self.value_size <= 8);
+        self.slab.word(self.word(elem, slot)).store(word, Ordering::Relaxed);
     }
 
     /// Zeroes value `(elem, slot)`.
