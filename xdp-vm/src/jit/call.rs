@@ -393,6 +393,22 @@ pub(crate) extern "C" fn map_update(
     }
 }
 
+/// `bpf_map_update_elem` on a hash map whose key and value (at most 8 bytes each) compiled code
+/// read from the stack itself and passes as their zero-padded words ([`Map::update_word`]).
+pub(crate) extern "C" fn map_update_word(m: u64, key: u64, value: u64, flags: u64, slot: u64) -> u64 {
+    // SAFETY: module invariant.
+    let m = unsafe { map(m) };
+    m.update_word(key, value, flags, slot as usize).map_or_else(|err| err.to_ret(), |()| 0)
+}
+
+/// `bpf_map_delete_elem` on a hash map whose key (at most 8 bytes) compiled code read from the
+/// stack itself and passes as its zero-padded word ([`Map::delete_word`]).
+pub(crate) extern "C" fn map_delete_word(m: u64, key: u64, slot: u64) -> u64 {
+    // SAFETY: module invariant.
+    let m = unsafe { map(m) };
+    m.delete_word(key, slot as usize).map_or_else(|err| err.to_ret(), |()| 0)
+}
+
 /// `bpf_map_delete_elem` on a map known at compile time.
 pub(crate) extern "C" fn map_delete(e: *mut Env<'_>, m: u64, key: u64, pc: u64) -> u64 {
     // SAFETY: module invariant.
@@ -440,7 +456,9 @@ pub(crate) struct Targets {
     pub map_lookup_word: u64,
     pub map_lookup_lpm: u64,
     pub map_update: u64,
+    pub map_update_word: u64,
     pub map_delete: u64,
+    pub map_delete_word: u64,
     pub raise: u64,
     pub tail_target: u64,
     pub callbacks: u64,
@@ -464,7 +482,9 @@ impl Targets {
             map_lookup_word: map_lookup_word as extern "C" fn(u64, u64, u64) -> u64 as usize as u64,
             map_lookup_lpm: map_lookup_lpm as extern "C" fn(u64, u64, u64) -> u64 as usize as u64,
             map_update: map_update as F6 as usize as u64,
+            map_update_word: map_update_word as extern "C" fn(u64, u64, u64, u64, u64) -> u64 as usize as u64,
             map_delete: map_delete as F4 as usize as u64,
+            map_delete_word: map_delete_word as extern "C" fn(u64, u64, u64) -> u64 as usize as u64,
             raise: raise as extern "C" fn(*mut Env<'static>, u64, u64) -> u64 as usize as u64,
             tail_target: tail_target as F5 as usize as u64,
             callbacks: callbacks as F8 as usize as u64,

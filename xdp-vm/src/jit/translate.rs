@@ -1290,6 +1290,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 if let Some(r) = self.array_update(pc, info, facts[2], facts[3]) {
                     return r;
                 }
+                if let Some(r) = self.hash_update_word(info, facts[2], facts[3]) {
+                    return r;
+                }
                 let m = self.b.ins().iconst(I64, info.addr as i64);
                 let (k, v, fl) = (self.get(2), self.get(3), self.get(4));
                 let pcv = self.b.ins().iconst(I64, pc as i64);
@@ -1298,6 +1301,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 return r;
             }
             (id::MAP_DELETE_ELEM, Some((_, info))) => {
+                if let Some(r) = self.hash_delete_word(info, facts[2]) {
+                    return r;
+                }
                 let m = self.b.ins().iconst(I64, info.addr as i64);
                 let k = self.get(2);
                 let pcv = self.b.ins().iconst(I64, pc as i64);
@@ -1491,6 +1497,50 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
 
         self.b.switch_to_block(join);
         Some(result)
+    }
+
+    /// Loads the `size`-byte (1, 2, 4 or 8) stack word at `fp + at`, zero-extended, when the
+    /// facts place it inside the current frame.
+    fn frame_word(&mut self, f: Fact, size: u32) -> Option<Value> {
+        let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
+        let Fact::Fp(at) = f else { return None };
+        if !matches!(size, 1 | 2 | 4 | 8) || at < low || at > -i64::from(size) {
+            return None;
+        }
+        let addr = self.fp_plus(at);
+        let mf = self.mem_at(region::STACK, Some((at, size as u8)));
+        Some(self.direct(addr, size as u8, Access::Load { signed: false }, mf))
+    }
+
+    /// `bpf_map_update_elem` on a hash map whose key and value are 1, 2, 4 or 8 bytes, both in
+    /// the current stack frame: the words are read inline and `Map::update_word` called, no
+    /// environment, no argument checks, no fault. `None` when the map or the arguments do not
+    /// allow it.
+    fn hash_update_word(&mut self, info: MapInfo, key: Fact, value: Fact) -> Option<Value> {
+        if info.read_only || !matches!(info.kind, MapKind::HashWord | MapKind::HashInline(_)) {
+            return None;
+        }
+        if !matches!(info.value_size, 1 | 2 | 4 | 8) || !matches!((key, value), (Fact::Fp(_), Fact::Fp(_))) {
+            return None;
+        }
+        let k = self.frame_word(key, info.key_size)?;
+        let v = self.frame_word(value, info.value_size)?;
+        let m = self.b.ins().iconst(I64, info.addr as i64);
+        let fl = self.get(4);
+        let slot = self.env_load(off::SLOT, true);
+        Some(self.call_addr(self.t.map_update_word, &[m, k, v, fl, slot]))
+    }
+
+    /// `bpf_map_delete_elem` on a hash map whose key (1, 2, 4 or 8 bytes) is in the current stack
+    /// frame: the word is read inline and `Map::delete_word` called. `None` otherwise.
+    fn hash_delete_word(&mut self, info: MapInfo, key: Fact) -> Option<Value> {
+        if info.read_only || !matches!(info.kind, MapKind::HashWord | MapKind::HashInline(_)) {
+            return None;
+        }
+        let k = self.frame_word(key, info.key_size)?;
+        let m = self.b.ins().iconst(I64, info.addr as i64);
+        let slot = self.env_load(off::SLOT, true);
+        Some(self.call_addr(self.t.map_delete_word, &[m, k, slot]))
     }
 
     /// A hash lookup of key word `word` in slot `slot`, walking the bucket as
