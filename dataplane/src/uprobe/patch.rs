@@ -140,10 +140,11 @@ macro_rules! restore_xmm0_7 {
 
 // Runs the program of hook rdx with `bpf_get_func_ip` = rsi on the block in rbx, the context
 // being the stub's `pt_regs` (whose `ip` the caller set): fills in the frame's environment
-// (`xdp_vm::jit::frame`), calls the code, hands a fault to `on_fast_fault`. Jumps to 76 with
-// nothing changed when the frame or the slot is not there.
+// (`xdp_vm::jit::frame`), calls the code, hands a fault to `on_fast_fault` (Rust: `$fault`
+// keeps what that call must not change). Jumps to 76 with nothing changed when the frame or
+// the slot is not there.
 macro_rules! run_prog {
-    () => {
+    ($fault:expr) => {
         concat!(
             "mov r12, qword ptr [rbx + {b_cpu}]\n",
             "test r12, r12\n",
@@ -173,6 +174,7 @@ macro_rules! run_prog {
             "mov rdi, qword ptr [r12 + 16]\n",
             "cmp qword ptr [rdi + {e_faulted}], 0\n",
             "je 75f\n",
+            $fault,
             "mov rdi, rbx\n",
             "mov rsi, qword ptr [r12]\n",
             "call {fault}\n",
@@ -207,6 +209,14 @@ macro_rules! save_xmm_unless_plain {
     };
 }
 
+// Before a call into Rust (a fault): xmm0-7 kept if they were not (a program's code that
+// leaves them alone cannot fault today — faults are raised by calls — but Rust may use them).
+macro_rules! save_xmm_unless_saved {
+    () => {
+        concat!("test r14d, r14d\n", "jnz 70f\n", save_xmm0_7!(), "mov r14d, 1\n", "70:\n",)
+    };
+}
+
 macro_rules! restore_xmm_if_saved {
     () => {
         concat!("test r14d, r14d\n", "jz 70f\n", restore_xmm0_7!(), "70:\n",)
@@ -234,7 +244,7 @@ macro_rules! leave_hit {
 // xmm registers the stub must keep around a program. Ends at 79 with eax = 1 when the return
 // address was taken for a uretprobe, else 0; the handler's call follows it.
 macro_rules! fast_entry {
-    ($save:expr, $restore:expr) => {
+    ($save:expr, $save_for_call:expr, $restore:expr) => {
         concat!(
             "xor r14d, r14d\n",
             "mov rax, qword ptr [rip + dp_uprobe_block@GOTTPOFF]\n",
@@ -266,7 +276,7 @@ macro_rules! fast_entry {
             "mov rsi, qword ptr [rsi + {p_func_ip}]\n",
             "mov qword ptr [rsp + 256], rsi\n",
             $save,
-            run_prog!(),
+            run_prog!($save_for_call),
             $restore,
             "72:\n",
             "cmp qword ptr [r13 + {a_fast_ret}], 0\n",
@@ -333,7 +343,7 @@ macro_rules! fast_return {
             "mov qword ptr [rsp + 256], rax\n",
             "mov rsi, qword ptr [rcx + {pd_probe}]\n",
             "mov rsi, qword ptr [rsi + {p_func_ip}]\n",
-            run_prog!(),
+            run_prog!(""),
             // Popped; the busy count the pending return held ends.
             "mov qword ptr [rbx + {b_depth}], r13\n",
             "shl r13, 5\n",
@@ -380,7 +390,7 @@ std::arch::global_asm!(
     save_gprs!(),
     "lea rax, [rsp + 312]",
     "mov [rsp + 280], rax",
-    fast_entry!(save_xmm_unless_plain!(), restore_xmm_if_saved!()),
+    fast_entry!(save_xmm_unless_plain!(), save_xmm_unless_saved!(), restore_xmm_if_saved!()),
     save_xmm0_7!(),
     "lea rdi, [rsp + 128]",
     "mov rsi, [rsp + 304]",
@@ -399,7 +409,7 @@ std::arch::global_asm!(
     save_gprs!(),
     "lea rax, [rsp + 320]",
     "mov [rsp + 280], rax",
-    fast_entry!("", ""),
+    fast_entry!("", "", ""),
     "lea rdi, [rsp + 128]",
     "mov rsi, [rsp + 304]",
     "call {entry}",
