@@ -375,27 +375,30 @@ fn uretprobes_keep_stack_arguments_and_recursion_up_to_64_deep() {
     assert_eq!(fl(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]).to_bits(), expected.to_bits());
     att.detach().unwrap();
     assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (4, 4));
-    // The entry stub keeps xmm0-7 only around a program whose code may change them: one of
-    // each kind, alone, each hit twice (the handler, then the stubs' fast path).
-    let helpers = l.prog("on_entry");
+    // The entry stub keeps xmm0-7 (the arguments), the return stub xmm0-3 (the return value)
+    // only around a program whose code may change them: one of each kind, alone, each hit
+    // twice (the handler, then the stubs' fast path).
+    let (helpers, helpers_exit) = (l.prog("on_entry"), l.prog("on_exit"));
     assert!(entry.general_purpose_only(), "count_entry: a map lookup and an add");
+    assert!(exit.general_purpose_only(), "count_exit: a map lookup and an add");
     assert!(!helpers.general_purpose_only(), "on_entry calls helpers (Rust code)");
-    for p in [&entry, &helpers] {
+    assert!(!helpers_exit.general_purpose_only(), "on_exit calls helpers (Rust code)");
+    for p in [&entry, &helpers, &exit, &helpers_exit] {
         let att = uprobe::attach(&func("uprobe_target_float"), &[p]).unwrap();
         for _ in 0..2 {
             assert_eq!(fl(x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]).to_bits(), expected.to_bits());
         }
         att.detach().unwrap();
     }
-    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (8, 4));
+    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (8, 8));
     // 101 nested calls: every entry runs, the 64 outermost returns run (the kernel's
     // MAX_URETPROBE_DEPTH), and every call returns its own value.
     let att = uprobe::attach(&func("uprobe_target_recursive"), &[&entry, &exit]).unwrap();
     let rec = black_box(uprobe_target_recursive as extern "C" fn(u64) -> u64);
     assert_eq!(rec(100), 5050);
-    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (8 + 101, 4 + 64));
+    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (8 + 101, 8 + 64));
     assert_eq!(rec(10), 55);
-    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (8 + 101 + 11, 4 + 64 + 11));
+    assert_eq!((l.seen(ENTRIES), l.seen(EXITS)), (8 + 101 + 11, 8 + 64 + 11));
     att.detach().unwrap();
 }
 

@@ -134,6 +134,8 @@ pub(crate) struct Attached {
     pub(crate) fast_ret: u64,
     /// 1 when that entry program is `Hook::plain`: the entry stub then keeps no xmm register.
     pub(crate) fast_entry_plain: u64,
+    /// 1 when that return program is `Hook::plain`: the return stub then keeps no xmm register.
+    pub(crate) fast_ret_plain: u64,
 }
 
 /// Programs to run at one point of a probe. One program (the usual case) is held inline: a hit
@@ -391,6 +393,7 @@ fn snapshot(list: &[Entry]) -> Arc<Attached> {
     if let (Some(e), Some(r)) = (id(&a.entry), id(&a.ret)) {
         (a.fast_entry, a.fast_ret) = (e, r);
         a.fast_entry_plain = u64::from(matches!(&a.entry, Hooks::One(h) if h.plain));
+        a.fast_ret_plain = u64::from(matches!(&a.ret, Hooks::One(h) if h.plain));
     }
     Arc::new(a)
 }

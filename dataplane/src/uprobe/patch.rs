@@ -112,6 +112,28 @@ macro_rules! save_xmm0_7 {
     };
 }
 
+macro_rules! save_xmm0_3 {
+    () => {
+        concat!(
+            "movaps [rsp + 0], xmm0\n",
+            "movaps [rsp + 16], xmm1\n",
+            "movaps [rsp + 32], xmm2\n",
+            "movaps [rsp + 48], xmm3\n",
+        )
+    };
+}
+
+macro_rules! restore_xmm0_3 {
+    () => {
+        concat!(
+            "movaps xmm0, [rsp + 0]\n",
+            "movaps xmm1, [rsp + 16]\n",
+            "movaps xmm2, [rsp + 32]\n",
+            "movaps xmm3, [rsp + 48]\n",
+        )
+    };
+}
+
 macro_rules! restore_xmm0_7 {
     () => {
         concat!(
@@ -318,6 +340,7 @@ macro_rules! fast_entry {
 macro_rules! fast_return {
     () => {
         concat!(
+            "xor r14d, r14d\n",
             "mov rax, qword ptr [rip + dp_uprobe_block@GOTTPOFF]\n",
             "mov rbx, qword ptr fs:[rax]\n",
             "test rbx, rbx\n",
@@ -339,11 +362,21 @@ macro_rules! fast_return {
             "test rdx, rdx\n",
             "jz 68f\n",
             "mov byte ptr [rbx + {b_in_hit}], 1\n",
+            // The return values in xmm0-3 kept only around a program that may change them.
+            "cmp qword ptr [rax + {a_fast_ret_plain}], 0\n",
+            "jne 70f\n",
+            save_xmm0_3!(),
+            "mov r14d, 1\n",
+            "70:\n",
             "mov rax, qword ptr [rcx + {pd_ret}]\n",
             "mov qword ptr [rsp + 256], rax\n",
             "mov rsi, qword ptr [rcx + {pd_probe}]\n",
             "mov rsi, qword ptr [rsi + {p_func_ip}]\n",
-            run_prog!(""),
+            run_prog!(concat!("test r14d, r14d\n", "jnz 70f\n", save_xmm0_3!(), "mov r14d, 1\n", "70:\n")),
+            "test r14d, r14d\n",
+            "jz 70f\n",
+            restore_xmm0_3!(),
+            "70:\n",
             // Popped; the busy count the pending return held ends.
             "mov qword ptr [rbx + {b_depth}], r13\n",
             "shl r13, 5\n",
@@ -422,22 +455,16 @@ std::arch::global_asm!(
     ".hidden dp_uprobe_return",
     "dp_uprobe_return:",
     "lea rsp, [rsp - 304]",
-    "movaps [rsp + 0], xmm0",
-    "movaps [rsp + 16], xmm1",
-    "movaps [rsp + 32], xmm2",
-    "movaps [rsp + 48], xmm3",
     save_gprs!(),
     "lea rax, [rsp + 320]",
     "mov [rsp + 280], rax",
     fast_return!(),
+    save_xmm0_3!(),
     "lea rdi, [rsp + 128]",
     "call {ret}",
+    restore_xmm0_3!(),
     "69:",
     "mov [rsp + 312], rax",
-    "movaps xmm0, [rsp + 0]",
-    "movaps xmm1, [rsp + 16]",
-    "movaps xmm2, [rsp + 32]",
-    "movaps xmm3, [rsp + 48]",
     restore_caller_saved!(),
     "add rsp, 304",
     "ret",
@@ -468,6 +495,7 @@ std::arch::global_asm!(
     a_fast_entry = const std::mem::offset_of!(Attached, fast_entry),
     a_fast_ret = const std::mem::offset_of!(Attached, fast_ret),
     a_fast_entry_plain = const std::mem::offset_of!(Attached, fast_entry_plain),
+    a_fast_ret_plain = const std::mem::offset_of!(Attached, fast_ret_plain),
     b_depth = const std::mem::offset_of!(Block, depth),
     b_pending = const std::mem::offset_of!(Block, pending),
     pd_ret = const std::mem::offset_of!(Pending, ret),
