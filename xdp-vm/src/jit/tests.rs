@@ -817,3 +817,131 @@ fn prog_array_updates_while_runs_go_on() {
     assert_eq!((hits(1), hits(2)), (seen[1], seen[2]));
     assert!(updates > 0);
 }
+
+/// Packet byte accesses a verified program makes, which the JIT combines (held-back stores
+/// written as wider ones, byte loads put together with shifts and ors read as one load): every
+/// case against the interpreter, the output frame included — clang's MAC swap, copies whose
+/// source and destination overlap either way, a load of bytes a held store wrote, a gather
+/// across a store to one of its bytes, two base registers naming the same byte, a byte stored
+/// twice.
+#[test]
+fn combined_packet_accesses_match_the_interpreter() {
+    let ldxb = |dst, src, off| i(0x71, dst, src, off, 0);
+    let stxb = |dst, src, off| i(0x73, dst, src, off, 0);
+    let stb = |dst, off, imm| i(0x72, dst, 0, off, imm);
+    // r6 = data; unless 16 bytes are there, r0 = 0; then `body`, and exit with its r0.
+    let pkt = |body: &[Insn]| {
+        let mut p = vec![
+            i(0xb7, 0, 0, 0, 0),
+            i(0x61, 6, 1, 0, 0),
+            i(0x61, 3, 1, 4, 0),
+            i(0xbf, 4, 6, 0, 0),
+            i(0x07, 4, 0, 0, 16),
+            i(0x2d, 4, 3, body.len() as i16, 0),
+        ];
+        p.extend_from_slice(body);
+        p.push(EXIT);
+        assert!(Program::<Xdp>::from_insns_verified("t", &p, &[]).is_ok(), "the verifier accepts {p:?}");
+        p
+    };
+    // clang's MAC swap (xdp_counter.c): bytes 0..6 gathered to the stack, 6..12 copied down
+    // byte by byte, then the stack copy scattered into 6..12.
+    let swap = [
+        ldxb(1, 6, 5),
+        i(0x67, 1, 0, 0, 8),
+        ldxb(2, 6, 4),
+        i(0x4f, 1, 2, 0, 0),
+        i(0x6b, 10, 1, -12, 0),
+        ldxb(1, 6, 1),
+        i(0x67, 1, 0, 0, 8),
+        ldxb(2, 6, 0),
+        i(0x4f, 1, 2, 0, 0),
+        ldxb(2, 6, 2),
+        i(0x67, 2, 0, 0, 16),
+        ldxb(3, 6, 3),
+        i(0x67, 3, 0, 0, 24),
+        i(0x4f, 3, 2, 0, 0),
+        i(0x4f, 3, 1, 0, 0),
+        i(0x63, 10, 3, -16, 0),
+        ldxb(1, 6, 8),
+        stxb(6, 1, 2),
+        ldxb(1, 6, 9),
+        stxb(6, 1, 3),
+        ldxb(1, 6, 6),
+        stxb(6, 1, 0),
+        ldxb(1, 6, 7),
+        stxb(6, 1, 1),
+        ldxb(1, 6, 10),
+        stxb(6, 1, 4),
+        ldxb(1, 6, 11),
+        stxb(6, 1, 5),
+        i(0x61, 1, 10, -16, 0),
+        i(0xbf, 2, 1, 0, 0),
+        i(0x77, 2, 0, 0, 16),
+        stxb(6, 2, 8),
+        i(0xbf, 2, 1, 0, 0),
+        i(0x77, 2, 0, 0, 24),
+        stxb(6, 2, 9),
+        stxb(6, 1, 6),
+        i(0x77, 1, 0, 0, 8),
+        stxb(6, 1, 7),
+        i(0x69, 1, 10, -12, 0),
+        stxb(6, 1, 10),
+        i(0x77, 1, 0, 0, 8),
+        stxb(6, 1, 11),
+        i(0xb7, 0, 0, 0, 3),
+    ];
+    assert_eq!(run(&pkt(&swap)), 3);
+    // Copy down by one (each load reads a byte no earlier store wrote) and up by one (each load
+    // reads the byte the store before it wrote).
+    let down: Vec<Insn> =
+        (0..6).flat_map(|k| [ldxb(1, 6, k + 1), stxb(6, 1, k)]).chain([i(0xbf, 0, 1, 0, 0)]).collect();
+    assert_eq!(run(&pkt(&down)), 6);
+    let up: Vec<Insn> =
+        (0..6).flat_map(|k| [ldxb(1, 6, k), stxb(6, 1, k + 1)]).chain([i(0xbf, 0, 1, 0, 0)]).collect();
+    assert_eq!(run(&pkt(&up)), 0);
+    // A held byte store read back by a wider load.
+    assert_eq!(run(&pkt(&[stb(6, 4, 0xaa), i(0x69, 0, 6, 4, 0)])), 0x05aa);
+    // A gather whose second byte is stored between the two loads.
+    let gather = [
+        ldxb(1, 6, 0),
+        stb(6, 1, 7),
+        ldxb(2, 6, 1),
+        i(0x67, 2, 0, 0, 8),
+        i(0x4f, 2, 1, 0, 0),
+        i(0xbf, 0, 2, 0, 0),
+    ];
+    assert_eq!(run(&pkt(&gather)), 0x0700);
+    // Two base registers, one byte.
+    let alias = [i(0xbf, 7, 6, 0, 0), i(0x07, 7, 0, 0, 2), stb(6, 2, 1), stb(7, 0, 2), ldxb(0, 6, 2)];
+    assert_eq!(run(&pkt(&alias)), 2);
+    // A 4-byte gather in two halves, stored as a word; a word stored byte by byte with one byte
+    // stored twice, read back as a word.
+    let word = [
+        ldxb(1, 6, 9),
+        i(0x67, 1, 0, 0, 8),
+        ldxb(2, 6, 8),
+        i(0x4f, 1, 2, 0, 0),
+        ldxb(3, 6, 11),
+        i(0x67, 3, 0, 0, 24),
+        ldxb(2, 6, 10),
+        i(0x67, 2, 0, 0, 16),
+        i(0x4f, 3, 2, 0, 0),
+        i(0x4f, 3, 1, 0, 0),
+        i(0x63, 6, 3, 0, 0),
+        i(0xb7, 1, 0, 0, 0x1122_3344),
+        i(0xbf, 2, 1, 0, 0),
+        i(0x77, 2, 0, 0, 24),
+        stxb(6, 2, 7),
+        stxb(6, 1, 4),
+        i(0x77, 1, 0, 0, 8),
+        stxb(6, 1, 5),
+        i(0x77, 1, 0, 0, 8),
+        stxb(6, 1, 6),
+        stb(6, 5, 0x55),
+        i(0x61, 0, 6, 4, 0),
+        i(0x61, 1, 6, 0, 0),
+        i(0x0f, 0, 1, 0, 0),
+    ];
+    assert_eq!(run(&pkt(&word)), 0x1122_5544 + 0x0b0a_0908);
+}

@@ -196,7 +196,9 @@ pub(crate) fn translate<C: Context>(
         let mut fx = Fx::<C>::new(b, insns, maps, targets, &facts, call_conv, (start, end, is_main));
         fx.function(start, end, &refs)?;
         fx.b.seal_all_blocks();
+        let loads: Vec<Value> = fx.chunks.keys().copied().collect();
         fx.b.finalize(module.target_config());
+        drop_unused_loads(&mut ctx.func, &loads);
         module
             .define_function(ids[i], &mut ctx)
             .map_err(|e| CompileError::Codegen { reason: format!("{e:?}") })?;
@@ -311,6 +313,13 @@ struct Fx<'a, 'b, C: Context> {
     slots: Vec<(i64, i64, AliasRegion)>,
     fault_block: Block,
     sigs: HashMap<usize, SigRef>,
+    /// Packet stores of a verified program not emitted yet ([`Pending`]).
+    pending: Pending,
+    /// Bumped whenever memory outside the stack may have changed since: a store emitted, a
+    /// call, a block boundary.
+    epoch: u32,
+    /// Values that are packet bytes loaded (zero-extended) in a verified function ([`Chunk`]).
+    chunks: HashMap<Value, Chunk>,
     _c: std::marker::PhantomData<fn() -> C>,
 }
 
@@ -415,6 +424,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             slots,
             fault_block,
             sigs: HashMap::new(),
+            pending: Pending::default(),
+            epoch: 0,
+            chunks: HashMap::new(),
             _c: std::marker::PhantomData,
         }
     }
@@ -572,11 +584,14 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         while pc < end {
             if let Some(&blk) = blocks.get(&pc) {
                 if open {
+                    self.flush_stores();
                     self.b.ins().jump(blk, &[]);
                 }
+                self.epoch += 1;
                 self.b.switch_to_block(blk);
             } else if !open {
                 // Unreachable straight-line code: still translated, into a block nothing enters.
+                self.epoch += 1;
                 let blk = self.b.create_block();
                 self.b.switch_to_block(blk);
             }
@@ -632,6 +647,12 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         let class = insn.class();
         let op = code & 0xf0;
         let x = code & BPF_X != 0;
+        if !matches!(class, BPF_ALU | BPF_ALU64 | BPF_LDX | BPF_ST | BPF_STX) {
+            // Jumps, calls, exits, constants: buffered stores go out first (`access` decides for
+            // memory instructions).
+            self.flush_stores();
+            self.epoch += 1;
+        }
         match class {
             BPF_ALU64 => {
                 // A move does not read its destination: reading it would keep the register's
@@ -662,7 +683,8 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                     }
                     _ => {
                         let s = if x { self.get(src) } else { self.imm64(imm) };
-                        self.binop(op, a, s)
+                        let v = self.binop(op, a, s);
+                        self.combine_loads(op, x, a, s, imm, v)
                     }
                 };
                 self.set(dst, v);
@@ -980,8 +1002,36 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 Fact::Fp(k) => k.checked_add(off).map(|at| (at, size)),
                 _ => None,
             };
-            let f = self.mem_at(self.facts.region(pc), at);
-            return self.direct(addr, size, kind, f);
+            let region = self.facts.region(pc);
+            let packet = region == region::PACKET && self.facts.is_verified();
+            match kind {
+                Access::Store { value } if packet => {
+                    self.buffer_store(b, off, size, value);
+                    return self.b.ins().iconst(I64, 0);
+                }
+                Access::Load { .. } if packet => self.flush_overlapping(b, off, size),
+                Access::Load { .. } | Access::Store { .. } if region == region::STACK => {}
+                Access::Load { .. } => self.flush_stores(),
+                _ => {
+                    self.flush_stores();
+                    self.epoch += 1;
+                }
+            }
+            let mut f = self.mem_at(region, at);
+            if packet {
+                // Proven in bounds: it cannot trap, and an unused one (a byte load a wider one
+                // replaced, `flush_stores`) may be dropped.
+                f = f.with_notrap();
+            }
+            let v = self.direct(addr, size, kind, f);
+            if packet && matches!(kind, Access::Load { signed: false }) {
+                self.chunks.insert(v, Chunk { base: b, off, width: size, shift: 0, epoch: self.epoch });
+            }
+            return v;
+        }
+        self.flush_stores();
+        if write {
+            self.epoch += 1;
         }
         match fact {
             Fact::Fp(k) => {
@@ -1668,6 +1718,249 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 self.nonnull.insert(r, (ok, p));
                 r
             }
+        }
+    }
+}
+
+/// A value that is `width` bytes of the packet from `base + off` (as a little-endian number),
+/// zero-extended and shifted left by `shift` bytes, all read at `epoch` ([`Fx::combine_loads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chunk {
+    base: Value,
+    off: i64,
+    width: u8,
+    shift: u8,
+    epoch: u32,
+}
+
+impl Chunk {
+    fn is_loaded_byte(&self) -> bool {
+        self.width == 1 && self.shift == 0
+    }
+}
+
+/// Packet stores of a verified function, held back so that adjacent ones go out as one wider
+/// store — clang writes a `memcpy` into the packet (a MAC swap) as byte loads and byte stores,
+/// which the kernel's JIT emits one by one. The bytes are kept by offset from one base value,
+/// each as byte `k` of a value ([`Fx::byte_of`]); `flush_stores` writes runs of 2, 4 or 8
+/// bytes that are consecutive bytes of one value, or of one earlier load of packet bytes
+/// nothing has written since (the `epoch` of that load), as one store.
+///
+/// Held stores go out, in program order as far as any reader can tell, before anything that
+/// may read or write them: a packet load that overlaps them or has another base, any other
+/// non-stack access, a call, a jump, an exit, a block boundary. Stack accesses and ALU
+/// instructions pass them (the verifier proved those never touch the packet); so does a packet
+/// load of other bytes from the same base.
+#[derive(Default)]
+struct Pending {
+    base: Option<Value>,
+    /// `(offset, value, byte of it)` in program order.
+    bytes: Vec<(i64, Value, u32)>,
+}
+
+impl<C: Context> Fx<'_, '_, C> {
+    /// Byte loads put together with shifts and ors — clang's way to read unaligned packet
+    /// bytes into one value (`tmp = b5 << 8 | b4`) — become one wider load: `v` is the result of
+    /// the ALU64 operation `op` on `a` and `s` (`imm` for a constant shift). An `or` of two
+    /// [`Chunk`]s read at this epoch that cover adjacent bytes in the same order is a chunk
+    /// itself, and a 2-, 4- or 8-byte chunk at shift 0 a load of its own; the byte loads it
+    /// replaces are dropped when nothing else uses them (`drop_unused_loads`).
+    fn combine_loads(&mut self, op: u8, x: bool, a: Value, s: Value, imm: i32, v: Value) -> Value {
+        let Some(ca) = self.chunks.get(&a).copied().filter(|c| c.epoch == self.epoch) else { return v };
+        let c = if op == BPF_LSH && !x {
+            if imm <= 0 || imm % 8 != 0 || i32::from(ca.shift + ca.width) + imm / 8 > 8 {
+                return v;
+            }
+            Chunk { shift: ca.shift + (imm / 8) as u8, ..ca }
+        } else if op == BPF_OR && x {
+            let Some(cs) = self.chunks.get(&s).copied().filter(|c| c.epoch == self.epoch) else { return v };
+            let (lo, hi) = if ca.shift < cs.shift { (ca, cs) } else { (cs, ca) };
+            if lo.base != hi.base || hi.shift != lo.shift + lo.width || hi.off != lo.off + i64::from(lo.width)
+            {
+                return v;
+            }
+            Chunk { width: lo.width + hi.width, ..lo }
+        } else {
+            return v;
+        };
+        if c.shift == 0 && matches!(c.width, 2 | 4 | 8) {
+            let f = self.mem_at(region::PACKET, None).with_notrap();
+            let addr = self.b.ins().iadd_imm_s(c.base, c.off);
+            let wide = self.direct(addr, c.width, Access::Load { signed: false }, f);
+            self.chunks.insert(wide, c);
+            return wide;
+        }
+        self.chunks.insert(v, c);
+        v
+    }
+
+    /// Holds back a packet store of `size` bytes of `value` at `base + off`.
+    fn buffer_store(&mut self, base: Value, off: i64, size: u8, value: Value) {
+        if self.pending.base.is_some_and(|b| b != base) {
+            self.flush_stores();
+        }
+        self.pending.base = Some(base);
+        let (src, k) = self.byte_of(value);
+        for i in 0..u32::from(size) {
+            let byte = if k + i < 8 { (src, k + i) } else { (value, i) };
+            self.pending.bytes.push((off + i64::from(i), byte.0, byte.1));
+        }
+    }
+
+    /// `v` as byte `k` onwards of another value: `(x, k)` when `v` is `x` shifted right
+    /// (logically) by `8 * k` bits, else `(v, 0)`.
+    fn byte_of(&self, v: Value) -> (Value, u32) {
+        use cranelift_codegen::ir::{InstructionData, Opcode, ValueDef};
+        let dfg = &self.b.func.dfg;
+        let ValueDef::Result(inst, _) = dfg.value_def(v) else { return (v, 0) };
+        let (x, bits) = match dfg.insts[inst] {
+            InstructionData::Binary { opcode: Opcode::Ushr, args: [x, n] } => {
+                let ValueDef::Result(c, _) = dfg.value_def(n) else { return (v, 0) };
+                match dfg.insts[c] {
+                    InstructionData::UnaryImm { opcode: Opcode::Iconst, imm } => (x, imm.bits()),
+                    _ => return (v, 0),
+                }
+            }
+            _ => return (v, 0),
+        };
+        if dfg.value_type(x) != I64 || bits % 8 != 0 || !(8..64).contains(&bits) {
+            return (v, 0);
+        }
+        let (y, k) = self.byte_of(x);
+        let k = k + bits as u32 / 8;
+        if k < 8 { (y, k) } else { (x, bits as u32 / 8) }
+    }
+
+    /// Flushes the held stores when a packet load of `size` bytes at `base + off` may read one.
+    fn flush_overlapping(&mut self, base: Value, off: i64, size: u8) {
+        let Some(b) = self.pending.base else { return };
+        let end = off + i64::from(size);
+        if b != base || self.pending.bytes.iter().any(|&(at, _, _)| at >= off && at < end) {
+            self.flush_stores();
+        }
+    }
+
+    /// Writes the held stores, adjacent bytes of one value (or of one load) as one store.
+    fn flush_stores(&mut self) {
+        let Some(base) = self.pending.base.take() else { return };
+        // The last store to each byte wins; then by offset.
+        let mut bytes: BTreeMap<i64, (Value, u32)> = BTreeMap::new();
+        for (at, v, k) in std::mem::take(&mut self.pending.bytes) {
+            bytes.insert(at, (v, k));
+        }
+        let bytes: Vec<(i64, Value, u32)> = bytes.into_iter().map(|(at, (v, k))| (at, v, k)).collect();
+        let f = self.mem_at(region::PACKET, None);
+        // What each run becomes: `(offset, width, value)`, the value either a register value
+        // shifted right by `8 * k` or a load to make first.
+        enum From {
+            Value(Value, u32),
+            Load(Value, i64),
+        }
+        let mut plan: Vec<(i64, u8, From)> = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            let (at, v, k) = bytes[i];
+            let mut done = false;
+            for w in [8usize, 4, 2] {
+                let Some(run) = bytes.get(i..i + w) else { continue };
+                let adjacent = run.iter().enumerate().all(|(j, &(a, _, _))| a == at + j as i64);
+                if !adjacent {
+                    continue;
+                }
+                if k as usize + w <= 8
+                    && run.iter().enumerate().all(|(j, &(_, x, kk))| x == v && kk == k + j as u32)
+                {
+                    plan.push((at, w as u8, From::Value(v, k)));
+                } else if let Some(&c) = self.chunks.get(&v).filter(|c| k == 0 && c.is_loaded_byte())
+                    && c.epoch == self.epoch
+                    && run.iter().enumerate().all(|(j, &(_, x, kk))| {
+                        kk == 0 && self.chunks.get(&x) == Some(&Chunk { off: c.off + j as i64, ..c })
+                    })
+                {
+                    plan.push((at, w as u8, From::Load(c.base, c.off)));
+                } else {
+                    continue;
+                }
+                i += w;
+                done = true;
+                break;
+            }
+            if !done {
+                plan.push((at, 1, From::Value(v, k)));
+                i += 1;
+            }
+        }
+        // Loads first: they read what the packet held before any of these stores, as each of
+        // the byte loads they replace did (a load after a held store to its bytes flushed it).
+        let load_flags = f.with_notrap();
+        let values: Vec<(i64, Value)> = plan
+            .into_iter()
+            .map(|(at, w, from)| {
+                let ty = int_ty(w);
+                let v = match from {
+                    From::Load(lb, lo) => {
+                        let a = self.b.ins().iadd_imm_s(lb, lo);
+                        self.b.ins().load(ty, load_flags, a, 0)
+                    }
+                    From::Value(v, k) => {
+                        let v = if k == 0 { v } else { self.b.ins().ushr_imm_u(v, i64::from(k) * 8) };
+                        if ty == I64 { v } else { self.b.ins().ireduce(ty, v) }
+                    }
+                };
+                (at, v)
+            })
+            .collect();
+        for (at, v) in values {
+            let a = self.b.ins().iadd_imm_s(base, at);
+            self.b.ins().store(f, v, a, 0);
+        }
+        self.epoch += 1;
+    }
+}
+
+/// Removes the loads among `loads` whose result nothing uses — packet byte loads a wider load
+/// replaced ([`Pending`], [`Fx::combine_loads`]) — and the shifts and ors that only combined
+/// them. The loads are proven in bounds (no fault to keep), but Cranelift lowers every load,
+/// used or not.
+fn drop_unused_loads(func: &mut cranelift_codegen::ir::Function, loads: &[Value]) {
+    use cranelift_codegen::ir::{Opcode, ValueDef};
+    if loads.is_empty() {
+        return;
+    }
+    let loads: std::collections::HashSet<_> = loads
+        .iter()
+        .filter_map(|&v| match func.dfg.value_def(func.dfg.resolve_aliases(v)) {
+            ValueDef::Result(inst, _) if func.dfg.insts[inst].opcode().can_load() => Some(inst),
+            _ => None,
+        })
+        .collect();
+    loop {
+        let dfg = &func.dfg;
+        let mut used = std::collections::HashSet::new();
+        for block in func.layout.blocks() {
+            for inst in func.layout.block_insts(block) {
+                used.extend(dfg.inst_values(inst).map(|v| dfg.resolve_aliases(v)));
+            }
+        }
+        let mut dead = Vec::new();
+        for block in func.layout.blocks() {
+            for inst in func.layout.block_insts(block) {
+                let removable = loads.contains(&inst)
+                    || matches!(
+                        dfg.insts[inst].opcode(),
+                        Opcode::Ishl | Opcode::Bor | Opcode::Iconst | Opcode::Iadd
+                    );
+                let results = dfg.inst_results(inst);
+                if removable && !results.is_empty() && results.iter().all(|r| !used.contains(r)) {
+                    dead.push(inst);
+                }
+            }
+        }
+        if dead.is_empty() {
+            return;
+        }
+        for inst in dead {
+            func.layout.remove_inst(inst);
         }
     }
 }
