@@ -370,7 +370,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         if is_main {
             // The main function: `(env, r1)`; r2-r5 start at 0 as `run` always passed them; its
             // frame is the top of the run's stack (fixed for the run, so a tail call lands on
-            // the same frame).
+            // the same frame). After a tail call too r2-r9 start at 0, where the interpreter
+            // keeps the caller's values: the verifier holds them uninitialized at a program's
+            // entry (as the kernel's does), so only a program loaded unverified can tell.
             b.def_var(regs[1], p[1]);
             // A main function without tail calls has no count parameter (see `translate`).
             b.def_var(tail_count, p.get(2).copied().unwrap_or(zero));
