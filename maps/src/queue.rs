@@ -10,8 +10,14 @@
 //!
 //! Pop copies out under the lock, so the popped slot can be reused at once: nothing hands out
 //! pointers into a queue.
+//!
+//! Peek takes no lock: writers (push, pop) make the ring's sequence word odd while they change
+//! it, and a peek copies the value out between two reads of the same even sequence, retrying
+//! otherwise (a seqlock); after a few retries against busy writers it takes the lock. A peek is
+//! thus one of the states the locked peek could have seen, without the lock's atomic
+//! read-modify-write.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering, fence};
 
 use crate::create_flags::{self as f, access_ok};
 use crate::lock::SpinLock;
@@ -29,9 +35,11 @@ pub(crate) struct QueueStack {
     /// `max_entries + 1`.
     size: u32,
     lock: SpinLock,
-    /// Written only under `lock`; atomics so unlocked readers of `len` stay race-free.
+    /// Written only under `lock`; atomics so unlocked readers (peeks) stay race-free.
     head: AtomicU32,
     tail: AtomicU32,
+    /// Odd while a writer (holding `lock`) changes `head`, `tail` or a value.
+    seq: AtomicU32,
     values: Values,
 }
 
@@ -70,8 +78,23 @@ impl QueueStack {
             lock: SpinLock::default(),
             head: AtomicU32::new(0),
             tail: AtomicU32::new(0),
+            seq: AtomicU32::new(0),
             values,
         })
+    }
+
+    /// Marks the ring as being written (the lock held): odd until [`QueueStack::written`].
+    fn writing(&self) -> u32 {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        // The odd value is visible before any of the writes that follow.
+        fence(Ordering::Release);
+        seq
+    }
+
+    /// Ends the write [`QueueStack::writing`] began (`seq` is what it returned).
+    fn written(&self, seq: u32) {
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
     fn next(&self, i: u32) -> u32 {
@@ -90,15 +113,55 @@ impl QueueStack {
         let _guard = self.lock.lock();
         let head = self.head.load(Ordering::Relaxed);
         let tail = self.tail.load(Ordering::Relaxed);
-        if self.next(head) == tail {
-            if flags & BPF_EXIST == 0 {
-                return Err(OpError::TooBig);
-            }
+        let full = self.next(head) == tail;
+        if full && flags & BPF_EXIST == 0 {
+            return Err(OpError::TooBig);
+        }
+        let seq = self.writing();
+        if full {
             self.tail.store(self.next(tail), Ordering::Relaxed);
         }
         self.values.write(head as usize, 0, value);
         self.head.store(self.next(head), Ordering::Relaxed);
+        self.written(seq);
         Ok(())
+    }
+
+    /// Where the next value to take is, from `head` and `tail`; `None` when empty.
+    fn front(&self, head: u32, tail: u32) -> Option<u32> {
+        if head == tail {
+            None
+        } else if self.stack {
+            Some(self.prev(head))
+        } else {
+            Some(tail)
+        }
+    }
+
+    /// `bpf_map_peek_elem` without the lock (see the module docs); `None` when writers kept
+    /// changing the ring meanwhile.
+    fn peek_unlocked(&self, out: &mut [u8]) -> Option<Result<(), OpError>> {
+        for _ in 0..4 {
+            let seq = self.seq.load(Ordering::Acquire);
+            if seq & 1 != 0 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let head = self.head.load(Ordering::Relaxed);
+            let tail = self.tail.load(Ordering::Relaxed);
+            // Indices read mid-write may be out of range: only copy from a slot that exists.
+            let at =
+                self.front(head, tail).filter(|&i| head < self.size && tail < self.size && i < self.size);
+            if let Some(i) = at {
+                self.values.read(i as usize, 0, out);
+            }
+            // The reads above happen before the second look at the sequence.
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == seq {
+                return Some(if at.is_some() { Ok(()) } else { Err(OpError::NotFound) });
+            }
+        }
+        None
     }
 
     /// `bpf_map_pop_elem` (`delete`) and `bpf_map_peek_elem`: copies the next value out.
@@ -106,23 +169,22 @@ impl QueueStack {
         if out.len() != self.value_size {
             return Err(OpError::Invalid);
         }
+        if !delete && let Some(r) = self.peek_unlocked(out) {
+            return r;
+        }
         let _guard = self.lock.lock();
         let head = self.head.load(Ordering::Relaxed);
         let tail = self.tail.load(Ordering::Relaxed);
-        if head == tail {
-            return Err(OpError::NotFound);
-        }
-        if self.stack {
-            let top = self.prev(head);
-            self.values.read(top as usize, 0, out);
-            if delete {
-                self.head.store(top, Ordering::Relaxed);
-            }
-        } else {
-            self.values.read(tail as usize, 0, out);
-            if delete {
+        let at = self.front(head, tail).ok_or(OpError::NotFound)?;
+        self.values.read(at as usize, 0, out);
+        if delete {
+            let seq = self.writing();
+            if self.stack {
+                self.head.store(at, Ordering::Relaxed);
+            } else {
                 self.tail.store(self.next(tail), Ordering::Relaxed);
             }
+            self.written(seq);
         }
         Ok(())
     }

@@ -430,3 +430,57 @@ fn queue_values_are_popped_exactly_once() {
     };
     assert_eq!(all, want);
 }
+
+/// Peeks take no lock (a seqlock over the ring): while one thread pushes with `BPF_EXIST`
+/// (overwriting the oldest value of a full map) and another pops, a peeking thread sees only
+/// whole values that were pushed — every value is a counter followed by its complement, across
+/// two words, so a peek that mixed two values or read a slot mid-write fails the check.
+#[test]
+fn lock_free_peeks_see_only_whole_pushed_values() {
+    for map_type in [map_type::QUEUE, map_type::STACK] {
+        let def = MapDef { map_type, key_size: 0, value_size: 16, max_entries: 3, map_flags: 0 };
+        let map = Map::new("qs", def, 1).unwrap();
+        let n: u64 = if cfg!(miri) { 200 } else { 200_000 };
+        let value = |i: u64| {
+            let mut v = [0u8; 16];
+            v[..8].copy_from_slice(&i.to_ne_bytes());
+            v[8..].copy_from_slice(&(!i).to_ne_bytes());
+            v
+        };
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let peeked = std::thread::scope(|s| {
+            let (map, done) = (&map, &done);
+            s.spawn(move || {
+                for i in 1..=n {
+                    map.push(&value(i), BPF_EXIST).unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::Release);
+            });
+            s.spawn(move || {
+                let mut out = [0u8; 16];
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let _ = map.pop(&mut out);
+                }
+            });
+            let peeker = s.spawn(move || {
+                let mut seen = 0u64;
+                let mut out = [0u8; 16];
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    match map.peek(&mut out) {
+                        Ok(()) => {
+                            let a = u64::from_ne_bytes(out[..8].try_into().unwrap());
+                            let b = u64::from_ne_bytes(out[8..].try_into().unwrap());
+                            assert_eq!(b, !a, "a torn or mixed value: {a:#x} / {b:#x}");
+                            assert!((1..=n).contains(&a), "a value never pushed: {a}");
+                            seen += 1;
+                        }
+                        Err(e) => assert_eq!(e, OpError::NotFound),
+                    }
+                }
+                seen
+            });
+            peeker.join().unwrap()
+        });
+        assert!(peeked > 0 || cfg!(miri), "the peeker saw values");
+    }
+}
