@@ -75,3 +75,74 @@ impl<C: Context> JitFrame<'_, C> {
 }
 
 const _: () = assert!(std::mem::size_of::<*mut ()>() == 8);
+
+#[cfg(test)]
+#[allow(unsafe_code, reason = "calls compiled code through its raw entry, as the uprobe stubs do")]
+mod tests {
+    use super::*;
+    use crate::context::{XDP_FRAME_SIZE, XdpBuff};
+    use crate::insn::Insn;
+    use crate::jit::JitProgram;
+    use crate::{Program, Xdp};
+
+    /// One raw run by the module doc's contract.
+    fn raw_run(raw: RawFrame, state: &mut XdpBuff<'_>, slot: u64) -> (u64, bool) {
+        let ctx = Xdp::address(state);
+        let word = |off: usize| (raw.env as usize + off) as *mut u64;
+        // SAFETY: `raw` comes from `JitFrame::raw` on a frame and runner alive and not moved
+        // for this call; the words written are the environment's (offsets from `env`); the
+        // entry has the C signature `(env, r1) -> r0`.
+        unsafe {
+            word(env::CTX).write(ctx);
+            word(env::SLOT).write(slot);
+            word(env::STATE).write(std::ptr::from_mut(state) as u64);
+            word(env::BACKWARD).write(0);
+            word(env::TAIL_CALLS).write(0);
+            let entry = std::mem::transmute::<u64, extern "C" fn(u64, u64) -> u64>(raw.entry);
+            let r0 = entry(raw.env, ctx);
+            (r0, word(env::FAULTED).read() != 0)
+        }
+    }
+
+    #[test]
+    fn raw_runs_run_as_run_does_and_a_fault_is_taken_once() {
+        // r0 = data_end - data; a packet over 100 bytes faults (a read at address r0).
+        let insns = [
+            Insn::new(0x61, 2, 1, 0, 0),
+            Insn::new(0x61, 3, 1, 4, 0),
+            Insn::new(0xbf, 0, 3, 0, 0),
+            Insn::new(0x1f, 0, 2, 0, 0),
+            Insn::new(0x25, 0, 0, 1, 100),
+            Insn::new(0x95, 0, 0, 0, 0),
+            Insn::new(0x79, 0, 0, 0, 0),
+            Insn::new(0x95, 0, 0, 0, 0),
+        ];
+        let prog = Program::<Xdp>::from_insns("len", &insns, &[]).unwrap();
+        let jit = JitProgram::compile(&prog).unwrap();
+        let mut runner = JitRunner::new();
+        let (mut small, mut big) = (vec![0u8; XDP_FRAME_SIZE], vec![0u8; XDP_FRAME_SIZE]);
+        let mut small = XdpBuff::load(&mut small, &[0; 60]).unwrap();
+        let mut big = XdpBuff::load(&mut big, &[0; 200]).unwrap();
+
+        let mut frame = jit.frame();
+        let raw = frame.raw(&mut runner, &mut small);
+        assert_eq!(raw.entry, frame.entry_address());
+        for _ in 0..3 {
+            assert_eq!(raw_run(raw, &mut small, 0), (60, false));
+        }
+        assert_eq!(frame.take_fault(), None);
+        // A run of the usual kind on the same frame, then raw again.
+        assert_eq!(frame.run(&mut runner, &mut small, 0), Ok(60));
+        assert_eq!(raw_run(raw, &mut small, 0), (60, false));
+
+        let mut frame = jit.frame();
+        let raw = frame.raw(&mut runner, &mut big);
+        let (_, faulted) = raw_run(raw, &mut big, 0);
+        assert!(faulted, "a 200-byte packet faults");
+        assert!(matches!(frame.take_fault(), Some(Fault::Memory { .. })));
+        assert_eq!(frame.take_fault(), None, "taken once");
+        let (_, faulted) = raw_run(raw, &mut big, 0);
+        assert!(faulted, "and again on the next run, from a clean environment");
+        assert_eq!(frame.take_fault(), jit.run(&mut big, 0).err(), "the fault run reports");
+    }
+}
