@@ -2,6 +2,11 @@
 //! return stubs, the handlers they call, writing to our own code, stopping the other threads,
 //! trampoline memory, and the per-thread shadow stack of uretprobes.
 //!
+//! A hit runs either through the Rust handlers (`on_entry`, `on_return`) or, in the usual case,
+//! through the stubs' own assembly fast paths (`fast_entry`, `fast_return`), which do the same
+//! steps in the same order on the same per-thread state; whatever they cannot do goes to the
+//! handlers with nothing changed.
+//!
 //! Invariants this module keeps:
 //! - A [`Probe`] is leaked (`&'static`) and never freed, nor is its trampoline page, so code that
 //!   a thread is executing (a stub, a trampoline, the displaced instructions) stays valid forever.
