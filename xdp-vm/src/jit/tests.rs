@@ -945,3 +945,50 @@ fn combined_packet_accesses_match_the_interpreter() {
     ];
     assert_eq!(run(&pkt(&word)), 0x1122_5544 + 0x0b0a_0908);
 }
+
+/// Stack stores a verified function's exit makes dead (no call, jump or other reader before
+/// it) are not made, and their loads of exactly their bytes take the stored value: zero-extended
+/// to the load's size (an immediate store of -1, a register's low byte), and through a partial
+/// load, a sign-extending load, a branch or a helper (which keep the store), the same results.
+#[test]
+fn stack_stores_dead_at_the_exit_still_reach_their_loads() {
+    let exit_with = |body: &[Insn]| {
+        let mut p = body.to_vec();
+        p.push(EXIT);
+        assert!(Program::<Xdp>::from_insns_verified("t", &p, &[]).is_ok(), "the verifier accepts {p:?}");
+        run(&p)
+    };
+    // An immediate -1 stored as a word reads back as 0xffff_ffff.
+    assert_eq!(exit_with(&[i(0x62, 10, 0, -4, -1), i(0x61, 0, 10, -4, 0)]), 0xffff_ffff);
+    // A register's low byte; the low half of a word (a partial load keeps the store).
+    assert_eq!(exit_with(&[i(0xb7, 1, 0, 0, 0x1ff), i(0x73, 10, 1, -1, 0), i(0x71, 0, 10, -1, 0)]), 0xff);
+    assert_eq!(
+        exit_with(&[i(0xb7, 1, 0, 0, 0x1122_3344), i(0x63, 10, 1, -8, 0), i(0x69, 0, 10, -8, 0)]),
+        0x3344
+    );
+    // A sign-extending load keeps the store.
+    assert_eq!(
+        exit_with(&[i(0xb7, 1, 0, 0, 0x80), i(0x73, 10, 1, -1, 0), i(0x91, 0, 10, -1, 0)]),
+        (-128i64) as u64
+    );
+    // Two stores to one slot, the second read; a branch between store and load.
+    assert_eq!(exit_with(&[i(0x7a, 10, 0, -8, 5), i(0x7a, 10, 0, -8, 7), i(0x79, 0, 10, -8, 0),]), 7);
+    assert_eq!(
+        exit_with(&[i(0x7a, 10, 0, -8, 9), i(0x61, 2, 1, 0, 0), i(0x15, 2, 0, 0, 0), i(0x79, 0, 10, -8, 0),]),
+        9
+    );
+    // A helper reads the stored key (an array of one u64, key 0 on the stack).
+    let maps = map_of(map_type::ARRAY, 4, 8, 1);
+    let lookup_key = [
+        i(0x62, 10, 0, -4, 0),
+        i(0xbf, 2, 10, 0, 0),
+        i(0x07, 2, 0, 0, -4),
+        i(0x18, 1, BPF_PSEUDO_MAP_IDX, 0, 0),
+        i(0, 0, 0, 0, 0),
+        i(0x85, 0, 0, 0, id::MAP_LOOKUP_ELEM as i32),
+        i(0x15, 0, 0, 1, 0),
+        i(0xb7, 0, 0, 0, 42),
+        EXIT,
+    ];
+    assert_eq!(both_with(&lookup_key, &maps, 0), Ok(42));
+}

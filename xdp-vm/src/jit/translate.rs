@@ -320,6 +320,11 @@ struct Fx<'a, 'b, C: Context> {
     epoch: u32,
     /// Values that are packet bytes loaded (zero-extended) in a verified function ([`Chunk`]).
     chunks: HashMap<Value, Chunk>,
+    /// Stack stores no load can read before the function returns, except loads of exactly
+    /// their bytes in their block, which take the stored value instead ([`Fx::dead_stack_stores`]).
+    dead_stores: BTreeSet<usize>,
+    /// The values those stores held, by `(frame offset, size)`, in the current block.
+    stack_values: HashMap<(i64, u8), Value>,
     _c: std::marker::PhantomData<fn() -> C>,
 }
 
@@ -429,6 +434,8 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             pending: Pending::default(),
             epoch: 0,
             chunks: HashMap::new(),
+            dead_stores: BTreeSet::new(),
+            stack_values: HashMap::new(),
             _c: std::marker::PhantomData,
         }
     }
@@ -578,6 +585,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             }
             pc += if insn.is_lddw() { 2 } else { 1 };
         }
+        self.dead_stores = self.dead_stack_stores(start, end, &leaders);
         let blocks: BTreeMap<usize, Block> = leaders.iter().map(|&pc| (pc, self.b.create_block())).collect();
         self.b.ins().jump(blocks[&start], &[]);
 
@@ -590,10 +598,12 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                     self.b.ins().jump(blk, &[]);
                 }
                 self.epoch += 1;
+                self.stack_values.clear();
                 self.b.switch_to_block(blk);
             } else if !open {
                 // Unreachable straight-line code: still translated, into a block nothing enters.
                 self.epoch += 1;
+                self.stack_values.clear();
                 let blk = self.b.create_block();
                 self.b.switch_to_block(blk);
             }
@@ -1006,6 +1016,25 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             };
             let region = self.facts.region(pc);
             let packet = region == region::PACKET && self.facts.is_verified();
+            if let (Some((slot, _)), true) = (at, region == region::STACK) {
+                match kind {
+                    Access::Store { value } if self.dead_stores.contains(&pc) => {
+                        self.stack_values.insert((slot, size), value);
+                        return self.b.ins().iconst(I64, 0);
+                    }
+                    Access::Load { signed: false } => {
+                        if let Some(&v) = self.stack_values.get(&(slot, size)) {
+                            return if size == 8 {
+                                v
+                            } else {
+                                let n = self.b.ins().ireduce(int_ty(size), v);
+                                self.b.ins().uextend(I64, n)
+                            };
+                        }
+                    }
+                    _ => {}
+                }
+            }
             match kind {
                 Access::Store { value } if packet => {
                     self.buffer_store(b, off, size, value);
@@ -1761,6 +1790,82 @@ struct Pending {
 }
 
 impl<C: Context> Fx<'_, '_, C> {
+    /// The stack stores of this function (`start..end`, block leaders `leaders`) that need not
+    /// be made: in a verified function, a store at a constant frame offset after which its
+    /// block runs to an `exit` with no call, no jump and no stack access that could read its
+    /// bytes — except unsigned loads of exactly its bytes, which `access` gives the stored
+    /// value. The frame dies at the exit, so nothing else can see the store. clang's `memcpy`
+    /// temporaries (the MAC swap's) are such stores once Cranelift forwarded their loads.
+    fn dead_stack_stores(&self, start: usize, end: usize, leaders: &BTreeSet<usize>) -> BTreeSet<usize> {
+        let mut dead = BTreeSet::new();
+        if !self.facts.is_verified() {
+            return dead;
+        }
+        // The stack access at `pc`, as `(frame offset, size, is a store, is a plain load)`.
+        let stack_access = |pc: usize| -> Option<Option<(i64, u8, bool, bool)>> {
+            let insn = self.insns[pc];
+            let class = insn.class();
+            if !matches!(class, BPF_LDX | BPF_ST | BPF_STX) {
+                return None;
+            }
+            let base = if class == BPF_LDX { insn.src } else { insn.dst };
+            let region = self.facts.region(pc);
+            if region != region::STACK {
+                // Not the stack at all, or maybe the stack: unknown.
+                return if region & region::STACK == 0 && self.facts.verified_in_bounds(pc) {
+                    None
+                } else {
+                    Some(None)
+                };
+            }
+            let mode = insn.code & 0xe0;
+            let k = match self.facts.at(pc)[usize::from(base)] {
+                Fact::Fp(k) if self.facts.verified_in_bounds(pc) && mode != BPF_ATOMIC => k,
+                _ => return Some(None),
+            };
+            let at = k + i64::from(insn.off);
+            let size = size_of_code(insn.code);
+            Some(Some((at, size, class != BPF_LDX, class == BPF_LDX && mode == BPF_MEM)))
+        };
+        for pc in start..end {
+            let Some(Some((at, size, true, _))) = stack_access(pc) else { continue };
+            let overlaps = |a: i64, n: u8| a < at + i64::from(size) && at < a + i64::from(n);
+            let mut q = pc + 1;
+            let reaches_exit = loop {
+                if q >= end {
+                    break false;
+                }
+                let insn = self.insns[q];
+                if insn.code == BPF_JMP | BPF_EXIT {
+                    // Also when other paths jump to it: the frame dies there.
+                    break true;
+                }
+                if leaders.contains(&q) {
+                    break false;
+                }
+                match insn.class() {
+                    BPF_ALU | BPF_ALU64 => {}
+                    BPF_LDX | BPF_ST | BPF_STX => match stack_access(q) {
+                        None => {}
+                        Some(None) => break false,
+                        Some(Some((a, n, store, plain)))
+                            if overlaps(a, n) && (store || !plain || (a, n) != (at, size)) =>
+                        {
+                            break false;
+                        }
+                        Some(Some(_)) => {}
+                    },
+                    _ => break false,
+                }
+                q += 1;
+            };
+            if reaches_exit {
+                dead.insert(pc);
+            }
+        }
+        dead
+    }
+
     /// Byte loads put together with shifts and ors — clang's way to read unaligned packet
     /// bytes into one value (`tmp = b5 << 8 | b4`) — become one wider load: `v` is the result of
     /// the ALU64 operation `op` on `a` and `s` (`imm` for a constant shift). An `or` of two
