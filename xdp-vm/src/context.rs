@@ -79,6 +79,10 @@ pub trait Context {
     /// The memory a program may address besides its stack and maps: `(start, len)`.
     fn memory(state: &mut Self::State<'_>) -> (usize, usize);
 
+    /// A length [`Context::memory`] never goes below, for every state (0: none known). The
+    /// JIT's run entries skip their empty-region fix-up when it is at least 8.
+    const MIN_MEMORY: usize = 0;
+
     /// Runs a helper that belongs to this context (`None`: not one of them). `args[0]` has been
     /// checked to be the context pointer when the helper takes one.
     fn call(state: &mut Self::State<'_>, id: u32, args: &[u64; 5]) -> Option<u64>;
@@ -164,6 +168,9 @@ impl Context for Xdp {
             _ => return None,
         })
     }
+
+    /// `XdpBuff`'s invariant: `XDP_FRAME_RESERVED <= meta <= frame.len() - XDP_TAILROOM`.
+    const MIN_MEMORY: usize = XDP_FRAME_RESERVED + XDP_TAILROOM;
 
     fn memory(state: &mut XdpBuff<'_>) -> (usize, usize) {
         (state.frame.as_mut_ptr() as usize, state.frame.len())
@@ -358,6 +365,18 @@ mod tests {
 
     fn frame() -> Vec<u8> {
         vec![0u8; XDP_FRAME_SIZE]
+    }
+
+    /// `Xdp::MIN_MEMORY` holds (the JIT's run entries rely on it): the smallest buffer an
+    /// `XdpBuff` accepts is that long, and one byte less is refused.
+    #[test]
+    fn no_xdp_buffer_is_shorter_than_min_memory() {
+        let mut f = vec![0u8; Xdp::MIN_MEMORY];
+        let mut x = XdpBuff::new(&mut f, XDP_FRAME_RESERVED, 0).unwrap();
+        assert_eq!(Xdp::memory(&mut x).1, Xdp::MIN_MEMORY);
+        let mut f = vec![0u8; Xdp::MIN_MEMORY - 1];
+        assert!(XdpBuff::new(&mut f, XDP_FRAME_RESERVED, 0).is_err());
+        assert!(XdpBuff::load(&mut f, &[0; ETH_HLEN]).is_err());
     }
 
     #[test]
