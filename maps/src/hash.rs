@@ -2181,8 +2181,14 @@ mod tests {
                 a[9] = (i >> 8) as u8;
                 load[h.bucket_of(h.hash(super::Probe::new(&a)))] += 1;
             }
+            // The fullest bucket of a good hash: 11-12 typically, 15 or more for about one map
+            // in 50 (1,500 random seeds per key size: worst 19), so the bound leaves room for the
+            // tail; the sharp check is the empty buckets, about 19 (1024 * e^-4) for a uniform
+            // hash, and 768 or more for one that ignored either word.
             let worst = *load.iter().max().unwrap();
-            assert!(worst <= 14, "{key_size}-byte keys: {worst} keys in one bucket of 1024 (mean 4)");
+            let empty = load.iter().filter(|&&n| n == 0).count();
+            assert!(worst <= 22, "{key_size}-byte keys: {worst} keys in one bucket of 1024 (mean 4)");
+            assert!(empty <= 60, "{key_size}-byte keys: {empty} of 1024 buckets empty (about 19 expected)");
         }
     }
 
