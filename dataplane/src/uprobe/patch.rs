@@ -102,21 +102,6 @@ macro_rules! restore_caller_saved {
     };
 }
 
-macro_rules! save_xmm0_7 {
-    () => {
-        concat!(
-            "movaps [rsp + 0], xmm0\n",
-            "movaps [rsp + 16], xmm1\n",
-            "movaps [rsp + 32], xmm2\n",
-            "movaps [rsp + 48], xmm3\n",
-            "movaps [rsp + 64], xmm4\n",
-            "movaps [rsp + 80], xmm5\n",
-            "movaps [rsp + 96], xmm6\n",
-            "movaps [rsp + 112], xmm7\n",
-        )
-    };
-}
-
 macro_rules! save_xmm0_3 {
     () => {
         concat!(
@@ -124,6 +109,18 @@ macro_rules! save_xmm0_3 {
             "movaps [rsp + 16], xmm1\n",
             "movaps [rsp + 32], xmm2\n",
             "movaps [rsp + 48], xmm3\n",
+        )
+    };
+}
+
+macro_rules! save_xmm0_7 {
+    () => {
+        concat!(
+            save_xmm0_3!(),
+            "movaps [rsp + 64], xmm4\n",
+            "movaps [rsp + 80], xmm5\n",
+            "movaps [rsp + 96], xmm6\n",
+            "movaps [rsp + 112], xmm7\n",
         )
     };
 }
@@ -142,10 +139,7 @@ macro_rules! restore_xmm0_3 {
 macro_rules! restore_xmm0_7 {
     () => {
         concat!(
-            "movaps xmm0, [rsp + 0]\n",
-            "movaps xmm1, [rsp + 16]\n",
-            "movaps xmm2, [rsp + 32]\n",
-            "movaps xmm3, [rsp + 48]\n",
+            restore_xmm0_3!(),
             "movaps xmm4, [rsp + 64]\n",
             "movaps xmm5, [rsp + 80]\n",
             "movaps xmm6, [rsp + 96]\n",

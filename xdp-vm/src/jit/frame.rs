@@ -107,17 +107,7 @@ mod tests {
     #[test]
     fn raw_runs_run_as_run_does_and_a_fault_is_taken_once() {
         // r0 = data_end - data; a packet over 100 bytes faults (a read at address r0).
-        let insns = [
-            Insn::new(0x61, 2, 1, 0, 0),
-            Insn::new(0x61, 3, 1, 4, 0),
-            Insn::new(0xbf, 0, 3, 0, 0),
-            Insn::new(0x1f, 0, 2, 0, 0),
-            Insn::new(0x25, 0, 0, 1, 100),
-            Insn::new(0x95, 0, 0, 0, 0),
-            Insn::new(0x79, 0, 0, 0, 0),
-            Insn::new(0x95, 0, 0, 0, 0),
-        ];
-        let prog = Program::<Xdp>::from_insns("len", &insns, &[]).unwrap();
+        let prog = crate::jit::frame_tests::len_or_fault();
         let jit = JitProgram::compile(&prog).unwrap();
         let mut runner = JitRunner::new();
         let (mut small, mut big) = (vec![0u8; XDP_FRAME_SIZE], vec![0u8; XDP_FRAME_SIZE]);

@@ -507,9 +507,9 @@ mod frame_tests {
         assert_eq!(framed, jit.run(&mut buff, 0), "{len}-byte packet");
     }
 
-    #[test]
-    fn a_frame_runs_as_run_does_and_starts_each_run_afresh() {
-        // r0 = data_end - data; a packet over 100 bytes faults (a read at address r0).
+    /// r0 = data_end - data; a packet over 100 bytes faults (a read at address r0). Also run by
+    /// `frame::tests`.
+    pub(super) fn len_or_fault() -> Program<Xdp> {
         let insns = [
             Insn::new(0x61, 2, 1, 0, 0),
             Insn::new(0x61, 3, 1, 4, 0),
@@ -520,7 +520,12 @@ mod frame_tests {
             Insn::new(0x79, 0, 0, 0, 0),
             Insn::new(0x95, 0, 0, 0, 0),
         ];
-        let prog = Program::<Xdp>::from_insns("len", &insns, &[]).unwrap();
+        Program::<Xdp>::from_insns("len", &insns, &[]).unwrap()
+    }
+
+    #[test]
+    fn a_frame_runs_as_run_does_and_starts_each_run_afresh() {
+        let prog = len_or_fault();
         let jit = JitProgram::compile(&prog).unwrap();
         let mut runner = JitRunner::new();
         let mut frame = jit.frame();
