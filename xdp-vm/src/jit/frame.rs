@@ -80,10 +80,9 @@ const _: () = assert!(std::mem::size_of::<*mut ()>() == 8);
 #[allow(unsafe_code, reason = "calls compiled code through its raw entry, as the uprobe stubs do")]
 mod tests {
     use super::*;
+    use crate::Xdp;
     use crate::context::{XDP_FRAME_SIZE, XdpBuff};
-    use crate::insn::Insn;
     use crate::jit::JitProgram;
-    use crate::{Program, Xdp};
 
     /// One raw run by the module doc's contract.
     fn raw_run(raw: RawFrame, state: &mut XdpBuff<'_>, slot: u64) -> (u64, bool) {
