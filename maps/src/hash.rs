@@ -913,12 +913,30 @@ impl HashTable {
         }
     }
 
+    /// The value slot a program in slot `slot` reads and writes: its own in a per-CPU map
+    /// (`None` past the map's slots), 0 in a plain one.
+    #[inline(always)]
+    fn program_slot(&self, slot: usize) -> Option<usize> {
+        if self.per_cpu { (slot < self.slots).then_some(slot) } else { Some(0) }
+    }
+
+    /// An update's flags: `BPF_ANY`, `BPF_NOEXIST` or `BPF_EXIST`. Per-CPU maps reject
+    /// `BPF_F_LOCK` with the unknown flags; plain maps just after, as no value here has a spin
+    /// lock.
+    #[inline(always)]
+    fn check_update_flags(flags: u64) -> Result<(), OpError> {
+        if flags & !BPF_F_LOCK > BPF_EXIST || flags & BPF_F_LOCK != 0 {
+            return Err(OpError::Invalid);
+        }
+        Ok(())
+    }
+
     #[inline]
     pub(crate) fn lookup(&self, key: &[u8], slot: usize) -> Option<NonNull<u8>> {
         if key.len() != self.key_size {
             return None;
         }
-        let slot = if self.per_cpu { (slot < self.slots).then_some(slot)? } else { 0 };
+        let slot = self.program_slot(slot)?;
         let key = Probe::new(key);
         let e = self.find(key, self.hash(key))?;
         if let Some(lru) = &self.lru {
@@ -935,7 +953,7 @@ impl HashTable {
         if self.key_size > 8 {
             return None;
         }
-        let slot = if self.per_cpu { (slot < self.slots).then_some(slot)? } else { 0 };
+        let slot = self.program_slot(slot)?;
         let key = Probe::One(key);
         let e = self.find(key, self.hash(key))?;
         if let Some(lru) = &self.lru {
@@ -980,24 +998,18 @@ impl HashTable {
         if key.len() != self.key_size {
             return Err(OpError::Invalid);
         }
-        let value_slot = match slot {
-            Some(s) if self.per_cpu => Some(if s < self.slots { s } else { return Err(OpError::Invalid) }),
-            Some(_) => Some(0),
-            None => None,
-        };
+        let value_slot = slot.map(|s| self.program_slot(s).ok_or(OpError::Invalid)).transpose()?;
         let expected = if value_slot.is_none() { self.value_size * self.slots } else { self.value_size };
         if value.len() != expected {
             return Err(OpError::Invalid);
         }
-        // Per-CPU maps reject BPF_F_LOCK with the unknown flags; plain maps just after, as no
-        // value here has a spin lock.
-        if flags & !BPF_F_LOCK > BPF_EXIST || flags & BPF_F_LOCK != 0 {
-            return Err(OpError::Invalid);
-        }
+        Self::check_update_flags(flags)?;
         let probe = Probe::new(key);
         let hash = self.hash(probe);
         if self.lockless {
-            if let Some(done) = self.update_unlocked(probe, hash, value, flags, value_slot) {
+            if let Some(done) =
+                self.update_unlocked(probe, hash, flags, |e| self.write_values(e, value, value_slot, false))
+            {
                 return done;
             }
         } else if self.lru.is_some() {
@@ -1015,33 +1027,18 @@ impl HashTable {
         if self.key_size > 8 || self.value_size > 8 {
             return Err(OpError::Invalid);
         }
-        let value_slot = if !self.per_cpu {
-            0
-        } else if slot < self.slots {
-            slot
-        } else {
-            return Err(OpError::Invalid);
-        };
-        if flags & !BPF_F_LOCK > BPF_EXIST || flags & BPF_F_LOCK != 0 {
-            return Err(OpError::Invalid);
-        }
+        let value_slot = self.program_slot(slot).ok_or(OpError::Invalid)?;
+        Self::check_update_flags(flags)?;
         // Bytes past `value_size` are padding, which stays zero whatever the caller passed.
         let value = value & (u64::MAX >> (64 - 8 * self.value_size));
         let probe = Probe::One(key);
         let hash = self.hash(probe);
         if self.lockless
-            && let Some(_section) = grace::enter()
+            && let Some(done) = self.update_unlocked(probe, hash, flags, move |e| {
+                self.values.write_word(e as usize, value_slot, value)
+            })
         {
-            // `update_unlocked` with the value as a word (see there for why this is sound).
-            match self.find(probe, hash) {
-                Some(_) if flags == BPF_NOEXIST => return Err(OpError::Exists),
-                Some(e) => {
-                    self.values.write_word(e as usize, value_slot, value);
-                    return Ok(());
-                }
-                None if flags == BPF_EXIST => return Err(OpError::NotFound),
-                None => {}
-            }
+            return done;
         }
         self.update_word_slow(probe, hash, value, flags, slot, value_slot)
     }
@@ -1195,7 +1192,7 @@ impl HashTable {
     /// presence decided it — present: the value is written into the element in place
     /// (`BPF_NOEXIST`: `EEXIST`); absent with `BPF_EXIST`: `ENOENT` — and `None` when the key
     /// is absent and must be inserted under the bucket lock (or the thread cannot enter a read
-    /// section any more).
+    /// section any more). `write` writes the update's value(s) into a found element.
     ///
     /// The walk is the lock-free lookup's, so a miss is as certain as a lookup's. A hit is
     /// ordered at the walk: a delete that unlinks the element after it makes the write land in a
@@ -1212,15 +1209,14 @@ impl HashTable {
         &self,
         probe: Probe<'_>,
         hash: u32,
-        value: &[u8],
         flags: u64,
-        value_slot: Option<usize>,
+        write: impl FnOnce(u32),
     ) -> Option<Result<(), OpError>> {
         let _section = grace::enter()?;
         match self.find(probe, hash) {
             Some(_) if flags == BPF_NOEXIST => Some(Err(OpError::Exists)),
             Some(e) => {
-                self.write_values(e, value, value_slot, false);
+                write(e);
                 Some(Ok(()))
             }
             None if flags == BPF_EXIST => Some(Err(OpError::NotFound)),
