@@ -22,11 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use xdp_vm::context::{Redirect, XdpBuff, action};
-use xdp_vm::jit::{CompileError, JitProgram, JitWorker};
+use xdp_vm::jit::{CompileError, JitWorker};
 use xdp_vm::{Fault, Interpreter, Program, Xdp};
 
 use crate::backend::queue::Queue;
-use crate::config::EngineKind;
 use crate::control::swap::{Loaded, ProgSlot};
 use crate::redirect::{Inbox, Miss, Outbox, Quiesce};
 use crate::stats::{self, Snapshot, WorkerCounters};
@@ -34,7 +33,8 @@ use crate::stats::{self, Snapshot, WorkerCounters};
 /// The engine a worker runs the program with. Adding an engine is one arm here.
 #[derive(Debug)]
 pub enum Engine {
-    Interp(Box<Interpreter>),
+    /// The interpreter, run with per-CPU slot `slot`.
+    Interp { interp: Box<Interpreter>, slot: usize },
     /// Compiled once per program, shared by every worker; each keeps its own run frame
     /// ([`JitWorker`]: environment and stack filled in once, for its slot).
     Jit(Box<JitWorker<Xdp>>),
@@ -50,43 +50,26 @@ pub struct EngineError {
 }
 
 impl Engine {
-    /// An engine of kind `kind` for `prog`, run with per-CPU slot `slot` (the JIT compiles it
-    /// here).
-    ///
-    /// # Errors
-    /// [`EngineError`] when the JIT cannot compile the program.
-    pub fn new(kind: EngineKind, prog: &Program<Xdp>, slot: usize) -> Result<Self, EngineError> {
-        match kind {
-            EngineKind::Interp => Ok(Engine::Interp(Box::new(Interpreter::new()))),
-            EngineKind::Jit => JitProgram::compile(prog)
-                .map(|j| Engine::Jit(Box::new(JitWorker::new(Arc::new(j), slot))))
-                .map_err(|source| EngineError { name: prog.name().to_string(), source }),
-        }
-    }
-
     /// The engine for a loaded program, run with per-CPU slot `slot` (no compiling: the JIT's
     /// code is shared).
     #[must_use]
     pub fn for_loaded(loaded: &Loaded, slot: usize) -> Self {
         match &loaded.jit {
             Some(j) => Engine::Jit(Box::new(JitWorker::new(j.clone(), slot))),
-            None => Engine::Interp(Box::new(Interpreter::new())),
+            None => Engine::Interp { interp: Box::new(Interpreter::new()), slot },
         }
     }
 
-    /// Runs `prog` once on `buff` with per-CPU slot `slot`, the one the engine was made for
-    /// (the JIT runs the program it compiled from `prog`).
+    /// Runs `prog` once on `buff` with the per-CPU slot the engine was made for (the JIT runs
+    /// the program it compiled from `prog`).
     ///
     /// # Errors
     /// The program's [`Fault`].
     #[inline]
-    pub fn run(&mut self, prog: &Program<Xdp>, buff: &mut XdpBuff<'_>, slot: usize) -> Result<u64, Fault> {
+    pub fn run(&mut self, prog: &Program<Xdp>, buff: &mut XdpBuff<'_>) -> Result<u64, Fault> {
         match self {
-            Engine::Interp(i) => i.run(prog, buff, slot),
-            Engine::Jit(j) => {
-                debug_assert_eq!(j.slot(), slot, "a JIT engine runs with the slot it was made for");
-                j.run(buff)
-            }
+            Engine::Interp { interp, slot } => interp.run(prog, buff, *slot),
+            Engine::Jit(j) => j.run(buff),
         }
     }
 }
@@ -293,7 +276,7 @@ impl<Q: Queue> Worker<Q> {
         tally.runs += 1;
         let (ifindex, queue, slot) = (u64::from(self.ifindex), u64::from(self.queue_id), self.slot as u64);
         crate::uprobe::site::rx(ifindex, queue, buff.packet().len() as u64, slot);
-        let verdict = cur.engine.run(&cur.loaded.prog, &mut buff, self.slot);
+        let verdict = cur.engine.run(&cur.loaded.prog, &mut buff);
         crate::uprobe::site::verdict(ifindex, queue, verdict.as_ref().map_or(u64::MAX, |v| *v), slot);
         match verdict {
             Ok(v) if v == u64::from(action::TX) => {

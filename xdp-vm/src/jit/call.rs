@@ -86,6 +86,14 @@ impl Env<'_> {
         self.faulted = 1;
         0
     }
+
+    /// The fault a run recorded ([`Env::fail`]), if any, with what the run left reset for a
+    /// fresh one (a fault may stop a run inside a bpf-to-bpf call).
+    pub(crate) fn take_fault(&mut self) -> Option<Fault> {
+        self.faulted = 0;
+        self.depth = 0;
+        self.fault.take()
+    }
 }
 
 /// Faults raised by generated code itself (`raise`'s `kind`).

@@ -67,10 +67,7 @@ impl<C: Context> JitFrame<'_, C> {
     /// The fault a run (raw or not) left, if any, and the environment made ready for the next
     /// run.
     pub fn take_fault(&mut self) -> Option<Fault> {
-        let fault = self.env.fault.take();
-        self.env.faulted = 0;
-        self.env.depth = 0;
-        fault
+        self.env.take_fault()
     }
 }
 

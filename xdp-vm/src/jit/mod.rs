@@ -370,12 +370,10 @@ impl<'p, C: Context> JitFrame<'p, C> {
         let env = &mut self.env;
         let ctx = begin_run::<C>(env, state, slot);
         let r0 = self.code.call_on(env, ctx, &mut runner.stack);
-        let Some(fault) = env.fault.take() else { return Ok(r0) };
-        // A fault may stop a run inside a bpf-to-bpf call: what it left goes back to a fresh
-        // run's.
-        env.faulted = 0;
-        env.depth = 0;
-        Err(fault)
+        if env.faulted == 0 {
+            return Ok(r0);
+        }
+        Err(env.take_fault().expect("a run that set `faulted` recorded its fault"))
     }
 }
 

@@ -84,15 +84,11 @@ impl<C: Context> JitWorker<C> {
         Err(self.take_fault())
     }
 
-    /// The fault a run recorded; what it left in the environment goes back to a fresh run's
-    /// (a fault may stop a run inside a bpf-to-bpf call).
+    /// The fault a run recorded ([`Env::take_fault`]).
     #[cold]
     #[inline(never)]
     fn take_fault(&mut self) -> Fault {
-        let env = &mut self.env;
-        env.faulted = 0;
-        env.depth = 0;
-        env.fault.take().expect("a run that set `faulted` recorded its fault")
+        self.env.take_fault().expect("a run that set `faulted` recorded its fault")
     }
 }
 
