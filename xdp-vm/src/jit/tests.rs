@@ -993,3 +993,74 @@ fn stack_stores_dead_at_the_exit_still_reach_their_loads() {
     ];
     assert_eq!(both_with(&lookup_key, &maps, 0), Ok(42));
 }
+
+/// A loop of inline array lookups in the manner of clang's: `for (i = 0; i < 6; i++) { key = i;
+/// if ((v = lookup(&key))) { *v += i; sum += *v; } }` over a 4-entry array, with `init` before
+/// the loop, `head` at the top of its body, `mid` between the lookup and its NULL test and
+/// `tail` where both arms meet; returns the sum.
+fn key_loop(init: &[Insn], head: &[Insn], mid: &[Insn], tail: &[Insn]) -> Vec<Insn> {
+    let mut p = vec![i(0xb7, 6, 0, 0, 0), i(0xb7, 7, 0, 0, 0)];
+    p.extend_from_slice(init);
+    let top = p.len();
+    p.extend_from_slice(head);
+    p.extend([
+        i(0x63, 10, 6, -4, 0),
+        i(0xbf, 2, 10, 0, 0),
+        i(0x07, 2, 0, 0, -4),
+        i(0x18, 1, BPF_PSEUDO_MAP_IDX, 0, 0),
+        i(0, 0, 0, 0, 0),
+        i(0x85, 0, 0, 0, id::MAP_LOOKUP_ELEM as i32),
+    ]);
+    p.extend_from_slice(mid);
+    p.extend([
+        i(0x15, 0, 0, 4, 0),
+        i(0x79, 1, 0, 0, 0),
+        i(0x0f, 1, 6, 0, 0),
+        i(0x7b, 0, 1, 0, 0),
+        i(0x0f, 7, 1, 0, 0),
+    ]);
+    p.extend_from_slice(tail);
+    p.push(i(0x07, 6, 0, 0, 1));
+    let back = top as i64 - (p.len() as i64 + 1);
+    p.extend([i(0xa5, 6, 0, back as i16, 6), i(0xbf, 0, 7, 0, 0), EXIT]);
+    p
+}
+
+/// The key store of a loop's inline array lookup is dead once the lookup took its value: the
+/// next iteration stores it again before any read, and the exit ends the frame. Dropped there,
+/// the lookups still find their elements; kept wherever something else may read the key — the
+/// next iteration's load, a helper reading it through a pointer, a load in a later block.
+#[test]
+fn loop_array_lookup_keys_dead_after_the_lookup() {
+    let arrays = || {
+        let mut m = map_of(map_type::ARRAY, 4, 8, 4)();
+        m.extend(map_of(map_type::HASH, 4, 8, 8)());
+        m
+    };
+    let check = |p: &[Insn]| {
+        assert!(Program::<Xdp>::from_insns_verified("t", p, &arrays()).is_ok(), "the verifier accepts {p:?}");
+        both_with(p, &arrays, 0).expect("no fault")
+    };
+    // Dropped: the values 0..4 are each incremented by their key, then summed.
+    assert_eq!(check(&key_loop(&[], &[], &[], &[])), 1 + 2 + 3);
+    // Kept: the next iteration reads the previous key (100 before the loop) before storing.
+    let prev = [i(0x61, 1, 10, -4, 0), i(0x0f, 7, 1, 0, 0)];
+    assert_eq!(check(&key_loop(&[i(0x62, 10, 0, -4, 100)], &prev, &[], &[])), 6 + 100 + 1 + 2 + 3 + 4);
+    // Kept: bpf_map_update_elem(hash, &key, &i) reads it after the lookup (the maps are compared).
+    let update = [
+        i(0xbf, 8, 0, 0, 0),
+        i(0x7b, 10, 6, -16, 0),
+        i(0x18, 1, BPF_PSEUDO_MAP_IDX, 0, 1),
+        i(0, 0, 0, 0, 0),
+        i(0xbf, 2, 10, 0, 0),
+        i(0x07, 2, 0, 0, -4),
+        i(0xbf, 3, 10, 0, 0),
+        i(0x07, 3, 0, 0, -16),
+        i(0xb7, 4, 0, 0, 0),
+        i(0x85, 0, 0, 0, id::MAP_UPDATE_ELEM as i32),
+        i(0xbf, 0, 8, 0, 0),
+    ];
+    assert_eq!(check(&key_loop(&[], &[], &update, &[])), 6);
+    // Kept: a load in the block where both arms meet.
+    assert_eq!(check(&key_loop(&[], &[], &[], &prev)), 6 + 1 + 2 + 3 + 4 + 5);
+}

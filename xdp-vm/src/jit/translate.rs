@@ -1435,6 +1435,17 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         r
     }
 
+    /// An array lookup's u32 key at frame offset `at` (address `kaddr`): the value a dead store
+    /// left in this block ([`Fx::dead_stack_stores`]), or else a load.
+    fn array_key(&mut self, kaddr: Value, at: i64) -> Value {
+        if let Some(&v) = self.stack_values.get(&(at, 4)) {
+            let n = self.b.ins().ireduce(I32, v);
+            return self.b.ins().uextend(I64, n);
+        }
+        let f = self.mem_at(region::STACK, Some((at, 4)));
+        self.direct(kaddr, 4, Access::Load { signed: false }, f)
+    }
+
     /// `bpf_map_lookup_elem` on a known map; `key` is the fact about r2.
     fn lookup(&mut self, pc: usize, info: MapInfo, key: Fact) -> Value {
         let key_size = match info.kind {
@@ -1460,13 +1471,11 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         };
         match (info.kind, key_size) {
             (MapKind::Array { base, stride }, Some(ks)) if key_in_frame(ks) => {
-                let f = self.mem_at(region::STACK, Some((key_at, 4)));
-                let idx = self.direct(kaddr, 4, Access::Load { signed: false }, f);
+                let idx = self.array_key(kaddr, key_at);
                 self.array_elem(idx, base, None, stride, info.max_entries)
             }
             (MapKind::PerCpuArray { table, slots, stride }, Some(ks)) if key_in_frame(ks) => {
-                let f = self.mem_at(region::STACK, Some((key_at, 4)));
-                let idx = self.direct(kaddr, 4, Access::Load { signed: false }, f);
+                let idx = self.array_key(kaddr, key_at);
                 self.array_elem(idx, table, Some(slots), stride, info.max_entries)
             }
             (MapKind::HashWord | MapKind::HashInline(_), Some(ks)) if key_in_frame(ks) => {
@@ -1789,20 +1798,126 @@ struct Pending {
     bytes: Vec<(i64, Value, u32)>,
 }
 
+/// A stack access as [`Fx::dead_stack_stores`] sees one: `None` for none (no stack access, or
+/// proven off the stack), `Some(None)` for one at an unknown offset, else `Some(Some((frame
+/// offset, size, is a store, is a plain load)))`.
+type StackAccess = Option<Option<(i64, u8, bool, bool)>>;
+
 impl<C: Context> Fx<'_, '_, C> {
+    /// The frame bytes each block (by its leader) may read before it or a block after it writes
+    /// them: a backward fixed point over the function's blocks, where a load at a constant frame
+    /// offset reads its bytes, a plain store there writes them, an `exit` ends the frame, and
+    /// anything else that may touch the stack — a call of any kind (it may read the frame
+    /// through a pointer), a stack access at an unknown offset, an atomic — reads all of it.
+    fn stack_live_in(
+        &self,
+        start: usize,
+        end: usize,
+        leaders: &BTreeSet<usize>,
+        stack_access: &dyn Fn(usize) -> StackAccess,
+    ) -> HashMap<usize, Vec<u64>> {
+        let words = (STACK_BYTES / 64) as usize;
+        let all = vec![u64::MAX; words];
+        // Each block: its instructions and where it may go next.
+        let mut blocks: Vec<(usize, Vec<usize>, Vec<usize>)> = Vec::new();
+        let starts: Vec<usize> = leaders.iter().copied().filter(|&l| l >= start && l < end).collect();
+        for (i, &l) in starts.iter().enumerate() {
+            let stop = starts.get(i + 1).copied().unwrap_or(end);
+            let mut pcs = Vec::new();
+            let mut next = vec![stop];
+            let mut q = l;
+            while q < stop {
+                pcs.push(q);
+                let insn = self.insns[q];
+                let class = insn.class();
+                let op = insn.code & 0xf0;
+                if (class == BPF_JMP || class == BPF_JMP32) && op != BPF_CALL {
+                    if op == BPF_EXIT {
+                        next.clear();
+                    } else {
+                        let delta = if class == BPF_JMP32 && op == BPF_JA {
+                            i64::from(insn.imm)
+                        } else {
+                            i64::from(insn.off)
+                        };
+                        let target = (q as i64 + 1 + delta) as usize;
+                        if op == BPF_JA {
+                            next.clear();
+                        }
+                        next.push(target);
+                    }
+                }
+                q += if insn.is_lddw() { 2 } else { 1 };
+            }
+            next.retain(|&n| n < end);
+            blocks.push((l, pcs, next));
+        }
+        let mut live: HashMap<usize, Vec<u64>> = starts.iter().map(|&l| (l, vec![0; words])).collect();
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for (l, pcs, next) in blocks.iter().rev() {
+                let mut cur = vec![0u64; words];
+                for n in next {
+                    // A successor that is no leader (none should be) is anything.
+                    let s = live.get(n).unwrap_or(&all);
+                    for (c, w) in cur.iter_mut().zip(s) {
+                        *c |= w;
+                    }
+                }
+                for &q in pcs.iter().rev() {
+                    let insn = self.insns[q];
+                    let class = insn.class();
+                    if insn.code == BPF_JMP | BPF_EXIT {
+                        cur.fill(0);
+                        continue;
+                    }
+                    if (class == BPF_JMP || class == BPF_JMP32) && insn.code & 0xf0 == BPF_CALL {
+                        cur.clone_from(&all);
+                        continue;
+                    }
+                    match stack_access(q) {
+                        None => {}
+                        Some(Some((at, size, store, _)))
+                            if at >= -(STACK_BYTES as i64) && at + i64::from(size) <= 0 =>
+                        {
+                            for b in at..at + i64::from(size) {
+                                let i = (b + STACK_BYTES as i64) as usize;
+                                if store {
+                                    cur[i / 64] &= !(1 << (i % 64));
+                                } else {
+                                    cur[i / 64] |= 1 << (i % 64);
+                                }
+                            }
+                        }
+                        Some(_) => cur.clone_from(&all),
+                    }
+                }
+                if live[l] != cur {
+                    live.insert(*l, cur);
+                    changed = true;
+                }
+            }
+        }
+        live
+    }
+
     /// The stack stores of this function (`start..end`, block leaders `leaders`) that need not
     /// be made: in a verified function, a store at a constant frame offset after which its
-    /// block runs to an `exit` with no call, no jump and no stack access that could read its
-    /// bytes — except unsigned loads of exactly its bytes, which `access` gives the stored
-    /// value. The frame dies at the exit, so nothing else can see the store. clang's `memcpy`
-    /// temporaries (the MAC swap's) are such stores once Cranelift forwarded their loads.
+    /// block runs to an `exit`, or to its end with the bytes dead in every block it may go to
+    /// ([`Fx::stack_live_in`]), with no other call, no stack access that could read its bytes —
+    /// except unsigned loads of exactly its bytes, which `access` gives the stored value, and
+    /// an inline array lookup keyed by exactly its four bytes, which `lookup` gives it too. The
+    /// frame dies at the exit, so nothing else can see the store. clang's `memcpy` temporaries
+    /// (the MAC swap's) are such stores once Cranelift forwarded their loads, and so is a loop's
+    /// array lookup key, stored again on every iteration before the next lookup.
     fn dead_stack_stores(&self, start: usize, end: usize, leaders: &BTreeSet<usize>) -> BTreeSet<usize> {
         let mut dead = BTreeSet::new();
         if !self.facts.is_verified() {
             return dead;
         }
         // The stack access at `pc`, as `(frame offset, size, is a store, is a plain load)`.
-        let stack_access = |pc: usize| -> Option<Option<(i64, u8, bool, bool)>> {
+        let stack_access = |pc: usize| -> StackAccess {
             let insn = self.insns[pc];
             let class = insn.class();
             if !matches!(class, BPF_LDX | BPF_ST | BPF_STX) {
@@ -1827,6 +1942,28 @@ impl<C: Context> Fx<'_, '_, C> {
             let size = size_of_code(insn.code);
             Some(Some((at, size, class != BPF_LDX, class == BPF_LDX && mode == BPF_MEM)))
         };
+        let live = self.stack_live_in(start, end, leaders, &stack_access);
+        let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
+        // The inline array lookup (`lookup`) at `q`, when it is one: its key's frame offset.
+        let array_key = |q: usize| -> Option<i64> {
+            let insn = self.insns[q];
+            if !insn.is_helper_call() || insn.imm as u32 != id::MAP_LOOKUP_ELEM {
+                return None;
+            }
+            let facts = self.facts.at(q);
+            let info = facts[1].map_handle(self.maps.len()).map(|m| self.maps[m])?;
+            match (info.kind, facts[2]) {
+                (MapKind::Array { .. } | MapKind::PerCpuArray { .. }, Fact::Fp(k))
+                    if info.key_size == 4 && k >= low && k <= -4 =>
+                {
+                    Some(k)
+                }
+                _ => None,
+            }
+        };
+        let dead_at = |leader: usize, at: i64, size: u8| {
+            live.get(&leader).is_some_and(|l| (at..at + i64::from(size)).all(|b| !live_bit(l, b)))
+        };
         for pc in start..end {
             let Some(Some((at, size, true, _))) = stack_access(pc) else { continue };
             let overlaps = |a: i64, n: u8| a < at + i64::from(size) && at < a + i64::from(n);
@@ -1841,9 +1978,32 @@ impl<C: Context> Fx<'_, '_, C> {
                     break true;
                 }
                 if leaders.contains(&q) {
-                    break false;
+                    break dead_at(q, at, size);
                 }
-                match insn.class() {
+                if insn.is_lddw() {
+                    q += 2;
+                    continue;
+                }
+                let class = insn.class();
+                let op = insn.code & 0xf0;
+                if (class == BPF_JMP || class == BPF_JMP32) && op != BPF_CALL {
+                    let delta = if class == BPF_JMP32 && op == BPF_JA {
+                        i64::from(insn.imm)
+                    } else {
+                        i64::from(insn.off)
+                    };
+                    let target = (q as i64 + 1 + delta) as usize;
+                    let fall = op != BPF_JA;
+                    break dead_at(target, at, size) && (!fall || dead_at(q + 1, at, size));
+                }
+                if let Some(k) = array_key(q) {
+                    if overlaps(k, 4) && (k, 4) != (at, size) {
+                        break false;
+                    }
+                    q += 1;
+                    continue;
+                }
+                match class {
                     BPF_ALU | BPF_ALU64 => {}
                     BPF_LDX | BPF_ST | BPF_STX => match stack_access(q) {
                         None => {}
@@ -2079,6 +2239,16 @@ fn int_ty(bytes: u8) -> Type {
         4 => I32,
         _ => I64,
     }
+}
+
+/// Whether frame byte `at` is set in a [`Fx::stack_live_in`] set; bytes outside it are.
+fn live_bit(live: &[u64], at: i64) -> bool {
+    let i = at + STACK_BYTES as i64;
+    if i < 0 || at >= 0 {
+        return true;
+    }
+    let i = i as usize;
+    live[i / 64] >> (i % 64) & 1 != 0
 }
 
 fn size_of_code(code: u8) -> u8 {
