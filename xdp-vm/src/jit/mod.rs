@@ -432,7 +432,8 @@ impl std::fmt::Debug for JitRunner {
     }
 }
 
-/// What the compiler may assume about `map`; per-CPU array slot tables go to `tables`.
+/// What the compiler may assume about `map`; per-CPU array slot tables and array bases go to
+/// `tables`.
 fn map_info(map: &Arc<Map>, tables: &mut Vec<Box<[u64]>>) -> MapInfo {
     let def = *map.def();
     let stride = u64::from(def.value_size.next_multiple_of(8));
@@ -441,7 +442,13 @@ fn map_info(map: &Arc<Map>, tables: &mut Vec<Box<[u64]>>) -> MapInfo {
     let kind = match def.map_type {
         // Element `i` at `base + i * round_up(value_size, 8)`: `Map::array_base`'s contract.
         map_type::ARRAY => match map.array_base() {
-            Some(base) => MapKind::Array { base: base.as_ptr() as u64, stride },
+            Some(base) => {
+                // The base in memory too, for lookups in loops to load it once ([`MapKind::Array`]).
+                let at: Box<[u64]> = Box::new([base.as_ptr() as u64]);
+                let kind = MapKind::Array { base: at[0], base_at: at.as_ptr() as u64, stride };
+                tables.push(at);
+                kind
+            }
             None => MapKind::Other,
         },
         map_type::PERCPU_ARRAY => {

@@ -1064,3 +1064,87 @@ fn loop_array_lookup_keys_dead_after_the_lookup() {
     // Kept: a load in the block where both arms meet.
     assert_eq!(check(&key_loop(&[], &[], &[], &prev)), 6 + 1 + 2 + 3 + 4 + 5);
 }
+
+/// `top: body; r8 -= 1; if r8 != 0 goto top`, `r8 = n` first, `r0` the result.
+fn count_loop(n: i32, body: &[Insn]) -> Vec<Insn> {
+    let mut p = vec![i(0xb7, 0, 0, 0, 0), i(0xb7, 8, 0, 0, n)];
+    let top = p.len();
+    p.extend_from_slice(body);
+    p.push(i(0x07, 8, 0, 0, -1));
+    let back = top as i64 - (p.len() as i64 + 1);
+    p.extend([i(0x55, 8, 0, back as i16, 0), EXIT]);
+    p
+}
+
+/// Short innermost loops are translated twice, the copies taking turns; every shape of loop
+/// still gives what the interpreter gives: odd and even trip counts, a loop entered in its
+/// middle (as clang lays out `for` loops), one left from its middle, an inner loop unrolled
+/// inside an outer one that is not, a loop of an unverified program stopped by the backward
+/// jump limit (at the same instruction).
+#[test]
+fn unrolled_loops_match_the_interpreter() {
+    // r0 = r0 * 3 + r8 per iteration: the order of the iterations shows in the result.
+    let step = [i(0x27, 0, 0, 0, 3), i(0x0f, 0, 8, 0, 0)];
+    for n in 1..=7 {
+        let want = (1..=n as u64).rev().fold(0u64, |acc, k| acc * 3 + k);
+        assert_eq!(run(&count_loop(n, &step)), want, "{n} iterations");
+    }
+    // Entered in the middle: `r6 = 0; goto mid; top: r6 += 1; if r6 == 9 goto out; mid:
+    // r0 = r0 * 3 + r6; goto top; out:`.
+    let middle = [
+        i(0xb7, 0, 0, 0, 0),
+        i(0xb7, 6, 0, 0, 0),
+        i(0x05, 0, 0, 2, 0),
+        i(0x07, 6, 0, 0, 1),
+        i(0x15, 6, 0, 3, 9),
+        i(0x27, 0, 0, 0, 3),
+        i(0x0f, 0, 6, 0, 0),
+        i(0x05, 0, 0, -5, 0),
+        EXIT,
+    ];
+    assert_eq!(run(&middle), (0..9u64).fold(0, |acc, k| acc * 3 + k));
+    // Left in the middle: after the iteration where r8 is 4 (of 10 down to 1), r0 is returned.
+    for stop in [4, 5] {
+        let body =
+            [i(0x27, 0, 0, 0, 3), i(0x0f, 0, 8, 0, 0), i(0x15, 8, 0, 1, stop), i(0x05, 0, 0, 1, 0), EXIT];
+        let want = (stop as u64..=10).rev().fold(0u64, |acc, k| acc * 3 + k);
+        assert_eq!(run(&count_loop(10, &body)), want, "stop at {stop}");
+    }
+    // An outer loop of 3 around an inner loop of 1..=3 (r9 down to 1, counting into r0).
+    let nested = [
+        i(0xb7, 0, 0, 0, 0),
+        i(0xb7, 6, 0, 0, 3),
+        i(0xbf, 9, 6, 0, 0),
+        i(0x27, 0, 0, 0, 5),
+        i(0x0f, 0, 9, 0, 0),
+        i(0x07, 9, 0, 0, -1),
+        i(0x55, 9, 0, -4, 0),
+        i(0x07, 6, 0, 0, -1),
+        i(0x55, 6, 0, -7, 0),
+        EXIT,
+    ];
+    let inner = |acc: u64, n: u64| (1..=n).rev().fold(acc, |a, k| a * 5 + k);
+    assert_eq!(run(&nested), [3u64, 2, 1].into_iter().fold(0, inner));
+    // Never ends: the limit on backward jumps stops both engines at the same jump.
+    let forever = [i(0x07, 0, 0, 0, 1), i(0x05, 0, 0, -2, 0)];
+    let r = both(&forever);
+    assert!(matches!(r, Err(Fault::LoopLimit { pc: 1 })), "{r:?}");
+}
+
+/// The machine code has a short loop's body twice and a long one's once: a loop around one
+/// helper call makes two calls, the same loop with 70 more instructions one.
+#[test]
+fn short_loops_are_unrolled_and_long_ones_not() {
+    let calls = |body: &[Insn]| {
+        let p = count_loop(4, body);
+        let prog = Program::<Xdp>::from_insns_verified("t", &p, &[]).expect("verifies");
+        let text = JitProgram::disassemble(&prog).unwrap();
+        // Helper calls are indirect (`call *%rax`); the tail-call entry's direct call is not one.
+        text.lines().filter(|l| l.trim_start().starts_with("call") && l.contains('*')).count()
+    };
+    let call = i(0x85, 0, 0, 0, id::KTIME_GET_NS as i32);
+    assert_eq!(calls(&[call]), 2);
+    let mut long = vec![call];
+    long.extend((0..70).map(|k| i(0xb7, 6, 0, 0, k)));
+    assert_eq!(calls(&long), 1);
+}

@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I8, I16, I32, I64};
 use cranelift_codegen::ir::{
-    AbiParam, AliasRegion, AliasRegionData, AtomicRmwOp, Block, InstBuilder, MemFlagsData, SigRef, Signature,
-    Type, Value,
+    AbiParam, AliasRegion, AliasRegionData, AtomicRmwOp, Block, InstBuilder, InstructionData, MemFlagsData,
+    Opcode, SigRef, Signature, Type, Value, ValueDef,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
@@ -55,8 +55,10 @@ pub(crate) struct MapInfo {
 /// Lookup strategies.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum MapKind {
-    /// Plain array: value `i` at `base + i * stride`.
-    Array { base: u64, stride: u64 },
+    /// Plain array: value `i` at `base + i * stride`; `base_at` holds `base` for as long as the
+    /// code lives (a lookup in a loop loads it once before the loop, where the constant would
+    /// be rematerialized, a 10-byte `movabs`, on every iteration).
+    Array { base: u64, base_at: u64, stride: u64 },
     /// Per-CPU array: slot `s`'s value `i` at `table[s] + i * stride`, `slots` entries in table.
     PerCpuArray { table: u64, slots: u64, stride: u64 },
     /// Hash map with a 1-, 2-, 4- or 8-byte key: lookups read the key word inline and call
@@ -311,6 +313,8 @@ struct Fx<'a, 'b, C: Context> {
     /// With `regions`, when every stack access of the function is at a known offset from its
     /// frame pointer: disjoint byte ranges of the frame, each its own alias region.
     slots: Vec<(i64, i64, AliasRegion)>,
+    /// `(target, jump)` of every backward jump: instructions between them may run in a loop.
+    loops: Vec<(usize, usize)>,
     fault_block: Block,
     sigs: HashMap<usize, SigRef>,
     /// Packet stores of a verified program not emitted yet ([`Pending`]).
@@ -429,6 +433,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             env_region,
             regions,
             slots,
+            loops: Vec::new(),
             fault_block,
             sigs: HashMap::new(),
             pending: Pending::default(),
@@ -575,6 +580,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                     if target < start || target >= end {
                         return Err(CompileError::JumpLeavesFunction { insn: pc, target });
                     }
+                    if target <= pc {
+                        self.loops.push((target, pc));
+                    }
                     leaders.insert(target);
                 }
                 if pc + 1 < end {
@@ -586,31 +594,41 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             pc += if insn.is_lddw() { 2 } else { 1 };
         }
         self.dead_stores = self.dead_stack_stores(start, end, &leaders);
-        let blocks: BTreeMap<usize, Block> = leaders.iter().map(|&pc| (pc, self.b.create_block())).collect();
-        self.b.ins().jump(blocks[&start], &[]);
+        let first: BTreeMap<usize, Block> = leaders.iter().map(|&pc| (pc, self.b.create_block())).collect();
+        let unrolled = unrolled_loops(&self.loops)
+            .into_iter()
+            .map(|(head, tail)| {
+                let second = leaders.range(head..=tail).map(|&pc| (pc, self.b.create_block())).collect();
+                (head, tail, second)
+            })
+            .collect();
+        let mut blocks = Blocks { first, unrolled, copy: None };
+        self.b.ins().jump(blocks.first[&start], &[]);
 
         let mut open = false;
         let mut pc = start;
         while pc < end {
-            if let Some(&blk) = blocks.get(&pc) {
-                if open {
-                    self.flush_stores();
-                    self.b.ins().jump(blk, &[]);
-                }
-                self.epoch += 1;
-                self.stack_values.clear();
-                self.b.switch_to_block(blk);
-            } else if !open {
-                // Unreachable straight-line code: still translated, into a block nothing enters.
-                self.epoch += 1;
-                self.stack_values.clear();
-                let blk = self.b.create_block();
-                self.b.switch_to_block(blk);
+            if let Some(l) = blocks.unrolled.iter().position(|&(head, ..)| head == pc) {
+                blocks.copy = Some((l, false));
             }
-            let insn = self.insns[pc];
-            let width = if insn.is_lddw() { 2 } else { 1 };
-            open = self.insn(pc, insn, &blocks, refs)?;
+            let width;
+            (open, width) = self.step(pc, open, &blocks, refs)?;
             pc += width;
+            if let Some((l, false)) = blocks.copy
+                && pc == blocks.unrolled[l].1 + 1
+            {
+                // The loop's second copy, right after the first: the first copy's backward
+                // jumps enter it, its own go back to the first.
+                let head = blocks.unrolled[l].0;
+                blocks.copy = Some((l, true));
+                let mut q = head;
+                while q < pc {
+                    let width;
+                    (open, width) = self.step(q, open, &blocks, refs)?;
+                    q += width;
+                }
+                blocks.copy = None;
+            }
         }
         if open {
             return Err(CompileError::FallsIntoSubprogram { insn: end - 1 });
@@ -621,12 +639,42 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         Ok(())
     }
 
+    /// Translates the instruction at `pc`, starting a block first where one begins; `open`
+    /// says whether the current block continues into it. Returns the same for the next
+    /// instruction, and the instruction's width.
+    fn step(
+        &mut self,
+        pc: usize,
+        open: bool,
+        blocks: &Blocks,
+        refs: &HashMap<usize, cranelift_codegen::ir::FuncRef>,
+    ) -> Result<(bool, usize), CompileError> {
+        if let Some(blk) = blocks.starting(pc) {
+            if open {
+                self.flush_stores();
+                self.b.ins().jump(blk, &[]);
+            }
+            self.epoch += 1;
+            self.stack_values.clear();
+            self.b.switch_to_block(blk);
+        } else if !open {
+            // Unreachable straight-line code: still translated, into a block nothing enters.
+            self.epoch += 1;
+            self.stack_values.clear();
+            let blk = self.b.create_block();
+            self.b.switch_to_block(blk);
+        }
+        let insn = self.insns[pc];
+        let width = if insn.is_lddw() { 2 } else { 1 };
+        Ok((self.insn(pc, insn, blocks, refs)?, width))
+    }
+
     /// Jumps to `target`, counting a backward jump; the current block ends.
-    fn jump_to(&mut self, pc: usize, target: usize, blocks: &BTreeMap<usize, Block>) {
+    fn jump_to(&mut self, pc: usize, target: usize, blocks: &Blocks) {
         if target <= pc {
             self.count_backward(pc);
         }
-        self.b.ins().jump(blocks[&target], &[]);
+        self.b.ins().jump(blocks.at(pc, target), &[]);
     }
 
     /// Counts a taken backward jump and faults past [`MAX_BACKWARD_JUMPS`], as the interpreter
@@ -652,7 +700,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         &mut self,
         pc: usize,
         insn: Insn,
-        blocks: &BTreeMap<usize, Block>,
+        blocks: &Blocks,
         refs: &HashMap<usize, cranelift_codegen::ir::FuncRef>,
     ) -> Result<bool, CompileError> {
         let Insn { code, dst, src, off, imm } = insn;
@@ -860,7 +908,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                             if taken {
                                 self.jump_to(pc, target, blocks);
                             } else {
-                                self.b.ins().jump(blocks[&(pc + 1)], &[]);
+                                self.b.ins().jump(blocks.at(pc, pc + 1), &[]);
                             }
                         }
                         return Ok(false);
@@ -874,6 +922,11 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                             self.b.ins().iconst(I32, i64::from(imm as u32))
                         };
                         (a, s)
+                    } else if let Some(pair) = {
+                        let s = if x { Some(self.get(src)) } else { None };
+                        self.compare32(op, a64, s, imm)
+                    } {
+                        pair
                     } else {
                         let s = if x { self.get(src) } else { self.imm64(imm) };
                         (a64, s)
@@ -897,14 +950,14 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                         self.b.ins().icmp(cc, a, s)
                     };
                     let target = (pc as i64 + 1 + i64::from(off)) as usize;
-                    let fall = blocks[&(pc + 1)];
+                    let fall = blocks.at(pc, pc + 1);
                     if target <= pc {
                         let taken = self.b.create_block();
                         self.b.ins().brif(cond, taken, &[], fall, &[]);
                         self.b.switch_to_block(taken);
                         self.jump_to(pc, target, blocks);
                     } else {
-                        self.b.ins().brif(cond, blocks[&target], &[], fall, &[]);
+                        self.b.ins().brif(cond, blocks.at(pc, target), &[], fall, &[]);
                     }
                     return Ok(false);
                 }
@@ -912,6 +965,25 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             _ => return Err(CompileError::Unsupported { insn: pc, code }),
         }
         Ok(true)
+    }
+
+    /// A 64-bit equality or unsigned comparison of `a` with `src` (or the immediate) made on
+    /// 32 bits when both sides are zero-extended 32-bit values ([`Fx::zext32_of`], an
+    /// immediate from 0 to 2^31 - 1): the same answer, and no zero-extension to compute (a
+    /// loop counter clang keeps at 64 bits and compares at 32 is then one register).
+    fn compare32(&mut self, op: u8, a: Value, src: Option<Value>, imm: i32) -> Option<(Value, Value)> {
+        if !matches!(op, BPF_JEQ | BPF_JNE | BPF_JGT | BPF_JGE | BPF_JLT | BPF_JLE | BPF_JSET) {
+            return None;
+        }
+        if src.is_none() && imm < 0 {
+            return None;
+        }
+        let a = self.zext32_of(a)?;
+        let s = match src {
+            Some(s) => self.zext32_of(s)?,
+            None => self.b.ins().iconst(I32, i64::from(imm)),
+        };
+        Some((a, s))
     }
 
     fn binop(&mut self, op: u8, a: Value, s: Value) -> Value {
@@ -1026,6 +1098,8 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                         if let Some(&v) = self.stack_values.get(&(slot, size)) {
                             return if size == 8 {
                                 v
+                            } else if size == 4 {
+                                self.low32(v)
                             } else {
                                 let n = self.b.ins().ireduce(int_ty(size), v);
                                 self.b.ins().uextend(I64, n)
@@ -1439,8 +1513,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     /// left in this block ([`Fx::dead_stack_stores`]), or else a load.
     fn array_key(&mut self, kaddr: Value, at: i64) -> Value {
         if let Some(&v) = self.stack_values.get(&(at, 4)) {
-            let n = self.b.ins().ireduce(I32, v);
-            return self.b.ins().uextend(I64, n);
+            return self.low32(v);
         }
         let f = self.mem_at(region::STACK, Some((at, 4)));
         self.direct(kaddr, 4, Access::Load { signed: false }, f)
@@ -1470,13 +1543,14 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             _ => 0,
         };
         match (info.kind, key_size) {
-            (MapKind::Array { base, stride }, Some(ks)) if key_in_frame(ks) => {
+            (MapKind::Array { base, base_at, stride }, Some(ks)) if key_in_frame(ks) => {
                 let idx = self.array_key(kaddr, key_at);
-                self.array_elem(idx, base, None, stride, info.max_entries)
+                let base = self.array_base(pc, base, base_at);
+                self.array_elem(idx, base, stride, info.max_entries)
             }
             (MapKind::PerCpuArray { table, slots, stride }, Some(ks)) if key_in_frame(ks) => {
                 let idx = self.array_key(kaddr, key_at);
-                self.array_elem(idx, table, Some(slots), stride, info.max_entries)
+                self.array_elem(idx, ArrayBase::PerCpu { table, slots }, stride, info.max_entries)
             }
             (MapKind::HashWord | MapKind::HashInline(_), Some(ks)) if key_in_frame(ks) => {
                 let f = self.mem_at(region::STACK, Some((key_at, ks as u8)));
@@ -1527,9 +1601,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     /// an index out of range — goes to `Map::update` for the kernel's error. `None` when the
     /// map or the arguments do not allow it.
     fn array_update(&mut self, pc: usize, info: MapInfo, key: Fact, value: Fact) -> Option<Value> {
-        let (base, per_cpu, stride) = match info.kind {
-            MapKind::Array { base, stride } => (base, None, stride),
-            MapKind::PerCpuArray { table, slots, stride } => (table, Some(slots), stride),
+        let (base, stride) = match info.kind {
+            MapKind::Array { base, base_at, stride } => (self.array_base(pc, base, base_at), stride),
+            MapKind::PerCpuArray { table, slots, stride } => (ArrayBase::PerCpu { table, slots }, stride),
             _ => return None,
         };
         let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
@@ -1549,7 +1623,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         let f = self.mem_at(region::STACK, Some((key_at, 4)));
         let idx = self.direct(kaddr, 4, Access::Load { signed: false }, f);
         // `array_elem` gives NULL for an index (or slot) out of range.
-        let dst = self.array_elem(idx, base, per_cpu, stride, info.max_entries);
+        let dst = self.array_elem(idx, base, stride, info.max_entries);
         let either = self.b.ins().bor_imm_s(fl, maps::BPF_EXIST as i64);
         let flags_ok = self.b.ins().icmp_imm_s(IntCC::Equal, either, maps::BPF_EXIST as i64);
         let nonnull = self.b.ins().icmp_imm_s(IntCC::NotEqual, dst, 0);
@@ -1720,23 +1794,94 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
 
     /// `v & 0xffff_ffff`, as a 32-bit move.
     fn low32(&mut self, v: Value) -> Value {
-        let n = self.b.ins().ireduce(I32, v);
+        let n = self.narrow32(v);
         self.b.ins().uextend(I64, n)
     }
 
+    /// The low 32 bits of `v`. When `v` is a 64-bit add, subtract, multiply or bitwise
+    /// operation, the same operation on the operands' low halves: x86's 32-bit forms clear the
+    /// upper half for free, so zero-extending the result costs no `mov` (Cranelift's egraph
+    /// knows both forms but may keep the truncation of the wide one).
+    fn narrow32(&mut self, v: Value) -> Value {
+        let dfg = &self.b.func.dfg;
+        if let ValueDef::Result(inst, 0) = dfg.value_def(v)
+            && dfg.value_type(v) == I64
+            && let InstructionData::Binary { opcode, args: [x, y] } = dfg.insts[inst]
+            && matches!(
+                opcode,
+                Opcode::Iadd | Opcode::Isub | Opcode::Imul | Opcode::Band | Opcode::Bor | Opcode::Bxor
+            )
+        {
+            let (x, y) = (self.b.ins().ireduce(I32, x), self.b.ins().ireduce(I32, y));
+            let (inst, dfg) = self.b.ins().Binary(opcode, I32, x, y);
+            return dfg.first_result(inst);
+        }
+        self.b.ins().ireduce(I32, v)
+    }
+
+    /// `x` when `v` is `x` zero-extended from 32 bits as the translation builds it (a 32-bit
+    /// ALU result, `(v << 32) >> 32`, `v & 0xffff_ffff`, a zero-extending 32-bit load).
+    fn zext32_of(&mut self, v: Value) -> Option<Value> {
+        let dfg = &self.b.func.dfg;
+        let ValueDef::Result(inst, 0) = dfg.value_def(v) else { return None };
+        let konst = |a: Value| match dfg.value_def(a) {
+            ValueDef::Result(i, 0) => match dfg.insts[i] {
+                InstructionData::UnaryImm { opcode: Opcode::Iconst, imm } => Some(imm.bits()),
+                _ => None,
+            },
+            _ => None,
+        };
+        match dfg.insts[inst] {
+            InstructionData::Unary { opcode: Opcode::Uextend, arg } if dfg.value_type(arg) == I32 => {
+                Some(arg)
+            }
+            InstructionData::Binary { opcode: Opcode::Ushr, args: [a, k] } if konst(k) == Some(32) => {
+                let ValueDef::Result(i, 0) = dfg.value_def(a) else { return None };
+                match dfg.insts[i] {
+                    InstructionData::Binary { opcode: Opcode::Ishl, args: [x, k] }
+                        if konst(k) == Some(32) =>
+                    {
+                        Some(self.narrow32(x))
+                    }
+                    _ => None,
+                }
+            }
+            InstructionData::Binary { opcode: Opcode::Band, args: [x, m] }
+                if konst(m) == Some(0xffff_ffff) =>
+            {
+                Some(self.narrow32(x))
+            }
+            _ => None,
+        }
+    }
+
+    /// A plain array's base for a lookup or update at `pc`: the constant, or in a loop a load of
+    /// it from `base_at` that Cranelift may hoist out of the loop (the memory never changes while
+    /// the code lives), one register instead of a `movabs` per iteration.
+    fn array_base(&mut self, pc: usize, base: u64, base_at: u64) -> ArrayBase {
+        if self.loops.iter().any(|&(head, tail)| (head..=tail).contains(&pc)) {
+            let at = self.b.ins().iconst(I64, base_at as i64);
+            let fixed = MemFlagsData::trusted().with_readonly().with_can_move();
+            ArrayBase::Value(self.b.ins().load(I64, fixed, at, 0))
+        } else {
+            ArrayBase::Const(base)
+        }
+    }
+
     /// `idx < max ? base(slot) + idx * stride : NULL`.
-    fn array_elem(&mut self, idx: Value, base: u64, per_cpu: Option<u64>, stride: u64, max: u32) -> Value {
+    fn array_elem(&mut self, idx: Value, base: ArrayBase, stride: u64, max: u32) -> Value {
         let off = self.b.ins().imul_imm_s(idx, stride as i64);
         let zero = self.b.ins().iconst(I64, 0);
-        match per_cpu {
-            None => {
+        let (ok, p) = match base {
+            ArrayBase::Const(b) => {
                 let in_range = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, idx, i64::from(max));
-                let p = self.b.ins().iadd_imm_s(off, base as i64);
-                let r = self.b.ins().select(in_range, p, zero);
-                self.nonnull.insert(r, (in_range, p));
-                r
+                (in_range, self.b.ins().iadd_imm_s(off, b as i64))
             }
-            Some(slots) => {
+            ArrayBase::Value(b) => {
+                let in_range = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, idx, i64::from(max));
+                (in_range, self.b.ins().iadd(off, b))
+            }
+            ArrayBase::PerCpu { table, slots } => {
                 let slot = self.env_load(off::SLOT, true);
                 let slot_ok = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, slot, slots as i64);
                 // One compare per lookup: the index against a bound that is `max` for a slot
@@ -1748,18 +1893,97 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                 // An out-of-range slot reads table[0] (never used: the result is NULL then).
                 let s = self.b.ins().select(slot_ok, slot, zero);
                 let s8 = self.b.ins().ishl_imm_u(s, 3);
-                let entry = self.b.ins().iadd_imm_s(s8, base as i64);
+                let entry = self.b.ins().iadd_imm_s(s8, table as i64);
                 // The slot table never changes while the code lives: a load Cranelift may hoist
                 // out of a loop or drop when unused.
                 let fixed = MemFlagsData::trusted().with_readonly().with_can_move();
                 let slot_base = self.b.ins().load(I64, fixed, entry, 0);
-                let p = self.b.ins().iadd(slot_base, off);
-                let r = self.b.ins().select(ok, p, zero);
-                self.nonnull.insert(r, (ok, p));
-                r
+                (ok, self.b.ins().iadd(slot_base, off))
             }
+        };
+        let r = self.b.ins().select(ok, p, zero);
+        self.nonnull.insert(r, (ok, p));
+        r
+    }
+}
+
+/// Longest loop (instructions from the target of its backward jumps to the last of them) the
+/// translation unrolls.
+const UNROLL_INSNS: usize = 64;
+/// Most instructions the translation adds to one function by unrolling.
+const UNROLL_BUDGET: usize = 256;
+
+/// The loops of a function worth unrolling twice, `(head, tail)`, from its backward jumps
+/// `(target, jump)`: each head's loop runs from it to its last backward jump, and is unrolled
+/// when short and innermost (no other loop overlaps it), within [`UNROLL_BUDGET`].
+///
+/// Unrolling here is duplication: the loop's instructions are translated a second time, the
+/// first copy's backward jumps enter the second and the second's go back to the first, every
+/// exit test stays. Both copies are the same code, so any jump may enter either; what changes is
+/// that one iteration in two falls through to the next instead of taking a branch, which is
+/// what a short loop's speed is bound by (a taken branch ends the front end's fetch).
+fn unrolled_loops(back_edges: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut loops: BTreeMap<usize, usize> = BTreeMap::new();
+    for &(target, jump) in back_edges {
+        let tail = loops.entry(target).or_insert(jump);
+        *tail = (*tail).max(jump);
+    }
+    let ranges: Vec<(usize, usize)> = loops.into_iter().collect();
+    let mut budget = UNROLL_BUDGET;
+    let mut out = Vec::new();
+    for (i, &(head, tail)) in ranges.iter().enumerate() {
+        let len = tail - head + 1;
+        let alone = ranges.iter().enumerate().all(|(j, &(h, t))| i == j || t < head || h > tail);
+        if alone && len <= UNROLL_INSNS && len <= budget {
+            budget -= len;
+            out.push((head, tail));
         }
     }
+    out
+}
+
+/// The Cranelift blocks a function's jumps enter: one per block leader, and a second set for
+/// the leaders of each unrolled loop ([`unrolled_loops`]).
+struct Blocks {
+    first: BTreeMap<usize, Block>,
+    /// `(head, tail, second copy's blocks)` of each unrolled loop.
+    unrolled: Vec<(usize, usize, BTreeMap<usize, Block>)>,
+    /// While a loop's copy is being translated: the loop, and whether it is the second copy.
+    copy: Option<(usize, bool)>,
+}
+
+impl Blocks {
+    /// The block a jump at `pc` to `target` enters: within the loop copy being translated, a
+    /// backward jump crosses to the other copy and a forward one stays in this one; anywhere
+    /// else, the one block of `target`.
+    fn at(&self, pc: usize, target: usize) -> Block {
+        if let Some((l, second)) = self.copy {
+            let (head, tail, ref other) = self.unrolled[l];
+            if (head..=tail).contains(&target) && (second != (target <= pc)) {
+                return other[&target];
+            }
+        }
+        self.first[&target]
+    }
+
+    /// The block that starts at `pc` in the copy being translated, if one does.
+    fn starting(&self, pc: usize) -> Option<Block> {
+        match self.copy {
+            Some((l, true)) => self.unrolled[l].2.get(&pc).copied(),
+            _ => self.first.get(&pc).copied(),
+        }
+    }
+}
+
+/// Where an inline array access finds element 0 ([`Fx::array_elem`]).
+#[derive(Clone, Copy)]
+enum ArrayBase {
+    /// A plain array's base, as a constant.
+    Const(u64),
+    /// A plain array's base, loaded.
+    Value(Value),
+    /// A per-CPU array: the slot's base is `table[slot]` for a slot below `slots`.
+    PerCpu { table: u64, slots: u64 },
 }
 
 /// A value that is `width` bytes of the packet from `base + off` (as a little-endian number),
