@@ -1148,3 +1148,63 @@ fn short_loops_are_unrolled_and_long_ones_not() {
     long.extend((0..70).map(|k| i(0xb7, 6, 0, 0, k)));
     assert_eq!(calls(&long), 1);
 }
+
+/// Compares of zero-extended 32-bit values (made on 32 bits by the JIT) against immediates and
+/// registers: every condition, values with the top bit of the low half set and upper halves
+/// that the extension clears; the signed conditions stay 64-bit (`0x8000_0000` zero-extended is
+/// positive).
+#[test]
+fn zero_extended_compares_match_the_interpreter() {
+    let conds = [0x15, 0x55, 0x25, 0x35, 0xa5, 0xb5, 0x45, 0x65, 0x75, 0xc5, 0xd5];
+    for (hi, lo) in [(1u32, 5u32), (0xffff_ffff, 0x8000_0000), (0x1234, 0xffff_fffe)] {
+        for &cond in &conds {
+            for imm in [5, 0x7fff_ffff, 0] {
+                // The three shapes of a zero extension: shifts, a 32-bit move, a mask register.
+                let shapes: [&[Insn]; 3] = [
+                    &[i(0x67, 1, 0, 0, 32), i(0x77, 1, 0, 0, 32)],
+                    &[i(0xbc, 1, 1, 0, 0)],
+                    &[i(0x18, 2, 0, 0, -1), i(0, 0, 0, 0, 0), i(0x5f, 1, 2, 0, 0)],
+                ];
+                for shape in shapes {
+                    let mut p =
+                        vec![i(0x18, 1, 0, 0, lo as i32), i(0, 0, 0, 0, hi as i32), i(0xb7, 0, 0, 0, 1)];
+                    p.extend_from_slice(shape);
+                    p.extend([i(cond, 1, 0, 1, imm), i(0xb7, 0, 0, 0, 2), EXIT]);
+                    let want = u64::from(lo);
+                    let taken = match cond {
+                        0x15 => want == imm as u64,
+                        0x55 => want != imm as u64,
+                        0x25 => want > imm as u64,
+                        0x35 => want >= imm as u64,
+                        0xa5 => want < imm as u64,
+                        0xb5 => want <= imm as u64,
+                        0x45 => want & imm as u64 != 0,
+                        0x65 => want as i64 > i64::from(imm),
+                        0x75 => want as i64 >= i64::from(imm),
+                        0xc5 => (want as i64) < i64::from(imm),
+                        _ => want as i64 <= i64::from(imm),
+                    };
+                    assert_eq!(
+                        run(&p),
+                        if taken { 1 } else { 2 },
+                        "{hi:#x}:{lo:#x} cond {cond:#x} imm {imm:#x}"
+                    );
+                }
+                // Register against register, both zero-extended.
+                let p = [
+                    i(0x18, 1, 0, 0, lo as i32),
+                    i(0, 0, 0, 0, hi as i32),
+                    i(0xbc, 1, 1, 0, 0),
+                    i(0x18, 3, 0, 0, imm),
+                    i(0, 0, 0, 0, hi as i32),
+                    i(0xbc, 3, 3, 0, 0),
+                    i(0xb7, 0, 0, 0, 1),
+                    i(cond | 0x08, 1, 3, 1, 0),
+                    i(0xb7, 0, 0, 0, 2),
+                    EXIT,
+                ];
+                run(&p);
+            }
+        }
+    }
+}
