@@ -3,7 +3,8 @@
 //!
 //! Programs mix every ALU operation (64 and 32 bits, immediate and register, division by zero
 //! included), stack and packet loads and stores of every width (sign-extending too), atomics,
-//! forward JMP/JMP32 branches, a bounded backward loop, map lookups/updates/deletes on an
+//! forward JMP/JMP32 branches, bounded backward loops (do-while, and `for` entered in its middle
+//! with two backward jumps), map lookups/updates/deletes on an
 //! array, a per-CPU array and a hash map (with accesses through the returned pointers),
 //! helpers, a bpf-to-bpf call, and `bpf_loop` with a callback that writes the caller's stack; a few accesses are deliberately out of bounds, so faults are
 //! compared too. Registers: r6 holds the context, r7 the packet start, r8 the loop counter; the
@@ -219,9 +220,28 @@ fn branch(r: &mut Rng, g: &mut Gen, depth: u32) {
     g.place(skip);
 }
 
-/// `r8 = n; do { body } while (--r8 != 0)`: backward jumps, bounded.
+/// `r8 = n; do { body } while (--r8 != 0)`: backward jumps, bounded. Or, half the time, a loop
+/// laid out as clang lays out `for`: entered in its middle, left from its middle, with two
+/// backward jumps (`r8 = n; goto mid; top: body; mid: if (--r8 == 0) goto out; if (r8 & 1) goto
+/// top; body; goto top; out:`), the shape the JIT's unrolling must keep.
 fn lp(r: &mut Rng, g: &mut Gen, depth: u32) {
     g.push(Insn::new(BPF_ALU64 | BPF_MOV, 8, 0, 0, 1 + r.below(5) as i32));
+    if r.chance(50) {
+        let (top, mid, out) = (g.label(), g.label(), g.label());
+        g.jump(Insn::new(BPF_JMP | BPF_JA, 0, 0, 0, 0), mid);
+        g.place(top);
+        let n = 1 + r.below(3) as usize;
+        block(r, g, n, depth + 1);
+        g.place(mid);
+        g.push(Insn::new(BPF_ALU64 | BPF_ADD, 8, 0, 0, -1));
+        g.jump(Insn::new(BPF_JMP | BPF_JEQ, 8, 0, 0, 0), out);
+        g.jump(Insn::new(BPF_JMP | BPF_JSET, 8, 0, 0, 1), top);
+        let n = 1 + r.below(3) as usize;
+        block(r, g, n, depth + 1);
+        g.jump(Insn::new(BPF_JMP | BPF_JA, 0, 0, 0, 0), top);
+        g.place(out);
+        return;
+    }
     let top = g.insns.len();
     let n = 1 + r.below(4) as usize;
     block(r, g, n, depth + 1);
@@ -418,7 +438,7 @@ fn run_fuzz(verified_only: bool) {
     let programs: u64 = std::env::var("JIT_FUZZ_PROGRAMS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
     let seed: u64 = std::env::var("JIT_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0x5eed_cafe);
     let mut rng = Rng(seed | 1, verified_only);
-    let (mut faults, mut runs, mut accepted, mut loops) = (0u64, 0u64, 0u64, 0u64);
+    let (mut faults, mut runs, mut accepted, mut loops, mut for_loops) = (0u64, 0u64, 0u64, 0u64, 0u64);
     for n in 0..programs {
         let insns = program(&mut rng);
         if verified_only {
@@ -433,6 +453,9 @@ fn run_fuzz(verified_only: bool) {
         let calls_loop =
             |i: &Insn| i.code == BPF_JMP | BPF_CALL && i.src == 0 && i.imm == crate::helpers::id::LOOP as i32;
         loops += u64::from(insns.iter().any(calls_loop));
+        // `if (r8 & 1) goto top`: the second backward jump of a `for`-shaped loop (`lp`).
+        let for_back = |i: &Insn| i.code == BPF_JMP | BPF_JSET && i.dst == 8 && i.imm == 1 && i.off < 0;
+        for_loops += u64::from(insns.iter().any(for_back));
         let packet: Vec<u8> = (0..64u8).map(|b| b.wrapping_mul(37)).collect();
         let slot = (n % 2) as usize;
         let mut outcome = Vec::new();
@@ -483,8 +506,9 @@ fn run_fuzz(verified_only: bool) {
         assert_eq!(faults, 0, "a verified program faulted at run time");
     }
     assert!(loops > 0, "no program with a bpf_loop callback ran");
+    assert!(for_loops > 0, "no program with a loop entered in its middle ran");
     eprintln!(
-        "{programs} random programs ({} run{}, {loops} with a bpf_loop callback), {runs} executions (interpreter + JIT), {faults} faulting runs, all equal",
+        "{programs} random programs ({} run{}, {loops} with a bpf_loop callback, {for_loops} with a loop entered in its middle), {runs} executions (interpreter + JIT), {faults} faulting runs, all equal",
         if verified_only { accepted } else { programs },
         if verified_only { ", the ones the verifier accepted" } else { "" }
     );
