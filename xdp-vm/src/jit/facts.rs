@@ -74,6 +74,8 @@ pub(crate) struct Facts {
     /// Per instruction: the [`region`] bits the verifier saw its access reach (empty when
     /// unverified).
     regions: Vec<u8>,
+    /// The verifier saw some path read stack bytes it never wrote.
+    uninit_stack: bool,
 }
 
 impl Facts {
@@ -112,7 +114,7 @@ impl Facts {
                 }
             }
         }
-        Self { before, in_bounds: Vec::new(), regions: Vec::new() }
+        Self { before, in_bounds: Vec::new(), regions: Vec::new(), uninit_stack: true }
     }
 
     /// Facts before instruction `pc`.
@@ -127,7 +129,15 @@ impl Facts {
             self.in_bounds =
                 v.facts.iter().map(|f| f.reached && f.regions != 0 && f.regions & region::CTX == 0).collect();
             self.regions = v.facts.iter().map(|f| if f.reached { f.regions } else { 0 }).collect();
+            self.uninit_stack = v.reads_uninit_stack;
         }
+    }
+
+    /// Whether the program may read stack bytes it never wrote (always, unverified). Such a
+    /// read sees what an earlier call at the same depth, or an earlier run, left in the frame,
+    /// so no stack store may be dropped because its frame ends.
+    pub(crate) fn reads_uninit_stack(&self) -> bool {
+        self.uninit_stack
     }
 
     /// Whether the verifier proved, for every reached load, store and atomic of the function

@@ -1208,3 +1208,25 @@ fn zero_extended_compares_match_the_interpreter() {
         }
     }
 }
+
+/// A program allowed to read stack bytes it never wrote (as the kernel allows a privileged
+/// loader) sees what the previous call at the same depth left there: a store before that
+/// call's exit is kept, in the same block as the exit or in an earlier one. (A second pair of
+/// eyes on the dead-store change found this.)
+#[test]
+fn stores_before_an_exit_stay_when_a_later_frame_reads_uninitialized_bytes() {
+    // f: *(u64 *)(r10 - 8) = 7, then exit in the same block, or two blocks later.
+    let f_same = [i(0xb7, 1, 0, 0, 7), i(0x7b, 10, 1, -8, 0), i(0xb7, 0, 0, 0, 0), EXIT];
+    let f_later =
+        [i(0xb7, 1, 0, 0, 7), i(0x7b, 10, 1, -8, 0), i(0xb7, 0, 0, 0, 0), i(0x15, 0, 0, 0, 0), EXIT];
+    for f in [&f_same[..], &f_later[..]] {
+        // main: call f; call g; exit. g: return *(u64 *)(r10 - 8), never written by g.
+        let g_at = 3 + f.len() as i32;
+        let mut p = vec![i(0x85, 0, BPF_PSEUDO_CALL, 0, 2), i(0x85, 0, BPF_PSEUDO_CALL, 0, g_at - 2), EXIT];
+        p.extend_from_slice(f);
+        p.extend([i(0x79, 0, 10, -8, 0), EXIT]);
+        let verified = Program::<Xdp>::from_insns_verified("t", &p, &[]).expect("the verifier accepts");
+        assert!(verified.verified().is_some_and(|v| v.reads_uninit_stack));
+        assert_eq!(both(&p), Ok(7));
+    }
+}

@@ -2093,7 +2093,13 @@ impl<C: Context> Fx<'_, '_, C> {
                     let insn = self.insns[q];
                     let class = insn.class();
                     if insn.code == BPF_JMP | BPF_EXIT {
-                        cur.fill(0);
+                        // The frame ends; a program that reads stack bytes it never wrote
+                        // could see them again (the next call at this depth, the next run).
+                        if self.facts.reads_uninit_stack() {
+                            cur.clone_from(&all);
+                        } else {
+                            cur.fill(0);
+                        }
                         continue;
                     }
                     if (class == BPF_JMP || class == BPF_JMP32) && insn.code & 0xf0 == BPF_CALL {
@@ -2198,8 +2204,9 @@ impl<C: Context> Fx<'_, '_, C> {
                 }
                 let insn = self.insns[q];
                 if insn.code == BPF_JMP | BPF_EXIT {
-                    // Also when other paths jump to it: the frame dies there.
-                    break true;
+                    // Also when other paths jump to it: the frame dies there — unless the
+                    // program reads stack bytes it never wrote ([`Facts::reads_uninit_stack`]).
+                    break !self.facts.reads_uninit_stack();
                 }
                 if leaders.contains(&q) {
                     break dead_at(q, at, size);

@@ -80,6 +80,8 @@ struct Verifier<'a> {
     stack_depth: Vec<u32>,
     /// The path just came back from a callback to the helper call that called it.
     callback_return: bool,
+    /// Some path read stack bytes it never wrote (allowed by `allow_uninit_stack`).
+    uninit_read: std::cell::Cell<bool>,
     /// Per `bpf_loop` call: (still fit for the kernel's inlining, the callback of every visit).
     loop_inline: std::collections::HashMap<usize, (bool, u32)>,
 }
@@ -114,6 +116,7 @@ pub(crate) fn run(
         id_gen: 0,
         stack_depth: vec![0; cfg.subprogs.len()],
         callback_return: false,
+        uninit_read: std::cell::Cell::new(false),
         loop_inline: std::collections::HashMap::new(),
     };
     v.explore()?;
@@ -136,6 +139,7 @@ pub(crate) fn run(
         stack_depth: v.stack_depth,
         subprogs: cfg.subprogs.clone(),
         facts: v.facts,
+        reads_uninit_stack: v.uninit_read.get(),
     })
 }
 
@@ -1052,6 +1056,7 @@ impl Verifier<'_> {
                                         ErrorKind::StackUninit { reg: regno, off: o + i as i64, size },
                                     );
                                 }
+                                self.uninit_read.set(true);
                                 zero = false;
                             }
                         }
@@ -1111,6 +1116,7 @@ impl Verifier<'_> {
                 Byte::Invalid if !self.options.allow_uninit_stack => {
                     return fail(pc, ErrorKind::StackUninit { reg: regno, off: o, size: (hi - lo) as u32 });
                 }
+                Byte::Invalid => self.uninit_read.set(true),
                 _ => {}
             }
         }

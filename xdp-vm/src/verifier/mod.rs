@@ -187,6 +187,11 @@ pub struct Verified {
     pub subprogs: Vec<usize>,
     /// Per instruction, what was proven.
     pub facts: Vec<InsnFact>,
+    /// Whether some path reads stack bytes it never wrote (which `Options::allow_uninit_stack`
+    /// allows, as the kernel does for a privileged loader): such a read sees what an earlier
+    /// function or run left there, so a compiler must then make every stack store, even one
+    /// whose frame ends before anything of the program reads it.
+    pub reads_uninit_stack: bool,
 }
 
 /// Why the verifier refused a program.
