@@ -119,6 +119,18 @@ pub(crate) struct Entries {
     pub entry: FuncId,
 }
 
+/// Where the jump `insn` at `pc` goes: `(target, whether it may also fall through)`; `None`
+/// for anything else (a call, an exit, no jump at all).
+fn jump_target(insn: Insn, pc: usize) -> Option<(usize, bool)> {
+    let class = insn.class();
+    let op = insn.code & 0xf0;
+    if !(class == BPF_JMP || class == BPF_JMP32) || op == BPF_CALL || op == BPF_EXIT {
+        return None;
+    }
+    let delta = if class == BPF_JMP32 && op == BPF_JA { i64::from(insn.imm) } else { i64::from(insn.off) };
+    Some(((pc as i64 + 1 + delta) as usize, op != BPF_JA))
+}
+
 /// Whether the program may make a tail call (a `bpf_tail_call` helper call anywhere).
 fn makes_tail_calls(insns: &[Insn]) -> bool {
     (0..insns.len()).any(|pc| {
@@ -499,6 +511,46 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         self.b.ins().iadd_imm_s(fp, at)
     }
 
+    /// The lowest frame offset this function may address: the whole run stack below the main
+    /// program's frame pointer, one frame below a subprogram's.
+    fn frame_low(&self) -> i64 {
+        if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) }
+    }
+
+    /// `k` when fact `f` is `r10 + k` and the `size` bytes from there are inside the frame.
+    fn in_frame(&self, f: Fact, size: i64) -> Option<i64> {
+        match f {
+            Fact::Fp(k) if k >= self.frame_low() && k <= -size => Some(k),
+            _ => None,
+        }
+    }
+
+    /// The `size`-byte word at frame offset `at` (inside the frame), zero-extended: the value a
+    /// dead store of exactly those bytes left in this block ([`Fx::forwarded`]), else a load.
+    fn frame_load(&mut self, at: i64, size: u8) -> Value {
+        if let Some(v) = self.forwarded(at, size) {
+            return v;
+        }
+        let addr = self.fp_plus(at);
+        let f = self.mem_at(region::STACK, Some((at, size)));
+        self.direct(addr, size, Access::Load { signed: false }, f)
+    }
+
+    /// What an unsigned `size`-byte load at frame offset `at` reads when a store of exactly
+    /// those bytes earlier in this block was dropped as dead ([`Fx::dead_stack_stores`]): the
+    /// stored value, zero-extended.
+    fn forwarded(&mut self, at: i64, size: u8) -> Option<Value> {
+        let v = *self.stack_values.get(&(at, size))?;
+        Some(match size {
+            8 => v,
+            4 => self.low32(v),
+            _ => {
+                let n = self.b.ins().ireduce(int_ty(size), v);
+                self.b.ins().uextend(I64, n)
+            }
+        })
+    }
+
     /// Whether flags `f` are those of a stack access with its own alias region.
     fn is_stack(&self, f: MemFlagsData) -> bool {
         match (self.regions, f.alias_region()) {
@@ -570,13 +622,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             let class = insn.class();
             let op = insn.code & 0xf0;
             if (class == BPF_JMP || class == BPF_JMP32) && op != BPF_CALL {
-                if op != BPF_EXIT {
-                    let delta = if class == BPF_JMP32 && op == BPF_JA {
-                        i64::from(insn.imm)
-                    } else {
-                        i64::from(insn.off)
-                    };
-                    let target = (pc as i64 + 1 + delta) as usize;
+                if let Some((target, _)) = jump_target(insn, pc) {
                     if target < start || target >= end {
                         return Err(CompileError::JumpLeavesFunction { insn: pc, target });
                     }
@@ -649,19 +695,16 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         blocks: &Blocks,
         refs: &HashMap<usize, cranelift_codegen::ir::FuncRef>,
     ) -> Result<(bool, usize), CompileError> {
-        if let Some(blk) = blocks.starting(pc) {
+        // Unreachable straight-line code (no block starts here, the last one ended): still
+        // translated, into a block nothing enters.
+        let start = blocks.starting(pc).or_else(|| (!open).then(|| self.b.create_block()));
+        if let Some(blk) = start {
             if open {
                 self.flush_stores();
                 self.b.ins().jump(blk, &[]);
             }
             self.epoch += 1;
             self.stack_values.clear();
-            self.b.switch_to_block(blk);
-        } else if !open {
-            // Unreachable straight-line code: still translated, into a block nothing enters.
-            self.epoch += 1;
-            self.stack_values.clear();
-            let blk = self.b.create_block();
             self.b.switch_to_block(blk);
         }
         let insn = self.insns[pc];
@@ -922,14 +965,12 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                             self.b.ins().iconst(I32, i64::from(imm as u32))
                         };
                         (a, s)
-                    } else if let Some(pair) = {
-                        let s = if x { Some(self.get(src)) } else { None };
-                        self.compare32(op, a64, s, imm)
-                    } {
-                        pair
                     } else {
-                        let s = if x { self.get(src) } else { self.imm64(imm) };
-                        (a64, s)
+                        let s = x.then(|| self.get(src));
+                        match self.compare32(op, a64, s, imm) {
+                            Some(pair) => pair,
+                            None => (a64, s.unwrap_or_else(|| self.imm64(imm))),
+                        }
                     };
                     let cond = if op == BPF_JSET {
                         let m = self.b.ins().band(a, s);
@@ -1095,15 +1136,8 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                         return self.b.ins().iconst(I64, 0);
                     }
                     Access::Load { signed: false } => {
-                        if let Some(&v) = self.stack_values.get(&(slot, size)) {
-                            return if size == 8 {
-                                v
-                            } else if size == 4 {
-                                self.low32(v)
-                            } else {
-                                let n = self.b.ins().ireduce(int_ty(size), v);
-                                self.b.ins().uextend(I64, n)
-                            };
+                        if let Some(v) = self.forwarded(slot, size) {
+                            return v;
                         }
                     }
                     _ => {}
@@ -1141,8 +1175,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         match fact {
             Fact::Fp(k) => {
                 let at = k + off;
-                let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
-                if at >= low && at <= -size_i && (!atomic || at % size_i == 0) {
+                if at >= self.frame_low() && at <= -size_i && (!atomic || at % size_i == 0) {
                     return self.direct(addr, size, kind, flags());
                 }
             }
@@ -1421,7 +1454,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         // frame, of a constant size: a direct call of the fault-safe copy
         // (helpers::tracing::direct_copy), which returns the helper's result itself and cannot
         // fault the program.
-        let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
+        let low = self.frame_low();
         if let Some(d) = crate::helpers::tracing::direct_copy(helper)
             && let (Fact::Fp(buf), Fact::Const(size)) =
                 (facts[usize::from(d.buf)], facts[usize::from(d.size)])
@@ -1509,16 +1542,6 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         r
     }
 
-    /// An array lookup's u32 key at frame offset `at` (address `kaddr`): the value a dead store
-    /// left in this block ([`Fx::dead_stack_stores`]), or else a load.
-    fn array_key(&mut self, kaddr: Value, at: i64) -> Value {
-        if let Some(&v) = self.stack_values.get(&(at, 4)) {
-            return self.low32(v);
-        }
-        let f = self.mem_at(region::STACK, Some((at, 4)));
-        self.direct(kaddr, 4, Access::Load { signed: false }, f)
-    }
-
     /// `bpf_map_lookup_elem` on a known map; `key` is the fact about r2.
     fn lookup(&mut self, pc: usize, info: MapInfo, key: Fact) -> Value {
         let key_size = match info.kind {
@@ -1529,32 +1552,21 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             | MapKind::LpmWord => Some(i64::from(info.key_size)),
             MapKind::ProgArray(_) | MapKind::Other => None,
         };
-        let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
         let env = self.env;
-        // `r2`, as the frame pointer plus a constant when it is one (see `access`).
-        let kaddr = match key {
-            Fact::Fp(k) => self.fp_plus(k),
-            _ => self.get(2),
-        };
         // A key the facts place inside the current frame needs no check.
-        let key_in_frame = |size: i64| matches!(key, Fact::Fp(k) if k >= low && k <= -size);
-        let key_at = match key {
-            Fact::Fp(k) => k,
-            _ => 0,
-        };
-        match (info.kind, key_size) {
-            (MapKind::Array { base, base_at, stride }, Some(ks)) if key_in_frame(ks) => {
-                let idx = self.array_key(kaddr, key_at);
+        let key_at = key_size.and_then(|ks| self.in_frame(key, ks));
+        match (info.kind, key_at, key_size) {
+            (MapKind::Array { base, base_at, stride }, Some(at), _) => {
+                let idx = self.frame_load(at, 4);
                 let base = self.array_base(pc, base, base_at);
                 self.array_elem(idx, base, stride, info.max_entries)
             }
-            (MapKind::PerCpuArray { table, slots, stride }, Some(ks)) if key_in_frame(ks) => {
-                let idx = self.array_key(kaddr, key_at);
+            (MapKind::PerCpuArray { table, slots, stride }, Some(at), _) => {
+                let idx = self.frame_load(at, 4);
                 self.array_elem(idx, ArrayBase::PerCpu { table, slots }, stride, info.max_entries)
             }
-            (MapKind::HashWord | MapKind::HashInline(_), Some(ks)) if key_in_frame(ks) => {
-                let f = self.mem_at(region::STACK, Some((key_at, ks as u8)));
-                let word = self.direct(kaddr, ks as u8, Access::Load { signed: false }, f);
+            (MapKind::HashWord | MapKind::HashInline(_), Some(at), Some(ks)) => {
+                let word = self.frame_load(at, ks as u8);
                 let m = self.b.ins().iconst(I64, info.addr as i64);
                 let slot = self.env_load(off::SLOT, true);
                 match info.kind {
@@ -1562,12 +1574,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
                     _ => self.call_addr(self.t.map_lookup_word, &[m, word, slot]),
                 }
             }
-            (MapKind::LpmWord, Some(ks)) if key_in_frame(ks) => {
-                let f = self.mem_at(region::STACK, Some((key_at, 4)));
-                let prefixlen = self.direct(kaddr, 4, Access::Load { signed: false }, f);
-                let data_addr = self.fp_plus(key_at + 4);
-                let f = self.mem_at(region::STACK, Some((key_at + 4, (ks - 4) as u8)));
-                let data = self.direct(data_addr, (ks - 4) as u8, Access::Load { signed: false }, f);
+            (MapKind::LpmWord, Some(at), Some(ks)) => {
+                let prefixlen = self.frame_load(at, 4);
+                let data = self.frame_load(at + 4, (ks - 4) as u8);
                 // Memory order, most significant byte first, zero-padded: the byte swap of the
                 // zero-extended little-endian word.
                 let data = if cfg!(target_endian = "little") { self.b.ins().bswap(data) } else { data };
@@ -1582,7 +1591,12 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
             }
             _ => {
                 let m = self.b.ins().iconst(I64, info.addr as i64);
-                if key_in_frame(i64::from(info.key_size)) {
+                // `r2`, as the frame pointer plus a constant when it is one (see `access`).
+                let kaddr = match key {
+                    Fact::Fp(k) => self.fp_plus(k),
+                    _ => self.get(2),
+                };
+                if self.in_frame(key, i64::from(info.key_size)).is_some() {
                     let slot = self.env_load(off::SLOT, true);
                     self.call_addr(self.t.map_lookup_stack_key, &[m, kaddr, slot])
                 } else {
@@ -1601,27 +1615,19 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     /// an index out of range — goes to `Map::update` for the kernel's error. `None` when the
     /// map or the arguments do not allow it.
     fn array_update(&mut self, pc: usize, info: MapInfo, key: Fact, value: Fact) -> Option<Value> {
+        if info.read_only || info.key_size != 4 {
+            return None;
+        }
+        let key_at = self.in_frame(key, 4)?;
+        let value_at = self.in_frame(value, i64::from(info.value_size))?;
         let (base, stride) = match info.kind {
             MapKind::Array { base, base_at, stride } => (self.array_base(pc, base, base_at), stride),
             MapKind::PerCpuArray { table, slots, stride } => (ArrayBase::PerCpu { table, slots }, stride),
             _ => return None,
         };
-        let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
-        let in_frame = |f: Fact, size: i64| matches!(f, Fact::Fp(k) if k >= low && k <= -size);
-        if info.read_only
-            || info.key_size != 4
-            || !in_frame(key, 4)
-            || !in_frame(value, i64::from(info.value_size))
-        {
-            return None;
-        }
         let env = self.env;
-        let (Fact::Fp(key_at), Fact::Fp(value_at)) = (key, value) else {
-            return None;
-        };
         let (kaddr, vaddr, fl) = (self.fp_plus(key_at), self.fp_plus(value_at), self.get(4));
-        let f = self.mem_at(region::STACK, Some((key_at, 4)));
-        let idx = self.direct(kaddr, 4, Access::Load { signed: false }, f);
+        let idx = self.frame_load(key_at, 4);
         // `array_elem` gives NULL for an index (or slot) out of range.
         let dst = self.array_elem(idx, base, stride, info.max_entries);
         let either = self.b.ins().bor_imm_s(fl, maps::BPF_EXIST as i64);
@@ -1666,14 +1672,11 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     /// Loads the `size`-byte (1, 2, 4 or 8) stack word at `fp + at`, zero-extended, when the
     /// facts place it inside the current frame.
     fn frame_word(&mut self, f: Fact, size: u32) -> Option<Value> {
-        let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
-        let Fact::Fp(at) = f else { return None };
-        if !matches!(size, 1 | 2 | 4 | 8) || at < low || at > -i64::from(size) {
+        if !matches!(size, 1 | 2 | 4 | 8) {
             return None;
         }
-        let addr = self.fp_plus(at);
-        let mf = self.mem_at(region::STACK, Some((at, size as u8)));
-        Some(self.direct(addr, size as u8, Access::Load { signed: false }, mf))
+        let at = self.in_frame(f, i64::from(size))?;
+        Some(self.frame_load(at, size as u8))
     }
 
     /// `bpf_map_update_elem` on a hash map whose key and value are 1, 2, 4 or 8 bytes, both in
@@ -1824,13 +1827,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
     fn zext32_of(&mut self, v: Value) -> Option<Value> {
         let dfg = &self.b.func.dfg;
         let ValueDef::Result(inst, 0) = dfg.value_def(v) else { return None };
-        let konst = |a: Value| match dfg.value_def(a) {
-            ValueDef::Result(i, 0) => match dfg.insts[i] {
-                InstructionData::UnaryImm { opcode: Opcode::Iconst, imm } => Some(imm.bits()),
-                _ => None,
-            },
-            _ => None,
-        };
+        let konst = |a: Value| iconst_value(dfg, a);
         match dfg.insts[inst] {
             InstructionData::Unary { opcode: Opcode::Uextend, arg } if dfg.value_type(arg) == I32 => {
                 Some(arg)
@@ -1862,9 +1859,9 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         if self.loops.iter().any(|&(head, tail)| (head..=tail).contains(&pc)) {
             let at = self.b.ins().iconst(I64, base_at as i64);
             let fixed = MemFlagsData::trusted().with_readonly().with_can_move();
-            ArrayBase::Value(self.b.ins().load(I64, fixed, at, 0))
+            ArrayBase::Plain(self.b.ins().load(I64, fixed, at, 0))
         } else {
-            ArrayBase::Const(base)
+            ArrayBase::Plain(self.b.ins().iconst(I64, base as i64))
         }
     }
 
@@ -1873,11 +1870,7 @@ impl<'a, 'b, C: Context> Fx<'a, 'b, C> {
         let off = self.b.ins().imul_imm_s(idx, stride as i64);
         let zero = self.b.ins().iconst(I64, 0);
         let (ok, p) = match base {
-            ArrayBase::Const(b) => {
-                let in_range = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, idx, i64::from(max));
-                (in_range, self.b.ins().iadd_imm_s(off, b as i64))
-            }
-            ArrayBase::Value(b) => {
+            ArrayBase::Plain(b) => {
                 let in_range = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, idx, i64::from(max));
                 (in_range, self.b.ins().iadd(off, b))
             }
@@ -1978,10 +1971,8 @@ impl Blocks {
 /// Where an inline array access finds element 0 ([`Fx::array_elem`]).
 #[derive(Clone, Copy)]
 enum ArrayBase {
-    /// A plain array's base, as a constant.
-    Const(u64),
-    /// A plain array's base, loaded.
-    Value(Value),
+    /// A plain array's base (a constant, or loaded: [`Fx::array_base`]).
+    Plain(Value),
     /// A per-CPU array: the slot's base is `table[slot]` for a slot below `slots`.
     PerCpu { table: u64, slots: u64 },
 }
@@ -2054,22 +2045,13 @@ impl<C: Context> Fx<'_, '_, C> {
                 pcs.push(q);
                 let insn = self.insns[q];
                 let class = insn.class();
-                let op = insn.code & 0xf0;
-                if (class == BPF_JMP || class == BPF_JMP32) && op != BPF_CALL {
-                    if op == BPF_EXIT {
+                if let Some((target, falls)) = jump_target(insn, q) {
+                    if !falls {
                         next.clear();
-                    } else {
-                        let delta = if class == BPF_JMP32 && op == BPF_JA {
-                            i64::from(insn.imm)
-                        } else {
-                            i64::from(insn.off)
-                        };
-                        let target = (q as i64 + 1 + delta) as usize;
-                        if op == BPF_JA {
-                            next.clear();
-                        }
-                        next.push(target);
                     }
+                    next.push(target);
+                } else if (class == BPF_JMP || class == BPF_JMP32) && insn.code & 0xf0 == BPF_EXIT {
+                    next.clear();
                 }
                 q += if insn.is_lddw() { 2 } else { 1 };
             }
@@ -2173,7 +2155,6 @@ impl<C: Context> Fx<'_, '_, C> {
             Some(Some((at, size, class != BPF_LDX, class == BPF_LDX && mode == BPF_MEM)))
         };
         let live = self.stack_live_in(start, end, leaders, &stack_access);
-        let low = if self.is_main { -(STACK_BYTES as i64) } else { -(STACK_SIZE as i64) };
         // The inline array lookup (`lookup`) at `q`, when it is one: its key's frame offset.
         let array_key = |q: usize| -> Option<i64> {
             let insn = self.insns[q];
@@ -2182,11 +2163,9 @@ impl<C: Context> Fx<'_, '_, C> {
             }
             let facts = self.facts.at(q);
             let info = facts[1].map_handle(self.maps.len()).map(|m| self.maps[m])?;
-            match (info.kind, facts[2]) {
-                (MapKind::Array { .. } | MapKind::PerCpuArray { .. }, Fact::Fp(k))
-                    if info.key_size == 4 && k >= low && k <= -4 =>
-                {
-                    Some(k)
+            match info.kind {
+                MapKind::Array { .. } | MapKind::PerCpuArray { .. } if info.key_size == 4 => {
+                    self.in_frame(facts[2], 4)
                 }
                 _ => None,
             }
@@ -2215,18 +2194,10 @@ impl<C: Context> Fx<'_, '_, C> {
                     q += 2;
                     continue;
                 }
-                let class = insn.class();
-                let op = insn.code & 0xf0;
-                if (class == BPF_JMP || class == BPF_JMP32) && op != BPF_CALL {
-                    let delta = if class == BPF_JMP32 && op == BPF_JA {
-                        i64::from(insn.imm)
-                    } else {
-                        i64::from(insn.off)
-                    };
-                    let target = (q as i64 + 1 + delta) as usize;
-                    let fall = op != BPF_JA;
+                if let Some((target, fall)) = jump_target(insn, q) {
                     break dead_at(target, at, size) && (!fall || dead_at(q + 1, at, size));
                 }
+                let class = insn.class();
                 if let Some(k) = array_key(q) {
                     if overlaps(k, 4) && (k, 4) != (at, size) {
                         break false;
@@ -2308,17 +2279,13 @@ impl<C: Context> Fx<'_, '_, C> {
     /// `v` as byte `k` onwards of another value: `(x, k)` when `v` is `x` shifted right
     /// (logically) by `8 * k` bits, else `(v, 0)`.
     fn byte_of(&self, v: Value) -> (Value, u32) {
-        use cranelift_codegen::ir::{InstructionData, Opcode, ValueDef};
         let dfg = &self.b.func.dfg;
         let ValueDef::Result(inst, _) = dfg.value_def(v) else { return (v, 0) };
         let (x, bits) = match dfg.insts[inst] {
-            InstructionData::Binary { opcode: Opcode::Ushr, args: [x, n] } => {
-                let ValueDef::Result(c, _) = dfg.value_def(n) else { return (v, 0) };
-                match dfg.insts[c] {
-                    InstructionData::UnaryImm { opcode: Opcode::Iconst, imm } => (x, imm.bits()),
-                    _ => return (v, 0),
-                }
-            }
+            InstructionData::Binary { opcode: Opcode::Ushr, args: [x, n] } => match iconst_value(dfg, n) {
+                Some(bits) => (x, bits),
+                None => return (v, 0),
+            },
             _ => return (v, 0),
         };
         if dfg.value_type(x) != I64 || bits % 8 != 0 || !(8..64).contains(&bits) {
@@ -2416,12 +2383,20 @@ impl<C: Context> Fx<'_, '_, C> {
     }
 }
 
+/// The constant `v` is, when an `iconst` defines it.
+fn iconst_value(dfg: &cranelift_codegen::ir::DataFlowGraph, v: Value) -> Option<i64> {
+    let ValueDef::Result(inst, 0) = dfg.value_def(v) else { return None };
+    match dfg.insts[inst] {
+        InstructionData::UnaryImm { opcode: Opcode::Iconst, imm } => Some(imm.bits()),
+        _ => None,
+    }
+}
+
 /// Removes the loads among `loads` whose result nothing uses — packet byte loads a wider load
 /// replaced ([`Pending`], [`Fx::combine_loads`]) — and the shifts and ors that only combined
 /// them. The loads are proven in bounds (no fault to keep), but Cranelift lowers every load,
 /// used or not.
 fn drop_unused_loads(func: &mut cranelift_codegen::ir::Function, loads: &[Value]) {
-    use cranelift_codegen::ir::{Opcode, ValueDef};
     if loads.is_empty() {
         return;
     }
