@@ -1006,13 +1006,27 @@ impl HashTable {
         Self::check_update_flags(flags)?;
         let probe = Probe::new(key);
         let hash = self.hash(probe);
-        if self.lockless {
-            if let Some(done) =
+        if self.lockless
+            && let Some(done) =
                 self.update_unlocked(probe, hash, flags, |e| self.write_values(e, value, value_slot, false))
-            {
-                return done;
-            }
-        } else if self.lru.is_some() {
+        {
+            return done;
+        }
+        self.update_slow(probe, hash, value, flags, slot, value_slot)
+    }
+
+    /// An update the lock-free step did not do (or a map without one): LRU maps their way,
+    /// the others under the bucket lock.
+    fn update_slow(
+        &self,
+        probe: Probe<'_>,
+        hash: u32,
+        value: &[u8],
+        flags: u64,
+        slot: Option<usize>,
+        value_slot: Option<usize>,
+    ) -> Result<(), OpError> {
+        if self.lru.is_some() {
             return self.update_lru(probe, hash, value, flags, slot, value_slot);
         }
         self.update_locked(probe, hash, value, flags, slot, value_slot)
@@ -1056,11 +1070,7 @@ impl HashTable {
         value_slot: usize,
     ) -> Result<(), OpError> {
         let bytes = value.to_ne_bytes();
-        let value = &bytes[..self.value_size];
-        if self.lru.is_some() {
-            return self.update_lru(probe, hash, value, flags, Some(slot), Some(value_slot));
-        }
-        self.update_locked(probe, hash, value, flags, Some(slot), Some(value_slot))
+        self.update_slow(probe, hash, &bytes[..self.value_size], flags, Some(slot), Some(value_slot))
     }
 
     /// The locked part of an update: inserts, and (outside `lockless` maps) updates of

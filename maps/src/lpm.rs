@@ -28,9 +28,10 @@
 use std::collections::VecDeque;
 use std::ptr::NonNull;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::create_flags::{self as f, access_ok};
+use crate::lock::SeqCount;
 use crate::slab::{Slab, pad_word};
 use crate::values::Values;
 use crate::{BPF_EXIST, BPF_NOEXIST, Entry, MapDef, MapError, OpError};
@@ -41,8 +42,6 @@ const FLAG_IM: u32 = 1;
 const DATA_SIZE_MAX: u32 = 256;
 /// `KMALLOC_MAX_SIZE - LPM_DATA_SIZE_MAX - sizeof(struct lpm_trie_node)` on x86-64.
 const VAL_SIZE_MAX: u32 = (4 << 20) - DATA_SIZE_MAX - 24;
-/// Optimistic walks tried before a lookup takes the writer lock.
-const LOCKLESS_TRIES: usize = 4;
 
 /// Writer-side state, under the writer lock.
 #[derive(Debug)]
@@ -64,7 +63,7 @@ pub(crate) struct LpmTrie {
     values: Values,
     root: AtomicU32,
     /// Even when no write is in progress.
-    seq: AtomicU64,
+    seq: SeqCount,
     writer: Mutex<Writer>,
 }
 
@@ -115,7 +114,7 @@ impl LpmTrie {
             nodes,
             values,
             root: AtomicU32::new(NIL),
-            seq: AtomicU64::new(0),
+            seq: SeqCount::default(),
             writer: Mutex::new(Writer { free, n_entries: 0 }),
         })
     }
@@ -238,18 +237,9 @@ impl LpmTrie {
     /// The longest match for `(prefixlen, data)`: optimistic under the sequence counter, then
     /// under the writer lock.
     fn find(&self, prefixlen: u32, data: &[u8]) -> Option<u32> {
-        for _ in 0..LOCKLESS_TRIES {
-            let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 != 0 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let found = self.walk(prefixlen, data);
-            fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) == s1 {
-                let found = found?;
-                return (found != NIL).then_some(found);
-            }
+        if let Some(found) = self.seq.read(|| self.walk(prefixlen, data)) {
+            let found = found?;
+            return (found != NIL).then_some(found);
         }
         let _writer = self.lock();
         self.walk(prefixlen, data).filter(|&n| n != NIL)
@@ -280,21 +270,12 @@ impl LpmTrie {
         if !self.has_word_lookup() || prefixlen > self.max_prefixlen {
             return None;
         }
-        let found = 'found: {
-            for _ in 0..LOCKLESS_TRIES {
-                let s1 = self.seq.load(Ordering::Acquire);
-                if s1 & 1 != 0 {
-                    std::hint::spin_loop();
-                    continue;
-                }
-                let found = self.walk_word(prefixlen, data);
-                fence(Ordering::Acquire);
-                if self.seq.load(Ordering::Relaxed) == s1 {
-                    break 'found found?;
-                }
+        let found = match self.seq.read(|| self.walk_word(prefixlen, data)) {
+            Some(found) => found?,
+            None => {
+                let _writer = self.lock();
+                self.walk_word(prefixlen, data)?
             }
-            let _writer = self.lock();
-            self.walk_word(prefixlen, data)?
         };
         (found != NIL).then(|| self.values.ptr(found as usize, 0))
     }
@@ -350,18 +331,6 @@ impl LpmTrie {
         let mut out = vec![0; self.value_size];
         self.values.read(n as usize, 0, &mut out);
         Ok(out)
-    }
-
-    /// Opens a write: odd sequence number.
-    fn begin(&self) {
-        let s = self.seq.load(Ordering::Relaxed);
-        self.seq.store(s + 1, Ordering::Relaxed);
-        fence(Ordering::Release);
-    }
-
-    fn end(&self) {
-        let s = self.seq.load(Ordering::Relaxed);
-        self.seq.store(s + 1, Ordering::Release);
     }
 
     fn check_add(&self, w: &mut Writer, flags: u64) -> Result<(), OpError> {
@@ -422,9 +391,9 @@ impl LpmTrie {
         }
         if node == NIL {
             self.check_add(w, flags)?;
-            self.begin();
+            self.seq.begin();
             self.set(slot, new);
-            self.end();
+            self.seq.end();
             return Ok(None);
         }
         if self.prefixlen(node) == matchlen {
@@ -436,17 +405,17 @@ impl LpmTrie {
                 self.check_add(w, flags)?;
             }
             self.word(new, 0).store(self.word(node, 0).load(Ordering::Relaxed), Ordering::Relaxed);
-            self.begin();
+            self.seq.begin();
             self.set(slot, new);
-            self.end();
+            self.seq.end();
             return Ok(Some(node));
         }
         self.check_add(w, flags)?;
         if matchlen == prefixlen {
             self.set_child(new, self.node_bit(node, matchlen), node);
-            self.begin();
+            self.seq.begin();
             self.set(slot, new);
-            self.end();
+            self.seq.end();
             return Ok(None);
         }
         let Some(im) = w.free.pop_front() else {
@@ -459,9 +428,9 @@ impl LpmTrie {
         }
         let (c0, c1) = if Self::bit(data, matchlen) == 1 { (node, new) } else { (new, node) };
         self.word(im, 0).store(u64::from(c1) << 32 | u64::from(c0), Ordering::Relaxed);
-        self.begin();
+        self.seq.begin();
         self.set(slot, im);
-        self.end();
+        self.seq.end();
         Ok(None)
     }
 
@@ -495,23 +464,23 @@ impl LpmTrie {
         }
         w.n_entries -= 1;
         let (c0, c1) = (self.child(node, 0), self.child(node, 1));
-        self.begin();
+        self.seq.begin();
         if c0 != NIL && c1 != NIL {
             self.set_header(node, prefixlen, FLAG_IM);
-            self.end();
+            self.seq.end();
             return Ok(());
         }
         if parent != NIL && self.flags(parent) & FLAG_IM != 0 && c0 == NIL && c1 == NIL {
             let sibling =
                 if self.child(parent, 0) == node { self.child(parent, 1) } else { self.child(parent, 0) };
             self.set(trim2, sibling);
-            self.end();
+            self.seq.end();
             w.free.push_back(parent);
             w.free.push_back(node);
             return Ok(());
         }
         self.set(trim, if c0 != NIL { c0 } else { c1 });
-        self.end();
+        self.seq.end();
         w.free.push_back(node);
         Ok(())
     }

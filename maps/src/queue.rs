@@ -17,10 +17,10 @@
 //! thus one of the states the locked peek could have seen, without the lock's atomic
 //! read-modify-write.
 
-use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::create_flags::{self as f, access_ok};
-use crate::lock::SpinLock;
+use crate::lock::{SeqCount, SpinLock};
 use crate::values::Values;
 use crate::{BPF_EXIST, BPF_NOEXIST, Entry, MapDef, MapError, OpError};
 
@@ -39,7 +39,7 @@ pub(crate) struct QueueStack {
     head: AtomicU32,
     tail: AtomicU32,
     /// Odd while a writer (holding `lock`) changes `head`, `tail` or a value.
-    seq: AtomicU32,
+    seq: SeqCount,
     values: Values,
 }
 
@@ -78,23 +78,9 @@ impl QueueStack {
             lock: SpinLock::default(),
             head: AtomicU32::new(0),
             tail: AtomicU32::new(0),
-            seq: AtomicU32::new(0),
+            seq: SeqCount::default(),
             values,
         })
-    }
-
-    /// Marks the ring as being written (the lock held): odd until [`QueueStack::written`].
-    fn writing(&self) -> u32 {
-        let seq = self.seq.load(Ordering::Relaxed);
-        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
-        // The odd value is visible before any of the writes that follow.
-        fence(Ordering::Release);
-        seq
-    }
-
-    /// Ends the write [`QueueStack::writing`] began (`seq` is what it returned).
-    fn written(&self, seq: u32) {
-        self.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
     fn next(&self, i: u32) -> u32 {
@@ -117,13 +103,13 @@ impl QueueStack {
         if full && flags & BPF_EXIST == 0 {
             return Err(OpError::TooBig);
         }
-        let seq = self.writing();
+        self.seq.begin();
         if full {
             self.tail.store(self.next(tail), Ordering::Relaxed);
         }
         self.values.write(head as usize, 0, value);
         self.head.store(self.next(head), Ordering::Relaxed);
-        self.written(seq);
+        self.seq.end();
         Ok(())
     }
 
@@ -141,27 +127,15 @@ impl QueueStack {
     /// `bpf_map_peek_elem` without the lock (see the module docs); `None` when writers kept
     /// changing the ring meanwhile.
     fn peek_unlocked(&self, out: &mut [u8]) -> Option<Result<(), OpError>> {
-        for _ in 0..4 {
-            let seq = self.seq.load(Ordering::Acquire);
-            if seq & 1 != 0 {
-                std::hint::spin_loop();
-                continue;
-            }
+        self.seq.read(|| {
+            // Each index is below `size` whenever it is read (only `next`, `prev` and 0 are
+            // stored); a pair torn by a write is dropped by the count.
             let head = self.head.load(Ordering::Relaxed);
             let tail = self.tail.load(Ordering::Relaxed);
-            // Indices read mid-write may be out of range: only copy from a slot that exists.
-            let at =
-                self.front(head, tail).filter(|&i| head < self.size && tail < self.size && i < self.size);
-            if let Some(i) = at {
-                self.values.read(i as usize, 0, out);
-            }
-            // The reads above happen before the second look at the sequence.
-            fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) == seq {
-                return Some(if at.is_some() { Ok(()) } else { Err(OpError::NotFound) });
-            }
-        }
-        None
+            let at = self.front(head, tail).ok_or(OpError::NotFound)?;
+            self.values.read(at as usize, 0, out);
+            Ok(())
+        })
     }
 
     /// `bpf_map_pop_elem` (`delete`) and `bpf_map_peek_elem`: copies the next value out.
@@ -178,13 +152,13 @@ impl QueueStack {
         let at = self.front(head, tail).ok_or(OpError::NotFound)?;
         self.values.read(at as usize, 0, out);
         if delete {
-            let seq = self.writing();
+            self.seq.begin();
             if self.stack {
                 self.head.store(at, Ordering::Relaxed);
             } else {
                 self.tail.store(self.next(tail), Ordering::Relaxed);
             }
-            self.written(seq);
+            self.seq.end();
         }
         Ok(())
     }
