@@ -126,7 +126,7 @@ impl Comparison for MapOps {
         let obj =
             Object::parse(&std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)?;
         let mut rows = Vec::new();
-        let mut scaling = Vec::new();
+        let (mut scaling, mut fifo) = (Vec::new(), true);
         for (prog, label) in [
             ("mapops_hash", "hash"),
             ("mapops_array", "array"),
@@ -134,9 +134,7 @@ impl Comparison for MapOps {
             ("mapops_percpu_array", "per-CPU array"),
         ] {
             let spec = obj.program(Some(prog))?;
-            let kern = KernelProgram::load(&obj, spec)?;
-            let maps = create_maps(&obj, prog_run::cpu_slots())?;
-            let ours = Ours { jit: JitProgram::compile(&Program::<Xdp>::new(spec, &maps)?)? };
+            let (Contestants { ours, kern }, maps) = Contestants::load(&obj, spec)?;
             let mut runner = JitRunner::new();
             let mut buf = vec![0u8; XDP_FRAME_SIZE];
             let is_hash = label.ends_with("hash");
@@ -182,12 +180,8 @@ impl Comparison for MapOps {
             }
             if label == "hash" {
                 // The control: a second copy of the program and its map for each contestant.
-                let own_maps = create_maps(&obj, prog_run::cpu_slots())?;
-                let control = Contestants {
-                    ours: Ours { jit: JitProgram::compile(&Program::<Xdp>::new(spec, &own_maps)?)? },
-                    kern: KernelProgram::load(&obj, spec)?,
-                };
-                scaling = scaling_rows(&Contestants { ours, kern }, &control, mode)?;
+                let (control, _) = Contestants::load(&obj, spec)?;
+                (scaling, fifo) = scaling_rows(&Contestants { ours, kern }, &control, mode)?;
             }
         }
         Ok(vec![
@@ -217,7 +211,7 @@ impl Comparison for MapOps {
                      two-thread rate whatever the store does). The notes give the thread CPU time per update (all \
                      threads' CPU time over all updates: it rises with contention between the threads, hardly \
                      with other load on the CPUs) and, for two threads, both over the one-thread figures.",
-                    if realtime::available() {
+                    if fifo {
                         "at SCHED_FIFO priority 1"
                     } else {
                         "at the normal policy (SCHED_FIFO was refused)"
@@ -238,9 +232,29 @@ struct Contestants {
     kern: KernelProgram,
 }
 
+impl Contestants {
+    /// Program `spec` of `obj` loaded into the kernel and compiled by our JIT on maps of its own
+    /// (returned too).
+    fn load(
+        obj: &Object,
+        spec: &xdp_vm::elf::ProgramSpec,
+    ) -> anyhow::Result<(Self, Vec<std::sync::Arc<maps::Map>>)> {
+        let kern = KernelProgram::load(obj, spec)?;
+        let maps = create_maps(obj, prog_run::cpu_slots())?;
+        let ours = Ours { jit: JitProgram::compile(&Program::<Xdp>::new(spec, &maps)?)? };
+        Ok((Self { ours, kern }, maps))
+    }
+}
+
 /// Hash-update rates from 1 and 2 threads on one map, and from 2 threads on a map each (the
-/// control: `control` holds a second map for each contestant), ours and the kernel's.
-fn scaling_rows(one_map: &Contestants, control: &Contestants, mode: Mode) -> anyhow::Result<Vec<Row>> {
+/// control: `control` holds a second map for each contestant), ours and the kernel's; and
+/// whether every bench thread got `SCHED_FIFO`.
+fn scaling_rows(
+    one_map: &Contestants,
+    control: &Contestants,
+    mode: Mode,
+) -> anyhow::Result<(Vec<Row>, bool)> {
+    let fifo = std::sync::atomic::AtomicBool::new(true);
     let runs: u32 = mode.pick(20, 2000);
     let rounds = mode.pick(2, 5);
     // Online CPUs (not `available_parallelism`, which says 1 once this thread is pinned).
@@ -256,11 +270,13 @@ fn scaling_rows(one_map: &Contestants, control: &Contestants, mode: Mode) -> any
         let (elapsed, cpu) = std::thread::scope(|s| -> anyhow::Result<(f64, f64)> {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
-                    let barrier = &barrier;
+                    let (barrier, fifo) = (&barrier, &fifo);
                     let side = if own_maps && t > 0 { control } else { one_map };
                     s.spawn(move || -> anyhow::Result<(f64, f64)> {
                         kernel::pin_current_thread(t)?;
-                        realtime::enter();
+                        if !realtime::enter() {
+                            fifo.store(false, std::sync::atomic::Ordering::Relaxed);
+                        }
                         let packet = frame(2048 * t as u32, Op::Update as u8);
                         let mut runner = JitRunner::new();
                         let mut buf = vec![0u8; XDP_FRAME_SIZE];
@@ -329,7 +345,7 @@ fn scaling_rows(one_map: &Contestants, control: &Contestants, mode: Mode) -> any
             ],
         });
     }
-    Ok(rows)
+    Ok((rows, fifo.into_inner()))
 }
 
 /// `SCHED_FIFO` for the scaling threads (they are short-lived: each measurement spawns its own).
@@ -343,10 +359,5 @@ mod realtime {
         // SAFETY: `param` is a valid `sched_param` that lives across the call; pid 0 names the
         // calling thread, whose policy is all that changes; failure only returns -1.
         unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
-    }
-
-    /// Whether [`enter`] works here, tried on a short-lived thread of its own.
-    pub(super) fn available() -> bool {
-        std::thread::spawn(enter).join().unwrap_or(false)
     }
 }
