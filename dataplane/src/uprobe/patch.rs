@@ -216,31 +216,28 @@ macro_rules! restore_fast_regs {
     };
 }
 
-// The entry stub's fast path keeps xmm0-7 only around a program that may change them
-// (`Attached::fast_entry_plain`); r14 says whether it did.
+// A fast path keeps the vector registers the probed code may still need (`$save`: xmm0-7
+// at an entry, the return values in xmm0-3 at a return) only around a program that may change
+// them (the word at `$plain` is 0: `Attached::fast_entry_plain` / `fast_ret_plain`); r14 says
+// whether it did.
 macro_rules! save_xmm_unless_plain {
-    () => {
-        concat!(
-            "cmp qword ptr [r13 + {a_fast_entry_plain}], 0\n",
-            "jne 70f\n",
-            save_xmm0_7!(),
-            "mov r14d, 1\n",
-            "70:\n",
-        )
+    ($plain:literal, $save:expr) => {
+        concat!("cmp qword ptr ", $plain, ", 0\n", "jne 70f\n", $save, "mov r14d, 1\n", "70:\n",)
     };
 }
 
-// Before a call into Rust (a fault): xmm0-7 kept if they were not (a program's code that
-// leaves them alone cannot fault today — faults are raised by calls — but Rust may use them).
+// Before a call into Rust (a fault): the registers `$save` keeps, kept if they were not (a
+// program's code that leaves them alone cannot fault today — faults are raised by calls — but
+// Rust may use them).
 macro_rules! save_xmm_unless_saved {
-    () => {
-        concat!("test r14d, r14d\n", "jnz 70f\n", save_xmm0_7!(), "mov r14d, 1\n", "70:\n",)
+    ($save:expr) => {
+        concat!("test r14d, r14d\n", "jnz 70f\n", $save, "mov r14d, 1\n", "70:\n",)
     };
 }
 
 macro_rules! restore_xmm_if_saved {
-    () => {
-        concat!("test r14d, r14d\n", "jz 70f\n", restore_xmm0_7!(), "70:\n",)
+    ($restore:expr) => {
+        concat!("test r14d, r14d\n", "jz 70f\n", $restore, "70:\n",)
     };
 }
 
@@ -361,21 +358,13 @@ macro_rules! fast_return {
             "test rdx, rdx\n",
             "jz 68f\n",
             "mov byte ptr [rbx + {b_in_hit}], 1\n",
-            // The return values in xmm0-3 kept only around a program that may change them.
-            "cmp qword ptr [rax + {a_fast_ret_plain}], 0\n",
-            "jne 70f\n",
-            save_xmm0_3!(),
-            "mov r14d, 1\n",
-            "70:\n",
+            save_xmm_unless_plain!("[rax + {a_fast_ret_plain}]", save_xmm0_3!()),
             "mov rax, qword ptr [rcx + {pd_ret}]\n",
             "mov qword ptr [rsp + 256], rax\n",
             "mov rsi, qword ptr [rcx + {pd_probe}]\n",
             "mov rsi, qword ptr [rsi + {p_func_ip}]\n",
-            run_prog!(concat!("test r14d, r14d\n", "jnz 70f\n", save_xmm0_3!(), "mov r14d, 1\n", "70:\n")),
-            "test r14d, r14d\n",
-            "jz 70f\n",
-            restore_xmm0_3!(),
-            "70:\n",
+            run_prog!(save_xmm_unless_saved!(save_xmm0_3!())),
+            restore_xmm_if_saved!(restore_xmm0_3!()),
             // Popped; the busy count the pending return held ends.
             "mov qword ptr [rbx + {b_depth}], r13\n",
             "shl r13, 5\n",
@@ -422,7 +411,11 @@ std::arch::global_asm!(
     save_gprs!(),
     "lea rax, [rsp + 312]",
     "mov [rsp + 280], rax",
-    fast_entry!(save_xmm_unless_plain!(), save_xmm_unless_saved!(), restore_xmm_if_saved!()),
+    fast_entry!(
+        save_xmm_unless_plain!("[r13 + {a_fast_entry_plain}]", save_xmm0_7!()),
+        save_xmm_unless_saved!(save_xmm0_7!()),
+        restore_xmm_if_saved!(restore_xmm0_7!())
+    ),
     save_xmm0_7!(),
     "lea rdi, [rsp + 128]",
     "mov rsi, [rsp + 304]",
