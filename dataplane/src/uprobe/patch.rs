@@ -189,7 +189,6 @@ macro_rules! run_prog {
             "mov qword ptr [rdi + {e_state}], rax\n",
             "xor eax, eax\n",
             "mov qword ptr [rdi + {e_backward}], rax\n",
-            "mov qword ptr [rdi + {e_tail_calls}], rax\n",
             "lea rsi, [rsp + 128]\n",
             "call qword ptr [r12 + 8]\n",
             "mov rdi, qword ptr [r12 + 16]\n",
@@ -502,7 +501,6 @@ std::arch::global_asm!(
     e_slot = const raw_env::SLOT,
     e_state = const raw_env::STATE,
     e_backward = const raw_env::BACKWARD,
-    e_tail_calls = const raw_env::TAIL_CALLS,
     e_faulted = const raw_env::FAULTED,
 );
 

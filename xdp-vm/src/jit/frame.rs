@@ -5,8 +5,7 @@
 //! prepared for raw runs, a run is
 //!
 //! 1. write the environment's `ctx` (the context's address, also passed as `r1`), `slot` (the
-//!    per-CPU slot), `state` (a `*mut C::State` for the helpers) and zero `backward` and
-//!    `tail_calls`;
+//!    per-CPU slot), `state` (a `*mut C::State` for the helpers) and zero `backward`;
 //! 2. call `entry(env, ctx) -> r0` (C calling convention);
 //! 3. if the environment's `faulted` word is non-zero, call [`JitFrame::take_fault`] before the
 //!    frame runs again.
@@ -38,7 +37,6 @@ pub mod env {
     pub const SLOT: usize = offset_of!(Env<'static>, slot);
     pub const STATE: usize = offset_of!(Env<'static>, state);
     pub const BACKWARD: usize = offset_of!(Env<'static>, backward);
-    pub const TAIL_CALLS: usize = offset_of!(Env<'static>, tail_calls);
     pub const FAULTED: usize = offset_of!(Env<'static>, faulted);
 }
 
@@ -93,7 +91,6 @@ mod tests {
             word(env::SLOT).write(slot);
             word(env::STATE).write(std::ptr::from_mut(state) as u64);
             word(env::BACKWARD).write(0);
-            word(env::TAIL_CALLS).write(0);
             let entry = std::mem::transmute::<u64, extern "C" fn(u64, u64) -> u64>(raw.entry);
             let r0 = entry(raw.env, ctx);
             (r0, word(env::FAULTED).read() != 0)

@@ -383,7 +383,6 @@ impl<'p, C: Context> JitFrame<'p, C> {
 fn begin_run<C: Context>(env: &mut Env<'_>, state: &mut C::State<'_>, slot: usize) -> u64 {
     env.slot = slot as u64;
     env.backward = 0;
-    env.tail_calls = 0;
     begin_packet::<C>(env, state)
 }
 
