@@ -94,6 +94,18 @@ impl Env<'_> {
         self.depth = 0;
         self.fault.take()
     }
+
+    /// A run's result: `r0`, or the fault it recorded (taken, [`Env::take_fault`]).
+    #[inline(always)]
+    pub(crate) fn outcome(&mut self, r0: u64) -> Result<u64, Fault> {
+        if self.faulted == 0 { Ok(r0) } else { Err(self.faulted_run()) }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn faulted_run(&mut self) -> Fault {
+        self.take_fault().expect("a run that set `faulted` recorded its fault")
+    }
 }
 
 /// Faults raised by generated code itself (`raise`'s `kind`).

@@ -246,10 +246,7 @@ impl<C: Context> JitProgram<C> {
         let mut env = self.env();
         let ctx = begin_run::<C>(&mut env, state, slot);
         let r0 = call(&self.compiled.code, &mut env, ctx);
-        match env.fault {
-            Some(f) => Err(f),
-            None => Ok(r0),
-        }
+        env.outcome(r0)
     }
 
     /// A run environment for this program kept by one thread between runs (a tracing probe's
@@ -370,10 +367,7 @@ impl<'p, C: Context> JitFrame<'p, C> {
         let env = &mut self.env;
         let ctx = begin_run::<C>(env, state, slot);
         let r0 = self.code.call_on(env, ctx, &mut runner.stack);
-        if env.faulted == 0 {
-            return Ok(r0);
-        }
-        Err(env.take_fault().expect("a run that set `faulted` recorded its fault"))
+        env.outcome(r0)
     }
 }
 

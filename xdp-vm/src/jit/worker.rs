@@ -78,17 +78,7 @@ impl<C: Context> JitWorker<C> {
         let ctx = begin_packet::<C>(env, state);
         env.backward = 0;
         let r0 = (self.entry)(env, ctx);
-        if env.faulted == 0 {
-            return Ok(r0);
-        }
-        Err(self.take_fault())
-    }
-
-    /// The fault a run recorded ([`Env::take_fault`]).
-    #[cold]
-    #[inline(never)]
-    fn take_fault(&mut self) -> Fault {
-        self.env.take_fault().expect("a run that set `faulted` recorded its fault")
+        env.outcome(r0)
     }
 }
 
