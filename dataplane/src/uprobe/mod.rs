@@ -244,7 +244,7 @@ impl TraceProgram {
         let jit = JitProgram::compile(&prog)
             .map_err(|source| UprobeError::Compile { program: spec.name.clone(), source })?;
         let target = (!target.is_empty()).then(|| Target::parse(target));
-        let plain = trampoline::leaves_vector_registers_alone(jit.frame().entry_address(), &mut own_page);
+        let plain = trampoline::leaves_vector_registers_alone(jit.entry_address(), &mut own_page);
         Ok(Self { name: spec.name.clone(), jit: Arc::new(jit), ret, target, plain })
     }
 }

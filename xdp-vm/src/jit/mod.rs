@@ -249,6 +249,13 @@ impl<C: Context> JitProgram<C> {
         env.outcome(r0)
     }
 
+    /// The address of the program's `(env, r1) -> r0` entry, as [`JitFrame::raw`] gives it: for
+    /// reading the compiled code (it lives as long as the program).
+    #[must_use]
+    pub fn entry_address(&self) -> u64 {
+        self.compiled.code.entry_address()
+    }
+
     /// A run environment for this program kept by one thread between runs (a tracing probe's
     /// hits): [`JitFrame::run`] then writes only what changes from run to run.
     #[must_use]
